@@ -1,0 +1,127 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+/// One set of compiler settings for every target, so that all modules are held to the same rules.
+let sharedSwiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let hummingbird = Target.Dependency.product(name: "Hummingbird", package: "hummingbird")
+let httpTypes = Target.Dependency.product(name: "HTTPTypes", package: "swift-http-types")
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let serviceLifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let httpClient = Target.Dependency.product(name: "AsyncHTTPClient", package: "async-http-client")
+let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
+
+let package = Package(
+    name: "gantry",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "gantry", targets: ["Gantry"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/vapor/sql-kit", from: "3.36.0"),
+        .package(url: "https://github.com/vapor/sqlite-kit", from: "4.5.2"),
+        .package(url: "https://github.com/vapor/postgres-kit", from: "2.17.0"),
+    ],
+    targets: [
+        .executableTarget(
+            name: "Gantry",
+            dependencies: ["GantryCommands", logging],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .target(name: "GantryCore", swiftSettings: sharedSwiftSettings),
+        .target(
+            name: "GantryStore",
+            dependencies: [
+                "GantryCore", logging,
+                .product(name: "SQLKit", package: "sql-kit"),
+                .product(name: "SQLiteKit", package: "sqlite-kit"),
+                .product(name: "PostgresKit", package: "postgres-kit"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .target(
+            name: "GantryBlobs",
+            dependencies: ["GantryCore", crypto, .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .target(
+            name: "GantryHTTP",
+            dependencies: [
+                "GantryCore", hummingbird, httpTypes, logging,
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .target(
+            name: "GantryRegistry", dependencies: ["GantryCore", "GantryHTTP", hummingbird, logging],
+            swiftSettings: sharedSwiftSettings),
+        .target(
+            name: "GantryServing",
+            dependencies: ["GantryCore", "GantryHTTP", hummingbird, httpTypes, httpClient, logging, serviceLifecycle],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .target(
+            name: "GantryResources", dependencies: ["GantryCore", "GantryHTTP", hummingbird, logging],
+            swiftSettings: sharedSwiftSettings),
+        .target(
+            name: "GantryGateway", dependencies: ["GantryCore", "GantryHTTP", hummingbird, httpTypes, logging],
+            swiftSettings: sharedSwiftSettings),
+        .target(
+            name: "GantryOrchestrator",
+            dependencies: ["GantryCore", "GantryHTTP", hummingbird, logging, serviceLifecycle],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .target(
+            name: "GantryAuth", dependencies: ["GantryCore", "GantryHTTP", hummingbird, logging, crypto],
+            swiftSettings: sharedSwiftSettings),
+        .target(
+            name: "GantryCommands",
+            dependencies: [
+                "GantryCore", "GantryStore", "GantryBlobs", "GantryHTTP", "GantryRegistry", "GantryServing",
+                "GantryResources", "GantryGateway", "GantryOrchestrator", "GantryAuth",
+                hummingbird, httpClient, logging, serviceLifecycle,
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .target(
+            name: "GantryTestSupport",
+            dependencies: [
+                "GantryCore", "GantryStore", hummingbird, httpTypes, logging, serviceLifecycle,
+                .product(name: "SQLKit", package: "sql-kit"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .testTarget(
+            name: "GantryTests",
+            dependencies: [
+                "GantryCommands", "GantryTestSupport", "GantryStore", "GantryCore", "GantryAuth", "GantryServing",
+                "GantryHTTP", "GantryGateway", "GantryOrchestrator", "GantryRegistry",
+                hummingbird, httpClient,
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,60 @@
+import Crypto
+public import Foundation
+
+/// The shape of a Gantry API key: `gk_<id>_<secret>`.
+///
+/// The id (12 lower-case alphanumerics) names the key in lists and logs without revealing it;
+/// the secret is 32 random bytes, base64url. Only SHA-256 of the secret is stored: with 256 bits
+/// of entropy a slow password hash adds nothing but latency on every request.
+public struct APIKeyFormat: Sendable {
+    public static let prefix = "gk_"
+
+    public struct Parsed: Sendable, Equatable {
+        public var id: String
+        public var secret: String
+    }
+
+    /// Creates a new key: its public id and the full plaintext shown once to the caller.
+    public static func generate() -> (id: String, plaintext: String) {
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789")
+        var generator = SystemRandomNumberGenerator()
+        let id = String((0..<12).map { _ in alphabet[Int(generator.next(upperBound: UInt(alphabet.count)))] })
+        var bytes = [UInt8](repeating: 0, count: 32)
+        for index in bytes.indices { bytes[index] = generator.next() }
+        let secret = Data(bytes).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+        return (id, prefix + id + "_" + secret)
+    }
+
+    /// Splits a presented key; nil when it is not shaped like a Gantry key (no lookup is made then).
+    public static func parse(_ presented: String) -> Parsed? {
+        guard presented.hasPrefix(prefix), presented.utf8.count <= 128 else { return nil }
+        let rest = presented.dropFirst(prefix.count)
+        guard let separator = rest.firstIndex(of: "_") else { return nil }
+        let id = String(rest[..<separator])
+        let secret = String(rest[rest.index(after: separator)...])
+        let idIsValid = id.utf8.count == 12 && id.utf8.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) }
+        let secretIsValid =
+            secret.utf8.count == 43
+            && secret.utf8.allSatisfy {
+                ($0 >= 97 && $0 <= 122) || ($0 >= 65 && $0 <= 90) || ($0 >= 48 && $0 <= 57) || $0 == 45 || $0 == 95
+            }
+        guard idIsValid, secretIsValid else { return nil }
+        return Parsed(id: id, secret: secret)
+    }
+
+    public static func hash(secret: String) -> String {
+        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Compares two digests in time independent of where they differ.
+    public static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8)
+        let y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        var difference: UInt8 = 0
+        for index in x.indices { difference |= x[index] ^ y[index] }
+        return difference == 0
+    }
+}

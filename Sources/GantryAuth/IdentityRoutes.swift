@@ -1,0 +1,104 @@
+public import Foundation
+public import GantryCore
+public import GantryHTTP
+public import Hummingbird
+
+/// `/api/v1/keys` and `/api/v1/users`.
+public struct IdentityRoutes: Sendable {
+    let identity: IdentityService
+    let users: any UserRepository
+    let keys: any APIKeyRepository
+
+    public init(identity: IdentityService, repositories: Repositories) {
+        self.identity = identity
+        self.users = repositories.users
+        self.keys = repositories.keys
+    }
+
+    /// What a key looks like in responses: never the secret nor its hash.
+    struct KeyView: Codable, Sendable {
+        var id: String
+        var name: String
+        var userId: String
+        var createdAt: Date
+        var expiresAt: Date?
+        var revokedAt: Date?
+        var lastUsedAt: Date?
+        /// Present only in the response that creates the key.
+        var key: String?
+
+        init(_ record: APIKeyRecord, plaintext: String? = nil) {
+            id = record.id
+            name = record.name
+            userId = record.userID
+            createdAt = record.createdAt
+            expiresAt = record.expiresAt
+            revokedAt = record.revokedAt
+            lastUsedAt = record.lastUsedAt
+            key = plaintext
+        }
+    }
+
+    struct CreateKey: Decodable {
+        var name: String
+        var expiresAt: Date?
+        /// Admins may issue a key for another user, by user name.
+        var user: String?
+    }
+
+    struct CreateUser: Decodable {
+        var name: String
+        var email: String?
+        var role: Role?
+    }
+
+    public func add(to router: Router<GantryRequestContext>) {
+        let keysGroup = router.group("/api/v1/keys")
+        keysGroup.post { request, context in
+            let principal = try context.requirePrincipal()
+            let body = try await request.decodeJSON(as: CreateKey.self)
+            var ownerID = principal.userID
+            if let userName = body.user, userName != principal.userName {
+                _ = try context.requireAdmin()
+                guard let owner = try await users.user(named: userName) else {
+                    throw GantryError.notFound("user '\(userName)' not found")
+                }
+                ownerID = owner.id
+            }
+            let (record, plaintext) = try await identity.issueKey(userID: ownerID, name: body.name, expiresAt: body.expiresAt)
+            return JSONResponse(KeyView(record, plaintext: plaintext), status: .created)
+        }
+        keysGroup.get { request, context in
+            let principal = try context.requirePrincipal()
+            let everyone = request.uri.queryParameters["all"] == "true"
+            if everyone { _ = try context.requireAdmin() }
+            let records = try await keys.listKeys(userID: everyone ? nil : principal.userID)
+            return JSONResponse(ListResponse(records.map { KeyView($0) }))
+        }
+        keysGroup.delete("{id}") { _, context in
+            let principal = try context.requirePrincipal()
+            let id = try context.parameters.require("id")
+            guard let record = try await keys.key(id: id), record.userID == principal.userID || principal.isAdmin else {
+                throw GantryError.notFound("API key '\(id)' not found")
+            }
+            try await keys.revokeKey(id: id, at: Date())
+            return Response(status: .noContent)
+        }
+
+        let usersGroup = router.group("/api/v1/users")
+        usersGroup.post { request, context in
+            _ = try context.requireAdmin()
+            let body = try await request.decodeJSON(as: CreateUser.self)
+            try ResourceName.validate(body.name, field: "name")
+            let user = User(
+                id: Identifier.make("usr"), name: body.name, email: body.email, role: body.role ?? .user, disabled: false,
+                createdAt: Date())
+            try await users.createUser(user)
+            return JSONResponse(user, status: .created)
+        }
+        usersGroup.get { _, context in
+            _ = try context.requireAdmin()
+            return JSONResponse(ListResponse(try await users.listUsers()))
+        }
+    }
+}

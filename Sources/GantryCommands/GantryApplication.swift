@@ -1,0 +1,110 @@
+public import AsyncHTTPClient
+public import Foundation
+public import GantryAuth
+public import GantryCore
+import GantryGateway
+public import GantryHTTP
+public import GantryOrchestrator
+public import GantryRegistry
+import GantryResources
+public import GantryServing
+public import GantryStore
+public import Hummingbird
+public import Logging
+import NIOCore
+import NIOPosix
+public import Prometheus
+import ServiceLifecycle
+
+/// Everything `gantry serve` runs, built from one configuration. Tests build the same thing.
+public struct GantryServer: Sendable {
+    public var application: Application<RouterResponder<GantryRequestContext>>
+    public let store: SQLStore
+    public let routeTable: RouteTable
+    public let runtime: LocalProcessRuntime
+    public let reconciler: Reconciler
+    public let identity: IdentityService
+    public let registry: RegistryService
+    public let deployments: DeploymentService
+    public let metrics: PrometheusCollectorRegistry
+    /// Set on the first start of an empty store: the admin key to print once. Never logged.
+    public let bootstrapAdminKey: String?
+}
+
+/// Builds the all-in-one server: opens and migrates the store, wires the services together
+/// through their `GantryCore` protocols and mounts their routes behind the gateway middleware.
+/// `onServerRunning` receives the bound port (useful with port 0).
+public func buildApplication(
+    configuration: GantryConfiguration, logger: Logger, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) async throws -> GantryServer {
+    var logger = logger
+    logger.logLevel = configuration.logLevel
+    try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+
+    let store = try await SQLStore.open(configuration.database, logger: logger)
+    let repositories: Repositories
+    let bootstrapKey: String?
+    let identity: IdentityService
+    do {
+        try await store.migrate(logger: logger)
+        repositories = store.repositories
+        identity = IdentityService(repositories: repositories, logger: logger)
+        bootstrapKey = try await identity.bootstrapAdminKeyIfNeeded()
+    } catch {
+        try? await store.close()
+        throw error
+    }
+
+    var clientConfiguration = HTTPClient.Configuration()
+    clientConfiguration.timeout = .init(
+        connect: .seconds(2), read: .seconds(Int64(configuration.gateway.upstreamTimeout.components.seconds)))
+    clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
+    clientConfiguration.decompression = .disabled
+    let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
+
+    let routeTable = RouteTable()
+    let runtime = LocalProcessRuntime(
+        configuration: .init(
+            llamaCpp: LlamaCppEngine(binary: configuration.engine.llamaServer, threads: configuration.engine.threads),
+            logDirectory: configuration.dataDirectory + "/logs", startupTimeout: configuration.engine.startupTimeout,
+            stopGracePeriod: .seconds(10)),
+        httpClient: httpClient, logger: logger)
+    let reconciler = Reconciler(
+        repositories: repositories, runtime: runtime, routes: routeTable, interval: configuration.reconcileInterval,
+        logger: logger)
+    let registry = RegistryService(models: repositories.models)
+    let deployments = DeploymentService(
+        repositories: repositories, supportedEngines: runtime.supportedEngines, reconciler: reconciler)
+    let metrics = PrometheusCollectorRegistry()
+
+    let router = Router(context: GantryRequestContext.self)
+    router.add(middleware: RequestIDMiddleware())
+    router.add(middleware: AccessLogMiddleware())
+    router.add(middleware: HTTPMetricsMiddleware(registry: metrics))
+    router.add(middleware: APIErrorMiddleware())
+    router.add(middleware: AuthenticationMiddleware(verifier: identity))
+    OperationsRoutes.add(
+        to: router, registry: metrics, readiness: [ReadinessCheck(name: "store") { await store.ping() }])
+    InferenceRoutes(
+        routes: routeTable, httpClient: httpClient,
+        configuration: .init(
+            maxRequestBytes: configuration.gateway.maxRequestBytes, maxResponseBytes: 64 << 20,
+            upstreamTimeout: configuration.gateway.upstreamTimeout)
+    ).add(to: router)
+    RegistryRoutes(registry: registry, models: repositories.models).add(to: router)
+    DeploymentRoutes(service: deployments, repositories: repositories).add(to: router)
+    IdentityRoutes(identity: identity, repositories: repositories).add(to: router)
+    ResourceRoutes.add(to: router)
+
+    // Shut down in reverse: the server first (in-flight requests finish), then the reconcile
+    // loop, then the engines, then the store and the HTTP client.
+    let application = Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.http.host, port: configuration.http.port), serverName: "gantry"),
+        services: [HTTPClientService(client: httpClient), StoreService(store: store), runtime, reconciler],
+        onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.http.port) },
+        logger: logger)
+    return GantryServer(
+        application: application, store: store, routeTable: routeTable, runtime: runtime, reconciler: reconciler,
+        identity: identity, registry: registry, deployments: deployments, metrics: metrics, bootstrapAdminKey: bootstrapKey)
+}

@@ -1,0 +1,154 @@
+public import Configuration
+public import Foundation
+public import GantryCore
+import GantryServing
+public import GantryStore
+public import Logging
+
+/// The whole typed configuration, read once at start from (highest first) command-line flags,
+/// `GANTRY_*` environment variables, a JSON config file, and built-in defaults.
+public struct GantryConfiguration: Sendable {
+    public struct HTTP: Sendable {
+        public var host: String
+        public var port: Int
+    }
+
+    public struct Engine: Sendable {
+        public var llamaServer: String
+        public var threads: Int
+        public var startupTimeout: Duration
+    }
+
+    public struct Gateway: Sendable {
+        public var maxRequestBytes: Int
+        public var upstreamTimeout: Duration
+    }
+
+    public var http: HTTP
+    public var dataDirectory: String
+    public var cacheDirectory: String
+    public var database: DatabaseLocation
+    public var engine: Engine
+    public var gateway: Gateway
+    public var reconcileInterval: Duration
+    public var logLevel: Logger.Level
+
+    /// Reads and validates every key; the first invalid one is reported by name.
+    public init(reader: ConfigReader, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+        let values = SettingReader(reader: reader)
+        let home = environment["HOME"] ?? NSHomeDirectory()
+        http = HTTP(
+            host: try values.string(.host) ?? "127.0.0.1",
+            port: try values.int(.port, in: 0...65535) ?? 8080)
+        dataDirectory = Self.expandTilde(try values.string(.dataDir) ?? "~/.gantry", home: home)
+        let defaultCache = environment["XDG_CACHE_HOME"].map { $0 + "/gantry" } ?? home + "/.cache/gantry"
+        cacheDirectory = Self.expandTilde(try values.string(.cacheDir) ?? defaultCache, home: home)
+        if let url = try values.string(.databaseURL) {
+            do {
+                database = try DatabaseLocation(url: url)
+            } catch let error as GantryError {
+                throw ConfigurationError(setting: .databaseURL, problem: error.message)
+            }
+        } else {
+            database = .sqlite(path: dataDirectory + "/gantry.sqlite")
+        }
+        let defaultThreads = min(8, max(1, ProcessInfo.processInfo.activeProcessorCount / 2))
+        engine = Engine(
+            llamaServer: Self.expandTilde(
+                try values.string(.llamaServer)
+                    ?? LlamaCppInstaller(cacheDirectory: cacheDirectory, progress: { _ in }).binaryPath, home: home),
+            threads: try values.int(.engineThreads, in: 1...256) ?? defaultThreads,
+            startupTimeout: .seconds(try values.int(.engineStartupTimeout, in: 1...86_400) ?? 300))
+        gateway = Gateway(
+            maxRequestBytes: try values.int(.maxRequestBytes, in: 1024...(1 << 30)) ?? (4 << 20),
+            upstreamTimeout: .seconds(try values.int(.upstreamTimeout, in: 1...86_400) ?? 600))
+        reconcileInterval = .seconds(try values.int(.reconcileInterval, in: 1...3600) ?? 5)
+        let level = try values.string(.logLevel) ?? "info"
+        guard let parsedLevel = Logger.Level(rawValue: level) else {
+            throw ConfigurationError(setting: .logLevel, problem: "'\(level)' is not a log level")
+        }
+        logLevel = parsedLevel
+    }
+
+    /// Builds the reader with Gantry's precedence: flags, environment, config file, defaults.
+    public static func reader(
+        flags: [GantrySetting: String], configFile: String?, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) async throws -> ConfigReader {
+        var flagValues: [AbsoluteConfigKey: ConfigValue] = [:]
+        for (setting, value) in flags {
+            flagValues[AbsoluteConfigKey(setting.components)] = ConfigValue(.string(value), isSecret: setting.isSecret)
+        }
+        let secrets = Set(GantrySetting.all.filter(\.isSecret).map(\.environmentVariable))
+        var providers: [any ConfigProvider] = [
+            InMemoryProvider(name: "command line", values: flagValues),
+            EnvironmentVariablesProvider(environmentVariables: environment, secretsSpecifier: .specific(secrets))
+                .prefixKeys(with: "gantry"),
+        ]
+        if let configFile = configFile ?? environment["GANTRY_CONFIG_FILE"] {
+            guard FileManager.default.fileExists(atPath: configFile) else {
+                throw ConfigurationError(key: "config", problem: "config file \(configFile) does not exist")
+            }
+            let location = ConfigReader(
+                provider: InMemoryProvider(values: ["filePath": .init(.string(configFile), isSecret: false)]))
+            do {
+                providers.append(try await FileProvider<JSONSnapshot>(config: location))
+            } catch {
+                throw ConfigurationError(key: "config", problem: "config file \(configFile) is not valid JSON: \(error)")
+            }
+        }
+        return ConfigReader(providers: providers)
+    }
+
+    /// The cache directory alone, for commands that need nothing else (installers, fetchers).
+    static func cacheDirectory(flag: String?) async throws -> String {
+        var flags: [GantrySetting: String] = [:]
+        if let flag { flags[.cacheDir] = flag }
+        return try GantryConfiguration(reader: try await reader(flags: flags, configFile: nil)).cacheDirectory
+    }
+
+    static func expandTilde(_ path: String, home: String) -> String {
+        if path == "~" { return home }
+        if path.hasPrefix("~/") { return home + path.dropFirst(1) }
+        return path
+    }
+}
+
+/// A configuration value Gantry cannot start with; the message names the key, its flag and variable.
+public struct ConfigurationError: Error, CustomStringConvertible {
+    public var description: String
+
+    init(setting: GantrySetting, problem: String) {
+        description =
+            "invalid configuration \(setting.key) (--\(setting.flag), \(setting.environmentVariable)): \(problem)"
+    }
+
+    init(key: String, problem: String) {
+        description = "invalid configuration \(key): \(problem)"
+    }
+}
+
+/// Reads raw values as strings (files may hold numbers) and parses them with errors that name the key.
+struct SettingReader {
+    let reader: ConfigReader
+
+    func string(_ setting: GantrySetting) throws -> String? {
+        let key = ConfigKey(setting.components)
+        if let text = reader.string(forKey: key, isSecret: setting.isSecret) {
+            guard !text.isEmpty else { throw ConfigurationError(setting: setting, problem: "must not be empty") }
+            return text
+        }
+        if let number = reader.int(forKey: key) { return String(number) }
+        return nil
+    }
+
+    func int(_ setting: GantrySetting, in range: ClosedRange<Int>) throws -> Int? {
+        guard let text = try string(setting) else { return nil }
+        guard let value = Int(text.trimmingCharacters(in: .whitespaces)) else {
+            throw ConfigurationError(setting: setting, problem: "'\(text)' is not an integer")
+        }
+        guard range.contains(value) else {
+            throw ConfigurationError(setting: setting, problem: "\(value) is outside \(range.lowerBound)...\(range.upperBound)")
+        }
+        return value
+    }
+}

@@ -1,0 +1,55 @@
+public import ArgumentParser
+import Configuration
+public import Foundation
+
+/// The flags `serve` and `quickstart` share: one per configuration key, documented from the
+/// `GantrySetting` table. Unset flags fall through to the environment, the config file, defaults.
+public struct ServerOptions: ParsableArguments {
+    public init() {}
+
+    @Option(name: .customLong("config"), help: "JSON configuration file. [env: GANTRY_CONFIG_FILE]")
+    var configFile: String?
+    @Option(name: .customLong(GantrySetting.host.flag), help: ArgumentHelp(GantrySetting.host.helpText))
+    var host: String?
+    @Option(name: .customLong(GantrySetting.port.flag), help: ArgumentHelp(GantrySetting.port.helpText))
+    var port: String?
+    @Option(name: .customLong(GantrySetting.dataDir.flag), help: ArgumentHelp(GantrySetting.dataDir.helpText))
+    var dataDir: String?
+    @Option(name: .customLong(GantrySetting.databaseURL.flag), help: ArgumentHelp(GantrySetting.databaseURL.helpText))
+    var databaseURL: String?
+    @Option(name: .customLong(GantrySetting.cacheDir.flag), help: ArgumentHelp(GantrySetting.cacheDir.helpText))
+    var cacheDir: String?
+    @Option(name: .customLong(GantrySetting.llamaServer.flag), help: ArgumentHelp(GantrySetting.llamaServer.helpText))
+    var llamaServer: String?
+    @Option(name: .customLong(GantrySetting.engineThreads.flag), help: ArgumentHelp(GantrySetting.engineThreads.helpText))
+    var engineThreads: String?
+    @Option(
+        name: .customLong(GantrySetting.engineStartupTimeout.flag),
+        help: ArgumentHelp(GantrySetting.engineStartupTimeout.helpText))
+    var engineStartupTimeout: String?
+    @Option(name: .customLong(GantrySetting.maxRequestBytes.flag), help: ArgumentHelp(GantrySetting.maxRequestBytes.helpText))
+    var maxRequestBytes: String?
+    @Option(name: .customLong(GantrySetting.upstreamTimeout.flag), help: ArgumentHelp(GantrySetting.upstreamTimeout.helpText))
+    var upstreamTimeout: String?
+    @Option(
+        name: .customLong(GantrySetting.reconcileInterval.flag), help: ArgumentHelp(GantrySetting.reconcileInterval.helpText))
+    var reconcileInterval: String?
+    @Option(name: .customLong(GantrySetting.logLevel.flag), help: ArgumentHelp(GantrySetting.logLevel.helpText))
+    var logLevel: String?
+
+    var flags: [GantrySetting: String] {
+        let pairs: [(GantrySetting, String?)] = [
+            (.host, host), (.port, port), (.dataDir, dataDir), (.databaseURL, databaseURL), (.cacheDir, cacheDir),
+            (.llamaServer, llamaServer), (.engineThreads, engineThreads), (.engineStartupTimeout, engineStartupTimeout),
+            (.maxRequestBytes, maxRequestBytes), (.upstreamTimeout, upstreamTimeout),
+            (.reconcileInterval, reconcileInterval), (.logLevel, logLevel),
+        ]
+        return Dictionary(uniqueKeysWithValues: pairs.compactMap { setting, value in value.map { (setting, $0) } })
+    }
+
+    /// Resolves flags, environment, file and defaults into a validated configuration.
+    public func configuration() async throws -> GantryConfiguration {
+        let reader = try await GantryConfiguration.reader(flags: flags, configFile: configFile)
+        return try GantryConfiguration(reader: reader)
+    }
+}

@@ -1,0 +1,46 @@
+/// The one error type that crosses module boundaries.
+///
+/// Each HTTP surface renders it in its own format (OpenAI envelope on `/v1`, problem details on
+/// `/api`), so services throw it without knowing which surface they are behind.
+public struct GantryError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        case invalidRequest
+        case unauthorized
+        case forbidden
+        case notFound
+        case conflict
+        case payloadTooLarge
+        case unavailable
+        case badGateway
+        case gatewayTimeout
+        case `internal`
+    }
+
+    public var kind: Kind
+    public var message: String
+    /// A stable machine-readable code such as `model_not_found`.
+    public var code: String?
+    /// The request field the error is about, when there is one.
+    public var param: String?
+
+    public init(_ kind: Kind, _ message: String, code: String? = nil, param: String? = nil) {
+        self.kind = kind
+        self.message = message
+        self.code = code
+        self.param = param
+    }
+
+    public var description: String { "\(kind.rawValue): \(message)" }
+
+    public static func invalid(_ message: String, param: String? = nil, code: String? = nil) -> GantryError {
+        GantryError(.invalidRequest, message, code: code, param: param)
+    }
+
+    public static func notFound(_ message: String, code: String? = nil) -> GantryError {
+        GantryError(.notFound, message, code: code)
+    }
+
+    public static func conflict(_ message: String) -> GantryError {
+        GantryError(.conflict, message)
+    }
+}

@@ -1,0 +1,23 @@
+public import Foundation
+
+/// Opaque identifiers for stored records: a short type prefix and a random UUID, so an id in a log
+/// line says what it names.
+public enum Identifier {
+    public static func make(_ prefix: String) -> String {
+        prefix + "_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+    }
+}
+
+/// Names that become part of URLs, process arguments and `model` fields: DNS labels.
+public enum ResourceName {
+    /// Lower-case letters, digits and `-`, 1 to 63 characters, starting and ending alphanumeric.
+    public static func validate(_ name: String, field: String) throws {
+        let allowed = name.utf8.allSatisfy { ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 }
+        guard !name.isEmpty, name.utf8.count <= 63, allowed, name.first != "-", name.last != "-" else {
+            throw GantryError.invalid(
+                "\(field) must be a DNS label: 1-63 lower-case letters, digits or '-', starting and ending with a letter or digit",
+                param: field
+            )
+        }
+    }
+}

@@ -1,0 +1,61 @@
+public import Foundation
+public import GantryCore
+public import Hummingbird
+import NIOCore
+
+/// Shared JSON handling for `/api` routes: snake_case on the wire, ISO 8601 dates.
+public enum JSONCoding {
+    public static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+
+    public static func decoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }
+}
+
+extension Request {
+    /// Collects at most `limit` bytes of body and decodes it; a body over the limit is a 413 and
+    /// one that is not the expected JSON is a 400 naming the field.
+    public func decodeJSON<T: Decodable>(as type: T.Type, limit: Int = 1 << 20) async throws -> T {
+        var request = self
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.collectBody(upTo: limit)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw GantryError(.payloadTooLarge, "request body is larger than \(limit) bytes")
+        }
+        guard buffer.readableBytes > 0 else { throw GantryError.invalid("request body is empty; expected JSON") }
+        return try JSONCoding.decoder().decode(T.self, from: Data(buffer: buffer))
+    }
+}
+
+/// A JSON response with an explicit status, encoded with `JSONCoding`.
+public struct JSONResponse<Value: Encodable & Sendable>: ResponseGenerator {
+    public var status: HTTPResponse.Status
+    public var value: Value
+
+    public init(_ value: Value, status: HTTPResponse.Status = .ok) {
+        self.value = value
+        self.status = status
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        let data = try JSONCoding.encoder().encode(value)
+        return Response(
+            status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: data)))
+    }
+}
+
+/// `{"data": [...]}`: the list shape of every `/api` collection.
+public struct ListResponse<Item: Encodable & Sendable>: Encodable, Sendable {
+    public var data: [Item]
+    public init(_ data: [Item]) { self.data = data }
+}

@@ -1,0 +1,152 @@
+public import AsyncHTTPClient
+public import Foundation
+public import GantryCore
+public import GantryHTTP
+import HTTPTypes
+public import Hummingbird
+public import Logging
+import NIOCore
+import NIOHTTP1
+
+/// The `/v1` inference surface: reads `model`, picks a ready instance and forwards the body,
+/// streaming SSE responses through as they arrive.
+public struct InferenceRoutes: Sendable {
+    public struct Configuration: Sendable {
+        /// Largest request body accepted; a larger one is a 413.
+        public var maxRequestBytes: Int
+        /// Largest non-streaming engine response relayed.
+        public var maxResponseBytes: Int
+        /// How long to wait for an engine's response head.
+        public var upstreamTimeout: Duration
+
+        public init(maxRequestBytes: Int, maxResponseBytes: Int, upstreamTimeout: Duration) {
+            self.maxRequestBytes = maxRequestBytes
+            self.maxResponseBytes = maxResponseBytes
+            self.upstreamTimeout = upstreamTimeout
+        }
+    }
+
+    let routes: RouteTable
+    let httpClient: HTTPClient
+    let configuration: Configuration
+
+    public init(routes: RouteTable, httpClient: HTTPClient, configuration: Configuration) {
+        self.routes = routes
+        self.httpClient = httpClient
+        self.configuration = configuration
+    }
+
+    public func add(to router: Router<GantryRequestContext>) {
+        router.post("/v1/chat/completions") { request, context in
+            try await forward(request, context: context, path: "/v1/chat/completions")
+        }
+        router.post("/v1/completions") { request, context in
+            try await forward(request, context: context, path: "/v1/completions")
+        }
+        router.get("/v1/models") { _, context in
+            _ = try context.requirePrincipal()
+            return try await listModels()
+        }
+    }
+
+    func listModels() async throws -> Response {
+        struct Item: Encodable {
+            var id: String
+            var object = "model"
+            var created: Int
+            var owned_by = "gantry"
+        }
+        struct List: Encodable {
+            var object = "list"
+            var data: [Item]
+        }
+        let items = await routes.allEntries().map { Item(id: $0.deployment, created: Int($0.createdAt.timeIntervalSince1970)) }
+        let data = try JSONEncoder().encode(List(data: items))
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: data)))
+    }
+
+    func forward(_ request: Request, context: GantryRequestContext, path: String) async throws -> Response {
+        _ = try context.requirePrincipal()
+        // The body is collected with a bound, never handed to the HTTP client as a stream:
+        // see DESIGN.md section 7 (an upload task outliving the handler crashes the server).
+        var request = request
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: configuration.maxRequestBytes)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw GantryError(.payloadTooLarge, "request body is larger than \(configuration.maxRequestBytes) bytes")
+        }
+        let parsed = try InferenceRequest.parse(Data(buffer: body))
+        guard let entry = await routes.entry(for: parsed.deployment) else {
+            throw GantryError.notFound(
+                "The model '\(parsed.deployment)' does not exist or you do not have access to it.", code: "model_not_found")
+        }
+        if let pinned = parsed.pinnedVersion, pinned != entry.version {
+            throw GantryError.notFound(
+                "version '\(pinned)' of model '\(parsed.deployment)' is not deployed", code: "model_not_found")
+        }
+        if let maxTokens = parsed.maxTokens, maxTokens > entry.contextLimit {
+            throw GantryError.invalid(
+                "max_tokens (\(maxTokens)) exceeds the context limit of model '\(entry.deployment)' (\(entry.contextLimit))",
+                param: "max_tokens", code: "context_length_exceeded")
+        }
+        guard let target = await routes.nextTarget(for: parsed.deployment) else {
+            throw GantryError(
+                .unavailable, "model '\(parsed.deployment)' has no ready instance yet; retry shortly", code: "model_not_ready")
+        }
+
+        var upstream = HTTPClientRequest(url: target.endpoint + path)
+        upstream.method = .POST
+        upstream.headers.add(name: "content-type", value: "application/json")
+        upstream.headers.add(name: "x-request-id", value: context.requestID)
+        upstream.body = .bytes(body)
+        let response: HTTPClientResponse
+        do {
+            response = try await httpClient.execute(upstream, timeout: .init(configuration.upstreamTimeout))
+        } catch {
+            context.logger.warning(
+                "engine request failed", metadata: ["instance_id": "\(target.instanceID)", "error": "\(error)"])
+            throw GantryError(.badGateway, "the model's engine could not be reached", code: "engine_unavailable")
+        }
+
+        var headers = HTTPFields()
+        headers[.contentType] = response.headers.first(name: "content-type") ?? "application/json"
+        let status = HTTPResponse.Status(code: Int(response.status.code))
+        guard parsed.stream, response.status == .ok else {
+            let payload: ByteBuffer
+            do {
+                payload = try await response.body.collect(upTo: configuration.maxResponseBytes)
+            } catch {
+                context.logger.warning(
+                    "engine response failed", metadata: ["instance_id": "\(target.instanceID)", "error": "\(error)"])
+                throw GantryError(.badGateway, "the model's engine failed while answering", code: "engine_failed")
+            }
+            return Response(status: status, headers: headers, body: .init(byteBuffer: payload))
+        }
+
+        headers[.cacheControl] = "no-cache"
+        let logger = context.logger
+        let instanceID = target.instanceID
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                do {
+                    for try await chunk in response.body {
+                        try await writer.write(chunk)
+                    }
+                } catch {
+                    // The engine went away mid-stream: end the stream with an error event the
+                    // client can see, instead of a silent cut or a hang.
+                    logger.warning("engine stream failed", metadata: ["instance_id": "\(instanceID)", "error": "\(error)"])
+                    let failure = ErrorResponse(
+                        error: GantryError(.badGateway, "the model's engine failed during the stream", code: "engine_failed"),
+                        style: .openAI)
+                    var event = ByteBuffer(string: "data: ")
+                    event.writeBytes(failure.body())
+                    event.writeString("\n\n")
+                    try? await writer.write(event)
+                }
+                try await writer.finish(nil)
+            })
+    }
+}

@@ -1,0 +1,115 @@
+import Foundation
+import GantryCore
+public import Logging
+public import SQLKit
+
+/// One schema change. Versions are applied in order, each once, and recorded in `schema_migrations`.
+struct Migration: Sendable {
+    let version: Int
+    let name: String
+    let apply: @Sendable (any SQLDatabase) async throws -> Void
+}
+
+extension SQLStore {
+    /// Every migration Gantry has, oldest first. Append only: never edit a released one.
+    static let migrations: [Migration] = [
+        Migration(version: 1, name: "initial schema") { db in
+            try await db.create(table: "models")
+                .column("id", type: .text, .primaryKey(autoIncrement: false))
+                .column("name", type: .text, .notNull, .unique)
+                .column("description", type: .text, .notNull)
+                .column("task", type: .text, .notNull)
+                .column("created_at", type: .bigint, .notNull)
+                .run()
+            try await db.create(table: "model_versions")
+                .column("id", type: .text, .primaryKey(autoIncrement: false))
+                .column("model_id", type: .text, .notNull, .references("models", "id"))
+                .column("version", type: .text, .notNull)
+                .column("format", type: .text, .notNull)
+                .column("context_limit", type: .bigint, .notNull)
+                .column("artifact_uri", type: .text, .notNull)
+                .column("status", type: .text, .notNull)
+                .column("created_at", type: .bigint, .notNull)
+                .unique("model_id", "version")
+                .run()
+            try await db.create(table: "deployments")
+                .column("id", type: .text, .primaryKey(autoIncrement: false))
+                .column("name", type: .text, .notNull, .unique)
+                .column("model_id", type: .text, .notNull, .references("models", "id"))
+                .column("version_id", type: .text, .notNull, .references("model_versions", "id"))
+                .column("engine", type: .text, .notNull)
+                .column("replicas", type: .bigint, .notNull)
+                .column("context_limit", type: .bigint, .notNull)
+                .column("status", type: .text, .notNull)
+                .column("status_message", type: .text, .notNull)
+                .column("created_at", type: .bigint, .notNull)
+                .column("updated_at", type: .bigint, .notNull)
+                .run()
+            try await db.create(table: "instances")
+                .column("id", type: .text, .primaryKey(autoIncrement: false))
+                .column("deployment_id", type: .text, .notNull, .references("deployments", "id", onDelete: .cascade))
+                .column("endpoint", type: .text, .notNull)
+                .column("status", type: .text, .notNull)
+                .column("created_at", type: .bigint, .notNull)
+                .column("updated_at", type: .bigint, .notNull)
+                .run()
+            try await db.create(table: "users")
+                .column("id", type: .text, .primaryKey(autoIncrement: false))
+                .column("name", type: .text, .notNull, .unique)
+                .column("email", type: .text)
+                .column("role", type: .text, .notNull)
+                .column("disabled", type: .bigint, .notNull)
+                .column("created_at", type: .bigint, .notNull)
+                .run()
+            try await db.create(table: "api_keys")
+                .column("id", type: .text, .primaryKey(autoIncrement: false))
+                .column("user_id", type: .text, .notNull, .references("users", "id", onDelete: .cascade))
+                .column("name", type: .text, .notNull)
+                .column("secret_hash", type: .text, .notNull)
+                .column("created_at", type: .bigint, .notNull)
+                .column("expires_at", type: .bigint)
+                .column("revoked_at", type: .bigint)
+                .column("last_used_at", type: .bigint)
+                .run()
+        }
+    ]
+
+    /// The highest migration version this binary knows.
+    public static var latestSchemaVersion: Int { migrations.last?.version ?? 0 }
+
+    /// Applies the migrations the database has not seen yet and returns how many ran.
+    ///
+    /// Refuses to run against a database migrated by a newer Gantry, rather than guess.
+    @discardableResult
+    public func migrate(logger: Logger) async throws -> Int {
+        try await database.create(table: "schema_migrations")
+            .ifNotExists()
+            .column("version", type: .bigint, .primaryKey(autoIncrement: false))
+            .column("name", type: .text, .notNull)
+            .column("applied_at", type: .bigint, .notNull)
+            .run()
+        let applied = try await appliedMigrationVersions()
+        if let newest = applied.max(), newest > Self.latestSchemaVersion {
+            throw GantryError(
+                .internal,
+                "the database is at schema version \(newest), newer than this gantry (\(Self.latestSchemaVersion)); upgrade gantry"
+            )
+        }
+        var count = 0
+        for migration in Self.migrations where !applied.contains(migration.version) {
+            logger.info("applying migration", metadata: ["version": "\(migration.version)", "name": "\(migration.name)"])
+            try await migration.apply(database)
+            try await database.insert(into: "schema_migrations")
+                .columns("version", "name", "applied_at")
+                .values(SQLBind(Int64(migration.version)), SQLBind(migration.name), SQLBind(Date().millisecondsSince1970))
+                .run()
+            count += 1
+        }
+        return count
+    }
+
+    public func appliedMigrationVersions() async throws -> Set<Int> {
+        let rows = try await database.select().column("version").from("schema_migrations").all()
+        return Set(try rows.map { Int(try $0.decode(column: "version", as: Int64.self)) })
+    }
+}

@@ -1,0 +1,38 @@
+import Foundation
+
+/// The real services tests use are started by `scripts/test.sh` and found through these
+/// variables. A missing one is an error, not a skip: CI must run every test.
+public enum TestEnvironment {
+    /// Superuser URL of the private PostgreSQL cluster, e.g. `postgres://postgres@127.0.0.1:5433/postgres`.
+    public static let postgresURL = "GANTRY_TEST_POSTGRES_URL"
+    /// Path of a `llama-server` binary.
+    public static let llamaServer = "GANTRY_TEST_LLAMA_SERVER"
+    /// Path of the demo GGUF model.
+    public static let model = "GANTRY_TEST_MODEL"
+
+    public struct Missing: Error, CustomStringConvertible {
+        public var name: String
+        public var description: String {
+            "\(name) is not set: run the tests with scripts/test.sh, which starts PostgreSQL and installs the engine and model"
+        }
+    }
+
+    public static func require(_ name: String) throws -> String {
+        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { throw Missing(name: name) }
+        return value
+    }
+}
+
+/// A directory removed when the value is released.
+public final class TemporaryDirectory: Sendable {
+    public let path: String
+
+    public init() throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("gantry-test-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: path)
+    }
+}

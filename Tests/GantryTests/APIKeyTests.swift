@@ -1,0 +1,75 @@
+import Foundation
+import GantryAuth
+import GantryCore
+import GantryStore
+import GantryTestSupport
+import Logging
+import Testing
+
+@Suite("API keys")
+struct APIKeyTests {
+    @Test("generated keys parse, are unique and carry 256 bits of secret")
+    func format() {
+        let (id, key) = APIKeyFormat.generate()
+        #expect(key.hasPrefix("gk_\(id)_"))
+        let parsed = APIKeyFormat.parse(key)
+        #expect(parsed?.id == id)
+        #expect(parsed?.secret.count == 43)
+        #expect(APIKeyFormat.generate().plaintext != key)
+        for malformed in ["", "gk_", "sk-abc", "gk_short_x", key + "x", "gk_\(id)_" + String(repeating: "'", count: 43)] {
+            #expect(APIKeyFormat.parse(malformed) == nil, "\(malformed) parsed")
+        }
+    }
+
+    @Test("digests compare equal only when equal")
+    func constantTime() {
+        #expect(APIKeyFormat.constantTimeEqual("abc", "abc"))
+        #expect(!APIKeyFormat.constantTimeEqual("abc", "abd"))
+        #expect(!APIKeyFormat.constantTimeEqual("abc", "abcd"))
+    }
+
+    func withIdentity(_ body: (IdentityService, Repositories) async throws -> Void) async throws {
+        let store = try await SQLStore.open(.sqliteInMemory, logger: Logger(label: "test"))
+        try await store.migrate(logger: Logger(label: "test"))
+        try await body(IdentityService(repositories: store.repositories, logger: Logger(label: "test")), store.repositories)
+        try await store.close()
+    }
+
+    @Test("verification accepts a valid key and rejects wrong, revoked, expired and disabled-owner keys")
+    func verification() async throws {
+        try await withIdentity { (identity: IdentityService, repositories: Repositories) async throws in
+            let bootstrap = try #require(try await identity.bootstrapAdminKeyIfNeeded())
+            #expect(try await identity.bootstrapAdminKeyIfNeeded() == nil, "the bootstrap key is made once")
+            let admin = try await identity.verify(bearer: bootstrap)
+            #expect(admin.role == .admin && admin.userName == "admin")
+            #expect(try await repositories.keys.key(id: admin.keyID!)?.secretHash != bootstrap)
+
+            let user = try await identity.ensureUser(name: "bob", role: .user)
+            let (record, key) = try await identity.issueKey(userID: user.id, name: "laptop", expiresAt: nil)
+            #expect(try await identity.verify(bearer: key).userID == user.id)
+            #expect(try await repositories.keys.key(id: record.id)?.lastUsedAt != nil)
+
+            // Same id, different secret.
+            let forged = "gk_\(record.id)_" + String(repeating: "A", count: 43)
+            await #expect(throws: GantryError.self) { try await identity.verify(bearer: forged) }
+            await #expect(throws: GantryError.self) { try await identity.verify(bearer: "gk_' OR 1=1 --_x") }
+
+            try await repositories.keys.revokeKey(id: record.id, at: Date())
+            await #expect(throws: GantryError(.unauthorized, "API key has been revoked", code: "invalid_api_key")) {
+                try await identity.verify(bearer: key)
+            }
+
+            let (_, expiring) = try await identity.issueKey(
+                userID: user.id, name: "short", expiresAt: Date().addingTimeInterval(0.3))
+            #expect(try await identity.verify(bearer: expiring).userID == user.id)
+            try await Task.sleep(for: .milliseconds(400))
+            await #expect(throws: GantryError(.unauthorized, "API key has expired", code: "invalid_api_key")) {
+                try await identity.verify(bearer: expiring)
+            }
+
+            let (_, other) = try await identity.issueKey(userID: user.id, name: "other", expiresAt: nil)
+            try await repositories.users.setDisabled(userID: user.id, disabled: true)
+            await #expect(throws: GantryError.self) { try await identity.verify(bearer: other) }
+        }
+    }
+}

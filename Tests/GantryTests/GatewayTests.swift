@@ -1,0 +1,208 @@
+import Foundation
+import GantryCore
+import GantryTestSupport
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+/// The HTTP surface through the real router: authentication, error formats, operations routes and
+/// the `/v1` proxy in front of a fake engine (the real engine is covered by the end-to-end tests).
+@Suite("Gateway and HTTP surface")
+struct GatewayTests {
+    @Test("operations routes: /healthz, /readyz, /metrics with request counters by route")
+    func operations() async throws {
+        let test = try await TestServer.make()
+        try await test.server.application.test(.router) { client in
+            let health = try await client.execute(uri: "/healthz", method: .get)
+            #expect(health.status == .ok)
+            let ready = try await client.execute(uri: "/readyz", method: .get)
+            #expect(ready.status == .ok)
+            #expect(ready.json["status"] as? String == "ready")
+            _ = try await client.execute(uri: "/api/v1/models", method: .get, headers: .bearer(test.adminKey))
+            let metrics = try await client.execute(uri: "/metrics", method: .get)
+            #expect(metrics.text.contains(#"gantry_http_requests_total{method="GET",route="/api/v1/models",status="200"} 1"#))
+            #expect(metrics.text.contains("gantry_http_request_duration_seconds_bucket"))
+        }
+    }
+
+    @Test("/readyz reports 503 when the store is gone")
+    func readinessFollowsStore() async throws {
+        let test = try await TestServer.make()
+        try await test.server.store.close()
+        try await test.server.application.test(.router) { client in
+            let ready = try await client.execute(uri: "/readyz", method: .get)
+            #expect(ready.status == .serviceUnavailable)
+            #expect(ready.text.contains("store"))
+        }
+    }
+
+    @Test("every response carries a request id: the caller's when sane, else a new one")
+    func requestIDs() async throws {
+        let test = try await TestServer.make()
+        try await test.server.application.test(.router) { client in
+            let given = try await client.execute(uri: "/healthz", method: .get, headers: [.init("x-request-id")!: "abc-123"])
+            #expect(given.headers[.init("x-request-id")!] == "abc-123")
+            let generated = try await client.execute(uri: "/v1/models", method: .get)
+            #expect(generated.status == .unauthorized)
+            #expect(generated.headers[.init("x-request-id")!]?.count == 36)
+        }
+    }
+
+    @Test("no key or a wrong key: 401 in the OpenAI envelope on /v1 and as problem details on /api")
+    func authentication() async throws {
+        let test = try await TestServer.make()
+        try await test.server.application.test(.router) { client in
+            let missing = try await client.execute(uri: "/v1/chat/completions", method: .post, body: .json("{}"))
+            #expect(missing.status == .unauthorized)
+            let error = try #require(missing.json["error"] as? [String: Any])
+            #expect(error["type"] as? String == "authentication_error")
+            #expect(error["code"] as? String == "missing_api_key")
+
+            let wrong = try await client.execute(
+                uri: "/v1/models", method: .get, headers: .bearer("gk_aaaaaaaaaaaa_" + String(repeating: "b", count: 43)))
+            #expect(wrong.status == .unauthorized)
+            #expect((wrong.json["error"] as? [String: Any])?["code"] as? String == "invalid_api_key")
+            #expect(!wrong.text.contains("bbbb"), "the presented key is never echoed")
+
+            let problem = try await client.execute(uri: "/api/v1/models", method: .get, headers: .bearer("nonsense"))
+            #expect(problem.status == .unauthorized)
+            #expect(problem.headers[.contentType] == "application/problem+json")
+            #expect(problem.json["status"] as? Int == 401)
+        }
+    }
+
+    @Test("bad /v1 requests: malformed JSON, missing model, wrong types, unknown model")
+    func badInferenceRequests() async throws {
+        let test = try await TestServer.make()
+        try await test.server.application.test(.router) { client in
+            func post(_ body: String) async throws -> TestResponse {
+                try await client.execute(
+                    uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey), body: .json(body))
+            }
+            let malformed = try await post("{not json")
+            #expect(malformed.status == .badRequest)
+            #expect((malformed.json["error"] as? [String: Any])?["type"] as? String == "invalid_request_error")
+
+            let noModel = try await post(#"{"messages":[]}"#)
+            #expect(noModel.status == .badRequest)
+            #expect((noModel.json["error"] as? [String: Any])?["param"] as? String == "model")
+
+            let wrongStream = try await post(#"{"model":"x","stream":"yes"}"#)
+            #expect(wrongStream.status == .badRequest)
+            #expect((wrongStream.json["error"] as? [String: Any])?["param"] as? String == "stream")
+
+            let negative = try await post(#"{"model":"x","max_tokens":0}"#)
+            #expect(negative.status == .badRequest)
+
+            let unknown = try await post(#"{"model":"nope","messages":[]}"#)
+            #expect(unknown.status == .notFound)
+            #expect((unknown.json["error"] as? [String: Any])?["code"] as? String == "model_not_found")
+        }
+    }
+
+    @Test("bodies over the size limit are refused with 413")
+    func bodyLimit() async throws {
+        let test = try await TestServer.make()
+        try await test.server.application.test(.router) { client in
+            let huge = String(repeating: "x", count: 5 << 20)
+            let response = try await client.execute(
+                uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
+                body: .json(#"{"model":"x","pad":""# + huge + #""}"#))
+            #expect(response.status == .contentTooLarge)
+            #expect(response.json["error"] != nil)
+        }
+    }
+
+    /// Publishes a route to a fake engine, as the orchestrator would for a ready instance.
+    func publishFake(_ test: TestServer, endpoint: String, name: String = "fake", contextLimit: Int = 512) async {
+        await test.server.routeTable.publish(
+            RouteEntry(
+                deployment: name, version: "1", contextLimit: contextLimit, createdAt: Date(),
+                targets: [RouteTarget(instanceID: "ins_fake", endpoint: endpoint)]))
+    }
+
+    @Test("a chat completion is forwarded to a ready instance, plain and streamed")
+    func proxy() async throws {
+        let test = try await TestServer.make()
+        try await FakeEngine.withEngine(.normal(chunks: 3, delay: .milliseconds(1))) { endpoint in
+            await publishFake(test, endpoint: endpoint)
+            try await test.server.application.test(.router) { client in
+                let plain = try await client.execute(
+                    uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
+                    body: .json(#"{"model":"fake","messages":[{"role":"user","content":"hi"}]}"#))
+                #expect(plain.status == .ok)
+                #expect(plain.text.contains("hello from the fake engine"))
+
+                let streamed = try await client.execute(
+                    uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
+                    body: .json(#"{"model":"fake","stream":true,"messages":[]}"#))
+                #expect(streamed.status == .ok)
+                #expect(streamed.headers[.contentType] == "text/event-stream")
+                #expect(streamed.text.components(separatedBy: "data: {").count == 4)
+                #expect(streamed.text.hasSuffix("data: [DONE]\n\n"))
+
+                let models = try await client.execute(uri: "/v1/models", method: .get, headers: .bearer(test.adminKey))
+                #expect((models.json["data"] as? [[String: Any]])?.first?["id"] as? String == "fake")
+
+                let pinnedWrong = try await client.execute(
+                    uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
+                    body: .json(#"{"model":"fake@7","messages":[]}"#))
+                #expect(pinnedWrong.status == .notFound)
+                let pinned = try await client.execute(
+                    uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
+                    body: .json(#"{"model":"fake@1","messages":[]}"#))
+                #expect(pinned.status == .ok)
+            }
+        }
+    }
+
+    @Test("max_tokens above the context limit is refused before the engine sees it")
+    func contextLimit() async throws {
+        let test = try await TestServer.make()
+        await publishFake(test, endpoint: "http://127.0.0.1:1", contextLimit: 256)
+        try await test.server.application.test(.router) { client in
+            let response = try await client.execute(
+                uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
+                body: .json(#"{"model":"fake","max_tokens":257,"messages":[]}"#))
+            #expect(response.status == .badRequest)
+            #expect((response.json["error"] as? [String: Any])?["code"] as? String == "context_length_exceeded")
+        }
+    }
+
+    @Test("an engine that dies mid-stream ends the stream with an SSE error event")
+    func engineDiesMidStream() async throws {
+        let test = try await TestServer.make()
+        try await FakeEngine.withEngine(.dieMidStream(after: 2)) { endpoint in
+            await publishFake(test, endpoint: endpoint)
+            try await test.server.application.test(.router) { client in
+                let response = try await client.execute(
+                    uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
+                    body: .json(#"{"model":"fake","stream":true,"messages":[]}"#))
+                #expect(response.status == .ok)
+                #expect(response.text.components(separatedBy: "data: {\"id\"").count == 3)
+                #expect(response.text.contains(#"data: {"error":{"code":"engine_failed""#))
+                #expect(!response.text.contains("[DONE]"))
+            }
+        }
+    }
+
+    @Test("an unreachable engine is a 502, and a deployment with no ready instance a 503")
+    func engineUnavailable() async throws {
+        let test = try await TestServer.make()
+        // Port 1 on loopback refuses connections.
+        await publishFake(test, endpoint: "http://127.0.0.1:1")
+        await test.server.routeTable.publish(
+            RouteEntry(deployment: "starting", version: "1", contextLimit: 512, createdAt: Date(), targets: []))
+        try await test.server.application.test(.router) { client in
+            let refused = try await client.execute(
+                uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
+                body: .json(#"{"model":"fake","messages":[]}"#))
+            #expect(refused.status == .badGateway)
+            #expect((refused.json["error"] as? [String: Any])?["type"] as? String == "server_error")
+            let starting = try await client.execute(
+                uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
+                body: .json(#"{"model":"starting","messages":[]}"#))
+            #expect(starting.status == .serviceUnavailable)
+        }
+    }
+}

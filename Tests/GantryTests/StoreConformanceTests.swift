@@ -1,0 +1,139 @@
+import Foundation
+import GantryCore
+import GantryStore
+import GantryTestSupport
+import Logging
+import Testing
+
+/// One suite, run against both databases: every repository must behave the same on each.
+@Suite("Store conformance")
+struct StoreConformanceTests {
+    enum Backend: String, CaseIterable, CustomTestStringConvertible {
+        case sqlite
+        case postgres
+        var testDescription: String { rawValue }
+    }
+
+    /// Opens a fresh, migrated store of the given kind, runs `body`, closes it.
+    func withStore(_ backend: Backend, _ body: (SQLStore) async throws -> Void) async throws {
+        let directory = try TemporaryDirectory()
+        let location: DatabaseLocation
+        switch backend {
+        case .sqlite: location = .sqlite(path: directory.path + "/test.sqlite")
+        case .postgres: location = .postgres(url: try await PostgresTestDatabase.create())
+        }
+        let store = try await SQLStore.open(location, logger: Logger(label: "test"))
+        do {
+            try await store.migrate(logger: Logger(label: "test"))
+            try await body(store)
+        } catch {
+            try? await store.close()
+            throw error
+        }
+        try await store.close()
+    }
+
+    @Test("migrations run once and are recorded", arguments: Backend.allCases)
+    func migrationsAreIdempotent(backend: Backend) async throws {
+        try await withStore(backend) { (store: SQLStore) async throws in
+            #expect(try await store.appliedMigrationVersions() == Set([SQLStore.latestSchemaVersion]))
+            #expect(try await store.migrate(logger: Logger(label: "test")) == 0)
+            #expect(await store.ping())
+        }
+    }
+
+    @Test("models and versions: create, read, list, uniqueness", arguments: Backend.allCases)
+    func models(backend: Backend) async throws {
+        try await withStore(backend) { (store: SQLStore) async throws in
+            let repo = store.repositories.models
+            let now = Date(timeIntervalSince1970: 1_700_000_000.123)
+            let model = Model(
+                id: "mdl_1", name: "llama", description: "it's a 'quoted'; DROP TABLE models;--", task: .chat, createdAt: now)
+            try await repo.createModel(model)
+            #expect(try await repo.model(named: "llama") == model)
+            #expect(try await repo.model(id: "mdl_1") == model)
+            #expect(try await repo.model(named: "nope") == nil)
+            await #expect(throws: GantryError.conflict("model 'llama' already exists")) {
+                try await repo.createModel(Model(id: "mdl_2", name: "llama", description: "", task: .chat, createdAt: now))
+            }
+            let version = ModelVersion(
+                id: "ver_1", modelID: "mdl_1", version: "1", format: "gguf", contextLimit: 4096,
+                artifactURI: "file:///m.gguf", status: .ready, createdAt: now)
+            try await repo.createVersion(version)
+            #expect(try await repo.version(modelID: "mdl_1", version: "1") == version)
+            #expect(try await repo.version(id: "ver_1") == version)
+            await #expect(throws: GantryError.self) {
+                try await repo.createVersion(
+                    ModelVersion(
+                        id: "ver_2", modelID: "mdl_1", version: "1", format: "gguf", contextLimit: 1, artifactURI: "file:///x",
+                        status: .ready, createdAt: now))
+            }
+            #expect(try await repo.listVersions(modelID: "mdl_1") == [version])
+            #expect(try await repo.listModels().map(\.name) == ["llama"])
+            // Nothing half-written after the refused insert.
+            #expect(try await repo.version(id: "ver_2") == nil)
+        }
+    }
+
+    @Test("deployments and instances: status updates and cascading delete", arguments: Backend.allCases)
+    func deployments(backend: Backend) async throws {
+        try await withStore(backend) { (store: SQLStore) async throws in
+            let repos = store.repositories
+            let now = Date(timeIntervalSince1970: 1_700_000_000)
+            try await repos.models.createModel(Model(id: "m", name: "m", description: "", task: .chat, createdAt: now))
+            try await repos.models.createVersion(
+                ModelVersion(
+                    id: "v", modelID: "m", version: "1", format: "gguf", contextLimit: 2048, artifactURI: "file:///x",
+                    status: .ready, createdAt: now))
+            let deployment = Deployment(
+                id: "d", name: "chat", modelID: "m", versionID: "v", engine: "llama-cpp", replicas: 2, contextLimit: 1024,
+                status: .pending, statusMessage: "", createdAt: now, updatedAt: now)
+            try await repos.deployments.createDeployment(deployment)
+            await #expect(throws: GantryError.self) { try await repos.deployments.createDeployment(deployment) }
+            try await repos.deployments.updateStatus(deploymentID: "d", status: .ready, message: "2 of 2")
+            let stored = try #require(try await repos.deployments.deployment(named: "chat"))
+            #expect(stored.status == .ready)
+            #expect(stored.statusMessage == "2 of 2")
+            #expect(stored.replicas == 2 && stored.contextLimit == 1024)
+
+            let instance = EngineInstance(
+                id: "i", deploymentID: "d", endpoint: "http://127.0.0.1:1", status: .starting, createdAt: now, updatedAt: now)
+            try await repos.instances.createInstance(instance)
+            try await repos.instances.updateStatus(instanceID: "i", status: .ready)
+            #expect(try await repos.instances.listInstances(deploymentID: "d").map(\.status) == [.ready])
+            #expect(try await repos.instances.listInstances(deploymentID: nil).count == 1)
+            try await repos.deployments.deleteDeployment(id: "d")
+            #expect(try await repos.deployments.listDeployments().isEmpty)
+            #expect(try await repos.instances.listInstances(deploymentID: nil).isEmpty)
+        }
+    }
+
+    @Test("users and API keys: create, revoke, touch, count", arguments: Backend.allCases)
+    func identities(backend: Backend) async throws {
+        try await withStore(backend) { (store: SQLStore) async throws in
+            let repos = store.repositories
+            let now = Date(timeIntervalSince1970: 1_700_000_000)
+            let user = User(id: "u", name: "ada", email: "ada@example.org", role: .admin, disabled: false, createdAt: now)
+            try await repos.users.createUser(user)
+            #expect(try await repos.users.user(named: "ada") == user)
+            try await repos.users.setDisabled(userID: "u", disabled: true)
+            #expect(try await repos.users.user(id: "u")?.disabled == true)
+            #expect(try await repos.keys.countKeys() == 0)
+            let key = APIKeyRecord(
+                id: "k1", userID: "u", name: "laptop", secretHash: "abc", createdAt: now, expiresAt: now.addingTimeInterval(60),
+                revokedAt: nil, lastUsedAt: nil)
+            try await repos.keys.createKey(key)
+            #expect(try await repos.keys.key(id: "k1") == key)
+            #expect(try await repos.keys.key(id: "' OR '1'='1") == nil)
+            try await repos.keys.touchKey(id: "k1", at: now.addingTimeInterval(5))
+            try await repos.keys.revokeKey(id: "k1", at: now.addingTimeInterval(10))
+            try await repos.keys.revokeKey(id: "k1", at: now.addingTimeInterval(20))
+            let stored = try #require(try await repos.keys.key(id: "k1"))
+            #expect(stored.lastUsedAt == now.addingTimeInterval(5))
+            #expect(stored.revokedAt == now.addingTimeInterval(10), "a second revoke must not move the revocation time")
+            #expect(try await repos.keys.countKeys() == 1)
+            #expect(try await repos.keys.listKeys(userID: "u").count == 1)
+            #expect(try await repos.keys.listKeys(userID: "other").isEmpty)
+        }
+    }
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# End-to-end check of the real `gantry` binary, as an administrator and a user would use it:
+# start `gantry serve`, take the bootstrap admin key from its output, register the demo model,
+# deploy it on llama.cpp, get a chat completion (plain and streamed) with curl, then stop Gantry
+# with SIGTERM and check that it exits cleanly, leaves no engine process behind and never logged
+# a key. Needs GANTRY_TEST_LLAMA_SERVER and GANTRY_TEST_MODEL (scripts/test.sh sets them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+GANTRY=${1:-.build/debug/gantry}
+: "${GANTRY_TEST_LLAMA_SERVER:?}" "${GANTRY_TEST_MODEL:?}"
+
+DATA=$(mktemp -d /tmp/gantry-smoke.XXXXXX)
+PORT=$(free_port)
+BASE="http://127.0.0.1:$PORT"
+fail() { echo "smoke test FAILED: $*" >&2; echo "--- gantry stderr (last 30 lines)" >&2; tail -n 30 "$DATA/stderr" >&2 || true; exit 1; }
+cleanup() { [ -n "${GANTRY_PID:-}" ] && kill -9 "$GANTRY_PID" 2>/dev/null || true; rm -rf "$DATA"; }
+trap cleanup EXIT
+
+"$GANTRY" serve --port "$PORT" --data-dir "$DATA" --engine-threads 1 --llama-server "$GANTRY_TEST_LLAMA_SERVER" \
+  >"$DATA/stdout" 2>"$DATA/stderr" &
+GANTRY_PID=$!
+for _ in $(seq 1 100); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.2; done
+curl -sf "$BASE/readyz" >/dev/null || fail "/readyz is not ready"
+ADMIN=$(grep -o 'gk_[A-Za-z0-9_-]*' "$DATA/stdout" | head -n 1 || true)
+[ -n "$ADMIN" ] || fail "no bootstrap admin key printed"
+auth=(-H "Authorization: Bearer $ADMIN" -H "Content-Type: application/json")
+
+status=$(curl -s -o /dev/null -w '%{http_code}' "$BASE/v1/models")
+[ "$status" = 401 ] || fail "no key should give 401, got $status"
+
+curl -sf "${auth[@]}" "$BASE/api/v1/models" -d '{"name":"smollm2-135m-instruct","task":"chat"}' >/dev/null || fail "register model"
+curl -sf "${auth[@]}" "$BASE/api/v1/models/smollm2-135m-instruct/versions" \
+  -d "{\"format\":\"gguf\",\"context_limit\":2048,\"artifact_uri\":\"file://$GANTRY_TEST_MODEL\"}" >/dev/null || fail "register version"
+started=$(date +%s.%N)
+curl -sf "${auth[@]}" "$BASE/api/v1/deployments" -d '{"name":"smollm2","model":"smollm2-135m-instruct"}' >/dev/null \
+  || fail "create deployment"
+for _ in $(seq 1 600); do
+  state=$(curl -sf "${auth[@]}" "$BASE/api/v1/deployments/smollm2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
+  [ "$state" = ready ] && break
+  sleep 0.2
+done
+[ "$state" = ready ] || fail "deployment never became ready (last status: $state)"
+echo "deploy-to-ready: $(python3 -c "print(round($(date +%s.%N) - $started, 2))") s"
+
+reply=$(curl -sf "${auth[@]}" "$BASE/v1/chat/completions" \
+  -d '{"model":"smollm2","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}') || fail "chat completion"
+echo "$reply" | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["choices"][0]["message"]["content"].strip(), r; assert r["usage"]["completion_tokens"] > 0' \
+  || fail "chat completion has no content: $reply"
+stream=$(curl -sfN "${auth[@]}" "$BASE/v1/chat/completions" \
+  -d '{"model":"smollm2","stream":true,"messages":[{"role":"user","content":"Count to three."}],"max_tokens":16}') || fail "stream"
+[ "$(echo "$stream" | grep -c '^data: {')" -ge 2 ] || fail "stream has fewer than two events"
+echo "$stream" | grep -q '^data: \[DONE\]' || fail "stream did not end with [DONE]"
+curl -sf "$BASE/metrics" | grep -q 'gantry_http_requests_total{.*route="/v1/chat/completions"' || fail "/metrics has no request counter"
+
+ENGINE_PID=$(pgrep -P "$GANTRY_PID" -f llama-server | head -n 1 || true)
+[ -n "$ENGINE_PID" ] || fail "no llama-server child found"
+kill -TERM "$GANTRY_PID"
+code=0; wait "$GANTRY_PID" || code=$?
+GANTRY_PID=
+[ "$code" = 0 ] || fail "gantry exited with $code after SIGTERM"
+sleep 0.5
+if kill -0 "$ENGINE_PID" 2>/dev/null; then fail "llama-server ($ENGINE_PID) outlived gantry"; fi
+if grep -q 'gk_' "$DATA/stderr"; then fail "an API key appeared in the logs"; fi
+grep '"msg":"request"' "$DATA/stderr" | grep -q '"request_id"' || fail "access log lines carry no request_id"
+echo "smoke test passed: deploy, chat, stream, metrics, graceful shutdown, no orphaned engine, no key in logs"

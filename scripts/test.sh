@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test of Gantry with the real services they need:
+#   - a private PostgreSQL cluster (initdb into a temporary directory, a free port, removed on exit);
+#   - llama.cpp's llama-server, built once into the cache by `gantry engines install llama-cpp`;
+#   - the demo model (SmolLM2-135M-Instruct GGUF), fetched and verified into the cache.
+# Then `swift test`, then an end-to-end smoke test of the real `gantry` binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_build_tools
+step "building gantry and its tests"
+swift build --build-tests
+GANTRY=".build/debug/gantry"
+
+step "installing the engine (cached after the first run)"
+LLAMA_SERVER=$("$GANTRY" engines install llama-cpp | tail -n 1)
+step "fetching the demo model (cached after the first run)"
+MODEL=$("$GANTRY" demo-model | tail -n 1)
+
+start_private_postgres   # sets PG_URL and a trap that removes the cluster
+
+export GANTRY_TEST_POSTGRES_URL="$PG_URL"
+export GANTRY_TEST_LLAMA_SERVER="$LLAMA_SERVER"
+export GANTRY_TEST_MODEL="$MODEL"
+
+step "swift test"
+swift test --skip-build
+
+step "end-to-end smoke test of the gantry binary"
+bash scripts/smoke-test.sh "$GANTRY"
