@@ -32,7 +32,8 @@ public struct JSONLogHandler: LogHandler {
             // `hb.request.id` is Hummingbird's key for the request id; print it under a plain name.
             fields[key == "hb.request.id" ? "request_id" : key] = Self.json(value)
         }
-        guard var line = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]) else { return }
+        guard var line = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes])
+        else { return }
         line.append(0x0A)
         FileHandle.standardError.write(line)
     }

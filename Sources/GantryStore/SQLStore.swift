@@ -55,12 +55,18 @@ public final class SQLStore: Sendable {
             } catch {
                 throw GantryError.invalid("database.url is not a valid PostgreSQL URL (\(location))")
             }
-            try await checkPostgres(configuration, location: location, logger: logger)
             let client = PostgresClient(
                 configuration: try PostgresClientDatabase.clientConfiguration(url: url, core: configuration.coreConfiguration),
                 backgroundLogger: logger)
-            // The client's pool lives as long as this task; `close()` ends it.
+            // The client's pool lives as long as this task; `close()` ends it. It starts before the
+            // connection check so that it is running by the time the first query leases a connection.
             let pool = Task { await client.run() }
+            do {
+                try await checkPostgres(configuration, location: location, logger: logger)
+            } catch {
+                pool.cancel()
+                throw error
+            }
             return SQLStore(database: PostgresClientDatabase(client: client, logger: logger), location: location) {
                 pool.cancel()
                 _ = await pool.value
