@@ -1,6 +1,6 @@
 # Helpers shared by scripts/test.sh and scripts/smoke-test.sh.
 
-step() { printf '\n==> %s\n' "$*" >&2; }
+step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*" >&2; }
 
 # A free TCP port on 127.0.0.1 (the kernel picks it).
 free_port() {

@@ -29,3 +29,4 @@ swift test --skip-build
 
 step "end-to-end smoke test of the gantry binary"
 bash scripts/smoke-test.sh "$GANTRY"
+step "all tests passed"

@@ -73,6 +73,20 @@ struct ConfigurationTests {
         }
     }
 
+    @Test("every setting is read from its documented environment variable")
+    func everyEnvironmentVariableIsRead() async throws {
+        for setting in GantrySetting.all {
+            // An empty value is invalid for every setting, so an error naming the key proves the
+            // variable reached it.
+            do {
+                _ = try await configuration(environment: [setting.environmentVariable: ""])
+                Issue.record("\(setting.environmentVariable) was not read")
+            } catch let error as ConfigurationError {
+                #expect(error.description.contains(setting.key), "\(setting.environmentVariable): \(error)")
+            }
+        }
+    }
+
     @Test("a database password never appears when the location is printed")
     func databaseURLIsRedacted() throws {
         let location = try DatabaseLocation(url: "postgres://gantry:s3cret@db.internal:5432/gantry")
