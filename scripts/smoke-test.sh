@@ -55,12 +55,20 @@ curl -sf "$BASE/metrics" | grep -q 'gantry_http_requests_total{.*route="/v1/chat
 
 ENGINE_PID=$(pgrep -P "$GANTRY_PID" -f llama-server | head -n 1 || true)
 [ -n "$ENGINE_PID" ] || fail "no llama-server child found"
+# SIGTERM while a stream is in flight: the stream must still finish.
+curl -sfN "${auth[@]}" "$BASE/v1/chat/completions" >"$DATA/inflight" \
+  -d '{"model":"smollm2","stream":true,"messages":[{"role":"user","content":"Tell a story."}],"max_tokens":48}' &
+CURL_PID=$!
+for _ in $(seq 1 600); do [ -s "$DATA/inflight" ] && break; sleep 0.05; done
+[ -s "$DATA/inflight" ] || fail "the in-flight stream sent nothing within 30 s"
 kill -TERM "$GANTRY_PID"
 code=0; wait "$GANTRY_PID" || code=$?
+wait "$CURL_PID" || fail "the in-flight stream failed during shutdown"
+grep -q '^data: \[DONE\]' "$DATA/inflight" || fail "the in-flight stream was cut by shutdown"
 GANTRY_PID=
 [ "$code" = 0 ] || fail "gantry exited with $code after SIGTERM"
 sleep 0.5
 if kill -0 "$ENGINE_PID" 2>/dev/null; then fail "llama-server ($ENGINE_PID) outlived gantry"; fi
 if grep -q 'gk_' "$DATA/stderr"; then fail "an API key appeared in the logs"; fi
 grep '"msg":"request"' "$DATA/stderr" | grep -q '"request_id"' || fail "access log lines carry no request_id"
-echo "smoke test passed: deploy, chat, stream, metrics, graceful shutdown, no orphaned engine, no key in logs"
+echo "smoke test passed: deploy, chat, stream, metrics, graceful shutdown with an in-flight stream, no orphaned engine, no key in logs"
