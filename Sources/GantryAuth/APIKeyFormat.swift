@@ -1,5 +1,5 @@
 import Crypto
-public import Foundation
+import Foundation
 
 /// The shape of a Gantry API key: `gk_<id>_<secret>`.
 ///

@@ -1,5 +1,5 @@
 import Crypto
-public import Foundation
+import Foundation
 import GantryCore
 
 /// The demo model: SmolLM2-135M-Instruct, Q4_1 GGUF (~90 MB), taken from the PyPI package

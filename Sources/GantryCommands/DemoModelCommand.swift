@@ -1,5 +1,5 @@
 import ArgumentParser
-public import Foundation
+import Foundation
 
 /// `gantry demo-model`: fetches and verifies the demo model into the cache and prints its path.
 struct DemoModelCommand: AsyncParsableCommand {

@@ -1,5 +1,5 @@
 import ArgumentParser
-public import Foundation
+import Foundation
 import GantryServing
 
 /// `gantry engines install llama-cpp`: builds (or adopts) the engine binary into the cache.

@@ -1,7 +1,7 @@
-public import AsyncHTTPClient
-public import Foundation
+import AsyncHTTPClient
+import Foundation
 public import GantryAuth
-public import GantryCore
+import GantryCore
 import GantryGateway
 public import GantryHTTP
 public import GantryOrchestrator

@@ -1,6 +1,6 @@
 public import Configuration
 public import Foundation
-public import GantryCore
+import GantryCore
 import GantryServing
 public import GantryStore
 public import Logging

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import Logging
 
 /// Writes each log entry as one JSON object per line on standard error: machine-readable, with

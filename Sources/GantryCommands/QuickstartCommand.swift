@@ -1,9 +1,9 @@
 import ArgumentParser
-public import Foundation
+import Foundation
 import GantryCore
 import GantryServing
 import Hummingbird
-public import Logging
+import Logging
 
 /// `gantry quickstart`: from a fresh machine to a served model in one command.
 struct QuickstartCommand: AsyncParsableCommand {

@@ -1,8 +1,8 @@
 import ArgumentParser
-public import Foundation
+import Foundation
 import GantryStore
 import Hummingbird
-public import Logging
+import Logging
 
 /// `gantry serve`: runs all services in one process until SIGTERM or SIGINT.
 struct ServeCommand: AsyncParsableCommand {

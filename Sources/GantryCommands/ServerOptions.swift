@@ -1,6 +1,6 @@
 public import ArgumentParser
 import Configuration
-public import Foundation
+import Foundation
 
 /// The flags `serve` and `quickstart` share: one per configuration key, documented from the
 /// `GantrySetting` table. Unset flags fall through to the environment, the config file, defaults.

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// Runs another program to completion (pip, tar, cmake), streaming its output to ours or
 /// capturing it. For installers and fetchers only: engines are started by runtime drivers.
@@ -25,7 +25,7 @@ public enum ExternalCommand {
             if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
             if let environment { process.environment = environment }
             let outputFile = FileManager.default.temporaryDirectory.appendingPathComponent("gantry-cmd-\(UUID().uuidString)")
-            FileManager.default.createFile(atPath: outputFile.path, contents: nil)
+            _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
             let handle: FileHandle?
             if !echo {
                 handle = try? FileHandle(forWritingTo: outputFile)

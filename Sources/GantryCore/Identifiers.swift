@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// Opaque identifiers for stored records: a short type prefix and a random UUID, so an id in a log
 /// line says what it names.

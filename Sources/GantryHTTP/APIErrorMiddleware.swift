@@ -1,5 +1,5 @@
 import Foundation
-public import GantryCore
+import GantryCore
 import HTTPTypes
 public import Hummingbird
 import Logging

@@ -1,7 +1,7 @@
 public import GantryCore
 public import Hummingbird
 import Logging
-public import NIOCore
+import NIOCore
 
 /// The request context every Gantry route runs with: Hummingbird's core storage plus who is
 /// calling, filled in by the gateway's authentication middleware.

@@ -1,5 +1,5 @@
 public import Foundation
-public import GantryCore
+import GantryCore
 public import Hummingbird
 import NIOCore
 
@@ -58,4 +58,30 @@ public struct JSONResponse<Value: Encodable & Sendable>: ResponseGenerator {
 public struct ListResponse<Item: Encodable & Sendable>: Encodable, Sendable {
     public var data: [Item]
     public init(_ data: [Item]) { self.data = data }
+}
+
+/// A record's own fields plus one more, e.g. a model with its `versions`: `{...model, "versions": [...]}`.
+public struct RecordWithField<Record: Encodable & Sendable, Value: Encodable & Sendable>: Encodable, Sendable {
+    public var record: Record
+    public var name: String
+    public var value: Value
+
+    public init(_ record: Record, adding name: String, _ value: Value) {
+        self.record = record
+        self.name = name
+        self.value = value
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try record.encode(to: encoder)
+        var container = encoder.container(keyedBy: FieldName.self)
+        try container.encode(value, forKey: FieldName(stringValue: name))
+    }
+
+    struct FieldName: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
 }

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import GantryCore
 public import GantryHTTP
 public import Hummingbird
@@ -22,18 +22,6 @@ public struct DeploymentRoutes: Sendable {
         var contextLimit: Int?
     }
 
-    struct DeploymentView: Encodable, Sendable {
-        var deployment: Deployment
-        var instances: [EngineInstance]
-
-        func encode(to encoder: any Encoder) throws {
-            try deployment.encode(to: encoder)
-            var container = encoder.container(keyedBy: Key.self)
-            try container.encode(instances, forKey: .instances)
-        }
-        enum Key: String, CodingKey { case instances }
-    }
-
     public func add(to router: Router<GantryRequestContext>) {
         let group = router.group("/api/v1/deployments")
         group.post { request, context in
@@ -42,7 +30,7 @@ public struct DeploymentRoutes: Sendable {
             let deployment = try await service.create(
                 name: body.name, model: body.model, version: body.version, engine: body.engine, replicas: body.replicas,
                 contextLimit: body.contextLimit)
-            return JSONResponse(DeploymentView(deployment: deployment, instances: []), status: .created)
+            return JSONResponse(RecordWithField(deployment, adding: "instances", [EngineInstance]()), status: .created)
         }
         group.get { _, context in
             _ = try context.requirePrincipal()
@@ -55,7 +43,7 @@ public struct DeploymentRoutes: Sendable {
                 throw GantryError.notFound("deployment '\(name)' not found")
             }
             let instances = try await repositories.instances.listInstances(deploymentID: deployment.id)
-            return JSONResponse(DeploymentView(deployment: deployment, instances: instances))
+            return JSONResponse(RecordWithField(deployment, adding: "instances", instances))
         }
         group.delete("{name}") { _, context in
             _ = try context.requireAdmin()

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import GantryCore
 
 /// Validates and records desired state; the reconcile loop makes it real.

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import GantryCore
 public import GantryHTTP
 public import Hummingbird
@@ -26,18 +26,6 @@ public struct RegistryRoutes: Sendable {
         var artifactUri: String
     }
 
-    struct ModelView: Encodable, Sendable {
-        var model: Model
-        var versions: [ModelVersion]
-
-        func encode(to encoder: any Encoder) throws {
-            try model.encode(to: encoder)
-            var container = encoder.container(keyedBy: Key.self)
-            try container.encode(versions, forKey: .versions)
-        }
-        enum Key: String, CodingKey { case versions }
-    }
-
     public func add(to router: Router<GantryRequestContext>) {
         let group = router.group("/api/v1/models")
         group.post { request, context in
@@ -54,7 +42,7 @@ public struct RegistryRoutes: Sendable {
         group.get("{name}") { _, context in
             _ = try context.requirePrincipal()
             let model = try await registry.model(named: try context.parameters.require("name"))
-            return JSONResponse(ModelView(model: model, versions: try await models.listVersions(modelID: model.id)))
+            return JSONResponse(RecordWithField(model, adding: "versions", try await models.listVersions(modelID: model.id)))
         }
         group.post("{name}/versions") { request, context in
             _ = try context.requireAdmin()

@@ -1,6 +1,6 @@
-public import Foundation
+import Foundation
 public import GantryCore
-public import Logging
+import Logging
 
 /// Registers models and their versions, validating metadata before anything is stored.
 public struct RegistryService: Sendable {

@@ -1,5 +1,5 @@
 public import Foundation
-public import GantryCore
+import GantryCore
 
 /// The fields of an OpenAI request body the data plane must read before forwarding it.
 /// The body itself is forwarded unchanged.

@@ -1,10 +1,10 @@
 public import AsyncHTTPClient
-public import Foundation
-public import GantryCore
+import Foundation
+import GantryCore
 public import GantryHTTP
 import HTTPTypes
 public import Hummingbird
-public import Logging
+import Logging
 import NIOCore
 import NIOHTTP1
 

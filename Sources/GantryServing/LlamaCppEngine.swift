@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 public import GantryCore
 
 /// How llama.cpp's `llama-server` is started and asked whether it is ready.

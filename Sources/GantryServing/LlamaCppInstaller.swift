@@ -1,5 +1,5 @@
 public import Foundation
-public import GantryCore
+import GantryCore
 
 /// Builds llama.cpp's `llama-server` from the `llama-cpp-python` source distribution on PyPI.
 ///

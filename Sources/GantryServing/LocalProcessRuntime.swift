@@ -1,5 +1,5 @@
 public import AsyncHTTPClient
-public import Foundation
+import Foundation
 public import GantryCore
 public import Logging
 import NIOCore
@@ -59,7 +59,7 @@ public actor LocalProcessRuntime: EngineRuntime, Service {
         let endpoint = "http://127.0.0.1:\(port)"
         try FileManager.default.createDirectory(atPath: configuration.logDirectory, withIntermediateDirectories: true)
         let logPath = configuration.logDirectory + "/\(spec.instanceID).log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
 
         let process = Process()

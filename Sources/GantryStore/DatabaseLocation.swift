@@ -1,5 +1,5 @@
 import Foundation
-public import GantryCore
+import GantryCore
 
 /// Which database a store opens: an SQLite file (the embedded default) or a PostgreSQL server.
 public enum DatabaseLocation: Sendable, Equatable, CustomStringConvertible {

@@ -1,7 +1,7 @@
 import Foundation
 import GantryCore
 public import Logging
-public import SQLKit
+import SQLKit
 
 /// One schema change. Versions are applied in order, each once, and recorded in `schema_migrations`.
 struct Migration: Sendable {

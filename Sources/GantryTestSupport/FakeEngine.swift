@@ -67,8 +67,9 @@ public enum FakeEngine {
                     for index in 0..<after {
                         try await writer.write(ByteBuffer(string: event(index)))
                     }
-                    // Throwing from a body writer makes Hummingbird close the connection: the
-                    // same thing a crashed engine does to its client.
+                    // Let the events reach the client, then throw: Hummingbird closes the
+                    // connection, the same thing a crashed engine does to its client.
+                    try await Task.sleep(for: .milliseconds(100))
                     throw CancellationError()
                 }
             })
