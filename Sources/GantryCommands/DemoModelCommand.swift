@@ -12,6 +12,6 @@ struct DemoModelCommand: AsyncParsableCommand {
 
     func run() async throws {
         let cache = try await GantryConfiguration.cacheDirectory(flag: cacheDir)
-        print(try await DemoModel(cacheDirectory: cache) { print($0) }.fetch())
+        print(try await DemoModel(cacheDirectory: cache) { printProgress($0) }.fetch())
     }
 }

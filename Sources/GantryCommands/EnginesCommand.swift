@@ -27,7 +27,7 @@ struct EnginesCommand: AsyncParsableCommand {
             guard engine == LlamaCppEngine.name else {
                 throw ValidationError("unknown engine '\(engine)'; available: \(LlamaCppEngine.name)")
             }
-            let installer = LlamaCppInstaller(cacheDirectory: try await cacheDirectory()) { print($0) }
+            let installer = LlamaCppInstaller(cacheDirectory: try await cacheDirectory()) { printProgress($0) }
             let path: String
             if let binary {
                 path = try await installer.adopt(binary: binary)

@@ -15,7 +15,7 @@ struct QuickstartCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try await options.configuration()
-        let say: @Sendable (String) -> Void = { print("quickstart: " + $0) }
+        let say: @Sendable (String) -> Void = { printProgress("quickstart: " + $0) }
 
         if !FileManager.default.isExecutableFile(atPath: configuration.engine.llamaServer) {
             let installer = LlamaCppInstaller(cacheDirectory: configuration.cacheDirectory, progress: say)

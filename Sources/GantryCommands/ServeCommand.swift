@@ -35,6 +35,11 @@ func printBootstrapKey(_ key: String) {
     flushStandardOutput()
 }
 
+/// Progress for a person, on standard error, so that standard output carries only results.
+func printProgress(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+}
+
 /// Standard output is block-buffered when it is not a terminal; flush so that a key or a ready
 /// message reaches a pipe or file at once.
 func flushStandardOutput() {

@@ -13,7 +13,8 @@ public enum ExternalCommand {
     }
 
     /// Runs `arguments[0]` (looked up on PATH) and returns its standard output.
-    /// With `echo`, output goes straight to this process's terminal instead of being captured.
+    /// With `echo`, its output goes to this process's standard error (progress for a person to
+    /// watch) instead of being captured; standard output stays free for the command's result.
     @discardableResult
     public static func run(
         _ arguments: [String], in directory: String? = nil, environment: [String: String]? = nil, echo: Bool = false
@@ -33,6 +34,8 @@ public enum ExternalCommand {
                 process.standardError = handle
             } else {
                 handle = nil
+                process.standardOutput = FileHandle.standardError
+                process.standardError = FileHandle.standardError
             }
             process.terminationHandler = { finished in
                 try? handle?.close()
