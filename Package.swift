@@ -36,6 +36,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/sql-kit", from: "3.36.0"),
         .package(url: "https://github.com/vapor/sqlite-kit", from: "4.5.2"),
         .package(url: "https://github.com/vapor/postgres-kit", from: "2.17.0"),
+        .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
     ],
     targets: [
         .executableTarget(
@@ -89,7 +90,11 @@ let package = Package(
             swiftSettings: sharedSwiftSettings
         ),
         .target(
-            name: "GantryAuth", dependencies: ["GantryCore", "GantryHTTP", hummingbird, logging, crypto],
+            name: "GantryAuth",
+            dependencies: [
+                "GantryCore", "GantryHTTP", hummingbird, httpTypes, logging, crypto, httpClient,
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ],
             swiftSettings: sharedSwiftSettings),
         .target(
             name: "GantryCommands",

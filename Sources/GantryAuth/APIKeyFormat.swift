@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 
 /// The shape of a Gantry API key: `gk_<id>_<secret>`.
@@ -19,12 +18,7 @@ public struct APIKeyFormat: Sendable {
         let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789")
         var generator = SystemRandomNumberGenerator()
         let id = String((0..<12).map { _ in alphabet[Int(generator.next(upperBound: UInt(alphabet.count)))] })
-        var bytes = [UInt8](repeating: 0, count: 32)
-        for index in bytes.indices { bytes[index] = generator.next() }
-        let secret = Data(bytes).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
-        return (id, prefix + id + "_" + secret)
+        return (id, prefix + id + "_" + RandomToken.make())
     }
 
     /// Splits a presented key; nil when it is not shaped like a Gantry key (no lookup is made then).
@@ -45,7 +39,7 @@ public struct APIKeyFormat: Sendable {
     }
 
     public static func hash(secret: String) -> String {
-        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+        RandomToken.sha256Hex(secret)
     }
 
     /// Compares two digests in time independent of where they differ.

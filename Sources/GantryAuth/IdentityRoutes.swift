@@ -8,11 +8,13 @@ public struct IdentityRoutes: Sendable {
     let identity: IdentityService
     let users: any UserRepository
     let keys: any APIKeyRepository
+    let sessions: any SessionRepository
 
     public init(identity: IdentityService, repositories: Repositories) {
         self.identity = identity
         self.users = repositories.users
         self.keys = repositories.keys
+        self.sessions = repositories.sessions
     }
 
     /// What a key looks like in responses: never the secret nor its hash.
@@ -24,6 +26,8 @@ public struct IdentityRoutes: Sendable {
         var expiresAt: Date?
         var revokedAt: Date?
         var lastUsedAt: Date?
+        /// Deployments the key may call; absent means all.
+        var scope: [String]?
         /// Present only in the response that creates the key.
         var key: String?
 
@@ -35,6 +39,7 @@ public struct IdentityRoutes: Sendable {
             expiresAt = record.expiresAt
             revokedAt = record.revokedAt
             lastUsedAt = record.lastUsedAt
+            scope = record.scope
             key = plaintext
         }
     }
@@ -42,8 +47,14 @@ public struct IdentityRoutes: Sendable {
     struct CreateKey: Decodable {
         var name: String
         var expiresAt: Date?
+        var scope: [String]?
         /// Admins may issue a key for another user, by user name.
         var user: String?
+    }
+
+    struct UpdateUser: Decodable {
+        var role: Role?
+        var disabled: Bool?
     }
 
     struct CreateUser: Decodable {
@@ -65,7 +76,8 @@ public struct IdentityRoutes: Sendable {
                 }
                 ownerID = owner.id
             }
-            let (record, plaintext) = try await identity.issueKey(userID: ownerID, name: body.name, expiresAt: body.expiresAt)
+            let (record, plaintext) = try await identity.issueKey(
+                userID: ownerID, name: body.name, expiresAt: body.expiresAt, scope: body.scope)
             return JSONResponse(KeyView(record, plaintext: plaintext), status: .created)
         }
         keysGroup.get { request, context in
@@ -99,6 +111,27 @@ public struct IdentityRoutes: Sendable {
         usersGroup.get { _, context in
             _ = try context.requireAdmin()
             return JSONResponse(ListResponse(try await users.listUsers()))
+        }
+        usersGroup.patch("{id}") { request, context in
+            let admin = try context.requireAdmin()
+            let id = try context.parameters.require("id")
+            let body = try await request.decodeJSON(as: UpdateUser.self)
+            guard var user = try await users.user(id: id) else { throw GantryError.notFound("user '\(id)' not found") }
+            if id == admin.userID, body.disabled == true || body.role == .user {
+                throw GantryError.conflict("an administrator cannot disable or demote themselves")
+            }
+            if let role = body.role {
+                user.role = role
+                try await users.updateProfile(userID: id, name: user.name, email: user.email, role: role)
+            }
+            if let disabled = body.disabled {
+                user.disabled = disabled
+                try await users.setDisabled(userID: id, disabled: disabled)
+                // Keys are refused at once because every verification reads the owner; browser
+                // sessions are ended here as well.
+                if disabled { try await sessions.deleteSessions(userID: id) }
+            }
+            return JSONResponse(user)
         }
     }
 }

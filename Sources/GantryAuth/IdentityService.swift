@@ -9,17 +9,55 @@ public import Logging
 public struct IdentityService: CredentialVerifier {
     let users: any UserRepository
     let keys: any APIKeyRepository
+    let sessions: any SessionRepository
+    /// Set when provider access tokens are accepted as bearer credentials.
+    let providerTokens: OIDCClient?
     let logger: Logger
     /// `last_used_at` is refreshed at most this often per key, to keep writes off most requests.
     let lastUsedResolution: TimeInterval = 60
 
-    public init(repositories: Repositories, logger: Logger) {
+    public init(repositories: Repositories, logger: Logger, providerTokens: OIDCClient? = nil) {
         self.users = repositories.users
         self.keys = repositories.keys
+        self.sessions = repositories.sessions
+        self.providerTokens = providerTokens
         self.logger = logger
     }
 
     public func verify(bearer: String) async throws -> Principal {
+        if !bearer.hasPrefix(APIKeyFormat.prefix), let providerTokens, providerTokens.settings.acceptAccessTokens,
+            bearer.split(separator: ".").count == 3
+        {
+            return try await verify(providerToken: bearer, with: providerTokens)
+        }
+        return try await verify(apiKey: bearer)
+    }
+
+    /// A provider access token names a user by issuer and subject; that user must have logged in
+    /// once (so an admin can see and disable them) and must not be disabled.
+    func verify(providerToken: String, with oidc: OIDCClient) async throws -> Principal {
+        let identity = try await oidc.validateAccessToken(providerToken)
+        guard let user = try await users.user(issuer: identity.issuer, subject: identity.subject), !user.disabled else {
+            throw GantryError(.unauthorized, "no enabled Gantry user for this token; log in once first", code: "invalid_token")
+        }
+        return Principal(userID: user.id, userName: user.name, role: user.role, credential: .providerToken)
+    }
+
+    public func verify(sessionToken: String) async throws -> Principal {
+        let rejected = GantryError(.unauthorized, "not logged in, or the session has ended", code: "invalid_session")
+        guard sessionToken.utf8.count <= 128,
+            let session = try await sessions.session(tokenHash: RandomToken.sha256Hex(sessionToken))
+        else { throw rejected }
+        guard session.expiresAt > Date() else {
+            try? await sessions.deleteSession(tokenHash: session.tokenHash)
+            throw rejected
+        }
+        guard let user = try await users.user(id: session.userID), !user.disabled else { throw rejected }
+        return Principal(
+            userID: user.id, userName: user.name, role: user.role, credential: .session(csrfToken: session.csrfToken))
+    }
+
+    func verify(apiKey bearer: String) async throws -> Principal {
         let rejected = GantryError(.unauthorized, "invalid API key", code: "invalid_api_key")
         guard let parsed = APIKeyFormat.parse(bearer), let record = try await keys.key(id: parsed.id) else { throw rejected }
         guard APIKeyFormat.constantTimeEqual(record.secretHash, APIKeyFormat.hash(secret: parsed.secret)) else {
@@ -36,20 +74,30 @@ public struct IdentityService: CredentialVerifier {
         if record.lastUsedAt.map({ now.timeIntervalSince($0) > lastUsedResolution }) ?? true {
             try? await keys.touchKey(id: record.id, at: now)
         }
-        return Principal(userID: user.id, userName: user.name, role: user.role, keyID: record.id)
+        return Principal(
+            userID: user.id, userName: user.name, role: user.role, credential: .apiKey(id: record.id),
+            allowedDeployments: record.scope)
     }
 
     /// Creates a key for a user and returns the record and the plaintext, which is never stored.
-    public func issueKey(userID: String, name: String, expiresAt: Date?) async throws -> (APIKeyRecord, String) {
+    public func issueKey(userID: String, name: String, expiresAt: Date?, scope: [String]? = nil) async throws -> (
+        APIKeyRecord, String
+    ) {
         guard !name.isEmpty, name.count <= 100 else { throw GantryError.invalid("name must be 1-100 characters", param: "name") }
         if let expiresAt, expiresAt <= Date() {
             throw GantryError.invalid("expires_at must be in the future", param: "expires_at")
+        }
+        if let scope {
+            guard !scope.isEmpty, scope.count <= 100 else {
+                throw GantryError.invalid("scope must list 1-100 deployments, or be omitted for all", param: "scope")
+            }
+            for deployment in scope { try ResourceName.validate(deployment, field: "scope") }
         }
         let (id, plaintext) = APIKeyFormat.generate()
         let secret = String(plaintext.dropFirst(APIKeyFormat.prefix.count + id.count + 1))
         let record = APIKeyRecord(
             id: id, userID: userID, name: name, secretHash: APIKeyFormat.hash(secret: secret), createdAt: Date(),
-            expiresAt: expiresAt, revokedAt: nil, lastUsedAt: nil)
+            expiresAt: expiresAt, revokedAt: nil, lastUsedAt: nil, scope: scope)
         try await keys.createKey(record)
         logger.info("API key issued", metadata: ["key_id": "\(id)", "user_id": "\(userID)"])
         return (record, plaintext)

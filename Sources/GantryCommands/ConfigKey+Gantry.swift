@@ -71,8 +71,55 @@ public struct GantrySetting: Sendable, Hashable {
         key: "log.level", flag: "log-level", type: "trace|debug|info|notice|warning|error|critical",
         defaultDescription: "info", help: "Lowest level of log lines written (JSON lines on stderr).", isSecret: false)
 
+    public static let publicURL = GantrySetting(
+        key: "auth.publicUrl", flag: "public-url", type: "URL", defaultDescription: "http://<host>:<port>",
+        help: "The URL users reach Gantry at; login callbacks go to <public-url>/auth/callback, and https makes cookies Secure.",
+        isSecret: false)
+    public static let oidcIssuer = GantrySetting(
+        key: "auth.oidc.issuer", flag: "oidc-issuer", type: "URL", defaultDescription: "none (OIDC login off)",
+        help: "Issuer URL of the OpenID Connect provider; its discovery document is read from there.", isSecret: false)
+    public static let oidcClientID = GantrySetting(
+        key: "auth.oidc.clientId", flag: "oidc-client-id", type: "string", defaultDescription: "none",
+        help: "Gantry's client id at the provider (required with --oidc-issuer).", isSecret: false)
+    public static let oidcClientSecret = GantrySetting(
+        key: "auth.oidc.clientSecret", flag: "oidc-client-secret", type: "string", defaultDescription: "none (public client)",
+        help: "Client secret, sent with HTTP Basic to the token endpoint.", isSecret: true)
+    public static let oidcScopes = GantrySetting(
+        key: "auth.oidc.scopes", flag: "oidc-scopes", type: "string", defaultDescription: "openid profile email",
+        help: "Scopes requested at login.", isSecret: false)
+    public static let oidcAdminClaim = GantrySetting(
+        key: "auth.oidc.adminClaim", flag: "oidc-admin-claim", type: "string", defaultDescription: "groups",
+        help: "Claim (ID token or UserInfo) that decides the admin role.", isSecret: false)
+    public static let oidcAdminValue = GantrySetting(
+        key: "auth.oidc.adminValue", flag: "oidc-admin-value", type: "string", defaultDescription: "gantry-admins",
+        help: "Users whose admin claim equals or contains this value are admins; everyone else is a user.", isSecret: false)
+    public static let oidcAcceptAccessTokens = GantrySetting(
+        key: "auth.oidc.acceptAccessTokens", flag: "oidc-accept-access-tokens", type: "boolean", defaultDescription: "false",
+        help: "Also accept the provider's JWT access tokens as bearer credentials.", isSecret: false)
+    public static let oidcAccessTokenAudience = GantrySetting(
+        key: "auth.oidc.accessTokenAudience", flag: "oidc-access-token-audience", type: "string", defaultDescription: "none",
+        help: "The aud accepted provider access tokens must carry (required with --oidc-accept-access-tokens).",
+        isSecret: false)
+    public static let oidcJWKSRefetch = GantrySetting(
+        key: "auth.oidc.jwksMinRefetchSeconds", flag: "oidc-jwks-min-refetch", type: "integer seconds >= 0",
+        defaultDescription: "30", help: "A token with an unknown key id refetches the provider's keys at most this often.",
+        isSecret: false)
+    public static let sessionHours = GantrySetting(
+        key: "auth.sessionHours", flag: "session-hours", type: "integer hours >= 1", defaultDescription: "12",
+        help: "Lifetime of a browser session.", isSecret: false)
+    public static let introspectionSecret = GantrySetting(
+        key: "auth.introspectionSecret", flag: "introspection-secret", type: "string, 32+ characters",
+        defaultDescription: "none (admin keys only)",
+        help: "Service credential a separate gateway process sends to POST /auth/introspect.", isSecret: true)
+    public static let maxFailedAuth = GantrySetting(
+        key: "auth.maxFailedAttemptsPerMinute", flag: "max-failed-auth", type: "integer >= 1", defaultDescription: "20",
+        help: "Invalid credentials one address may present per minute before it gets 429 for the rest of the minute.",
+        isSecret: false)
+
     public static let all: [GantrySetting] = [
         host, port, dataDir, databaseURL, cacheDir, llamaServer, engineThreads, engineStartupTimeout, maxRequestBytes,
-        upstreamTimeout, reconcileInterval, logLevel,
+        upstreamTimeout, reconcileInterval, logLevel, publicURL, oidcIssuer, oidcClientID, oidcClientSecret, oidcScopes,
+        oidcAdminClaim, oidcAdminValue, oidcAcceptAccessTokens, oidcAccessTokenAudience, oidcJWKSRefetch, sessionHours,
+        introspectionSecret, maxFailedAuth,
     ]
 }

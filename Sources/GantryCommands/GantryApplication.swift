@@ -24,6 +24,8 @@ public struct GantryServer: Sendable {
     public let runtime: LocalProcessRuntime
     public let reconciler: Reconciler
     public let identity: IdentityService
+    /// Present when OIDC login is configured.
+    public let login: LoginService?
     public let registry: RegistryService
     public let deployments: DeploymentService
     public let metrics: PrometheusCollectorRegistry
@@ -44,12 +46,10 @@ public func buildApplication(
     let store = try await SQLStore.open(configuration.database, logger: logger)
     let repositories: Repositories
     let bootstrapKey: String?
-    let identity: IdentityService
     do {
         try await store.migrate(logger: logger)
         repositories = store.repositories
-        identity = IdentityService(repositories: repositories, logger: logger)
-        bootstrapKey = try await identity.bootstrapAdminKeyIfNeeded()
+        bootstrapKey = try await IdentityService(repositories: repositories, logger: logger).bootstrapAdminKeyIfNeeded()
     } catch {
         try? await store.close()
         throw error
@@ -61,6 +61,14 @@ public func buildApplication(
     clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
     clientConfiguration.decompression = .disabled
     let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
+
+    let oidc = configuration.auth.oidc.map { OIDCClient(settings: $0, httpClient: httpClient, logger: logger) }
+    let identity = IdentityService(repositories: repositories, logger: logger, providerTokens: oidc)
+    let login = oidc.map {
+        LoginService(
+            oidc: $0, identity: identity, repositories: repositories, publicURL: configuration.auth.publicURL,
+            sessionLifetime: configuration.auth.sessionLifetime, logger: logger)
+    }
 
     let routeTable = RouteTable()
     let runtime = LocalProcessRuntime(
@@ -82,7 +90,10 @@ public func buildApplication(
     router.add(middleware: AccessLogMiddleware())
     router.add(middleware: HTTPMetricsMiddleware(registry: metrics))
     router.add(middleware: APIErrorMiddleware())
-    router.add(middleware: AuthenticationMiddleware(verifier: identity))
+    router.add(
+        middleware: AuthenticationMiddleware(
+            verifier: identity,
+            limiter: FailedAuthenticationLimiter(maximumFailures: configuration.auth.maxFailedAttemptsPerMinute, window: 60)))
     OperationsRoutes.add(
         to: router, registry: metrics, readiness: [ReadinessCheck(name: "store") { await store.ping() }])
     InferenceRoutes(
@@ -94,6 +105,9 @@ public func buildApplication(
     RegistryRoutes(registry: registry, models: repositories.models).add(to: router)
     DeploymentRoutes(service: deployments, repositories: repositories).add(to: router)
     IdentityRoutes(identity: identity, repositories: repositories).add(to: router)
+    AuthRoutes(login: login, secureCookies: configuration.auth.publicURL.hasPrefix("https://")).add(to: router)
+    IntrospectionRoutes(verifier: identity, serviceSecret: configuration.auth.introspectionSecret).add(to: router)
+    SelfServicePage(identity: identity, repositories: repositories, loginAvailable: login != nil).add(to: router)
     ResourceRoutes.add(to: router)
 
     // Shut down in reverse: the server first (in-flight requests finish), then the reconcile
@@ -106,5 +120,6 @@ public func buildApplication(
         logger: logger)
     return GantryServer(
         application: application, store: store, routeTable: routeTable, runtime: runtime, reconciler: reconciler,
-        identity: identity, registry: registry, deployments: deployments, metrics: metrics, bootstrapAdminKey: bootstrapKey)
+        identity: identity, login: login, registry: registry, deployments: deployments, metrics: metrics,
+        bootstrapAdminKey: bootstrapKey)
 }

@@ -1,5 +1,6 @@
 public import Configuration
 public import Foundation
+public import GantryAuth
 import GantryCore
 import GantryServing
 public import GantryStore
@@ -32,6 +33,16 @@ public struct GantryConfiguration: Sendable {
     public var gateway: Gateway
     public var reconcileInterval: Duration
     public var logLevel: Logger.Level
+    public var auth: Auth
+
+    public struct Auth: Sendable {
+        public var publicURL: String
+        /// nil when OIDC login is off.
+        public var oidc: OIDCSettings?
+        public var sessionLifetime: TimeInterval
+        public var introspectionSecret: String?
+        public var maxFailedAttemptsPerMinute: Int
+    }
 
     /// Reads and validates every key; the first invalid one is reported by name.
     public init(reader: ConfigReader, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
@@ -68,6 +79,45 @@ public struct GantryConfiguration: Sendable {
             throw ConfigurationError(setting: .logLevel, problem: "'\(level)' is not a log level")
         }
         logLevel = parsedLevel
+        auth = try Self.readAuth(values, http: http)
+    }
+
+    static func readAuth(_ values: SettingReader, http: HTTP) throws -> Auth {
+        let publicURL = try values.string(.publicURL) ?? "http://\(http.host):\(http.port)"
+        guard let parsed = URL(string: publicURL), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
+            throw ConfigurationError(setting: .publicURL, problem: "'\(publicURL)' is not an http(s) URL")
+        }
+        var oidc: OIDCSettings?
+        if let issuer = try values.string(.oidcIssuer) {
+            guard let url = URL(string: issuer), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+                throw ConfigurationError(setting: .oidcIssuer, problem: "'\(issuer)' is not an http(s) URL")
+            }
+            guard let clientID = try values.string(.oidcClientID) else {
+                throw ConfigurationError(setting: .oidcClientID, problem: "required when auth.oidc.issuer is set")
+            }
+            let acceptAccessTokens = try values.bool(.oidcAcceptAccessTokens) ?? false
+            let audience = try values.string(.oidcAccessTokenAudience)
+            if acceptAccessTokens, audience == nil {
+                throw ConfigurationError(
+                    setting: .oidcAccessTokenAudience, problem: "required when auth.oidc.acceptAccessTokens is true")
+            }
+            oidc = OIDCSettings(
+                issuer: issuer, clientID: clientID, clientSecret: try values.string(.oidcClientSecret),
+                scopes: try values.string(.oidcScopes) ?? "openid profile email",
+                adminClaim: try values.string(.oidcAdminClaim) ?? "groups",
+                adminValue: try values.string(.oidcAdminValue) ?? "gantry-admins", acceptAccessTokens: acceptAccessTokens,
+                accessTokenAudience: audience,
+                jwksMinimumRefetchInterval: TimeInterval(try values.int(.oidcJWKSRefetch, in: 0...86_400) ?? 30))
+        }
+        let introspectionSecret = try values.string(.introspectionSecret)
+        if let introspectionSecret, introspectionSecret.count < 32 {
+            throw ConfigurationError(setting: .introspectionSecret, problem: "must be at least 32 characters")
+        }
+        return Auth(
+            publicURL: publicURL, oidc: oidc,
+            sessionLifetime: TimeInterval(try values.int(.sessionHours, in: 1...8760) ?? 12) * 3600,
+            introspectionSecret: introspectionSecret,
+            maxFailedAttemptsPerMinute: try values.int(.maxFailedAuth, in: 1...100_000) ?? 20)
     }
 
     /// Builds the reader with Gantry's precedence: flags, environment, config file, defaults.
@@ -139,6 +189,16 @@ struct SettingReader {
         }
         if let number = reader.int(forKey: key) { return String(number) }
         return nil
+    }
+
+    func bool(_ setting: GantrySetting) throws -> Bool? {
+        if let flag = reader.bool(forKey: ConfigKey(setting.components)) { return flag }
+        guard let text = try string(setting) else { return nil }
+        switch text.lowercased() {
+        case "true", "1", "yes", "on": return true
+        case "false", "0", "no", "off": return false
+        default: throw ConfigurationError(setting: setting, problem: "'\(text)' is not true or false")
+        }
     }
 
     func int(_ setting: GantrySetting, in range: ClosedRange<Int>) throws -> Int? {

@@ -37,12 +37,49 @@ public struct ServerOptions: ParsableArguments {
     @Option(name: .customLong(GantrySetting.logLevel.flag), help: ArgumentHelp(GantrySetting.logLevel.helpText))
     var logLevel: String?
 
+    @Option(name: .customLong(GantrySetting.publicURL.flag), help: ArgumentHelp(GantrySetting.publicURL.helpText))
+    var publicURL: String?
+    @Option(name: .customLong(GantrySetting.oidcIssuer.flag), help: ArgumentHelp(GantrySetting.oidcIssuer.helpText))
+    var oidcIssuer: String?
+    @Option(name: .customLong(GantrySetting.oidcClientID.flag), help: ArgumentHelp(GantrySetting.oidcClientID.helpText))
+    var oidcClientID: String?
+    @Option(name: .customLong(GantrySetting.oidcClientSecret.flag), help: ArgumentHelp(GantrySetting.oidcClientSecret.helpText))
+    var oidcClientSecret: String?
+    @Option(name: .customLong(GantrySetting.oidcScopes.flag), help: ArgumentHelp(GantrySetting.oidcScopes.helpText))
+    var oidcScopes: String?
+    @Option(name: .customLong(GantrySetting.oidcAdminClaim.flag), help: ArgumentHelp(GantrySetting.oidcAdminClaim.helpText))
+    var oidcAdminClaim: String?
+    @Option(name: .customLong(GantrySetting.oidcAdminValue.flag), help: ArgumentHelp(GantrySetting.oidcAdminValue.helpText))
+    var oidcAdminValue: String?
+    @Option(
+        name: .customLong(GantrySetting.oidcAcceptAccessTokens.flag),
+        help: ArgumentHelp(GantrySetting.oidcAcceptAccessTokens.helpText))
+    var oidcAcceptAccessTokens: String?
+    @Option(
+        name: .customLong(GantrySetting.oidcAccessTokenAudience.flag),
+        help: ArgumentHelp(GantrySetting.oidcAccessTokenAudience.helpText))
+    var oidcAccessTokenAudience: String?
+    @Option(name: .customLong(GantrySetting.oidcJWKSRefetch.flag), help: ArgumentHelp(GantrySetting.oidcJWKSRefetch.helpText))
+    var oidcJWKSRefetch: String?
+    @Option(name: .customLong(GantrySetting.sessionHours.flag), help: ArgumentHelp(GantrySetting.sessionHours.helpText))
+    var sessionHours: String?
+    @Option(
+        name: .customLong(GantrySetting.introspectionSecret.flag), help: ArgumentHelp(GantrySetting.introspectionSecret.helpText))
+    var introspectionSecret: String?
+    @Option(name: .customLong(GantrySetting.maxFailedAuth.flag), help: ArgumentHelp(GantrySetting.maxFailedAuth.helpText))
+    var maxFailedAuth: String?
+
     var flags: [GantrySetting: String] {
         let pairs: [(GantrySetting, String?)] = [
             (.host, host), (.port, port), (.dataDir, dataDir), (.databaseURL, databaseURL), (.cacheDir, cacheDir),
             (.llamaServer, llamaServer), (.engineThreads, engineThreads), (.engineStartupTimeout, engineStartupTimeout),
             (.maxRequestBytes, maxRequestBytes), (.upstreamTimeout, upstreamTimeout),
-            (.reconcileInterval, reconcileInterval), (.logLevel, logLevel),
+            (.reconcileInterval, reconcileInterval), (.logLevel, logLevel), (.publicURL, publicURL), (.oidcIssuer, oidcIssuer),
+            (.oidcClientID, oidcClientID), (.oidcClientSecret, oidcClientSecret), (.oidcScopes, oidcScopes),
+            (.oidcAdminClaim, oidcAdminClaim), (.oidcAdminValue, oidcAdminValue),
+            (.oidcAcceptAccessTokens, oidcAcceptAccessTokens), (.oidcAccessTokenAudience, oidcAccessTokenAudience),
+            (.oidcJWKSRefetch, oidcJWKSRefetch), (.sessionHours, sessionHours), (.introspectionSecret, introspectionSecret),
+            (.maxFailedAuth, maxFailedAuth),
         ]
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { setting, value in value.map { (setting, $0) } })
     }

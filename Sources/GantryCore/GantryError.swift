@@ -10,6 +10,7 @@ public struct GantryError: Error, Sendable, Equatable, CustomStringConvertible {
         case notFound
         case conflict
         case payloadTooLarge
+        case rateLimited
         case unavailable
         case badGateway
         case gatewayTimeout
@@ -22,12 +23,15 @@ public struct GantryError: Error, Sendable, Equatable, CustomStringConvertible {
     public var code: String?
     /// The request field the error is about, when there is one.
     public var param: String?
+    /// Seconds after which a rate-limited request may be retried (`retry-after`).
+    public var retryAfter: Int?
 
-    public init(_ kind: Kind, _ message: String, code: String? = nil, param: String? = nil) {
+    public init(_ kind: Kind, _ message: String, code: String? = nil, param: String? = nil, retryAfter: Int? = nil) {
         self.kind = kind
         self.message = message
         self.code = code
         self.param = param
+        self.retryAfter = retryAfter
     }
 
     public var description: String { "\(kind.rawValue): \(message)" }

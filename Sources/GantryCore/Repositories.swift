@@ -33,8 +33,20 @@ public protocol UserRepository: Sendable {
     func createUser(_ user: User) async throws
     func user(id: String) async throws -> User?
     func user(named name: String) async throws -> User?
+    func user(issuer: String, subject: String) async throws -> User?
     func listUsers() async throws -> [User]
     func setDisabled(userID: String, disabled: Bool) async throws
+    /// Stores a user's name, email and role (taken from the provider at each login, or set by an admin).
+    func updateProfile(userID: String, name: String, email: String?, role: Role) async throws
+}
+
+public protocol SessionRepository: Sendable {
+    func createSession(_ session: BrowserSession) async throws
+    func session(tokenHash: String) async throws -> BrowserSession?
+    func deleteSession(tokenHash: String) async throws
+    /// Ends every browser session of a user (when disabled).
+    func deleteSessions(userID: String) async throws
+    func deleteExpiredSessions(before: Date) async throws
 }
 
 public protocol APIKeyRepository: Sendable {
@@ -53,15 +65,17 @@ public struct Repositories: Sendable {
     public var instances: any InstanceRepository
     public var users: any UserRepository
     public var keys: any APIKeyRepository
+    public var sessions: any SessionRepository
 
     public init(
         models: any ModelRepository, deployments: any DeploymentRepository, instances: any InstanceRepository,
-        users: any UserRepository, keys: any APIKeyRepository
+        users: any UserRepository, keys: any APIKeyRepository, sessions: any SessionRepository
     ) {
         self.models = models
         self.deployments = deployments
         self.instances = instances
         self.users = users
         self.keys = keys
+        self.sessions = sessions
     }
 }

@@ -3,8 +3,11 @@ public import Foundation
 /// How the gateway asks the authentication service who is calling.
 /// In-process it is the auth service itself; split roles use an introspection client.
 public protocol CredentialVerifier: Sendable {
-    /// Returns the principal for a bearer credential, or throws `GantryError` `.unauthorized`.
+    /// Returns the principal for a bearer credential (an API key, or a provider access token
+    /// where accepted), or throws `GantryError` `.unauthorized`.
     func verify(bearer: String) async throws -> Principal
+    /// Returns the principal for a browser session cookie, or throws `.unauthorized`.
+    func verify(sessionToken: String) async throws -> Principal
 }
 
 /// A ready engine endpoint the gateway may send requests to.

@@ -4,37 +4,82 @@ public import GantryHTTP
 import HTTPTypes
 public import Hummingbird
 
-/// Authenticates every request under the protected prefixes with `Authorization: Bearer`.
+/// Authenticates requests: `Authorization: Bearer` (API key, or provider access token where
+/// enabled) or the browser session cookie.
 ///
-/// Operations routes (`/healthz`, `/readyz`, `/metrics`) stay open so probes and scrapers need no
-/// credential; everything under `/v1` and `/api` needs one.
+/// Under the protected prefixes (`/v1/`, `/api/`) a credential is required. Elsewhere (the
+/// self-service page, `/auth`) a valid session is attached when present, so pages can greet a
+/// logged-in user. Operations routes need no credential. Requests authenticated by cookie that
+/// change state under `/api/` must carry the session's CSRF token in `x-csrf-token`.
 public struct AuthenticationMiddleware: RouterMiddleware {
     public typealias Context = GantryRequestContext
 
-    let verifier: any CredentialVerifier
-    let protectedPrefixes: [String]
+    public static let sessionCookie = "gantry_session"
+    static let csrfHeader = HTTPField.Name("x-csrf-token")!
 
-    public init(verifier: any CredentialVerifier, protectedPrefixes: [String] = ["/v1/", "/api/"]) {
+    let verifier: any CredentialVerifier
+    let limiter: FailedAuthenticationLimiter
+    let protectedPrefixes: [String]
+    /// Paths that authenticate their callers themselves (introspection takes a service credential).
+    let exemptPaths: Set<String>
+
+    public init(
+        verifier: any CredentialVerifier, limiter: FailedAuthenticationLimiter = FailedAuthenticationLimiter(),
+        protectedPrefixes: [String] = ["/v1/", "/api/"], exemptPaths: Set<String> = ["/auth/introspect"]
+    ) {
         self.verifier = verifier
+        self.limiter = limiter
         self.protectedPrefixes = protectedPrefixes
+        self.exemptPaths = exemptPaths
     }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
         let path = request.uri.path
-        guard protectedPrefixes.contains(where: { path.hasPrefix($0) }) else { return try await next(request, context) }
-        guard let header = request.headers[.authorization] else {
+        if exemptPaths.contains(path) { return try await next(request, context) }
+        let isProtected = protectedPrefixes.contains { path.hasPrefix($0) }
+        let header = request.headers[.authorization]
+        let cookie = request.cookies[Self.sessionCookie]?.value
+        guard header != nil || cookie != nil else {
+            guard !isProtected else {
+                throw GantryError(
+                    .unauthorized, "no API key provided: send 'Authorization: Bearer <key>'", code: "missing_api_key")
+            }
+            return try await next(request, context)
+        }
+        if let retryAfter = await limiter.retryAfter(for: context.remoteAddress) {
             throw GantryError(
-                .unauthorized, "no API key provided: send 'Authorization: Bearer <key>'", code: "missing_api_key")
+                .rateLimited, "too many failed authentication attempts from this address", code: "too_many_failed_attempts",
+                retryAfter: retryAfter)
         }
-        guard header.count > 7, header.prefix(7).lowercased() == "bearer " else {
-            throw GantryError(.unauthorized, "the Authorization header must use the Bearer scheme", code: "invalid_api_key")
-        }
-        let token = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
         var context = context
-        context.principal = try await verifier.verify(bearer: token)
-        if let keyID = context.principal?.keyID { context.logger[metadataKey: "key_id"] = .string(keyID) }
+        do {
+            if let header {
+                guard header.count > 7, header.prefix(7).lowercased() == "bearer " else {
+                    throw GantryError(
+                        .unauthorized, "the Authorization header must use the Bearer scheme", code: "invalid_api_key")
+                }
+                context.principal = try await verifier.verify(
+                    bearer: String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces))
+            } else if let cookie {
+                context.principal = try await verifier.verify(sessionToken: cookie)
+            }
+        } catch let error as GantryError where error.kind == .unauthorized {
+            await limiter.recordFailure(for: context.remoteAddress)
+            // A stale cookie on a public page is not an error: the page shows the login link.
+            guard isProtected || header != nil else { return try await next(request, context) }
+            throw error
+        }
+        if let principal = context.principal {
+            if case .session(let csrfToken) = principal.credential, isProtected, request.method != .get, request.method != .head {
+                guard let presented = request.headers[Self.csrfHeader], presented == csrfToken else {
+                    throw GantryError(.forbidden, "requests authenticated by session cookie must send x-csrf-token")
+                }
+            }
+            if let keyID = principal.keyID { context.logger[metadataKey: "key_id"] = .string(keyID) }
+            context.logger[metadataKey: "user_id"] = .string(principal.userID)
+        }
         return try await next(request, context)
     }
 }

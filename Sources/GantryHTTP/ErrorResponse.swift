@@ -33,6 +33,7 @@ public struct ErrorResponse: Sendable {
         case .notFound: return .notFound
         case .conflict: return .conflict
         case .payloadTooLarge: return .contentTooLarge
+        case .rateLimited: return .tooManyRequests
         case .unavailable: return .serviceUnavailable
         case .badGateway: return .badGateway
         case .gatewayTimeout: return .gatewayTimeout
@@ -46,6 +47,7 @@ public struct ErrorResponse: Sendable {
         case .invalidRequest, .notFound, .conflict, .payloadTooLarge: return "invalid_request_error"
         case .unauthorized: return "authentication_error"
         case .forbidden: return "permission_error"
+        case .rateLimited: return "requests"
         case .unavailable, .badGateway, .gatewayTimeout, .internal: return "server_error"
         }
     }
@@ -90,6 +92,7 @@ public struct ErrorResponse: Sendable {
         var headers = HTTPFields()
         headers[.contentType] = style == .openAI ? "application/json" : "application/problem+json"
         if error.kind == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
+        if let retryAfter = error.retryAfter { headers[.retryAfter] = String(retryAfter) }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(data: body())))
     }
 }

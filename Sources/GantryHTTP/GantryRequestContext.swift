@@ -8,10 +8,13 @@ import NIOCore
 public struct GantryRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public var principal: Principal?
+    /// The peer's IP address, for per-address protections (never for authorization).
+    public let remoteAddress: String
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.principal = nil
+        self.remoteAddress = source.channel.remoteAddress?.ipAddress ?? "unknown"
     }
 
     /// JSON request bodies on `/api` are small; bigger ones are refused with 413.

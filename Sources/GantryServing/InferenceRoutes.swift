@@ -44,12 +44,12 @@ public struct InferenceRoutes: Sendable {
             try await forward(request, context: context, path: "/v1/completions")
         }
         router.get("/v1/models") { _, context in
-            _ = try context.requirePrincipal()
-            return try await listModels()
+            try await listModels(for: try context.requirePrincipal())
         }
     }
 
-    func listModels() async throws -> Response {
+    /// Only the deployments the caller may use are listed.
+    func listModels(for principal: Principal) async throws -> Response {
         struct Item: Encodable {
             var id: String
             var object = "model"
@@ -60,13 +60,14 @@ public struct InferenceRoutes: Sendable {
             var object = "list"
             var data: [Item]
         }
-        let items = await routes.allEntries().map { Item(id: $0.deployment, created: Int($0.createdAt.timeIntervalSince1970)) }
+        let items = await routes.allEntries().filter { principal.mayUse(deployment: $0.deployment) }
+            .map { Item(id: $0.deployment, created: Int($0.createdAt.timeIntervalSince1970)) }
         let data = try JSONEncoder().encode(List(data: items))
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: data)))
     }
 
     func forward(_ request: Request, context: GantryRequestContext, path: String) async throws -> Response {
-        _ = try context.requirePrincipal()
+        let principal = try context.requirePrincipal()
         // The body is collected with a bound, never handed to the HTTP client as a stream:
         // see DESIGN.md section 7 (an upload task outliving the handler crashes the server).
         var request = request
@@ -77,7 +78,8 @@ public struct InferenceRoutes: Sendable {
             throw GantryError(.payloadTooLarge, "request body is larger than \(configuration.maxRequestBytes) bytes")
         }
         let parsed = try InferenceRequest.parse(Data(buffer: body))
-        guard let entry = await routes.entry(for: parsed.deployment) else {
+        // A deployment the key may not use answers exactly like one that does not exist.
+        guard principal.mayUse(deployment: parsed.deployment), let entry = await routes.entry(for: parsed.deployment) else {
             throw GantryError.notFound(
                 "The model '\(parsed.deployment)' does not exist or you do not have access to it.", code: "model_not_found")
         }

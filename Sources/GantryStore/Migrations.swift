@@ -71,7 +71,21 @@ extension SQLStore {
                 .column("revoked_at", type: .bigint)
                 .column("last_used_at", type: .bigint)
                 .run()
-        }
+        },
+        Migration(version: 2, name: "OIDC identities, key scopes, browser sessions") { db in
+            try await db.alter(table: "users").column("issuer", type: .text).run()
+            try await db.alter(table: "users").column("subject", type: .text).run()
+            // NULLs are distinct in both databases, so local users (no issuer) never collide.
+            try await db.create(index: "users_identity").unique().on("users").column("issuer").column("subject").run()
+            try await db.alter(table: "api_keys").column("scope", type: .text).run()
+            try await db.create(table: "sessions")
+                .column("token_hash", type: .text, .primaryKey(autoIncrement: false))
+                .column("user_id", type: .text, .notNull, .references("users", "id", onDelete: .cascade))
+                .column("csrf_token", type: .text, .notNull)
+                .column("created_at", type: .bigint, .notNull)
+                .column("expires_at", type: .bigint, .notNull)
+                .run()
+        },
     ]
 
     /// The highest migration version this binary knows.

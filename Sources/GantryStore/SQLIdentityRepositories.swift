@@ -8,10 +8,11 @@ struct SQLUserRepository: UserRepository {
     func createUser(_ u: User) async throws {
         try await insertUnique("user '\(u.name)'") {
             try await db.insert(into: "users")
-                .columns("id", "name", "email", "role", "disabled", "created_at")
+                .columns("id", "name", "email", "role", "disabled", "created_at", "issuer", "subject")
                 .values(
                     SQLBind(u.id), SQLBind(u.name), SQLBind(u.email), SQLBind(u.role.rawValue),
-                    SQLBind(Int64(u.disabled ? 1 : 0)), SQLBind(u.createdAt.millisecondsSince1970)
+                    SQLBind(Int64(u.disabled ? 1 : 0)), SQLBind(u.createdAt.millisecondsSince1970), SQLBind(u.issuer),
+                    SQLBind(u.subject)
                 )
                 .run()
         }
@@ -23,6 +24,16 @@ struct SQLUserRepository: UserRepository {
 
     func user(named name: String) async throws -> User? {
         try await db.select().column("*").from("users").where("name", .equal, name).first().map(Self.user)
+    }
+
+    func user(issuer: String, subject: String) async throws -> User? {
+        try await db.select().column("*").from("users").where("issuer", .equal, issuer).where("subject", .equal, subject)
+            .first().map(Self.user)
+    }
+
+    func updateProfile(userID: String, name: String, email: String?, role: Role) async throws {
+        try await db.update("users").set("name", to: SQLBind(name)).set("email", to: SQLBind(email))
+            .set("role", to: SQLBind(role.rawValue)).where("id", .equal, userID).run()
     }
 
     func listUsers() async throws -> [User] {
@@ -37,7 +48,8 @@ struct SQLUserRepository: UserRepository {
         User(
             id: try row.string("id"), name: try row.string("name"), email: try row.decode(column: "email", as: String?.self),
             role: try row.enumValue("role", as: Role.self), disabled: try row.int("disabled") != 0,
-            createdAt: try row.date("created_at"))
+            createdAt: try row.date("created_at"), issuer: try row.decode(column: "issuer", as: String?.self),
+            subject: try row.decode(column: "subject", as: String?.self))
     }
 }
 
@@ -47,11 +59,14 @@ struct SQLAPIKeyRepository: APIKeyRepository {
     func createKey(_ k: APIKeyRecord) async throws {
         try await insertUnique("API key '\(k.id)'") {
             try await db.insert(into: "api_keys")
-                .columns("id", "user_id", "name", "secret_hash", "created_at", "expires_at", "revoked_at", "last_used_at")
+                .columns(
+                    "id", "user_id", "name", "secret_hash", "created_at", "expires_at", "revoked_at", "last_used_at", "scope"
+                )
                 .values(
                     SQLBind(k.id), SQLBind(k.userID), SQLBind(k.name), SQLBind(k.secretHash),
                     SQLBind(k.createdAt.millisecondsSince1970), SQLBind(k.expiresAt?.millisecondsSince1970),
-                    SQLBind(k.revokedAt?.millisecondsSince1970), SQLBind(k.lastUsedAt?.millisecondsSince1970)
+                    SQLBind(k.revokedAt?.millisecondsSince1970), SQLBind(k.lastUsedAt?.millisecondsSince1970),
+                    SQLBind(try Self.encodeScope(k.scope))
                 )
                 .run()
         }
@@ -87,6 +102,53 @@ struct SQLAPIKeyRepository: APIKeyRepository {
             id: try row.string("id"), userID: try row.string("user_id"), name: try row.string("name"),
             secretHash: try row.string("secret_hash"), createdAt: try row.date("created_at"),
             expiresAt: try row.optionalDate("expires_at"), revokedAt: try row.optionalDate("revoked_at"),
-            lastUsedAt: try row.optionalDate("last_used_at"))
+            lastUsedAt: try row.optionalDate("last_used_at"),
+            scope: try Self.decodeScope(row.decode(column: "scope", as: String?.self)))
+    }
+
+    /// A scope is stored as a JSON array of deployment names; NULL means every deployment.
+    static func encodeScope(_ scope: [String]?) throws -> String? {
+        guard let scope else { return nil }
+        return String(decoding: try JSONEncoder().encode(scope), as: UTF8.self)
+    }
+
+    static func decodeScope(_ text: String?) throws -> [String]? {
+        guard let text else { return nil }
+        return try JSONDecoder().decode([String].self, from: Data(text.utf8))
+    }
+}
+
+struct SQLSessionRepository: SessionRepository {
+    let db: any SQLDatabase
+
+    func createSession(_ session: BrowserSession) async throws {
+        try await db.insert(into: "sessions")
+            .columns("token_hash", "user_id", "csrf_token", "created_at", "expires_at")
+            .values(
+                SQLBind(session.tokenHash), SQLBind(session.userID), SQLBind(session.csrfToken),
+                SQLBind(session.createdAt.millisecondsSince1970), SQLBind(session.expiresAt.millisecondsSince1970)
+            )
+            .run()
+    }
+
+    func session(tokenHash: String) async throws -> BrowserSession? {
+        try await db.select().column("*").from("sessions").where("token_hash", .equal, tokenHash).first().map { row in
+            BrowserSession(
+                tokenHash: try row.string("token_hash"), userID: try row.string("user_id"),
+                csrfToken: try row.string("csrf_token"), createdAt: try row.date("created_at"),
+                expiresAt: try row.date("expires_at"))
+        }
+    }
+
+    func deleteSession(tokenHash: String) async throws {
+        try await db.delete(from: "sessions").where("token_hash", .equal, tokenHash).run()
+    }
+
+    func deleteSessions(userID: String) async throws {
+        try await db.delete(from: "sessions").where("user_id", .equal, userID).run()
+    }
+
+    func deleteExpiredSessions(before date: Date) async throws {
+        try await db.delete(from: "sessions").where("expires_at", .lessThan, SQLBind(date.millisecondsSince1970)).run()
     }
 }

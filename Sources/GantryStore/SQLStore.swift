@@ -113,7 +113,8 @@ public final class SQLStore: Sendable {
             deployments: SQLDeploymentRepository(db: database),
             instances: SQLInstanceRepository(db: database),
             users: SQLUserRepository(db: database),
-            keys: SQLAPIKeyRepository(db: database)
+            keys: SQLAPIKeyRepository(db: database),
+            sessions: SQLSessionRepository(db: database)
         )
     }
 }

@@ -1,0 +1,102 @@
+import Foundation
+public import GantryCore
+public import GantryHTTP
+import HTTPTypes
+public import Hummingbird
+import NIOCore
+
+/// `/auth/*`: browser login (authorization code + PKCE), logout, and the device login the CLI uses.
+public struct AuthRoutes: Sendable {
+    static let loginCookie = "gantry_login"
+    public static let sessionCookie = "gantry_session"
+
+    let login: LoginService?
+    /// Cookies get `Secure` when Gantry is reached over https.
+    let secureCookies: Bool
+
+    public init(login: LoginService?, secureCookies: Bool) {
+        self.login = login
+        self.secureCookies = secureCookies
+    }
+
+    func requireLogin() throws -> LoginService {
+        guard let login else {
+            throw GantryError.notFound(
+                "OIDC login is not configured on this server (set auth.oidc.issuer)", code: "oidc_not_configured")
+        }
+        return login
+    }
+
+    public func add(to router: Router<GantryRequestContext>) {
+        let group = router.group("/auth")
+        group.get("login") { request, _ in
+            let login = try requireLogin()
+            let returnTo = request.uri.queryParameters["next"].map(String.init) ?? "/"
+            let (url, state) = try await login.beginBrowserLogin(returnTo: returnTo)
+            var response = Response(status: .found, headers: [.location: url, .cacheControl: "no-store"])
+            response.setCookie(
+                Cookie(
+                    name: Self.loginCookie, value: state, maxAge: 600, path: "/auth", secure: secureCookies, httpOnly: true,
+                    sameSite: .lax))
+            return response
+        }
+        group.get("callback") { request, _ in
+            let login = try requireLogin()
+            let query = request.uri.queryParameters
+            if let error = query["error"] {
+                let safe = String(error.prefix(64)).filter { $0.isLetter || $0 == "_" }
+                throw GantryError(.unauthorized, "the identity provider did not log you in (\(safe))", code: "login_failed")
+            }
+            guard let code = query["code"], let state = query["state"] else {
+                throw GantryError.invalid("the callback needs code and state")
+            }
+            let (token, returnTo) = try await login.completeBrowserLogin(
+                code: String(code), state: String(state), cookieState: request.cookies[Self.loginCookie]?.value)
+            var response = Response(status: .found, headers: [.location: returnTo, .cacheControl: "no-store"])
+            response.setCookie(
+                Cookie(
+                    name: Self.sessionCookie, value: token, maxAge: Int(login.sessionLifetime), path: "/", secure: secureCookies,
+                    httpOnly: true, sameSite: .lax))
+            response.setCookie(Cookie(name: Self.loginCookie, value: "", maxAge: 0, path: "/auth", secure: secureCookies))
+            return response
+        }
+        group.get("logout") { request, _ in try await logout(request) }
+        group.post("logout") { request, _ in try await logout(request) }
+
+        group.post("device") { _, _ in
+            JSONResponse(try await requireLogin().beginDeviceLogin())
+        }
+        group.post("device/token") { request, _ in
+            let poll = try await request.decodeJSON(as: DevicePoll.self, limit: 4096)
+            switch try await requireLogin().pollDeviceLogin(handle: poll.deviceCode) {
+            case .pending:
+                throw GantryError.invalid("the login has not been approved yet", code: "authorization_pending")
+            case .slowDown:
+                throw GantryError.invalid("poll less often", code: "slow_down")
+            case .approved(let key, let keyID, let user):
+                return JSONResponse(DeviceApproved(apiKey: key, keyId: keyID, user: user.name, role: user.role))
+            }
+        }
+    }
+
+    /// Ends the browser session (if any) and clears its cookie.
+    func logout(_ request: Request) async throws -> Response {
+        if let token = request.cookies[Self.sessionCookie]?.value, let login {
+            try await login.endSession(token: token)
+        }
+        var response = Response(status: .seeOther, headers: [.location: "/", .cacheControl: "no-store"])
+        response.setCookie(Cookie(name: Self.sessionCookie, value: "", maxAge: 0, path: "/", secure: secureCookies))
+        return response
+    }
+}
+
+struct DevicePoll: Decodable {
+    var deviceCode: String
+}
+
+struct DeviceApproved: Encodable, Sendable {
+    var apiKey: String
+    var keyId: String
+    var user: String
+    var role: Role
+}

@@ -1,0 +1,134 @@
+public import AsyncHTTPClient
+import Foundation
+public import GantryCore
+public import GantryHTTP
+public import Hummingbird
+import NIOCore
+
+/// `POST /auth/introspect` (RFC 7662): lets a gateway running as its own process ask whether a
+/// credential is active. The caller authenticates with the service credential
+/// (`auth.introspectionSecret`) or an admin API key.
+public struct IntrospectionRoutes: Sendable {
+    let verifier: any CredentialVerifier
+    let serviceSecret: String?
+
+    public init(verifier: any CredentialVerifier, serviceSecret: String?) {
+        self.verifier = verifier
+        self.serviceSecret = serviceSecret
+    }
+
+    /// RFC 7662 section 2.2, with Gantry's own fields prefixed `gantry_`.
+    public struct Answer: Codable, Sendable, Equatable {
+        public var active: Bool
+        public var sub: String?
+        public var username: String?
+        public var tokenType: String?
+        public var clientId: String?
+        public var gantryRole: Role?
+        /// Deployments the credential may call; absent means all.
+        public var gantryDeployments: [String]?
+
+        enum CodingKeys: String, CodingKey {
+            case active, sub, username
+            case tokenType = "token_type"
+            case clientId = "client_id"
+            case gantryRole = "gantry_role"
+            case gantryDeployments = "gantry_deployments"
+        }
+    }
+
+    public func add(to router: Router<GantryRequestContext>) {
+        router.post("/auth/introspect") { request, context in
+            try await authenticateCaller(request)
+            var request = request
+            let body = try await request.collectBody(upTo: 8192)
+            let form = URLComponents(string: "?" + String(buffer: body))?.queryItems ?? []
+            guard let token = form.first(where: { $0.name == "token" })?.value, !token.isEmpty else {
+                throw GantryError.invalid("the token parameter is required", param: "token")
+            }
+            let answer: Answer
+            do {
+                let principal = try await verifier.verify(bearer: token)
+                answer = Answer(
+                    active: true, sub: principal.userID, username: principal.userName,
+                    tokenType: principal.keyID == nil ? "access_token" : "api_key", clientId: principal.keyID,
+                    gantryRole: principal.role, gantryDeployments: principal.allowedDeployments)
+            } catch let error as GantryError where error.kind == .unauthorized {
+                answer = Answer(active: false)
+            }
+            let data = try JSONEncoder().encode(answer)
+            return Response(
+                status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                body: .init(byteBuffer: ByteBuffer(data: data)))
+        }
+    }
+
+    func authenticateCaller(_ request: Request) async throws {
+        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
+            throw GantryError(.unauthorized, "introspection needs the service credential or an admin key")
+        }
+        let presented = String(header.dropFirst(7))
+        if let serviceSecret,
+            APIKeyFormat.constantTimeEqual(RandomToken.sha256Hex(presented), RandomToken.sha256Hex(serviceSecret))
+        {
+            return
+        }
+        let principal = try await verifier.verify(bearer: presented)
+        guard principal.isAdmin else {
+            throw GantryError(.forbidden, "introspection needs the service credential or an admin key")
+        }
+    }
+}
+
+/// A `CredentialVerifier` that asks a control-role process over HTTP, for a gateway that runs as
+/// its own process. Answers are not cached here: revocations take effect on the next request.
+public struct IntrospectionClient: CredentialVerifier {
+    let endpoint: String
+    let serviceSecret: String
+    let httpClient: HTTPClient
+
+    public init(controlURL: String, serviceSecret: String, httpClient: HTTPClient) {
+        self.endpoint = (controlURL.hasSuffix("/") ? String(controlURL.dropLast()) : controlURL) + "/auth/introspect"
+        self.serviceSecret = serviceSecret
+        self.httpClient = httpClient
+    }
+
+    public func verify(bearer: String) async throws -> Principal {
+        let answer = try await introspect(bearer)
+        guard answer.active, let sub = answer.sub, let username = answer.username, let role = answer.gantryRole else {
+            throw GantryError(.unauthorized, "invalid API key", code: "invalid_api_key")
+        }
+        let credential: Credential = answer.clientId.map { .apiKey(id: $0) } ?? .providerToken
+        return Principal(
+            userID: sub, userName: username, role: role, credential: credential, allowedDeployments: answer.gantryDeployments)
+    }
+
+    public func verify(sessionToken: String) async throws -> Principal {
+        throw GantryError(.unauthorized, "browser sessions are served by the control role", code: "invalid_session")
+    }
+
+    func introspect(_ token: String) async throws -> IntrospectionRoutes.Answer {
+        var request = HTTPClientRequest(url: endpoint)
+        request.method = .POST
+        request.headers.add(name: "content-type", value: "application/x-www-form-urlencoded")
+        request.headers.add(name: "authorization", value: "Bearer \(serviceSecret)")
+        request.body = .bytes(ByteBuffer(string: "token=" + OIDCClient.formEncode(token)))
+        let data: Data
+        do {
+            let response = try await httpClient.execute(request, timeout: .seconds(5))
+            guard response.status == .ok else {
+                throw GantryError(.unavailable, "the control role answered \(response.status.code) to introspection")
+            }
+            data = Data(buffer: try await response.body.collect(upTo: 64 * 1024))
+        } catch let error as GantryError {
+            throw error
+        } catch {
+            throw GantryError(.unavailable, "the control role could not be reached for introspection")
+        }
+        do {
+            return try JSONDecoder().decode(IntrospectionRoutes.Answer.self, from: data)
+        } catch {
+            throw GantryError(.unavailable, "the control role's introspection answer was unreadable")
+        }
+    }
+}

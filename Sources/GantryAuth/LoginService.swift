@@ -1,0 +1,218 @@
+public import Foundation
+public import GantryCore
+public import Logging
+
+/// Browser and CLI login with the OIDC provider, and the browser sessions that follow.
+public struct LoginService: Sendable {
+    public let oidc: OIDCClient
+    let identity: IdentityService
+    let users: any UserRepository
+    let sessions: any SessionRepository
+    let pending: PendingLogins
+    /// Where the provider sends the browser back: `<public URL>/auth/callback`.
+    public let redirectURI: String
+    public let sessionLifetime: TimeInterval
+    let logger: Logger
+
+    public init(
+        oidc: OIDCClient, identity: IdentityService, repositories: Repositories, publicURL: String,
+        sessionLifetime: TimeInterval, logger: Logger
+    ) {
+        self.oidc = oidc
+        self.identity = identity
+        self.users = repositories.users
+        self.sessions = repositories.sessions
+        self.pending = PendingLogins()
+        self.redirectURI = (publicURL.hasSuffix("/") ? String(publicURL.dropLast()) : publicURL) + "/auth/callback"
+        self.sessionLifetime = sessionLifetime
+        self.logger = logger
+    }
+
+    // MARK: Browser
+
+    /// Starts a login: returns the provider URL to redirect to and the `state` the browser must
+    /// bring back (also set as a cookie, binding the callback to this browser).
+    public func beginBrowserLogin(returnTo: String) async throws -> (authorizationURL: String, state: String) {
+        let state = RandomToken.make()
+        let nonce = RandomToken.make()
+        let verifier = RandomToken.make(byteCount: 48)
+        await pending.addBrowser(
+            state: state, .init(nonce: nonce, verifier: verifier, returnTo: Self.safeReturnPath(returnTo), createdAt: Date()))
+        let metadata = try await oidc.metadata()
+        var components = URLComponents(string: metadata.authorizationEndpoint)
+        let existingItems = components?.queryItems ?? []
+        components?.queryItems =
+            existingItems + [
+                URLQueryItem(name: "response_type", value: "code"),
+                URLQueryItem(name: "client_id", value: oidc.settings.clientID),
+                URLQueryItem(name: "redirect_uri", value: redirectURI),
+                URLQueryItem(name: "scope", value: oidc.settings.scopes),
+                URLQueryItem(name: "state", value: state),
+                URLQueryItem(name: "nonce", value: nonce),
+                URLQueryItem(name: "code_challenge", value: RandomToken.pkceChallenge(for: verifier)),
+                URLQueryItem(name: "code_challenge_method", value: "S256"),
+            ]
+        guard let url = components?.url?.absoluteString else {
+            throw GantryError(.unavailable, "the provider's authorization endpoint is not a URL")
+        }
+        return (url, state)
+    }
+
+    /// Completes a login at the callback: checks `state` against the pending login and the
+    /// browser's cookie, exchanges the code with the PKCE verifier, validates the ID token and its
+    /// nonce, and opens a session. Returns the session token (for the cookie) and where to go.
+    public func completeBrowserLogin(code: String, state: String, cookieState: String?) async throws -> (
+        sessionToken: String, returnTo: String
+    ) {
+        guard let cookieState, APIKeyFormat.constantTimeEqual(cookieState, state) else {
+            // The login was started in another browser (or by an attacker): drop it.
+            _ = await pending.takeBrowser(state: state)
+            throw GantryError(.invalidRequest, "login state does not match this browser; start again at /auth/login")
+        }
+        guard let login = await pending.takeBrowser(state: state) else {
+            throw GantryError(.invalidRequest, "unknown or already used login state; start again at /auth/login")
+        }
+        let tokens: TokenResponse
+        do {
+            tokens = try await oidc.exchange(code: code, verifier: login.verifier, redirectURI: redirectURI)
+        } catch let error as OIDCClient.ProviderError {
+            throw GantryError(.unauthorized, "the identity provider refused the login (\(error.code))", code: error.code)
+        }
+        guard let idToken = tokens.idToken else { throw GantryError(.unauthorized, "the provider returned no ID token") }
+        let verified = try await oidc.validateIDToken(idToken, nonce: login.nonce)
+        let user = try await upsertUser(try await oidc.addingUserInfo(to: verified, accessToken: tokens.accessToken))
+        let token = try await openSession(userID: user.id)
+        logger.info("browser login", metadata: ["user_id": "\(user.id)", "role": "\(user.role.rawValue)"])
+        return (token, login.returnTo)
+    }
+
+    /// Only this platform's own paths: `/x` but never `//host` or `/\host`, which browsers treat
+    /// as another site.
+    static func safeReturnPath(_ path: String) -> String {
+        guard path.hasPrefix("/"), !path.hasPrefix("//"), !path.hasPrefix("/\\"),
+            !path.contains("\r"), !path.contains("\n"), path.utf8.count <= 512
+        else { return "/" }
+        return path
+    }
+
+    // MARK: Sessions
+
+    func openSession(userID: String) async throws -> String {
+        let token = RandomToken.make()
+        let now = Date()
+        try await sessions.createSession(
+            BrowserSession(
+                tokenHash: RandomToken.sha256Hex(token), userID: userID, csrfToken: RandomToken.make(), createdAt: now,
+                expiresAt: now.addingTimeInterval(sessionLifetime)))
+        try? await sessions.deleteExpiredSessions(before: now)
+        return token
+    }
+
+    public func endSession(token: String) async throws {
+        try await sessions.deleteSession(tokenHash: RandomToken.sha256Hex(token))
+    }
+
+    // MARK: Users
+
+    /// Finds the user for a provider identity (unique on issuer and subject), creating it on
+    /// first login, and refreshes name, email and role from the claims on every login.
+    func upsertUser(_ verified: VerifiedIdentity) async throws -> User {
+        let role: Role = verified.isAdmin ? .admin : .user
+        if var existing = try await users.user(issuer: verified.issuer, subject: verified.subject) {
+            guard !existing.disabled else { throw GantryError(.forbidden, "this account is disabled") }
+            existing.email = verified.email
+            existing.role = role
+            try await users.updateProfile(userID: existing.id, name: existing.name, email: existing.email, role: role)
+            return existing
+        }
+        let base = Self.userName(for: verified)
+        var name = base
+        var attempt = 0
+        while true {
+            let user = User(
+                id: Identifier.make("usr"), name: name, email: verified.email, role: role, disabled: false, createdAt: Date(),
+                issuer: verified.issuer, subject: verified.subject)
+            do {
+                try await users.createUser(user)
+                return user
+            } catch let error as GantryError where error.kind == .conflict {
+                // Same person racing in twice, or another person with the same name.
+                if let raced = try await users.user(issuer: verified.issuer, subject: verified.subject) { return raced }
+                attempt += 1
+                guard attempt < 5 else { throw error }
+                name = String(base.prefix(50)) + "-" + String(RandomToken.sha256Hex(verified.subject + "\(attempt)").prefix(6))
+            }
+        }
+    }
+
+    /// A DNS-label user name from `preferred_username`, the email's local part, or the subject.
+    static func userName(for verified: VerifiedIdentity) -> String {
+        let candidates = [
+            verified.preferredUsername, verified.email?.split(separator: "@").first.map(String.init), verified.subject,
+        ]
+        for candidate in candidates.compactMap({ $0 }) {
+            let lowered = candidate.lowercased().map { ($0.isLetter && $0.isASCII) || ($0.isNumber && $0.isASCII) ? $0 : "-" }
+            let trimmed = String(lowered).trimmingCharacters(in: CharacterSet(charactersIn: "-"))
+            let name = String(trimmed.prefix(63)).trimmingCharacters(in: CharacterSet(charactersIn: "-"))
+            if !name.isEmpty { return name }
+        }
+        return "user"
+    }
+
+    // MARK: Device (CLI)
+
+    public struct DeviceStart: Encodable, Sendable {
+        /// Gantry's handle for this login: the CLI polls with it. The provider's device code stays here.
+        public var deviceCode: String
+        public var userCode: String
+        public var verificationUri: String
+        public var verificationUriComplete: String?
+        public var expiresIn: Int
+        public var interval: Int
+    }
+
+    public func beginDeviceLogin() async throws -> DeviceStart {
+        let started = try await oidc.startDeviceAuthorization()
+        let handle = RandomToken.make()
+        let interval = max(1, started.interval ?? 5)
+        await pending.addDevice(
+            handle: handle,
+            .init(
+                providerDeviceCode: started.deviceCode, expiresAt: Date().addingTimeInterval(TimeInterval(started.expiresIn)),
+                interval: interval))
+        return DeviceStart(
+            deviceCode: handle, userCode: started.userCode, verificationUri: started.verificationUri,
+            verificationUriComplete: started.verificationUriComplete, expiresIn: started.expiresIn, interval: interval)
+    }
+
+    public enum DeviceOutcome: Sendable {
+        case pending
+        case slowDown
+        /// Approved: a new API key for the CLI (plaintext, shown once) and its owner.
+        case approved(key: String, keyID: String, user: User)
+    }
+
+    /// Polls the provider once for a device login; on approval issues the CLI an API key.
+    public func pollDeviceLogin(handle: String, keyLifetime: TimeInterval = 30 * 24 * 3600) async throws -> DeviceOutcome {
+        guard let device = await pending.device(handle: handle) else {
+            throw GantryError(.invalidRequest, "unknown or expired device login", code: "expired_token")
+        }
+        switch try await oidc.pollDevice(deviceCode: device.providerDeviceCode) {
+        case .pending: return .pending
+        case .slowDown: return .slowDown
+        case .failed(let code):
+            await pending.removeDevice(handle: handle)
+            throw GantryError(.unauthorized, "the identity provider refused the device login (\(code))", code: code)
+        case .completed(let tokens):
+            await pending.removeDevice(handle: handle)
+            guard let idToken = tokens.idToken else { throw GantryError(.unauthorized, "the provider returned no ID token") }
+            let verified = try await oidc.validateIDToken(idToken, nonce: nil)
+            let user = try await upsertUser(try await oidc.addingUserInfo(to: verified, accessToken: tokens.accessToken))
+            let (record, key) = try await identity.issueKey(
+                userID: user.id, name: "gantry login \(Date().formatted(.iso8601))",
+                expiresAt: Date().addingTimeInterval(keyLifetime))
+            logger.info("device login", metadata: ["user_id": "\(user.id)", "key_id": "\(record.id)"])
+            return .approved(key: key, keyID: record.id, user: user)
+        }
+    }
+}

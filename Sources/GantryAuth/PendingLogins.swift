@@ -1,0 +1,61 @@
+import Foundation
+
+/// Logins in progress, kept in memory for a few minutes and usable once.
+///
+/// A browser login lives from `/auth/login` to `/auth/callback`; a device login from
+/// `POST /auth/device` until the CLI collects its key. Entries are removed when used or expired,
+/// so a replayed `state` or device handle finds nothing. (In-process: a login must come back to
+/// the process that started it, which holds while the control role runs as one replica.)
+actor PendingLogins {
+    struct Browser: Sendable {
+        var nonce: String
+        var verifier: String
+        var returnTo: String
+        var createdAt: Date
+    }
+
+    struct Device: Sendable {
+        var providerDeviceCode: String
+        var expiresAt: Date
+        var interval: Int
+    }
+
+    private var browser: [String: Browser] = [:]
+    private var devices: [String: Device] = [:]
+    let lifetime: TimeInterval
+
+    init(lifetime: TimeInterval = 600) {
+        self.lifetime = lifetime
+    }
+
+    func addBrowser(state: String, _ login: Browser) {
+        purge()
+        browser[state] = login
+    }
+
+    /// Removes and returns the login for `state`: a second callback with the same state fails.
+    func takeBrowser(state: String) -> Browser? {
+        purge()
+        return browser.removeValue(forKey: state)
+    }
+
+    func addDevice(handle: String, _ login: Device) {
+        purge()
+        devices[handle] = login
+    }
+
+    func device(handle: String) -> Device? {
+        purge()
+        return devices[handle]
+    }
+
+    func removeDevice(handle: String) {
+        devices[handle] = nil
+    }
+
+    private func purge() {
+        let now = Date()
+        browser = browser.filter { now.timeIntervalSince($0.value.createdAt) < lifetime }
+        devices = devices.filter { $0.value.expiresAt > now }
+    }
+}

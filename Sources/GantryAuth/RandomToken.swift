@@ -1,0 +1,28 @@
+import Crypto
+import Foundation
+
+/// Unguessable strings for keys, sessions, `state`, `nonce` and PKCE verifiers.
+enum RandomToken {
+    /// `byteCount` random bytes, base64url without padding (43 characters for 32 bytes).
+    static func make(byteCount: Int = 32) -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<byteCount).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        return base64URL(Data(bytes))
+    }
+
+    static func base64URL(_ data: Data) -> String {
+        data.base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// Hex SHA-256, the form in which secrets are stored.
+    static func sha256Hex(_ text: String) -> String {
+        SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// PKCE S256 (RFC 7636): the challenge sent to the provider for a verifier kept here.
+    static func pkceChallenge(for verifier: String) -> String {
+        base64URL(Data(SHA256.hash(data: Data(verifier.utf8))))
+    }
+}
