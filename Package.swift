@@ -112,8 +112,8 @@ let package = Package(
         .target(
             name: "GantryTestSupport",
             dependencies: [
-                "GantryCore", "GantryStore", hummingbird, httpTypes, logging, serviceLifecycle,
-                .product(name: "SQLKit", package: "sql-kit"),
+                "GantryCore", "GantryStore", hummingbird, httpTypes, logging, serviceLifecycle, httpClient, crypto,
+                .product(name: "SQLKit", package: "sql-kit"), .product(name: "JWTKit", package: "jwt-kit"),
             ],
             swiftSettings: sharedSwiftSettings
         ),
@@ -122,8 +122,9 @@ let package = Package(
             dependencies: [
                 "GantryCommands", "GantryTestSupport", "GantryStore", "GantryCore", "GantryAuth", "GantryServing",
                 "GantryHTTP", "GantryGateway", "GantryOrchestrator", "GantryRegistry",
-                hummingbird, httpClient,
+                hummingbird, httpClient, crypto, serviceLifecycle,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "JWTKit", package: "jwt-kit"),
             ],
             swiftSettings: sharedSwiftSettings
         ),

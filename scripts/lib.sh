@@ -1,5 +1,9 @@
 # Helpers shared by scripts/test.sh and scripts/smoke-test.sh.
 
+# Cleanup actions run on exit, last added first.
+EXIT_ACTIONS=()
+on_exit() { EXIT_ACTIONS=("$1" "${EXIT_ACTIONS[@]}"); trap 'for action in "${EXIT_ACTIONS[@]}"; do eval "$action"; done' EXIT; }
+
 step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*" >&2; }
 
 # A free TCP port on 127.0.0.1 (the kernel picks it).
@@ -38,11 +42,84 @@ start_private_postgres() {
   "${as[@]}" "$bindir/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" start >/dev/null
   PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
   PG_CTL=("${as[@]}" "$bindir/pg_ctl")
-  trap 'stop_private_postgres' EXIT
+  on_exit stop_private_postgres
 }
 
 stop_private_postgres() {
   [ -n "${PG_DIR:-}" ] || return 0
   "${PG_CTL[@]}" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$PG_DIR"
+}
+
+# Starts nanoidp (a real OIDC provider from PyPI) on a free port with Gantry's test client and
+# users; exports GANTRY_TEST_OIDC_*; stops it on exit. Users: alice / alice-pw (group
+# gantry-admins) and bob / bob-pw.
+start_nanoidp() {
+  python3 -c 'import nanoidp' 2>/dev/null || { step "installing nanoidp"; python3 -m pip install --quiet "nanoidp==3.4.0"; }
+  IDP_DIR=$(mktemp -d /tmp/gantry-idp.XXXXXX)
+  IDP_PORT=$(free_port)
+  local secret management
+  secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
+  management=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
+  mkdir -p "$IDP_DIR/config" "$IDP_DIR/keys"
+  cat >"$IDP_DIR/config/settings.yaml" <<YAML
+config_version: 1
+server:
+  host: "127.0.0.1"
+  port: $IDP_PORT
+oauth:
+  issuer: "http://127.0.0.1:$IDP_PORT"
+  audience: "gantry-api"
+  require_pkce: true
+  clients:
+    - client_id: "gantry"
+      client_secret: "$secret"
+      token_endpoint_auth_method: "client_secret_basic"
+      redirect_uris:
+        - "http://127.0.0.1/auth/callback"
+jwt:
+  keys_dir: "$IDP_DIR/keys"
+session:
+  secret_key: "$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+  management_secret: "$management"
+logging:
+  level: "WARNING"
+device_flow:
+  polling_interval: 1
+  code_expiry_seconds: 600
+authority_prefixes:
+  groups: ""
+YAML
+  cat >"$IDP_DIR/config/users.yaml" <<'YAML'
+config_version: 1
+users:
+  alice:
+    password: "alice-pw"
+    email: "alice@example.test"
+    groups: ["gantry-admins"]
+    attributes:
+      name: "Alice Admin"
+  bob:
+    password: "bob-pw"
+    email: "bob@example.test"
+    attributes:
+      name: "Bob Builder"
+YAML
+  step "starting nanoidp (OIDC provider) on 127.0.0.1:$IDP_PORT"
+  (cd "$IDP_DIR" && exec python3 -m nanoidp --config "$IDP_DIR/config" --host 127.0.0.1 --port "$IDP_PORT" >"$IDP_DIR/log" 2>&1) &
+  IDP_PID=$!
+  on_exit stop_nanoidp
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$IDP_PORT/health" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://127.0.0.1:$IDP_PORT/health" >/dev/null || { tail -n 20 "$IDP_DIR/log" >&2; echo "nanoidp did not start" >&2; return 1; }
+  export GANTRY_TEST_OIDC_ISSUER="http://127.0.0.1:$IDP_PORT"
+  export GANTRY_TEST_OIDC_CLIENT_ID="gantry"
+  export GANTRY_TEST_OIDC_CLIENT_SECRET="$secret"
+  export GANTRY_TEST_OIDC_MANAGEMENT_SECRET="$management"
+  export GANTRY_TEST_OIDC_AUDIENCE="gantry-api"
+}
+
+stop_nanoidp() {
+  [ -n "${IDP_PID:-}" ] && kill "$IDP_PID" 2>/dev/null && wait "$IDP_PID" 2>/dev/null
+  [ -n "${IDP_DIR:-}" ] && rm -rf "$IDP_DIR"
+  return 0
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Gantry with the real services they need:
 #   - a private PostgreSQL cluster (initdb into a temporary directory, a free port, removed on exit);
+#   - nanoidp, a real OpenID Connect provider from PyPI, on a free port;
 #   - llama.cpp's llama-server, built once into the cache by `gantry engines install llama-cpp`;
 #   - the demo model (SmolLM2-135M-Instruct GGUF), fetched and verified into the cache.
 # Then `swift test`, then an end-to-end smoke test of the real `gantry` binary.
@@ -18,7 +19,8 @@ LLAMA_SERVER=$("$GANTRY" engines install llama-cpp | tail -n 1)
 step "fetching the demo model (cached after the first run)"
 MODEL=$("$GANTRY" demo-model | tail -n 1)
 
-start_private_postgres   # sets PG_URL and a trap that removes the cluster
+start_private_postgres   # sets PG_URL; the cluster is removed on exit
+start_nanoidp            # exports GANTRY_TEST_OIDC_*; stopped on exit
 
 export GANTRY_TEST_POSTGRES_URL="$PG_URL"
 export GANTRY_TEST_LLAMA_SERVER="$LLAMA_SERVER"

@@ -8,8 +8,8 @@
 ///
 /// The port is released before the engine binds it, so another process could take it in between;
 /// a launch that fails to bind is reported and retried by the reconcile loop.
-enum FreePort {
-    static func find() throws -> Int {
+public enum FreePort {
+    public static func find() throws -> Int {
         #if canImport(Glibc)
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         #else

@@ -28,21 +28,7 @@ public enum FakeEngine {
             let stream = String(buffer: body).contains(#""stream":true"#)
             return Self.answer(stream: stream, behaviour: behaviour)
         }
-        let portBox = PortPromise()
-        let app = Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in await portBox.fulfil(channel.localAddress?.port ?? 0) },
-            logger: Logger(label: "fake-engine"))
-        let group = ServiceGroup(services: [app], logger: Logger(label: "fake-engine"))
-        return try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            let port = await portBox.value()
-            defer { Task { await group.triggerGracefulShutdown() } }
-            let result = try await body("http://127.0.0.1:\(port)")
-            await group.triggerGracefulShutdown()
-            tasks.cancelAll()
-            return result
-        }
+        return try await LocalTestServer.withServer(router) { base in try await body(base) }
     }
 
     static func answer(stream: Bool, behaviour: Behaviour) -> Response {

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import GantryCommands
 import GantryCore
@@ -7,6 +8,7 @@ import Hummingbird
 import HummingbirdTesting
 import Logging
 import NIOCore
+import ServiceLifecycle
 
 /// Builds the real all-in-one application for a test, on its own data directory and database.
 struct TestServer {
@@ -14,7 +16,10 @@ struct TestServer {
     let directory: TemporaryDirectory
     let adminKey: String
 
-    static func make(database: String? = nil, llamaServer: String? = nil) async throws -> TestServer {
+    static func make(
+        database: String? = nil, llamaServer: String? = nil, flags extraFlags: [GantrySetting: String] = [:],
+        logger: Logger = Logger(label: "test")
+    ) async throws -> TestServer {
         let directory = try TemporaryDirectory()
         var flags: [GantrySetting: String] = [
             .port: "0", .dataDir: directory.path + "/data", .cacheDir: directory.path + "/cache",
@@ -22,9 +27,10 @@ struct TestServer {
             .engineThreads: "1", .reconcileInterval: "1", .engineStartupTimeout: "120", .logLevel: "warning",
         ]
         if let llamaServer { flags[.llamaServer] = llamaServer }
+        flags.merge(extraFlags) { $1 }
         let reader = try await GantryConfiguration.reader(flags: flags, configFile: nil, environment: ["HOME": directory.path])
         let configuration = try GantryConfiguration(reader: reader, environment: ["HOME": directory.path])
-        let server = try await buildApplication(configuration: configuration, logger: Logger(label: "test"))
+        let server = try await buildApplication(configuration: configuration, logger: logger)
         guard let key = server.bootstrapAdminKey else { throw GantryError(.internal, "no bootstrap key on a fresh store") }
         return TestServer(server: server, directory: directory, adminKey: key)
     }
@@ -45,4 +51,39 @@ extension TestResponse {
 
 extension ByteBuffer {
     static func json(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
+}
+
+extension TestServer {
+    /// Runs the application on a fixed, free port (OIDC redirect URIs must name it before the
+    /// server starts, which `.live` testing with port 0 cannot do) until `body` returns.
+    static func running<T: Sendable>(
+        port: Int, flags: [GantrySetting: String], logger: Logger = Logger(label: "test"),
+        _ body: @Sendable (TestServer, String) async throws -> T
+    ) async throws -> T {
+        var flags = flags
+        flags[.port] = String(port)
+        flags[.host] = "127.0.0.1"
+        let test = try await make(flags: flags, logger: logger)
+        let group = ServiceGroup(services: [test.server.application], logger: logger)
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            let base = "http://127.0.0.1:\(port)"
+            for _ in 0..<100 {
+                if (try? await HTTPClient.shared.execute(HTTPClientRequest(url: base + "/healthz"), timeout: .seconds(1)))?.status
+                    == .ok
+                {
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            do {
+                let result = try await body(test, base)
+                await group.triggerGracefulShutdown()
+                return result
+            } catch {
+                await group.triggerGracefulShutdown()
+                throw error
+            }
+        }
+    }
 }
