@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 GANTRY=${1:-.build/debug/gantry}
-: "${GANTRY_TEST_LLAMA_SERVER:?}" "${GANTRY_TEST_MODEL:?}"
+: "${GANTRY_TEST_LLAMA_SERVER:?}" "${GANTRY_TEST_MODEL:?}" "${GANTRY_TEST_OIDC_ISSUER:?}"
 
 DATA=$(mktemp -d /tmp/gantry-smoke.XXXXXX)
 PORT=$(free_port)
@@ -17,7 +17,9 @@ fail() { echo "smoke test FAILED: $*" >&2; echo "--- gantry stderr (last 30 line
 cleanup() { [ -n "${GANTRY_PID:-}" ] && kill -9 "$GANTRY_PID" 2>/dev/null || true; rm -rf "$DATA"; }
 trap cleanup EXIT
 
-"$GANTRY" serve --port "$PORT" --data-dir "$DATA" --engine-threads 1 --llama-server "$GANTRY_TEST_LLAMA_SERVER" \
+GANTRY_AUTH_OIDC_CLIENT_SECRET="$GANTRY_TEST_OIDC_CLIENT_SECRET" \
+  "$GANTRY" serve --port "$PORT" --data-dir "$DATA" --engine-threads 1 --llama-server "$GANTRY_TEST_LLAMA_SERVER" \
+  --oidc-issuer "$GANTRY_TEST_OIDC_ISSUER" --oidc-client-id "$GANTRY_TEST_OIDC_CLIENT_ID" \
   >"$DATA/stdout" 2>"$DATA/stderr" &
 GANTRY_PID=$!
 for _ in $(seq 1 100); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.2; done
@@ -28,6 +30,25 @@ auth=(-H "Authorization: Bearer $ADMIN" -H "Content-Type: application/json")
 
 status=$(curl -s -o /dev/null -w '%{http_code}' "$BASE/v1/models")
 [ "$status" = 401 ] || fail "no key should give 401, got $status"
+
+# A user logs in from the CLI (device flow through Gantry) and manages keys with it.
+export XDG_CONFIG_HOME="$DATA/config"
+"$GANTRY" login --server "$BASE" >"$DATA/login.out" 2>&1 &
+LOGIN_PID=$!
+CODE=
+for _ in $(seq 1 100); do
+  CODE=$(grep -o 'confirm the code: [A-Z0-9]*' "$DATA/login.out" | awk '{print $NF}' || true)
+  [ -n "$CODE" ] && break; sleep 0.1
+done
+[ -n "$CODE" ] || fail "gantry login printed no code: $(cat "$DATA/login.out")"
+curl -sf "$GANTRY_TEST_OIDC_ISSUER/device" -d "user_code=$CODE&username=bob&password=bob-pw&action=authorize" >/dev/null \
+  || fail "could not approve the device code at the provider"
+wait "$LOGIN_PID" || fail "gantry login failed: $(cat "$DATA/login.out")"
+[ "$(stat -c %a "$XDG_CONFIG_HOME/gantry/credentials.json")" = 600 ] || fail "credentials file is not 0600"
+USER_KEY=$("$GANTRY" keys create smoke-key) || fail "gantry keys create"
+"$GANTRY" keys list | grep -q 'smoke-key' || fail "gantry keys list does not show the new key"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $USER_KEY" "$BASE/v1/models")" = 200 ] \
+  || fail "the CLI-created key does not work"
 
 curl -sf "${auth[@]}" "$BASE/api/v1/models" -d '{"name":"smollm2-135m-instruct","task":"chat"}' >/dev/null || fail "register model"
 curl -sf "${auth[@]}" "$BASE/api/v1/models/smollm2-135m-instruct/versions" \
@@ -71,4 +92,4 @@ sleep 0.5
 if kill -0 "$ENGINE_PID" 2>/dev/null; then fail "llama-server ($ENGINE_PID) outlived gantry"; fi
 if grep -q 'gk_' "$DATA/stderr"; then fail "an API key appeared in the logs"; fi
 grep '"msg":"request"' "$DATA/stderr" | grep -q '"request_id"' || fail "access log lines carry no request_id"
-echo "smoke test passed: deploy, chat, stream, metrics, graceful shutdown with an in-flight stream, no orphaned engine, no key in logs"
+echo "smoke test passed: CLI login and keys, deploy, chat, stream, metrics, graceful shutdown with an in-flight stream, no orphaned engine, no key in logs"

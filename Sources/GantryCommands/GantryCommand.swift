@@ -7,6 +7,9 @@ public struct GantryCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "gantry",
         abstract: "Gantry: pool GPU machines, deploy models, serve them through one OpenAI-compatible API.",
-        subcommands: [ServeCommand.self, QuickstartCommand.self, MigrateCommand.self, EnginesCommand.self, DemoModelCommand.self]
+        subcommands: [
+            ServeCommand.self, QuickstartCommand.self, MigrateCommand.self, EnginesCommand.self, DemoModelCommand.self,
+            LoginCommand.self, KeysCommand.self,
+        ]
     )
 }

@@ -1,0 +1,45 @@
+import AsyncHTTPClient
+import Foundation
+import GantryCore
+import NIOCore
+
+/// The CLI's HTTP calls to a running Gantry: JSON in, JSON out, problem details turned into errors.
+struct APIClient {
+    let server: String
+    let apiKey: String?
+
+    func call(_ method: String, _ path: String, json: String? = nil) async throws -> (status: Int, body: Data) {
+        var request = HTTPClientRequest(url: server + path)
+        request.method = .init(rawValue: method)
+        if let apiKey { request.headers.add(name: "authorization", value: "Bearer \(apiKey)") }
+        if let json {
+            request.headers.add(name: "content-type", value: "application/json")
+            request.body = .bytes(ByteBuffer(string: json))
+        }
+        let response: HTTPClientResponse
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        } catch {
+            throw GantryError(.unavailable, "cannot reach Gantry at \(server)")
+        }
+        return (Int(response.status.code), Data(buffer: try await response.body.collect(upTo: 8 << 20)))
+    }
+
+    /// Calls and decodes a 2xx answer; anything else becomes an error with the server's detail.
+    func expect(_ method: String, _ path: String, json: String? = nil) async throws -> [String: Any] {
+        let (status, body) = try await call(method, path, json: json)
+        let object = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:]
+        guard (200..<300).contains(status) else {
+            let detail =
+                object["detail"] as? String ?? (object["error"] as? [String: Any])?["message"] as? String ?? "HTTP \(status)"
+            throw GantryError(.invalidRequest, detail, code: object["code"] as? String)
+        }
+        return object
+    }
+
+    static func json(_ object: [String: Any]) -> String {
+        String(
+            decoding: (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8),
+            as: UTF8.self)
+    }
+}

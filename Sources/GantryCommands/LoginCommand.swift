@@ -1,0 +1,98 @@
+import ArgumentParser
+import Foundation
+import GantryCore
+
+/// `gantry login`: signs in through the server's OIDC provider with the device authorization
+/// grant (RFC 8628) and stores an API key for the other commands.
+struct LoginCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "login", abstract: "Log in with your identity provider and store an API key for the CLI.")
+
+    @Option(help: "Gantry's URL. [env: GANTRY_SERVER]")
+    var server: String = ProcessInfo.processInfo.environment["GANTRY_SERVER"] ?? "http://127.0.0.1:8080"
+
+    func run() async throws {
+        let base = server.hasSuffix("/") ? String(server.dropLast()) : server
+        let api = APIClient(server: base, apiKey: nil)
+        let start = try await api.expect("POST", "/auth/device")
+        guard let handle = start["device_code"] as? String, let code = start["user_code"] as? String,
+            let uri = start["verification_uri"] as? String
+        else { throw GantryError(.unavailable, "the server's device login answer is incomplete") }
+        let interval = max(1, start["interval"] as? Int ?? 5)
+        let expiresIn = start["expires_in"] as? Int ?? 600
+        print("To log in, open \(start["verification_uri_complete"] as? String ?? uri)")
+        print("and confirm the code: \(code)")
+        flushStandardOutput()
+
+        var wait = interval
+        let deadline = Date().addingTimeInterval(TimeInterval(expiresIn))
+        while Date() < deadline {
+            try await Task.sleep(for: .seconds(wait))
+            let (status, body) = try await api.call("POST", "/auth/device/token", json: APIClient.json(["device_code": handle]))
+            let answer = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:]
+            if status == 200, let key = answer["api_key"] as? String, let keyID = answer["key_id"] as? String,
+                let user = answer["user"] as? String
+            {
+                let path = CLICredentials.path()
+                try CLICredentials(server: base, apiKey: key, keyId: keyID, user: user).save(to: path)
+                print("Logged in as \(user) (\(answer["role"] as? String ?? "user")). Credentials saved to \(path).")
+                return
+            }
+            switch answer["code"] as? String {
+            case "authorization_pending": continue
+            case "slow_down": wait += 5
+            default: throw GantryError(.unauthorized, "login failed: \(answer["detail"] as? String ?? "HTTP \(status)")")
+            }
+        }
+        throw GantryError(.unauthorized, "the login code expired; run 'gantry login' again")
+    }
+}
+
+/// `gantry keys`: the caller's API keys, with the stored CLI credential.
+struct KeysCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keys", abstract: "List, create and revoke your API keys.",
+        subcommands: [List.self, Create.self, Revoke.self])
+
+    static func client() throws -> APIClient {
+        let credentials = try CLICredentials.load()
+        return APIClient(server: credentials.server, apiKey: credentials.apiKey)
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List your API keys (never their secrets).")
+        func run() async throws {
+            let answer = try await KeysCommand.client().expect("GET", "/api/v1/keys")
+            for key in answer["data"] as? [[String: Any]] ?? [] {
+                let state = key["revoked_at"] != nil ? "revoked" : "active"
+                print("\(key["id"] as? String ?? "?")  \(state)  \(key["name"] as? String ?? "")")
+            }
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create an API key; it is printed once.")
+        @Argument(help: "A name for the key.") var name: String
+        @Option(help: "Days until the key expires.") var expiresDays: Int?
+        @Option(help: "Comma-separated deployments the key may call (default: all).") var scope: String?
+
+        func run() async throws {
+            var body: [String: Any] = ["name": name]
+            if let expiresDays {
+                body["expires_at"] = Date().addingTimeInterval(TimeInterval(expiresDays) * 86400).formatted(.iso8601)
+            }
+            if let scope { body["scope"] = scope.split(separator: ",").map(String.init) }
+            let answer = try await KeysCommand.client().expect("POST", "/api/v1/keys", json: APIClient.json(body))
+            print(answer["key"] as? String ?? "")
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke one of your API keys.")
+        @Argument(help: "The key's id.") var id: String
+        func run() async throws {
+            _ = try await KeysCommand.client().expect("DELETE", "/api/v1/keys/\(id)")
+            print("revoked \(id)")
+        }
+    }
+}
