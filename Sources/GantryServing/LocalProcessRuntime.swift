@@ -28,7 +28,7 @@ public actor LocalProcessRuntime: EngineRuntime, Service {
     }
 
     struct Child {
-        let process: Process
+        let process: ChildProcess
         let endpoint: String
         let logPath: String
     }
@@ -59,21 +59,12 @@ public actor LocalProcessRuntime: EngineRuntime, Service {
         let endpoint = "http://127.0.0.1:\(port)"
         try FileManager.default.createDirectory(atPath: configuration.logDirectory, withIntermediateDirectories: true)
         let logPath = configuration.logDirectory + "/\(spec.instanceID).log"
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        let logHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: configuration.llamaCpp.binary)
-        process.arguments = configuration.llamaCpp.arguments(for: spec, port: port)
-        process.standardOutput = logHandle
-        process.standardError = logHandle
-        process.standardInput = FileHandle.nullDevice
-        process.terminationHandler = { _ in try? logHandle.close() }
-        try process.run()
+        let process = try ChildProcess.spawn(
+            [configuration.llamaCpp.binary] + configuration.llamaCpp.arguments(for: spec, port: port), outputPath: logPath)
         children[spec.instanceID] = Child(process: process, endpoint: endpoint, logPath: logPath)
         logger.info(
             "engine started",
-            metadata: ["instance_id": "\(spec.instanceID)", "pid": "\(process.processIdentifier)", "endpoint": "\(endpoint)"])
+            metadata: ["instance_id": "\(spec.instanceID)", "pid": "\(process.pid)", "endpoint": "\(endpoint)"])
 
         do {
             try await waitUntilHealthy(instanceID: spec.instanceID, endpoint: endpoint)
@@ -100,8 +91,8 @@ public actor LocalProcessRuntime: EngineRuntime, Service {
 
     public func health(instanceID: String) async -> EngineHealth {
         guard let child = children[instanceID] else { return .failed("no such instance") }
-        guard child.process.isRunning else {
-            return .failed("process exited with status \(child.process.terminationStatus); \(Self.tail(of: child.logPath))")
+        if let status = child.process.exitStatus {
+            return .failed("process exited with status \(status); \(Self.tail(of: child.logPath))")
         }
         var request = HTTPClientRequest(url: child.endpoint + LlamaCppEngine.healthPath)
         request.method = .GET
@@ -120,7 +111,7 @@ public actor LocalProcessRuntime: EngineRuntime, Service {
 
     public func stop(instanceID: String) async {
         guard let child = children.removeValue(forKey: instanceID) else { return }
-        await Self.terminate(child.process, grace: configuration.stopGracePeriod)
+        await child.process.terminate(grace: configuration.stopGracePeriod)
         logger.info("engine stopped", metadata: ["instance_id": "\(instanceID)"])
     }
 
@@ -130,7 +121,7 @@ public actor LocalProcessRuntime: EngineRuntime, Service {
         children.removeAll()
         await withTaskGroup(of: Void.self) { group in
             for (_, child) in all {
-                group.addTask { await Self.terminate(child.process, grace: self.configuration.stopGracePeriod) }
+                group.addTask { await child.process.terminate(grace: self.configuration.stopGracePeriod) }
             }
         }
         if !all.isEmpty { logger.info("all engines stopped", metadata: ["count": "\(all.count)"]) }
@@ -142,26 +133,13 @@ public actor LocalProcessRuntime: EngineRuntime, Service {
     }
 
     public func processIdentifier(instanceID: String) -> Int32? {
-        children[instanceID]?.process.processIdentifier
+        children[instanceID]?.process.pid
     }
 
     public func run() async throws {
         // Children are started by the reconcile loop; this service only outlives them.
         try? await gracefulShutdown()
         await stopAll()
-    }
-
-    static func terminate(_ process: Process, grace: Duration) async {
-        guard process.isRunning else { return }
-        process.terminate()
-        let deadline = ContinuousClock.now + grace
-        while process.isRunning, ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            while process.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
-        }
     }
 
     /// The last lines of an engine's log, to explain why it stopped.

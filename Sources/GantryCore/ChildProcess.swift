@@ -1,0 +1,122 @@
+public import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// A child process started with `posix_spawn`, with a clean signal state.
+///
+/// Foundation's `Process` spawns from whichever thread calls it, and the child inherits that
+/// thread's signal mask: from Swift's worker threads that mask blocks SIGCHLD, SIGTERM and
+/// SIGINT. cmake then waits forever for its own children, and an engine ignores the SIGTERM meant
+/// to stop it gracefully. Here the mask is emptied and common signals reset to their defaults.
+public final class ChildProcess: Sendable {
+    public let pid: pid_t
+    private let status = Mutex<Int32?>(nil)
+
+    private init(pid: pid_t) {
+        self.pid = pid
+    }
+
+    /// Starts `arguments[0]` (looked up on PATH), stdin from /dev/null, stdout and stderr appended
+    /// to `outputPath`, or inherited stdout and stderr when nil. With `outputToStandardError`,
+    /// the child's stdout goes to this process's stderr (progress shown, results kept clean).
+    public static func spawn(
+        _ arguments: [String], environment: [String: String]? = nil, outputPath: String? = nil,
+        outputToStandardError: Bool = false
+    ) throws -> ChildProcess {
+        precondition(!arguments.isEmpty, "a command needs a program")
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var emptyMask = sigset_t()
+        sigemptyset(&emptyMask)
+        posix_spawnattr_setsigmask(&attributes, &emptyMask)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGPIPE, SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if let outputPath {
+            posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        } else if outputToStandardError {
+            posix_spawn_file_actions_adddup2(&actions, 2, 1)
+        }
+
+        let environmentLines = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
+        var pid = pid_t()
+        let result = withCStrings(arguments) { argv in
+            withCStrings(environmentLines) { envp in
+                posix_spawnp(&pid, arguments[0], &actions, &attributes, argv, envp)
+            }
+        }
+        guard result == 0 else {
+            throw CocoaError(
+                .fileNoSuchFile,
+                userInfo: [NSLocalizedDescriptionKey: "cannot start \(arguments[0]): \(String(cString: strerror(result)))"])
+        }
+        return ChildProcess(pid: pid)
+    }
+
+    /// The exit status once the process has ended (128 + signal when killed), else nil.
+    /// Reaps the child, so it never lingers as a zombie.
+    public var exitStatus: Int32? {
+        status.withLock { cached in
+            if let cached { return cached }
+            var raw: Int32 = 0
+            let reaped = waitpid(pid, &raw, WNOHANG)
+            guard reaped == pid else {
+                // ECHILD: already reaped elsewhere; treat as ended.
+                if reaped == -1, errno == ECHILD { cached = -1 }
+                return cached
+            }
+            let signal = raw & 0x7f
+            cached = signal == 0 ? (raw >> 8) & 0xff : 128 + signal
+            return cached
+        }
+    }
+
+    public var isRunning: Bool { exitStatus == nil }
+
+    public func send(_ signal: Int32) {
+        if isRunning { kill(pid, signal) }
+    }
+
+    /// Waits for the process to end and returns its exit status.
+    public func wait() async -> Int32 {
+        while true {
+            if let status = exitStatus { return status }
+            try? await Task.sleep(for: .milliseconds(25))
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not ended after `grace`.
+    public func terminate(grace: Duration) async {
+        guard isRunning else { return }
+        send(SIGTERM)
+        let deadline = ContinuousClock.now + grace
+        while isRunning, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(25))
+        }
+        if isRunning {
+            send(SIGKILL)
+            _ = await wait()
+        }
+    }
+}
+
+/// Calls `body` with a NULL-terminated array of C strings that lives for the call.
+private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    let pointers = strings.map { strdup($0) } + [nil]
+    defer { pointers.forEach { free($0) } }
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
