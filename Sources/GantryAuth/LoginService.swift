@@ -36,7 +36,7 @@ public struct LoginService: Sendable {
         let state = RandomToken.make()
         let nonce = RandomToken.make()
         let verifier = RandomToken.make(byteCount: 48)
-        await pending.addBrowser(
+        try await pending.addBrowser(
             state: state, .init(nonce: nonce, verifier: verifier, returnTo: Self.safeReturnPath(returnTo), createdAt: Date()))
         let metadata = try await oidc.metadata()
         var components = URLComponents(string: metadata.authorizationEndpoint)
@@ -175,7 +175,7 @@ public struct LoginService: Sendable {
         let started = try await oidc.startDeviceAuthorization()
         let handle = RandomToken.make()
         let interval = max(1, started.interval ?? 5)
-        await pending.addDevice(
+        try await pending.addDevice(
             handle: handle,
             .init(
                 providerDeviceCode: started.deviceCode, expiresAt: Date().addingTimeInterval(TimeInterval(started.expiresIn)),

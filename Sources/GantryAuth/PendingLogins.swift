@@ -1,4 +1,5 @@
 import Foundation
+import GantryCore
 
 /// Logins in progress, kept in memory for a few minutes and usable once.
 ///
@@ -23,15 +24,22 @@ actor PendingLogins {
     private var browser: [String: Browser] = [:]
     private var devices: [String: Device] = [:]
     let lifetime: TimeInterval
+    /// Starting a login needs no credential, so the table is bounded: past this many logins in
+    /// flight, new ones are refused until old ones finish or expire.
+    let capacity: Int
 
-    init(lifetime: TimeInterval = 600) {
+    init(lifetime: TimeInterval = 600, capacity: Int = 10_000) {
         self.lifetime = lifetime
+        self.capacity = capacity
     }
 
-    func addBrowser(state: String, _ login: Browser) {
+    func addBrowser(state: String, _ login: Browser) throws {
         purge()
+        guard browser.count < capacity else { throw Self.full }
         browser[state] = login
     }
+
+    static let full = GantryError(.rateLimited, "too many logins in progress; try again in a minute", retryAfter: 60)
 
     /// Removes and returns the login for `state`: a second callback with the same state fails.
     func takeBrowser(state: String) -> Browser? {
@@ -39,8 +47,9 @@ actor PendingLogins {
         return browser.removeValue(forKey: state)
     }
 
-    func addDevice(handle: String, _ login: Device) {
+    func addDevice(handle: String, _ login: Device) throws {
         purge()
+        guard devices.count < capacity else { throw Self.full }
         devices[handle] = login
     }
 
