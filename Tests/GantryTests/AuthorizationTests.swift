@@ -1,6 +1,8 @@
 import Foundation
 import GantryCommands
+import GantryAuth
 import GantryCore
+import GantryServing
 import GantryTestSupport
 import Hummingbird
 import HummingbirdTesting
@@ -80,6 +82,33 @@ struct AuthorizationTests {
                 body: .json(#"{"disabled":true}"#))
             #expect(response.status == .conflict)
             #expect(try await client.execute(uri: "/api/v1/models", method: .get, headers: .bearer(test.adminKey)).status == .ok)
+        }
+    }
+}
+
+/// The verifier a gateway in its own process uses: introspection over HTTP.
+@Suite("Introspection client")
+struct IntrospectionClientTests {
+    @Test("verifies keys through POST /auth/introspect, sees revocations at once, keeps scopes")
+    func introspectionClient() async throws {
+        let secret = "introspection-secret-for-tests-0123456789"
+        let port = try FreePort.find()
+        try await TestServer.running(port: port, flags: [.introspectionSecret: secret]) { test, base in
+            let user = try await test.server.identity.ensureUser(name: "carol", role: .user)
+            let (record, key) = try await test.server.identity.issueKey(
+                userID: user.id, name: "gw", expiresAt: nil, scope: ["chat"])
+            let client = IntrospectionClient(controlURL: base, serviceSecret: secret, httpClient: .shared)
+            let principal = try await client.verify(bearer: key)
+            #expect(principal.userName == "carol")
+            #expect(principal.role == .user)
+            #expect(principal.keyID == record.id)
+            #expect(principal.allowedDeployments == ["chat"])
+            try await test.server.store.repositories.keys.revokeKey(id: record.id, at: Date())
+            await #expect(throws: GantryError.self) { try await client.verify(bearer: key) }
+            let wrongSecret = IntrospectionClient(controlURL: base, serviceSecret: "not-the-secret", httpClient: .shared)
+            await #expect(throws: GantryError(.unavailable, "the control role answered 401 to introspection")) {
+                try await wrongSecret.verify(bearer: test.adminKey)
+            }
         }
     }
 }
