@@ -45,6 +45,23 @@ curl -sf "$GANTRY_TEST_OIDC_ISSUER/device" -d "user_code=$CODE&username=bob&pass
   || fail "could not approve the device code at the provider"
 wait "$LOGIN_PID" || fail "gantry login failed: $(cat "$DATA/login.out")"
 [ "$(stat -c %a "$XDG_CONFIG_HOME/gantry/credentials.json")" = 600 ] || fail "credentials file is not 0600"
+# The same with a browser (loopback redirect): curl plays the browser.
+"$GANTRY" login --browser --server "$BASE" >"$DATA/browser-login.out" 2>&1 &
+LOGIN_PID=$!
+URL=
+for _ in $(seq 1 100); do
+  URL=$(grep -o "$BASE/auth/cli?[^ ]*" "$DATA/browser-login.out" || true)
+  [ -n "$URL" ] && break; sleep 0.1
+done
+[ -n "$URL" ] || fail "gantry login --browser printed no URL: $(cat "$DATA/browser-login.out")"
+FORM=$(curl -sfL -c "$DATA/jar" -b "$DATA/jar" "$URL" -w '\n%{url_effective}') || fail "could not reach the login form"
+AUTHORIZE=$(echo "$FORM" | tail -n 1)
+TX=$(echo "$FORM" | grep -o 'name="transaction_id" value="[^"]*"' | sed 's/.*value="//; s/"$//')
+curl -sfL -c "$DATA/jar" -b "$DATA/jar" "$AUTHORIZE" --data-urlencode "transaction_id=$TX" \
+  -d "username=bob&password=bob-pw" >/dev/null || fail "the browser login did not reach the CLI"
+wait "$LOGIN_PID" || fail "gantry login --browser failed: $(cat "$DATA/browser-login.out")"
+grep -q "Logged in as bob" "$DATA/browser-login.out" || fail "gantry login --browser did not log in"
+
 USER_KEY=$("$GANTRY" keys create smoke-key) || fail "gantry keys create"
 "$GANTRY" keys list | grep -q 'smoke-key' || fail "gantry keys list does not show the new key"
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $USER_KEY" "$BASE/v1/models")" = 200 ] \
@@ -92,4 +109,4 @@ sleep 0.5
 if kill -0 "$ENGINE_PID" 2>/dev/null; then fail "llama-server ($ENGINE_PID) outlived gantry"; fi
 if grep -q 'gk_' "$DATA/stderr"; then fail "an API key appeared in the logs"; fi
 grep '"msg":"request"' "$DATA/stderr" | grep -q '"request_id"' || fail "access log lines carry no request_id"
-echo "smoke test passed: CLI login and keys, deploy, chat, stream, metrics, graceful shutdown with an in-flight stream, no orphaned engine, no key in logs"
+echo "smoke test passed: CLI login (device code and browser) and keys, deploy, chat, stream, metrics, graceful shutdown with an in-flight stream, no orphaned engine, no key in logs"

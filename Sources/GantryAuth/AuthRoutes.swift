@@ -63,6 +63,34 @@ public struct AuthRoutes: Sendable {
         group.get("logout") { request, _ in try await logout(request) }
         group.post("logout") { request, _ in try await logout(request) }
 
+        // Loopback login for the CLI (RFC 8252), for providers without the device grant.
+        group.get("cli") { request, _ in
+            let login = try requireLogin()
+            let query = request.uri.queryParameters
+            guard let port = query["port"].flatMap({ Int(String($0)) }), let state = query["state"],
+                let challenge = query["code_challenge"]
+            else { throw GantryError.invalid("port, state and code_challenge are required") }
+            let id = try await login.beginLoopbackLogin(port: port, state: String(state), codeChallenge: String(challenge))
+            let next = "/auth/cli/complete?request=\(id)"
+            return Response(
+                status: .found,
+                headers: [.location: "/auth/login?next=" + OIDCClient.formEncode(next), .cacheControl: "no-store"])
+        }
+        group.get("cli/complete") { request, context in
+            let login = try requireLogin()
+            guard let id = request.uri.queryParameters["request"] else { throw GantryError.invalid("request is required") }
+            guard let principal = context.principal, case .session = principal.credential else {
+                throw GantryError(.unauthorized, "log in first at /auth/login")
+            }
+            let target = try await login.completeLoopbackLogin(requestID: String(id), userID: principal.userID)
+            return Response(status: .found, headers: [.location: target, .cacheControl: "no-store"])
+        }
+        group.post("cli/token") { request, _ in
+            let body = try await request.decodeJSON(as: LoopbackRedeem.self, limit: 4096)
+            let (key, keyID, user) = try await requireLogin().redeemLoopbackCode(body.code, verifier: body.codeVerifier)
+            return JSONResponse(DeviceApproved(apiKey: key, keyId: keyID, user: user.name, role: user.role))
+        }
+
         group.post("device") { _, _ in
             JSONResponse(try await requireLogin().beginDeviceLogin())
         }
@@ -88,6 +116,11 @@ public struct AuthRoutes: Sendable {
         response.setCookie(Cookie(name: Self.sessionCookie, value: "", maxAge: 0, path: "/", secure: secureCookies))
         return response
     }
+}
+
+struct LoopbackRedeem: Decodable {
+    var code: String
+    var codeVerifier: String
 }
 
 struct DevicePoll: Decodable {

@@ -215,4 +215,57 @@ public struct LoginService: Sendable {
             return .approved(key: key, keyID: record.id, user: user)
         }
     }
+
+    // MARK: Loopback (CLI, RFC 8252)
+
+    /// A CLI listening on `127.0.0.1:port` asks for a browser login. Returns the id under which
+    /// the request waits for the browser to come back with a session.
+    public func beginLoopbackLogin(port: Int, state: String, codeChallenge: String) async throws -> String {
+        guard (1024...65535).contains(port) else { throw GantryError.invalid("port must be 1024-65535", param: "port") }
+        let urlSafe = { (text: String) in
+            text.utf8.allSatisfy {
+                ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 45 || $0 == 95
+            }
+        }
+        guard (16...128).contains(state.count), urlSafe(state) else {
+            throw GantryError.invalid("state must be 16-128 URL-safe characters", param: "state")
+        }
+        guard codeChallenge.count == 43, urlSafe(codeChallenge) else {
+            throw GantryError.invalid("code_challenge must be an S256 challenge (43 characters)", param: "code_challenge")
+        }
+        let id = RandomToken.make()
+        try await pending.addCLIRequest(id: id, .init(port: port, state: state, codeChallenge: codeChallenge, createdAt: Date()))
+        return id
+    }
+
+    /// The browser is back with a session: hand the CLI a one-time code on its loopback port.
+    /// Returns the loopback URL to redirect to.
+    public func completeLoopbackLogin(requestID: String, userID: String) async throws -> String {
+        guard let request = await pending.takeCLIRequest(id: requestID) else {
+            throw GantryError.invalid("unknown or expired CLI login; run 'gantry login --browser' again")
+        }
+        let code = RandomToken.make()
+        try await pending.addCLICode(code, .init(userID: userID, codeChallenge: request.codeChallenge, createdAt: Date()))
+        return "http://127.0.0.1:\(request.port)/callback?code=\(code)&state=\(request.state)"
+    }
+
+    /// The CLI exchanges its one-time code and PKCE verifier for an API key.
+    public func redeemLoopbackCode(_ code: String, verifier: String, keyLifetime: TimeInterval = 30 * 24 * 3600) async throws
+        -> (key: String, keyID: String, user: User)
+    {
+        guard let entry = await pending.takeCLICode(code) else {
+            throw GantryError(.unauthorized, "unknown, used or expired login code", code: "invalid_grant")
+        }
+        guard APIKeyFormat.constantTimeEqual(RandomToken.pkceChallenge(for: verifier), entry.codeChallenge) else {
+            throw GantryError(.unauthorized, "code_verifier does not match the login's challenge", code: "invalid_grant")
+        }
+        guard let user = try await users.user(id: entry.userID), !user.disabled else {
+            throw GantryError(.unauthorized, "the account is disabled", code: "invalid_grant")
+        }
+        let (record, key) = try await identity.issueKey(
+            userID: user.id, name: "gantry login \(Date().formatted(.iso8601))", expiresAt: Date().addingTimeInterval(keyLifetime)
+        )
+        logger.info("loopback login", metadata: ["user_id": "\(user.id)", "key_id": "\(record.id)"])
+        return (key, record.id, user)
+    }
 }

@@ -21,8 +21,25 @@ actor PendingLogins {
         var interval: Int
     }
 
+    /// A CLI waiting on a loopback port (RFC 8252) for the browser login it asked for.
+    struct CLIRequest: Sendable {
+        var port: Int
+        var state: String
+        var codeChallenge: String
+        var createdAt: Date
+    }
+
+    /// A finished CLI login, waiting for the CLI to exchange its one-time code.
+    struct CLICode: Sendable {
+        var userID: String
+        var codeChallenge: String
+        var createdAt: Date
+    }
+
     private var browser: [String: Browser] = [:]
     private var devices: [String: Device] = [:]
+    private var cliRequests: [String: CLIRequest] = [:]
+    private var cliCodes: [String: CLICode] = [:]
     let lifetime: TimeInterval
     /// Starting a login needs no credential, so the table is bounded: past this many logins in
     /// flight, new ones are refused until old ones finish or expire.
@@ -62,8 +79,32 @@ actor PendingLogins {
         devices[handle] = nil
     }
 
+    func addCLIRequest(id: String, _ request: CLIRequest) throws {
+        purge()
+        guard cliRequests.count < capacity else { throw Self.full }
+        cliRequests[id] = request
+    }
+
+    func takeCLIRequest(id: String) -> CLIRequest? {
+        purge()
+        return cliRequests.removeValue(forKey: id)
+    }
+
+    func addCLICode(_ code: String, _ entry: CLICode) throws {
+        purge()
+        guard cliCodes.count < capacity else { throw Self.full }
+        cliCodes[code] = entry
+    }
+
+    func takeCLICode(_ code: String) -> CLICode? {
+        purge()
+        return cliCodes.removeValue(forKey: code)
+    }
+
     private func purge() {
         let now = Date()
+        cliRequests = cliRequests.filter { now.timeIntervalSince($0.value.createdAt) < lifetime }
+        cliCodes = cliCodes.filter { now.timeIntervalSince($0.value.createdAt) < 120 }
         browser = browser.filter { now.timeIntervalSince($0.value.createdAt) < lifetime }
         devices = devices.filter { $0.value.expiresAt > now }
     }

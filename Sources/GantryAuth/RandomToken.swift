@@ -2,9 +2,9 @@ import Crypto
 import Foundation
 
 /// Unguessable strings for keys, sessions, `state`, `nonce` and PKCE verifiers.
-enum RandomToken {
+public enum RandomToken {
     /// `byteCount` random bytes, base64url without padding (43 characters for 32 bytes).
-    static func make(byteCount: Int = 32) -> String {
+    public static func make(byteCount: Int = 32) -> String {
         var generator = SystemRandomNumberGenerator()
         let bytes = (0..<byteCount).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
         return base64URL(Data(bytes))
@@ -22,7 +22,7 @@ enum RandomToken {
     }
 
     /// PKCE S256 (RFC 7636): the challenge sent to the provider for a verifier kept here.
-    static func pkceChallenge(for verifier: String) -> String {
+    public static func pkceChallenge(for verifier: String) -> String {
         base64URL(Data(SHA256.hash(data: Data(verifier.utf8))))
     }
 }

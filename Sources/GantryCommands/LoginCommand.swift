@@ -11,10 +11,22 @@ struct LoginCommand: AsyncParsableCommand {
     @Option(help: "Gantry's URL. [env: GANTRY_SERVER]")
     var server: String = ProcessInfo.processInfo.environment["GANTRY_SERVER"] ?? "http://127.0.0.1:8080"
 
+    @Flag(help: "Log in with a browser on this machine (loopback redirect, RFC 8252) instead of a device code.")
+    var browser = false
+
     func run() async throws {
         let base = server.hasSuffix("/") ? String(server.dropLast()) : server
         let api = APIClient(server: base, apiKey: nil)
-        let start = try await api.expect("POST", "/auth/device")
+        if browser {
+            return try await LoopbackLogin(base: base).run()
+        }
+        let start: [String: Any]
+        do {
+            start = try await api.expect("POST", "/auth/device")
+        } catch let error as GantryError where error.message.contains("does not offer the device authorization grant") {
+            print("The identity provider has no device login; using a browser on this machine instead.")
+            return try await LoopbackLogin(base: base).run()
+        }
         guard let handle = start["device_code"] as? String, let code = start["user_code"] as? String,
             let uri = start["verification_uri"] as? String
         else { throw GantryError(.unavailable, "the server's device login answer is incomplete") }
@@ -30,14 +42,7 @@ struct LoginCommand: AsyncParsableCommand {
             try await Task.sleep(for: .seconds(wait))
             let (status, body) = try await api.call("POST", "/auth/device/token", json: APIClient.json(["device_code": handle]))
             let answer = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:]
-            if status == 200, let key = answer["api_key"] as? String, let keyID = answer["key_id"] as? String,
-                let user = answer["user"] as? String
-            {
-                let path = CLICredentials.path()
-                try CLICredentials(server: base, apiKey: key, keyId: keyID, user: user).save(to: path)
-                print("Logged in as \(user) (\(answer["role"] as? String ?? "user")). Credentials saved to \(path).")
-                return
-            }
+            if status == 200 { return try saveLogin(answer, server: base) }
             switch answer["code"] as? String {
             case "authorization_pending": continue
             case "slow_down": wait += 5
@@ -46,6 +51,15 @@ struct LoginCommand: AsyncParsableCommand {
         }
         throw GantryError(.unauthorized, "the login code expired; run 'gantry login' again")
     }
+}
+
+/// Stores the key a login answered with (`api_key`, `key_id`, `user`, `role`).
+func saveLogin(_ answer: [String: Any], server: String) throws {
+    guard let key = answer["api_key"] as? String, let keyID = answer["key_id"] as? String, let user = answer["user"] as? String
+    else { throw GantryError(.unavailable, "the server's login answer is incomplete") }
+    let path = CLICredentials.path()
+    try CLICredentials(server: server, apiKey: key, keyId: keyID, user: user).save(to: path)
+    print("Logged in as \(user) (\(answer["role"] as? String ?? "user")). Credentials saved to \(path).")
 }
 
 /// `gantry keys`: the caller's API keys, with the stored CLI credential.

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Crypto
 import Foundation
 import GantryCommands
 import GantryCore
@@ -286,5 +287,73 @@ struct AuthFlowTests {
             defer { Task { try? await fresh.shutdown() } }
             #expect(try await logIn(fresh, base: base, user: NanoIDP.user).status == 403)
         }
+    }
+
+    @Test("loopback CLI login (RFC 8252): one-time code on the CLI's port, redeemed once with the PKCE verifier")
+    func loopbackLogin() async throws {
+        let port = try FreePort.find()
+        try await TestServer.running(port: port, flags: flags) { _, base in
+            let browser = BrowserAgent()
+            defer { Task { try? await browser.shutdown() } }
+
+            /// Walks from /auth/cli through the provider back to the CLI's loopback URL.
+            func loopbackCode(challenge: String, state: String) async throws -> URLComponents {
+                let cli = try await browser.get("\(base)/auth/cli?port=45678&state=\(state)&code_challenge=\(challenge)")
+                #expect(cli.status == 302)
+                let toLogin = try #require(cli.location)
+                let start = try await browser.get(base + toLogin)
+                let authorize = try #require(start.location)
+                let form = try await browser.get(authorize)
+                let transaction = try #require(Self.field("transaction_id", in: form.body))
+                let submitted = try await browser.postForm(
+                    authorize, [("transaction_id", transaction), ("username", "bob"), ("password", "bob-pw")])
+                let callbackURL = try #require(submitted.location)
+                let callback = try await browser.get(callbackURL)
+                let complete = try #require(callback.location)
+                #expect(complete.hasPrefix("/auth/cli/complete?request="))
+                let handoff = try await browser.get(base + complete)
+                #expect(handoff.status == 302)
+                let handoffLocation = try #require(handoff.location)
+                let loopback = try #require(URLComponents(string: handoffLocation))
+                #expect(loopback.host == "127.0.0.1" && loopback.port == 45678 && loopback.path == "/callback")
+                #expect(loopback.queryItems?.first { $0.name == "state" }?.value == state)
+                return loopback
+            }
+            let verifier = "a-verifier-with-enough-entropy-for-pkce-0123456789"
+            let challenge = Self.s256(verifier)
+            let state = "cli-state-0123456789abcdef"
+
+            let first = try await loopbackCode(challenge: challenge, state: state)
+            let firstCode = try #require(first.queryItems?.first { $0.name == "code" }?.value)
+            let wrong = try await request(
+                base + "/auth/cli/token", method: "POST", body: #"{"code":"\#(firstCode)","code_verifier":"wrong-verifier"}"#)
+            #expect(wrong.0 == 401, "a code with the wrong verifier is refused")
+            let burned = try await request(
+                base + "/auth/cli/token", method: "POST", body: #"{"code":"\#(firstCode)","code_verifier":"\#(verifier)"}"#)
+            #expect(burned.0 == 401, "a code is good for one try only")
+
+            let second = try await loopbackCode(challenge: challenge, state: state)
+            let code = try #require(second.queryItems?.first { $0.name == "code" }?.value)
+            let redeemed = try await request(
+                base + "/auth/cli/token", method: "POST", body: #"{"code":"\#(code)","code_verifier":"\#(verifier)"}"#)
+            #expect(redeemed.0 == 200)
+            let answer = try #require(try JSONSerialization.jsonObject(with: Data(redeemed.1.utf8)) as? [String: Any])
+            let key = try #require(answer["api_key"] as? String)
+            #expect(try await request(base + "/api/v1/models", bearer: key).0 == 200)
+            let replay = try await request(
+                base + "/auth/cli/token", method: "POST", body: #"{"code":"\#(code)","code_verifier":"\#(verifier)"}"#)
+            #expect(replay.0 == 401)
+
+            #expect(try await browser.get("\(base)/auth/cli?port=80&state=\(state)&code_challenge=\(challenge)").status == 400)
+            let stranger = BrowserAgent()
+            defer { Task { try? await stranger.shutdown() } }
+            #expect(try await stranger.get(base + "/auth/cli/complete?request=x").status == 401, "a session is required")
+        }
+    }
+
+    static func s256(_ verifier: String) -> String {
+        Data(SHA256.hash(data: Data(verifier.utf8))).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
-import GantryCommands
 import GantryAuth
+import GantryCommands
 import GantryCore
 import GantryServing
 import GantryTestSupport
