@@ -135,6 +135,8 @@ struct AuthFlowTests {
             #expect(!lines.contains { $0.contains(secret) }, "a secret appeared in the logs")
         }
         #expect(!lines.contains { $0.contains("gk_") }, "no API key material in the logs")
+        #expect(!lines.contains { $0.contains("code=") || $0.contains("state=") }, "no authorization code or state in the logs")
+        #expect(!lines.contains { $0.contains("eyJ") }, "no JWT (ID or access token) in the logs")
     }
 
     /// An access token straight from the provider (password grant, enabled in nanoidp's dev profile).
