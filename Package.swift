@@ -79,7 +79,11 @@ let package = Package(
             swiftSettings: sharedSwiftSettings
         ),
         .target(
-            name: "GantryResources", dependencies: ["GantryCore", "GantryHTTP", hummingbird, logging],
+            name: "GantryResources",
+            dependencies: [
+                "GantryCore", "GantryHTTP", hummingbird, logging, serviceLifecycle,
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
             swiftSettings: sharedSwiftSettings),
         .target(
             name: "GantryGateway", dependencies: ["GantryCore", "GantryHTTP", hummingbird, httpTypes, logging],

@@ -116,10 +116,20 @@ public struct GantrySetting: Sendable, Hashable {
         help: "Invalid credentials one address may present per minute before it gets 429 for the rest of the minute.",
         isSecret: false)
 
+    public static let gpuSource = GantrySetting(
+        key: "resources.gpuSource", flag: "gpu-source", type: "auto | nvidia-smi | none | fixture:PATH",
+        defaultDescription: "auto",
+        help:
+            "How this node's GPUs are found: auto uses nvidia-smi when it is on PATH; fixture:PATH replays recorded nvidia-smi CSV (marked simulated).",
+        isSecret: false)
+    public static let resourcePoll = GantrySetting(
+        key: "resources.pollSeconds", flag: "resource-poll", type: "integer seconds >= 1", defaultDescription: "10",
+        help: "Seconds between refreshes of GPU utilisation and memory.", isSecret: false)
+
     public static let all: [GantrySetting] = [
         host, port, dataDir, databaseURL, cacheDir, llamaServer, engineThreads, engineStartupTimeout, maxRequestBytes,
         upstreamTimeout, reconcileInterval, logLevel, publicURL, oidcIssuer, oidcClientID, oidcClientSecret, oidcScopes,
         oidcAdminClaim, oidcAdminValue, oidcAcceptAccessTokens, oidcAccessTokenAudience, oidcJWKSRefetch, sessionHours,
-        introspectionSecret, maxFailedAuth,
+        introspectionSecret, maxFailedAuth, gpuSource, resourcePoll,
     ]
 }

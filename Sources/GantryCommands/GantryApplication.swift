@@ -84,6 +84,9 @@ public func buildApplication(
     let deployments = DeploymentService(
         repositories: repositories, supportedEngines: runtime.supportedEngines, reconciler: reconciler)
     let metrics = PrometheusCollectorRegistry()
+    let inventory = ResourceInventory(
+        source: LocalNodeSource(discovery: try LocalNodeSource.discovery(for: configuration.resources.gpuSource)),
+        interval: configuration.resources.pollInterval, metrics: metrics, logger: logger)
 
     let router = Router(context: GantryRequestContext.self)
     router.add(middleware: RequestIDMiddleware())
@@ -108,14 +111,14 @@ public func buildApplication(
     AuthRoutes(login: login, secureCookies: configuration.auth.publicURL.hasPrefix("https://")).add(to: router)
     IntrospectionRoutes(verifier: identity, serviceSecret: configuration.auth.introspectionSecret).add(to: router)
     SelfServicePage(identity: identity, repositories: repositories, loginAvailable: login != nil).add(to: router)
-    ResourceRoutes.add(to: router)
+    ResourceRoutes(inventory: inventory).add(to: router)
 
     // Shut down in reverse: the server first (in-flight requests finish), then the reconcile
     // loop, then the engines, then the store and the HTTP client.
     let application = Application(
         router: router,
         configuration: .init(address: .hostname(configuration.http.host, port: configuration.http.port), serverName: "gantry"),
-        services: [HTTPClientService(client: httpClient), StoreService(store: store), runtime, reconciler],
+        services: [HTTPClientService(client: httpClient), StoreService(store: store), runtime, reconciler, inventory],
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.http.port) },
         logger: logger)
     return GantryServer(

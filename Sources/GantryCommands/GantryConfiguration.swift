@@ -34,6 +34,13 @@ public struct GantryConfiguration: Sendable {
     public var reconcileInterval: Duration
     public var logLevel: Logger.Level
     public var auth: Auth
+    public var resources: Resources
+
+    public struct Resources: Sendable {
+        /// `auto`, `nvidia-smi`, `none` or `fixture:PATH`.
+        public var gpuSource: String
+        public var pollInterval: Duration
+    }
 
     public struct Auth: Sendable {
         public var publicURL: String
@@ -80,6 +87,12 @@ public struct GantryConfiguration: Sendable {
         }
         logLevel = parsedLevel
         auth = try Self.readAuth(values, http: http)
+        let gpuSource = try values.string(.gpuSource) ?? "auto"
+        guard ["auto", "nvidia-smi", "none"].contains(gpuSource) || (gpuSource.hasPrefix("fixture:") && gpuSource.count > 8)
+        else {
+            throw ConfigurationError(setting: .gpuSource, problem: "'\(gpuSource)' is not auto, nvidia-smi, none or fixture:PATH")
+        }
+        resources = Resources(gpuSource: gpuSource, pollInterval: .seconds(try values.int(.resourcePoll, in: 1...3600) ?? 10))
     }
 
     static func readAuth(_ values: SettingReader, http: HTTP) throws -> Auth {

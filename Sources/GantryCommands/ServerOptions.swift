@@ -68,6 +68,10 @@ public struct ServerOptions: ParsableArguments {
     var introspectionSecret: String?
     @Option(name: .customLong(GantrySetting.maxFailedAuth.flag), help: ArgumentHelp(GantrySetting.maxFailedAuth.helpText))
     var maxFailedAuth: String?
+    @Option(name: .customLong(GantrySetting.gpuSource.flag), help: ArgumentHelp(GantrySetting.gpuSource.helpText))
+    var gpuSource: String?
+    @Option(name: .customLong(GantrySetting.resourcePoll.flag), help: ArgumentHelp(GantrySetting.resourcePoll.helpText))
+    var resourcePoll: String?
 
     var flags: [GantrySetting: String] {
         let pairs: [(GantrySetting, String?)] = [
@@ -79,7 +83,7 @@ public struct ServerOptions: ParsableArguments {
             (.oidcAdminClaim, oidcAdminClaim), (.oidcAdminValue, oidcAdminValue),
             (.oidcAcceptAccessTokens, oidcAcceptAccessTokens), (.oidcAccessTokenAudience, oidcAccessTokenAudience),
             (.oidcJWKSRefetch, oidcJWKSRefetch), (.sessionHours, sessionHours), (.introspectionSecret, introspectionSecret),
-            (.maxFailedAuth, maxFailedAuth),
+            (.maxFailedAuth, maxFailedAuth), (.gpuSource, gpuSource), (.resourcePoll, resourcePoll),
         ]
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { setting, value in value.map { (setting, $0) } })
     }

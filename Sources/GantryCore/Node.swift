@@ -1,0 +1,70 @@
+public import Foundation
+
+/// One GPU as discovery sees it. Readings a driver does not report (`[N/A]`) are nil.
+public struct GPUInfo: Codable, Sendable, Equatable {
+    public var index: Int
+    public var uuid: String
+    public var name: String
+    public var memoryTotalMiB: Int
+    public var memoryUsedMiB: Int?
+    /// 0-100.
+    public var utilizationPercent: Int?
+    public var temperatureCelsius: Int?
+    public var powerWatts: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case index, uuid, name
+        case memoryTotalMiB = "memory_total_mib"
+        case memoryUsedMiB = "memory_used_mib"
+        case utilizationPercent = "utilization_percent"
+        case temperatureCelsius = "temperature_celsius"
+        case powerWatts = "power_watts"
+    }
+
+    public init(
+        index: Int, uuid: String, name: String, memoryTotalMiB: Int, memoryUsedMiB: Int?, utilizationPercent: Int?,
+        temperatureCelsius: Int?, powerWatts: Double?
+    ) {
+        self.index = index
+        self.uuid = uuid
+        self.name = name
+        self.memoryTotalMiB = memoryTotalMiB
+        self.memoryUsedMiB = memoryUsedMiB
+        self.utilizationPercent = utilizationPercent
+        self.temperatureCelsius = temperatureCelsius
+        self.powerWatts = powerWatts
+    }
+}
+
+/// A machine engines can run on.
+public struct NodeInventory: Codable, Sendable, Equatable {
+    public var name: String
+    public var cpuCount: Int
+    public var memoryBytes: UInt64
+    public var labels: [String: String]
+    public var gpus: [GPUInfo]
+    /// How the GPUs were found: `nvidia-smi`, `fixture`, or `none`.
+    public var gpuSource: String
+    /// True when the GPUs come from recorded output, not from hardware.
+    public var simulated: Bool
+    public var observedAt: Date
+
+    public init(
+        name: String, cpuCount: Int, memoryBytes: UInt64, labels: [String: String], gpus: [GPUInfo], gpuSource: String,
+        simulated: Bool, observedAt: Date
+    ) {
+        self.name = name
+        self.cpuCount = cpuCount
+        self.memoryBytes = memoryBytes
+        self.labels = labels
+        self.gpus = gpus
+        self.gpuSource = gpuSource
+        self.simulated = simulated
+        self.observedAt = observedAt
+    }
+}
+
+/// Where nodes come from: this machine (local), or a cluster API later (Kubernetes).
+public protocol NodeSource: Sendable {
+    func nodes() async throws -> [NodeInventory]
+}

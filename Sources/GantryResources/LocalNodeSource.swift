@@ -1,0 +1,39 @@
+import Foundation
+public import GantryCore
+
+/// This machine as a node: its CPUs and memory, and the GPUs its discovery finds.
+public struct LocalNodeSource: NodeSource {
+    let discovery: any GPUDiscovery
+    let name: String
+    let labels: [String: String]
+
+    public init(discovery: any GPUDiscovery, name: String? = nil, labels: [String: String] = [:]) {
+        self.discovery = discovery
+        self.name = name ?? ProcessInfo.processInfo.hostName
+        self.labels = labels
+    }
+
+    /// The discovery a setting names: `auto` (nvidia-smi when on PATH, else none), `nvidia-smi`,
+    /// `none`, or `fixture:PATH`.
+    public static func discovery(for setting: String) throws -> any GPUDiscovery {
+        switch setting {
+        case "auto": return ExternalCommand.exists("nvidia-smi") ? NvidiaSMIDiscovery() : NoGPUDiscovery()
+        case "nvidia-smi": return NvidiaSMIDiscovery()
+        case "none": return NoGPUDiscovery()
+        default:
+            guard setting.hasPrefix("fixture:"), setting.count > "fixture:".count else {
+                throw GantryError.invalid("GPU source must be auto, nvidia-smi, none or fixture:PATH, not '\(setting)'")
+            }
+            return FixtureDiscovery(path: String(setting.dropFirst("fixture:".count)))
+        }
+    }
+
+    public func nodes() async throws -> [NodeInventory] {
+        [
+            NodeInventory(
+                name: name, cpuCount: ProcessInfo.processInfo.activeProcessorCount,
+                memoryBytes: ProcessInfo.processInfo.physicalMemory, labels: labels, gpus: try await discovery.discover(),
+                gpuSource: discovery.sourceName, simulated: discovery.isSimulated, observedAt: Date())
+        ]
+    }
+}

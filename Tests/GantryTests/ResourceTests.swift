@@ -1,0 +1,120 @@
+import Foundation
+import GantryCommands
+import GantryCore
+import GantryResources
+import GantryTestSupport
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import Prometheus
+import Testing
+
+@Suite("Resources: GPU discovery and inventory")
+struct ResourceTests {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("fixtures/nvidia-smi").path
+
+    @Test("8 x H100 fixture: every field parsed, [N/A] power becomes nil")
+    func parsesH100() async throws {
+        let gpus = try await FixtureDiscovery(path: Self.fixtures + "/8xH100.csv").discover()
+        #expect(gpus.count == 8)
+        #expect(gpus.map(\.index) == Array(0..<8))
+        #expect(Set(gpus.map(\.uuid)).count == 8)
+        let first = gpus[0]
+        #expect(first.name == "NVIDIA H100 80GB HBM3")
+        #expect(first.memoryTotalMiB == 81559 && first.memoryUsedMiB == 71234)
+        #expect(first.utilizationPercent == 97 && first.temperatureCelsius == 64)
+        #expect(first.powerWatts == 612.43)
+        #expect(gpus[7].powerWatts == nil)
+    }
+
+    @Test("mixed 4 x A10G + 2 x L4 fixture, with [Not Supported] utilisation")
+    func parsesMixed() async throws {
+        let gpus = try await FixtureDiscovery(path: Self.fixtures + "/4xA10G-2xL4.csv").discover()
+        #expect(gpus.filter { $0.name == "NVIDIA A10G" }.count == 4)
+        #expect(gpus.filter { $0.name == "NVIDIA L4" }.count == 2)
+        #expect(gpus[3].utilizationPercent == nil && gpus[3].powerWatts == nil)
+        #expect(gpus[5].utilizationPercent == 100)
+    }
+
+    @Test("malformed nvidia-smi output is an error naming the line, not a silent zero")
+    func rejectsMalformed() throws {
+        #expect(throws: GantryError.self) { try NvidiaSMIParser.parse("0, GPU-x, NVIDIA A10G, 23028") }
+        #expect(throws: GantryError.self) { try NvidiaSMIParser.parse("0, GPU-x, [N/A], 23028, 0, 0, 30, 50") }
+        #expect(throws: GantryError.self) { try NvidiaSMIParser.parse("zero, GPU-x, NVIDIA A10G, 23028, 0, 0, 30, 50") }
+        #expect(try NvidiaSMIParser.parse("\n\n").isEmpty)
+        #expect(throws: GantryError.self) { try LocalNodeSource.discovery(for: "magic") }
+    }
+
+    @Test("nvidia-smi discovery runs the binary with the documented query")
+    func runsNvidiaSMI() async throws {
+        let directory = try TemporaryDirectory()
+        let script = directory.path + "/nvidia-smi"
+        // A stand-in for the driver's tool: checks its arguments, prints recorded output.
+        try """
+        #!/bin/sh
+        [ "$1" = "\(NvidiaSMIQuery.arguments[0])" ] && [ "$2" = "--format=csv,noheader,nounits" ] || exit 9
+        cat "\(Self.fixtures)/4xA10G-2xL4.csv"
+        """.write(toFile: script, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: script)
+        let gpus = try await NvidiaSMIDiscovery(binary: script).discover()
+        #expect(gpus.count == 6)
+        await #expect(throws: ExternalCommand.Failure.self) { try await NvidiaSMIDiscovery(binary: "/bin/false").discover() }
+    }
+
+    @Test("this machine without a GPU source is a CPU-only node")
+    func cpuOnlyNode() async throws {
+        let nodes = try await LocalNodeSource(discovery: NoGPUDiscovery()).nodes()
+        #expect(nodes.count == 1)
+        #expect(nodes[0].gpus.isEmpty && nodes[0].gpuSource == "none" && !nodes[0].simulated)
+        #expect(nodes[0].cpuCount == ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    @Test("API: /api/v1/nodes and /api/v1/gpus show the fixture node as simulated; GPU gauges are exported")
+    func api() async throws {
+        let test = try await TestServer.make(flags: [.gpuSource: "fixture:\(Self.fixtures)/8xH100.csv"])
+        try await test.server.application.test(.router) { client in
+            let nodes = try await client.execute(uri: "/api/v1/nodes", method: .get, headers: .bearer(test.adminKey))
+            #expect(nodes.status == .ok)
+            let node = try #require((nodes.json["data"] as? [[String: Any]])?.first)
+            #expect(node["simulated"] as? Bool == true)
+            #expect(node["gpu_source"] as? String == "fixture")
+            #expect((node["gpus"] as? [Any])?.count == 8)
+            let gpus = try await client.execute(uri: "/api/v1/gpus", method: .get, headers: .bearer(test.adminKey))
+            let first = try #require((gpus.json["data"] as? [[String: Any]])?.first)
+            #expect(first["memory_total_mib"] as? Int == 81559)
+            #expect(first["node"] as? String == node["name"] as? String)
+            let metrics = try await client.execute(uri: "/metrics", method: .get)
+            #expect(metrics.text.contains(#"gantry_gpu_memory_total_bytes{node=""#))
+            #expect(metrics.text.contains(#"gpu="7",model="NVIDIA H100 80GB HBM3"} 85520809984.0"#), "81559 MiB in bytes")
+            #expect(metrics.text.contains("gantry_gpu_utilization_ratio"))
+
+            let user = try await test.server.identity.ensureUser(name: "viewer", role: .user)
+            let (_, key) = try await test.server.identity.issueKey(userID: user.id, name: "v", expiresAt: nil)
+            #expect(try await client.execute(uri: "/api/v1/gpus", method: .get, headers: .bearer(key)).status == .forbidden)
+        }
+    }
+
+    @Test("a failing source keeps the last good view")
+    func keepsLastView() async throws {
+        struct Flaky: NodeSource {
+            let calls = Counter()
+            func nodes() async throws -> [NodeInventory] {
+                if await calls.next() > 1 { throw GantryError(.unavailable, "driver gone") }
+                return try await LocalNodeSource(discovery: NoGPUDiscovery(), name: "n1").nodes()
+            }
+        }
+        actor Counter {
+            var value = 0
+            func next() -> Int {
+                value += 1
+                return value
+            }
+        }
+        let inventory = ResourceInventory(
+            source: Flaky(), interval: .seconds(60), metrics: PrometheusCollectorRegistry(), logger: Logger(label: "test"))
+        #expect(await inventory.nodes().map(\.name) == ["n1"])
+        await inventory.refresh()
+        #expect(await inventory.nodes().map(\.name) == ["n1"])
+    }
+}
