@@ -6,7 +6,7 @@ import GantryGateway
 public import GantryHTTP
 public import GantryOrchestrator
 public import GantryRegistry
-import GantryResources
+public import GantryResources
 public import GantryServing
 public import GantryStore
 public import Hummingbird
@@ -29,6 +29,7 @@ public struct GantryServer: Sendable {
     public let registry: RegistryService
     public let deployments: DeploymentService
     public let metrics: PrometheusCollectorRegistry
+    public let allocations: AllocationService
     /// Set on the first start of an empty store: the admin key to print once. Never logged.
     public let bootstrapAdminKey: String?
 }
@@ -111,7 +112,11 @@ public func buildApplication(
     AuthRoutes(login: login, secureCookies: configuration.auth.publicURL.hasPrefix("https://")).add(to: router)
     IntrospectionRoutes(verifier: identity, serviceSecret: configuration.auth.introspectionSecret).add(to: router)
     SelfServicePage(identity: identity, repositories: repositories, loginAvailable: login != nil).add(to: router)
-    ResourceRoutes(inventory: inventory).add(to: router)
+    let allocations = AllocationService(inventory: inventory, ledger: repositories.allocations)
+    // Engine instances of an earlier run died with it (the reconcile loop starts them afresh), so
+    // their allocations are released; allocations made for other owners through the API stay.
+    try await allocations.releaseOrphans { owner in !owner.hasPrefix("ins_") }
+    ResourceRoutes(inventory: inventory, allocations: allocations).add(to: router)
 
     // Shut down in reverse: the server first (in-flight requests finish), then the reconcile
     // loop, then the engines, then the store and the HTTP client.
@@ -124,5 +129,6 @@ public func buildApplication(
     return GantryServer(
         application: application, store: store, routeTable: routeTable, runtime: runtime, reconciler: reconciler,
         identity: identity, login: login, registry: registry, deployments: deployments, metrics: metrics,
+        allocations: allocations,
         bootstrapAdminKey: bootstrapKey)
 }

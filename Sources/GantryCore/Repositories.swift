@@ -66,10 +66,12 @@ public struct Repositories: Sendable {
     public var users: any UserRepository
     public var keys: any APIKeyRepository
     public var sessions: any SessionRepository
+    public var allocations: any AllocationRepository
 
     public init(
         models: any ModelRepository, deployments: any DeploymentRepository, instances: any InstanceRepository,
-        users: any UserRepository, keys: any APIKeyRepository, sessions: any SessionRepository
+        users: any UserRepository, keys: any APIKeyRepository, sessions: any SessionRepository,
+        allocations: any AllocationRepository
     ) {
         self.models = models
         self.deployments = deployments
@@ -77,5 +79,6 @@ public struct Repositories: Sendable {
         self.users = users
         self.keys = keys
         self.sessions = sessions
+        self.allocations = allocations
     }
 }

@@ -86,6 +86,23 @@ extension SQLStore {
                 .column("expires_at", type: .bigint, .notNull)
                 .run()
         },
+        Migration(version: 3, name: "allocation ledger") { db in
+            try await db.create(table: "allocations")
+                .column("id", type: .text, .primaryKey(autoIncrement: false))
+                .column("owner", type: .text, .notNull)
+                .column("node", type: .text, .notNull)
+                .column("cpu_threads", type: .bigint, .notNull)
+                .column("created_at", type: .bigint, .notNull)
+                .run()
+            try await db.create(table: "allocated_gpus")
+                .column("node", type: .text, .notNull)
+                .column("gpu_uuid", type: .text, .notNull)
+                .column("allocation_id", type: .text, .notNull, .references("allocations", "id", onDelete: .cascade))
+                .column("position", type: .bigint, .notNull)
+                // The guarantee: one GPU, one allocation, whatever the number of processes.
+                .primaryKey("node", "gpu_uuid")
+                .run()
+        },
     ]
 
     /// The highest migration version this binary knows.

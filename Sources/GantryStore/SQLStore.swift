@@ -38,7 +38,7 @@ public final class SQLStore: Sendable {
             let connection = try await SQLiteConnection.open(
                 storage: storage, threadPool: .singleton, logger: logger,
                 on: MultiThreadedEventLoopGroup.singleton.any())
-            let database = connection.sql()
+            let database = SerialSQLiteDatabase(base: connection.sql(), lock: AsyncLock())
             do {
                 try await database.raw("PRAGMA journal_mode=WAL").run()
                 try await database.raw("PRAGMA busy_timeout=5000").run()
@@ -114,7 +114,8 @@ public final class SQLStore: Sendable {
             instances: SQLInstanceRepository(db: database),
             users: SQLUserRepository(db: database),
             keys: SQLAPIKeyRepository(db: database),
-            sessions: SQLSessionRepository(db: database)
+            sessions: SQLSessionRepository(db: database),
+            allocations: SQLAllocationRepository(store: self)
         )
     }
 }
