@@ -45,6 +45,8 @@ let package = Package(
             swiftSettings: sharedSwiftSettings
         ),
         .target(name: "GantryCore", swiftSettings: sharedSwiftSettings),
+        // NVML through dlopen: C, so that no NVIDIA header or library is needed to build.
+        .target(name: "CNVML"),
         .target(
             name: "GantryStore",
             dependencies: [
@@ -81,7 +83,7 @@ let package = Package(
         .target(
             name: "GantryResources",
             dependencies: [
-                "GantryCore", "GantryHTTP", hummingbird, logging, serviceLifecycle,
+                "CNVML", "GantryCore", "GantryHTTP", hummingbird, logging, serviceLifecycle,
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: sharedSwiftSettings),

@@ -1,5 +1,5 @@
 import Foundation
-public import GantryCore
+import GantryCore
 public import GantryHTTP
 import HTTPTypes
 public import Hummingbird

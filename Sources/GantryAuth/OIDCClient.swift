@@ -1,6 +1,6 @@
 public import AsyncHTTPClient
 public import Foundation
-public import GantryCore
+import GantryCore
 import JWTKit
 public import Logging
 import NIOCore

@@ -117,10 +117,10 @@ public struct GantrySetting: Sendable, Hashable {
         isSecret: false)
 
     public static let gpuSource = GantrySetting(
-        key: "resources.gpuSource", flag: "gpu-source", type: "auto | nvidia-smi | none | fixture:PATH",
+        key: "resources.gpuSource", flag: "gpu-source", type: "auto | nvml | nvidia-smi | none | fixture:PATH",
         defaultDescription: "auto",
         help:
-            "How this node's GPUs are found: auto uses nvidia-smi when it is on PATH; fixture:PATH replays recorded nvidia-smi CSV (marked simulated).",
+            "How this node's GPUs are found: auto uses NVML when the NVIDIA driver is installed, else nvidia-smi when on PATH; fixture:PATH replays recorded nvidia-smi CSV (marked simulated).",
         isSecret: false)
     public static let resourcePoll = GantrySetting(
         key: "resources.pollSeconds", flag: "resource-poll", type: "integer seconds >= 1", defaultDescription: "10",

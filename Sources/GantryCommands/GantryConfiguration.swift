@@ -88,9 +88,11 @@ public struct GantryConfiguration: Sendable {
         logLevel = parsedLevel
         auth = try Self.readAuth(values, http: http)
         let gpuSource = try values.string(.gpuSource) ?? "auto"
-        guard ["auto", "nvidia-smi", "none"].contains(gpuSource) || (gpuSource.hasPrefix("fixture:") && gpuSource.count > 8)
+        guard
+            ["auto", "nvml", "nvidia-smi", "none"].contains(gpuSource) || (gpuSource.hasPrefix("fixture:") && gpuSource.count > 8)
         else {
-            throw ConfigurationError(setting: .gpuSource, problem: "'\(gpuSource)' is not auto, nvidia-smi, none or fixture:PATH")
+            throw ConfigurationError(
+                setting: .gpuSource, problem: "'\(gpuSource)' is not auto, nvml, nvidia-smi, none or fixture:PATH")
         }
         resources = Resources(gpuSource: gpuSource, pollInterval: .seconds(try values.int(.resourcePoll, in: 1...3600) ?? 10))
     }

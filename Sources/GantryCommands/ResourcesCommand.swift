@@ -9,7 +9,7 @@ struct ResourcesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "resources", abstract: "Show this machine's CPUs, memory and GPUs as Gantry sees them.")
 
-    @Option(name: .customLong("gpu-source"), help: "auto, nvidia-smi, none or fixture:PATH (default: auto).")
+    @Option(name: .customLong("gpu-source"), help: "auto, nvml, nvidia-smi, none or fixture:PATH (default: auto).")
     var gpuSource: String = "auto"
 
     @Flag(help: "Print JSON instead of a table.")

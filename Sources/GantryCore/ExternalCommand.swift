@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// Runs another program to completion (pip, tar, cmake), streaming its output to ours or
 /// capturing it. For installers and fetchers only: engines are started by runtime drivers.

@@ -13,16 +13,19 @@ public struct LocalNodeSource: NodeSource {
         self.labels = labels
     }
 
-    /// The discovery a setting names: `auto` (nvidia-smi when on PATH, else none), `nvidia-smi`,
-    /// `none`, or `fixture:PATH`.
+    /// The discovery a setting names: `auto` (NVML when the driver's library loads, else
+    /// nvidia-smi when on PATH, else none), `nvml`, `nvidia-smi`, `none`, or `fixture:PATH`.
     public static func discovery(for setting: String) throws -> any GPUDiscovery {
         switch setting {
-        case "auto": return ExternalCommand.exists("nvidia-smi") ? NvidiaSMIDiscovery() : NoGPUDiscovery()
+        case "auto":
+            if NVMLDiscovery.isAvailable { return NVMLDiscovery() }
+            return ExternalCommand.exists("nvidia-smi") ? NvidiaSMIDiscovery() : NoGPUDiscovery()
+        case "nvml": return NVMLDiscovery()
         case "nvidia-smi": return NvidiaSMIDiscovery()
         case "none": return NoGPUDiscovery()
         default:
             guard setting.hasPrefix("fixture:"), setting.count > "fixture:".count else {
-                throw GantryError.invalid("GPU source must be auto, nvidia-smi, none or fixture:PATH, not '\(setting)'")
+                throw GantryError.invalid("GPU source must be auto, nvml, nvidia-smi, none or fixture:PATH, not '\(setting)'")
             }
             return FixtureDiscovery(path: String(setting.dropFirst("fixture:".count)))
         }

@@ -118,3 +118,18 @@ struct ResourceTests {
         #expect(await inventory.nodes().map(\.name) == ["n1"])
     }
 }
+
+@Suite("NVML")
+struct NVMLTests {
+    @Test("without an NVIDIA driver NVML is unavailable, says so, and auto discovery falls back")
+    func unavailableHere() async throws {
+        try #require(!FileManager.default.fileExists(atPath: "/dev/nvidiactl"), "this test describes a machine without a GPU")
+        #expect(!NVMLDiscovery.isAvailable)
+        await #expect(throws: GantryError(.unavailable, "NVML: libnvidia-ml.so.1 cannot be loaded (no NVIDIA driver here)")) {
+            try await NVMLDiscovery().discover()
+        }
+        let auto = try LocalNodeSource.discovery(for: "auto")
+        #expect(auto.sourceName == (ExternalCommand.exists("nvidia-smi") ? "nvidia-smi" : "none"))
+        #expect(try LocalNodeSource.discovery(for: "nvml").sourceName == "nvml")
+    }
+}
