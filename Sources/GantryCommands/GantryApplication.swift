@@ -47,10 +47,20 @@ public func buildApplication(
     let store = try await SQLStore.open(configuration.database, logger: logger)
     let repositories: Repositories
     let bootstrapKey: String?
+    let metrics = PrometheusCollectorRegistry()
+    let inventory: ResourceInventory
+    let allocations: AllocationService
     do {
         try await store.migrate(logger: logger)
         repositories = store.repositories
         bootstrapKey = try await IdentityService(repositories: repositories, logger: logger).bootstrapAdminKeyIfNeeded()
+        inventory = ResourceInventory(
+            source: LocalNodeSource(discovery: try LocalNodeSource.discovery(for: configuration.resources.gpuSource)),
+            interval: configuration.resources.pollInterval, metrics: metrics, logger: logger)
+        allocations = AllocationService(inventory: inventory, ledger: repositories.allocations)
+        // Engine instances of an earlier run died with it (the reconcile loop starts them afresh),
+        // so their allocations are released; allocations made for other owners through the API stay.
+        try await allocations.releaseOrphans { owner in !owner.hasPrefix("ins_") }
     } catch {
         try? await store.close()
         throw error
@@ -84,10 +94,6 @@ public func buildApplication(
     let registry = RegistryService(models: repositories.models)
     let deployments = DeploymentService(
         repositories: repositories, supportedEngines: runtime.supportedEngines, reconciler: reconciler)
-    let metrics = PrometheusCollectorRegistry()
-    let inventory = ResourceInventory(
-        source: LocalNodeSource(discovery: try LocalNodeSource.discovery(for: configuration.resources.gpuSource)),
-        interval: configuration.resources.pollInterval, metrics: metrics, logger: logger)
 
     let router = Router(context: GantryRequestContext.self)
     router.add(middleware: RequestIDMiddleware())
@@ -112,14 +118,11 @@ public func buildApplication(
     AuthRoutes(login: login, secureCookies: configuration.auth.publicURL.hasPrefix("https://")).add(to: router)
     IntrospectionRoutes(verifier: identity, serviceSecret: configuration.auth.introspectionSecret).add(to: router)
     SelfServicePage(identity: identity, repositories: repositories, loginAvailable: login != nil).add(to: router)
-    let allocations = AllocationService(inventory: inventory, ledger: repositories.allocations)
-    // Engine instances of an earlier run died with it (the reconcile loop starts them afresh), so
-    // their allocations are released; allocations made for other owners through the API stay.
-    try await allocations.releaseOrphans { owner in !owner.hasPrefix("ins_") }
     ResourceRoutes(inventory: inventory, allocations: allocations).add(to: router)
 
-    // Shut down in reverse: the server first (in-flight requests finish), then the reconcile
-    // loop, then the engines, then the store and the HTTP client.
+    // Shut down in reverse: the server first (in-flight requests finish), then the resource
+    // poller, the reconcile loop, the engines, and last the store and the HTTP client.
+    // Nothing after this point throws, so nothing opened above can leak.
     let application = Application(
         router: router,
         configuration: .init(address: .hostname(configuration.http.host, port: configuration.http.port), serverName: "gantry"),
