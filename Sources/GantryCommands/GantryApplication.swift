@@ -90,7 +90,7 @@ public func buildApplication(
         httpClient: httpClient, logger: logger)
     let reconciler = Reconciler(
         repositories: repositories, runtime: runtime, routes: routeTable, interval: configuration.reconcileInterval,
-        logger: logger)
+        logger: logger, allocator: allocations, cpuThreadsPerInstance: configuration.engine.threads)
     let registry = RegistryService(models: repositories.models)
     let deployments = DeploymentService(
         repositories: repositories, supportedEngines: runtime.supportedEngines, reconciler: reconciler)

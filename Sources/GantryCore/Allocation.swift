@@ -38,3 +38,12 @@ public protocol AllocationRepository: Sendable {
     func listAllocations() async throws -> [Allocation]
     func deleteAllocation(id: String) async throws
 }
+
+/// How the orchestrator reserves resources for an instance before starting it.
+public protocol ResourceAllocator: Sendable {
+    /// Reserves resources for `owner` (an instance id); throws `.conflict` with the placement
+    /// reason when nothing fits.
+    func reserve(owner: String, gpus: Int, cpuThreads: Int) async throws
+    /// Releases everything `owner` holds; holding nothing is fine.
+    func releaseAll(owner: String) async throws
+}

@@ -14,14 +14,20 @@ public actor Reconciler: Service {
     let routes: any RoutePublisher
     let interval: Duration
     let logger: Logger
+    /// Reserves CPU threads (and later GPUs) for each instance before it starts.
+    let allocator: (any ResourceAllocator)?
+    let cpuThreadsPerInstance: Int
     private let wakeups: AsyncStream<Void>
     private nonisolated let wakeupContinuation: AsyncStream<Void>.Continuation
     /// Consecutive launch failures per deployment, to back off instead of spinning.
     private var failures: [String: (count: Int, retryAt: ContinuousClock.Instant)] = [:]
 
     public init(
-        repositories: Repositories, runtime: any EngineRuntime, routes: any RoutePublisher, interval: Duration, logger: Logger
+        repositories: Repositories, runtime: any EngineRuntime, routes: any RoutePublisher, interval: Duration, logger: Logger,
+        allocator: (any ResourceAllocator)? = nil, cpuThreadsPerInstance: Int = 1
     ) {
+        self.allocator = allocator
+        self.cpuThreadsPerInstance = cpuThreadsPerInstance
         self.repositories = repositories
         self.runtime = runtime
         self.routes = routes
@@ -85,6 +91,7 @@ public actor Reconciler: Service {
         await routes.withdraw(deployment: deployment.name)
         for instance in try await repositories.instances.listInstances(deploymentID: deployment.id) {
             await runtime.stop(instanceID: instance.id)
+            try await allocator?.releaseAll(owner: instance.id)
         }
         try await repositories.deployments.deleteDeployment(id: deployment.id)
         failures[deployment.id] = nil
@@ -105,7 +112,11 @@ public actor Reconciler: Service {
             case .failed(let reason):
                 logger.warning("instance failed", metadata: ["instance_id": "\(instance.id)", "reason": "\(reason)"])
                 await runtime.stop(instanceID: instance.id)
+                try await allocator?.releaseAll(owner: instance.id)
                 try await repositories.instances.deleteInstance(id: instance.id)
+                // Its resources are free again: a replacement may start now, whatever back-off an
+                // earlier placement failure set.
+                failures[deployment.id] = nil
             }
         }
         await publish(deployment, version: version, instances: ready)
@@ -116,8 +127,18 @@ public actor Reconciler: Service {
                 try await setStatus(deployment, .failed, "artifact \(version.artifactURI) cannot be fetched by this node yet")
                 return
             }
-            try await setStatus(deployment, .starting, "starting instance \(ready.count + 1) of \(deployment.replicas)")
             let instanceID = Identifier.make("ins")
+            do {
+                try await allocator?.reserve(owner: instanceID, gpus: 0, cpuThreads: cpuThreadsPerInstance)
+            } catch let error as GantryError where error.kind == .conflict {
+                // Nothing fits now: say why, and look again after a back-off.
+                let count = (failures[deployment.id]?.count ?? 0) + 1
+                failures[deployment.id] = (count, ContinuousClock.now + .seconds(min(60, 1 << min(count, 6))))
+                let reason = "cannot place instance \(ready.count + 1) of \(deployment.replicas): \(error.message)"
+                try await setStatus(deployment, ready.isEmpty ? .failed : .degraded, reason)
+                return
+            }
+            try await setStatus(deployment, .starting, "starting instance \(ready.count + 1) of \(deployment.replicas)")
             let spec = EngineLaunchSpec(
                 instanceID: instanceID, deploymentName: deployment.name, engine: deployment.engine, modelPath: modelPath,
                 contextLimit: deployment.contextLimit)
@@ -139,6 +160,7 @@ public actor Reconciler: Service {
                     ])
                 await publish(deployment, version: version, instances: ready)
             } catch {
+                try? await allocator?.releaseAll(owner: instanceID)
                 let count = (failures[deployment.id]?.count ?? 0) + 1
                 let backoff = Duration.seconds(min(60, 1 << min(count, 6)))
                 failures[deployment.id] = (count, ContinuousClock.now + backoff)

@@ -92,3 +92,15 @@ public struct AllocationService: Sendable {
         }
     }
 }
+
+extension AllocationService: ResourceAllocator {
+    public func reserve(owner: String, gpus: Int, cpuThreads: Int) async throws {
+        _ = try await allocate(owner: owner, request: ResourceRequest(gpus: gpus, cpuThreads: cpuThreads))
+    }
+
+    public func releaseAll(owner: String) async throws {
+        for allocation in try await ledger.listAllocations() where allocation.owner == owner {
+            try await ledger.deleteAllocation(id: allocation.id)
+        }
+    }
+}
