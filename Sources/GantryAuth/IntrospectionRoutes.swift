@@ -17,6 +17,10 @@ public struct IntrospectionRoutes: Sendable {
         self.serviceSecret = serviceSecret
     }
 
+    struct IntrospectionRequest: Decodable {
+        var token: String?
+    }
+
     /// RFC 7662 section 2.2, with Gantry's own fields prefixed `gantry_`.
     public struct Answer: Codable, Sendable, Equatable {
         public var active: Bool
@@ -40,10 +44,8 @@ public struct IntrospectionRoutes: Sendable {
     public func add(to router: Router<GantryRequestContext>) {
         router.post("/auth/introspect") { request, context in
             try await authenticateCaller(request)
-            var request = request
-            let body = try await request.collectBody(upTo: 8192)
-            let form = URLComponents(string: "?" + String(buffer: body))?.queryItems ?? []
-            guard let token = form.first(where: { $0.name == "token" })?.value, !token.isEmpty else {
+            guard let token = try await request.decodeForm(as: IntrospectionRequest.self, limit: 8192).token, !token.isEmpty
+            else {
                 throw GantryError.invalid("the token parameter is required", param: "token")
             }
             let answer: Answer

@@ -40,7 +40,7 @@ public struct SelfServicePage: Sendable {
         }
         router.post("/me/keys") { request, context in
             let principal = try context.requirePrincipal()
-            let form = try await decodeForm(CreateForm.self, request)
+            let form = try await request.decodeForm(as: CreateForm.self)
             try checkCSRF(principal, form.csrf)
             var expiresAt: Date?
             if let days = form.expiresDays, !days.isEmpty {
@@ -54,7 +54,7 @@ public struct SelfServicePage: Sendable {
         }
         router.post("/me/keys/{id}/revoke") { request, context in
             let principal = try context.requirePrincipal()
-            try checkCSRF(principal, try await decodeForm(CSRFForm.self, request).csrf)
+            try checkCSRF(principal, try await request.decodeForm(as: CSRFForm.self).csrf)
             let id = try context.parameters.require("id")
             guard let record = try await keys.key(id: id), record.userID == principal.userID else {
                 throw GantryError.notFound("API key '\(id)' not found")
@@ -70,16 +70,6 @@ public struct SelfServicePage: Sendable {
         guard case .session(let expected) = principal.credential else { return }
         guard let presented, APIKeyFormat.constantTimeEqual(presented, expected) else {
             throw GantryError(.forbidden, "the form is stale or was not sent from this site; reload the page")
-        }
-    }
-
-    func decodeForm<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
-        var request = request
-        let body = try await request.collectBody(upTo: 16 * 1024)
-        do {
-            return try URLEncodedFormDecoder().decode(T.self, from: String(buffer: body))
-        } catch {
-            throw GantryError.invalid("the form is incomplete")
         }
     }
 

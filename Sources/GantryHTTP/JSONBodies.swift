@@ -22,18 +22,32 @@ public enum JSONCoding {
 }
 
 extension Request {
-    /// Collects at most `limit` bytes of body and decodes it; a body over the limit is a 413 and
+    /// Collects at most `limit` bytes of body and decodes it as JSON; a body over the limit is a 413 and
     /// one that is not the expected JSON is a 400 naming the field.
     public func decodeJSON<T: Decodable>(as type: T.Type, limit: Int = 1 << 20) async throws -> T {
-        var request = self
-        let buffer: ByteBuffer
+        let buffer = try await collectBody(limit: limit)
+        guard buffer.readableBytes > 0 else { throw GantryError.invalid("request body is empty; expected JSON") }
+        return try JSONCoding.decoder().decode(T.self, from: Data(buffer: buffer))
+    }
+
+    /// Decodes an `application/x-www-form-urlencoded` body (HTML forms, RFC 7662 introspection).
+    public func decodeForm<T: Decodable>(as type: T.Type, limit: Int = 16 * 1024) async throws -> T {
+        let buffer = try await collectBody(limit: limit)
         do {
-            buffer = try await request.collectBody(upTo: limit)
+            return try URLEncodedFormDecoder().decode(T.self, from: String(buffer: buffer))
+        } catch {
+            throw GantryError.invalid("the form is incomplete or malformed")
+        }
+    }
+
+    /// The whole body, at most `limit` bytes; more is a 413.
+    private func collectBody(limit: Int) async throws -> ByteBuffer {
+        var request = self
+        do {
+            return try await request.collectBody(upTo: limit)
         } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
             throw GantryError(.payloadTooLarge, "request body is larger than \(limit) bytes")
         }
-        guard buffer.readableBytes > 0 else { throw GantryError.invalid("request body is empty; expected JSON") }
-        return try JSONCoding.decoder().decode(T.self, from: Data(buffer: buffer))
     }
 }
 
