@@ -55,18 +55,11 @@ struct SQLAllocationRepository: AllocationRepository {
     }
 
     func allocation(id: String) async throws -> Allocation? {
-        guard let row = try await store.database.select().column("*").from("allocations").where("id", .equal, id).first() else {
-            return nil
-        }
-        return try await hydrate(row)
+        try await allocations(matching: id).first
     }
 
     func listAllocations() async throws -> [Allocation] {
-        var result: [Allocation] = []
-        for row in try await store.database.select().column("*").from("allocations").orderBy("created_at").all() {
-            result.append(try await hydrate(row))
-        }
-        return result
+        try await allocations(matching: nil)
     }
 
     func deleteAllocation(id: String) async throws {
@@ -76,13 +69,23 @@ struct SQLAllocationRepository: AllocationRepository {
         }
     }
 
-    private func hydrate(_ row: any SQLRow) async throws -> Allocation {
-        let id = try row.string("id")
-        let gpus = try await store.database.select().column("gpu_uuid").from("allocated_gpus")
-            .where("allocation_id", .equal, id).orderBy("position").all()
-            .map { try $0.string("gpu_uuid") }
-        return Allocation(
-            id: id, owner: try row.string("owner"), node: try row.string("node"), gpuUUIDs: gpus,
-            cpuThreads: try row.int("cpu_threads"), createdAt: try row.date("created_at"))
+    /// All allocations (or one) with their GPUs: two queries, however many allocations there are.
+    private func allocations(matching id: String?) async throws -> [Allocation] {
+        var allocationQuery = store.database.select().column("*").from("allocations")
+        var gpuQuery = store.database.select().columns("allocation_id", "gpu_uuid").from("allocated_gpus")
+        if let id {
+            allocationQuery = allocationQuery.where("id", .equal, id)
+            gpuQuery = gpuQuery.where("allocation_id", .equal, id)
+        }
+        var gpus: [String: [String]] = [:]
+        for row in try await gpuQuery.orderBy("position").all() {
+            gpus[try row.string("allocation_id"), default: []].append(try row.string("gpu_uuid"))
+        }
+        return try await allocationQuery.orderBy("created_at").all().map { row in
+            let allocationID = try row.string("id")
+            return Allocation(
+                id: allocationID, owner: try row.string("owner"), node: try row.string("node"),
+                gpuUUIDs: gpus[allocationID] ?? [], cpuThreads: try row.int("cpu_threads"), createdAt: try row.date("created_at"))
+        }
     }
 }
