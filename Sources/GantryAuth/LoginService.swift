@@ -37,7 +37,7 @@ public struct LoginService: Sendable {
         let nonce = RandomToken.make()
         let verifier = RandomToken.make(byteCount: 48)
         try await pending.addBrowser(
-            state: state, .init(nonce: nonce, verifier: verifier, returnTo: Self.safeReturnPath(returnTo), createdAt: Date()))
+            state: state, .init(nonce: nonce, verifier: verifier, returnTo: Self.safeReturnPath(returnTo)))
         let metadata = try await oidc.metadata()
         var components = URLComponents(string: metadata.authorizationEndpoint)
         let existingItems = components?.queryItems ?? []
@@ -176,10 +176,7 @@ public struct LoginService: Sendable {
         let handle = RandomToken.make()
         let interval = max(1, started.interval ?? 5)
         try await pending.addDevice(
-            handle: handle,
-            .init(
-                providerDeviceCode: started.deviceCode, expiresAt: Date().addingTimeInterval(TimeInterval(started.expiresIn)),
-                interval: interval))
+            handle: handle, .init(providerDeviceCode: started.deviceCode), lifetime: TimeInterval(started.expiresIn))
         return DeviceStart(
             deviceCode: handle, userCode: started.userCode, verificationUri: started.verificationUri,
             verificationUriComplete: started.verificationUriComplete, expiresIn: started.expiresIn, interval: interval)
@@ -234,7 +231,7 @@ public struct LoginService: Sendable {
             throw GantryError.invalid("code_challenge must be an S256 challenge (43 characters)", param: "code_challenge")
         }
         let id = RandomToken.make()
-        try await pending.addCLIRequest(id: id, .init(port: port, state: state, codeChallenge: codeChallenge, createdAt: Date()))
+        try await pending.addCLIRequest(id: id, .init(port: port, state: state, codeChallenge: codeChallenge))
         return id
     }
 
@@ -245,7 +242,7 @@ public struct LoginService: Sendable {
             throw GantryError.invalid("unknown or expired CLI login; run 'gantry login --browser' again")
         }
         let code = RandomToken.make()
-        try await pending.addCLICode(code, .init(userID: userID, codeChallenge: request.codeChallenge, createdAt: Date()))
+        try await pending.addCLICode(code, .init(userID: userID, codeChallenge: request.codeChallenge))
         return "http://127.0.0.1:\(request.port)/callback?code=\(code)&state=\(request.state)"
     }
 

@@ -7,7 +7,7 @@ import Testing
 @Suite("Pending logins")
 struct PendingLoginsTests {
     func login() -> PendingLogins.Browser {
-        .init(nonce: "n", verifier: "v", returnTo: "/", createdAt: Date())
+        .init(nonce: "n", verifier: "v", returnTo: "/")
     }
 
     @Test("a state is usable once, expires, and the table is bounded")
