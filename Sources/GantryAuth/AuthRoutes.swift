@@ -87,8 +87,8 @@ public struct AuthRoutes: Sendable {
         }
         group.post("cli/token") { request, _ in
             let body = try await request.decodeJSON(as: LoopbackRedeem.self, limit: 4096)
-            let (key, keyID, user) = try await requireLogin().redeemLoopbackCode(body.code, verifier: body.codeVerifier)
-            return JSONResponse(DeviceApproved(apiKey: key, keyId: keyID, user: user.name, role: user.role))
+            return JSONResponse(
+                DeviceApproved(try await requireLogin().redeemLoopbackCode(body.code, verifier: body.codeVerifier)))
         }
 
         group.post("device") { _, _ in
@@ -101,8 +101,8 @@ public struct AuthRoutes: Sendable {
                 throw GantryError.invalid("the login has not been approved yet", code: "authorization_pending")
             case .slowDown:
                 throw GantryError.invalid("poll less often", code: "slow_down")
-            case .approved(let key, let keyID, let user):
-                return JSONResponse(DeviceApproved(apiKey: key, keyId: keyID, user: user.name, role: user.role))
+            case .approved(let login):
+                return JSONResponse(DeviceApproved(login))
             }
         }
     }
@@ -127,9 +127,17 @@ struct DevicePoll: Decodable {
     var deviceCode: String
 }
 
+/// The answer to a finished CLI login (device or loopback).
 struct DeviceApproved: Encodable, Sendable {
     var apiKey: String
     var keyId: String
     var user: String
     var role: Role
+
+    init(_ login: LoginService.CLIKey) {
+        apiKey = login.key
+        keyId = login.keyID
+        user = login.user.name
+        role = login.user.role
+    }
 }

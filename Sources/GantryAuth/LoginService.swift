@@ -185,12 +185,11 @@ public struct LoginService: Sendable {
     public enum DeviceOutcome: Sendable {
         case pending
         case slowDown
-        /// Approved: a new API key for the CLI (plaintext, shown once) and its owner.
-        case approved(key: String, keyID: String, user: User)
+        case approved(CLIKey)
     }
 
     /// Polls the provider once for a device login; on approval issues the CLI an API key.
-    public func pollDeviceLogin(handle: String, keyLifetime: TimeInterval = 30 * 24 * 3600) async throws -> DeviceOutcome {
+    public func pollDeviceLogin(handle: String) async throws -> DeviceOutcome {
         guard let device = await pending.device(handle: handle) else {
             throw GantryError(.invalidRequest, "unknown or expired device login", code: "expired_token")
         }
@@ -205,11 +204,7 @@ public struct LoginService: Sendable {
             guard let idToken = tokens.idToken else { throw GantryError(.unauthorized, "the provider returned no ID token") }
             let verified = try await oidc.validateIDToken(idToken, nonce: nil)
             let user = try await upsertUser(try await oidc.addingUserInfo(to: verified, accessToken: tokens.accessToken))
-            let (record, key) = try await identity.issueKey(
-                userID: user.id, name: "gantry login \(Date().formatted(.iso8601))",
-                expiresAt: Date().addingTimeInterval(keyLifetime))
-            logger.info("device login", metadata: ["user_id": "\(user.id)", "key_id": "\(record.id)"])
-            return .approved(key: key, keyID: record.id, user: user)
+            return .approved(try await issueCLIKey(for: user, via: "device login"))
         }
     }
 
@@ -247,9 +242,7 @@ public struct LoginService: Sendable {
     }
 
     /// The CLI exchanges its one-time code and PKCE verifier for an API key.
-    public func redeemLoopbackCode(_ code: String, verifier: String, keyLifetime: TimeInterval = 30 * 24 * 3600) async throws
-        -> (key: String, keyID: String, user: User)
-    {
+    public func redeemLoopbackCode(_ code: String, verifier: String) async throws -> CLIKey {
         guard let entry = await pending.takeCLICode(code) else {
             throw GantryError(.unauthorized, "unknown, used or expired login code", code: "invalid_grant")
         }
@@ -259,10 +252,24 @@ public struct LoginService: Sendable {
         guard let user = try await users.user(id: entry.userID), !user.disabled else {
             throw GantryError(.unauthorized, "the account is disabled", code: "invalid_grant")
         }
+        return try await issueCLIKey(for: user, via: "loopback login")
+    }
+
+    /// What a CLI login ends with: a new API key (plaintext, shown once) and its owner.
+    public struct CLIKey: Sendable {
+        public var key: String
+        public var keyID: String
+        public var user: User
+    }
+
+    /// Keys issued to the CLI expire after 30 days; `gantry login` again renews.
+    static let cliKeyLifetime: TimeInterval = 30 * 24 * 3600
+
+    func issueCLIKey(for user: User, via method: String) async throws -> CLIKey {
         let (record, key) = try await identity.issueKey(
-            userID: user.id, name: "gantry login \(Date().formatted(.iso8601))", expiresAt: Date().addingTimeInterval(keyLifetime)
-        )
-        logger.info("loopback login", metadata: ["user_id": "\(user.id)", "key_id": "\(record.id)"])
-        return (key, record.id, user)
+            userID: user.id, name: "gantry login \(Date().formatted(.iso8601))",
+            expiresAt: Date().addingTimeInterval(Self.cliKeyLifetime))
+        logger.info("\(method)", metadata: ["user_id": "\(user.id)", "key_id": "\(record.id)"])
+        return CLIKey(key: key, keyID: record.id, user: user)
     }
 }

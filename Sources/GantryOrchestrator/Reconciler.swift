@@ -132,8 +132,7 @@ public actor Reconciler: Service {
                 try await allocator?.reserve(owner: instanceID, gpus: 0, cpuThreads: cpuThreadsPerInstance)
             } catch let error as GantryError where error.kind == .conflict {
                 // Nothing fits now: say why, and look again after a back-off.
-                let count = (failures[deployment.id]?.count ?? 0) + 1
-                failures[deployment.id] = (count, ContinuousClock.now + .seconds(min(60, 1 << min(count, 6))))
+                recordFailure(of: deployment)
                 let reason = "cannot place instance \(ready.count + 1) of \(deployment.replicas): \(error.message)"
                 try await setStatus(deployment, ready.isEmpty ? .failed : .degraded, reason)
                 return
@@ -161,9 +160,7 @@ public actor Reconciler: Service {
                 await publish(deployment, version: version, instances: ready)
             } catch {
                 try? await allocator?.releaseAll(owner: instanceID)
-                let count = (failures[deployment.id]?.count ?? 0) + 1
-                let backoff = Duration.seconds(min(60, 1 << min(count, 6)))
-                failures[deployment.id] = (count, ContinuousClock.now + backoff)
+                let count = recordFailure(of: deployment)
                 try await setStatus(deployment, .failed, "instance failed to start (attempt \(count)): \(error)")
                 if ready.isEmpty { return }
             }
@@ -173,6 +170,14 @@ public actor Reconciler: Service {
         } else if !ready.isEmpty {
             try await setStatus(deployment, .degraded, "\(ready.count) of \(deployment.replicas) instances ready")
         }
+    }
+
+    /// Counts a failed attempt and sets when to try again: 2, 4, 8 ... up to 60 seconds.
+    @discardableResult
+    private func recordFailure(of deployment: Deployment) -> Int {
+        let count = (failures[deployment.id]?.count ?? 0) + 1
+        failures[deployment.id] = (count, ContinuousClock.now + .seconds(min(60, 1 << min(count, 6))))
+        return count
     }
 
     private func publish(_ deployment: Deployment, version: ModelVersion, instances: [EngineInstance]) async {
