@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+public import Foundation
 
 /// Unguessable strings for keys, sessions, `state`, `nonce` and PKCE verifiers.
 public enum RandomToken {
@@ -10,7 +10,7 @@ public enum RandomToken {
         return base64URL(Data(bytes))
     }
 
-    static func base64URL(_ data: Data) -> String {
+    public static func base64URL(_ data: Data) -> String {
         data.base64EncodedString()
             .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
             .replacingOccurrences(of: "=", with: "")

@@ -23,21 +23,6 @@ public struct ResourceRoutes: Sendable {
         var strategy: PlacementStrategy?
     }
 
-    /// A GPU with the node it sits in, for the flat `/gpus` list.
-    struct PlacedGPU: Encodable, Sendable {
-        var node: String
-        var simulated: Bool
-        var gpu: GPUInfo
-
-        func encode(to encoder: any Encoder) throws {
-            try gpu.encode(to: encoder)
-            var container = encoder.container(keyedBy: Key.self)
-            try container.encode(node, forKey: .node)
-            try container.encode(simulated, forKey: .simulated)
-        }
-        enum Key: String, CodingKey { case node, simulated }
-    }
-
     public func add(to router: Router<GantryRequestContext>) {
         router.get("/api/v1/nodes") { _, context in
             _ = try context.requireAdmin()
@@ -46,7 +31,10 @@ public struct ResourceRoutes: Sendable {
         router.get("/api/v1/gpus") { _, context in
             _ = try context.requireAdmin()
             let gpus = await inventory.nodes().flatMap { node in
-                node.gpus.map { PlacedGPU(node: node.name, simulated: node.simulated, gpu: $0) }
+                // Each GPU with the node it sits in, for a flat list.
+                node.gpus.map {
+                    RecordWithField(RecordWithField($0, adding: "node", node.name), adding: "simulated", node.simulated)
+                }
             }
             return JSONResponse(ListResponse(gpus))
         }

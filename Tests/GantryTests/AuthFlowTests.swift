@@ -1,6 +1,6 @@
 import AsyncHTTPClient
-import Crypto
 import Foundation
+import GantryAuth
 import GantryCommands
 import GantryCore
 import GantryServing
@@ -322,7 +322,7 @@ struct AuthFlowTests {
                 return loopback
             }
             let verifier = "a-verifier-with-enough-entropy-for-pkce-0123456789"
-            let challenge = Self.s256(verifier)
+            let challenge = RandomToken.pkceChallenge(for: verifier)
             let state = "cli-state-0123456789abcdef"
 
             let first = try await loopbackCode(challenge: challenge, state: state)
@@ -351,11 +351,5 @@ struct AuthFlowTests {
             defer { Task { try? await stranger.shutdown() } }
             #expect(try await stranger.get(base + "/auth/cli/complete?request=x").status == 401, "a session is required")
         }
-    }
-
-    static func s256(_ verifier: String) -> String {
-        Data(SHA256.hash(data: Data(verifier.utf8))).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
     }
 }

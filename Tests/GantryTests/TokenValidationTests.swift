@@ -124,7 +124,7 @@ struct TokenValidationTests {
             let parts = good.split(separator: ".").map(String.init)
 
             // Payload changed after signing (sub: user-1 → admin), signature kept.
-            let forgedPayload = Self.base64URL(
+            let forgedPayload = RandomToken.base64URL(
                 Data(
                     #"{"iss":"\#(issuer)","sub":"admin","aud":"gantry","exp":\#(Date().timeIntervalSince1970 + 300),"nonce":"n-1","groups":["gantry-admins"]}"#
                         .utf8))
@@ -133,15 +133,15 @@ struct TokenValidationTests {
             signature[5] = signature[5] == "A" ? "B" : "A"
             await expectRejected(client, [parts[0], parts[1], String(signature)].joined(separator: "."), "a tampered signature")
 
-            let noneHeader = Self.base64URL(Data(#"{"alg":"none","kid":"key-1","typ":"JWT"}"#.utf8))
+            let noneHeader = RandomToken.base64URL(Data(#"{"alg":"none","kid":"key-1","typ":"JWT"}"#.utf8))
             await expectRejected(client, "\(noneHeader).\(parts[1]).", "alg none")
 
             // HS256 keyed with the provider's public key, the classic algorithm confusion.
-            let hsHeader = Self.base64URL(Data(#"{"alg":"HS256","kid":"key-1","typ":"JWT"}"#.utf8))
+            let hsHeader = RandomToken.base64URL(Data(#"{"alg":"HS256","kid":"key-1","typ":"JWT"}"#.utf8))
             let input = "\(hsHeader).\(parts[1])"
             for secret in [provider.jwk(kid: "key-1"), provider.key.publicKey.pemRepresentation] {
                 let mac = HMAC<SHA256>.authenticationCode(for: Data(input.utf8), using: SymmetricKey(data: Data(secret.utf8)))
-                await expectRejected(client, input + "." + Self.base64URL(Data(mac)), "HS256 signed with the public key")
+                await expectRejected(client, input + "." + RandomToken.base64URL(Data(mac)), "HS256 signed with the public key")
             }
             await expectRejected(client, "not.a.jwt", "garbage")
         }
@@ -182,10 +182,5 @@ struct TokenValidationTests {
             #expect(rotated.subject == "user-1")
             #expect(provider.jwksFetches.withLock { $0 } == 2)
         }
-    }
-
-    static func base64URL(_ data: Data) -> String {
-        data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
     }
 }
