@@ -12,7 +12,7 @@ struct AdminAPITests {
     func registry() async throws {
         let test = try await TestServer.make()
         let artifact = test.directory.path + "/model.gguf"
-        FileManager.default.createFile(atPath: artifact, contents: Data("GGUF".utf8))
+        _ = FileManager.default.createFile(atPath: artifact, contents: Data("GGUF".utf8))
         try await test.server.application.test(.router) { client in
             func post(_ uri: String, _ body: String) async throws -> TestResponse {
                 try await client.execute(uri: uri, method: .post, headers: .bearer(test.adminKey), body: .json(body))
@@ -60,7 +60,7 @@ struct AdminAPITests {
     func deployments() async throws {
         let test = try await TestServer.make()
         let artifact = test.directory.path + "/model.gguf"
-        FileManager.default.createFile(atPath: artifact, contents: Data("GGUF".utf8))
+        _ = FileManager.default.createFile(atPath: artifact, contents: Data("GGUF".utf8))
         _ = try await test.server.registry.createModel(name: "tiny", description: "", task: .chat)
         _ = try await test.server.registry.createVersion(
             modelName: "tiny", version: nil, format: "gguf", contextLimit: 1024, artifactURI: "file://" + artifact)

@@ -64,10 +64,8 @@ extension TestServer {
         flags[.port] = String(port)
         flags[.host] = "127.0.0.1"
         let test = try await make(flags: flags, logger: logger)
-        let group = ServiceGroup(services: [test.server.application], logger: logger)
-        return try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            let base = "http://127.0.0.1:\(port)"
+        let base = "http://127.0.0.1:\(port)"
+        return try await LocalTestServer.running(test.server.application, logger: logger) {
             for _ in 0..<100 {
                 if (try? await HTTPClient.shared.execute(HTTPClientRequest(url: base + "/healthz"), timeout: .seconds(1)))?.status
                     == .ok
@@ -76,14 +74,7 @@ extension TestServer {
                 }
                 try await Task.sleep(for: .milliseconds(50))
             }
-            do {
-                let result = try await body(test, base)
-                await group.triggerGracefulShutdown()
-                return result
-            } catch {
-                await group.triggerGracefulShutdown()
-                throw error
-            }
+            return try await body(test, base)
         }
     }
 }
