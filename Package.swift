@@ -61,7 +61,11 @@ let package = Package(
         ),
         .target(
             name: "GantryBlobs",
-            dependencies: ["GantryCore", crypto, .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "GantryCore", crypto, httpClient, logging,
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
+            ],
             swiftSettings: sharedSwiftSettings
         ),
         .target(
@@ -73,7 +77,7 @@ let package = Package(
             swiftSettings: sharedSwiftSettings
         ),
         .target(
-            name: "GantryRegistry", dependencies: ["GantryCore", "GantryHTTP", hummingbird, logging],
+            name: "GantryRegistry", dependencies: ["GantryCore", "GantryBlobs", "GantryHTTP", hummingbird, logging, crypto],
             swiftSettings: sharedSwiftSettings),
         .target(
             name: "GantryServing",
@@ -127,7 +131,7 @@ let package = Package(
             name: "GantryTests",
             dependencies: [
                 "GantryCommands", "GantryTestSupport", "GantryStore", "GantryCore", "GantryAuth", "GantryServing",
-                "GantryHTTP", "GantryGateway", "GantryOrchestrator", "GantryRegistry",
+                "GantryHTTP", "GantryGateway", "GantryOrchestrator", "GantryRegistry", "GantryBlobs",
                 hummingbird, httpClient, crypto, serviceLifecycle,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
