@@ -125,3 +125,43 @@ stop_nanoidp() {
   if [ -n "${IDP_DIR:-}" ]; then rm -rf "$IDP_DIR" || true; fi
   return 0
 }
+
+# Starts moto (an S3-compatible server from PyPI) on a free port with request signing enforced:
+# the first three calls (free of authentication) create an IAM user with an access key for the
+# tests, and moto checks the signature of every call after them. Exports GANTRY_TEST_S3_ENDPOINT,
+# GANTRY_TEST_S3_ACCESS_KEY_ID and GANTRY_TEST_S3_SECRET_ACCESS_KEY; stops moto on exit. Each test
+# run makes its own bucket.
+start_moto() {
+  command -v moto_server >/dev/null || { step "installing moto"; python3 -m pip install --quiet "moto[server]==5.2.5"; }
+  MOTO_DIR=$(mktemp -d /tmp/gantry-moto.XXXXXX)
+  MOTO_PORT=$(free_port)
+  step "starting moto (S3) on 127.0.0.1:$MOTO_PORT"
+  (cd "$MOTO_DIR" && INITIAL_NO_AUTH_ACTION_COUNT=3 exec moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_DIR/log" 2>&1) &
+  MOTO_PID=$!
+  on_exit stop_moto
+  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" && break; sleep 0.1; done
+  curl -s -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" || { tail -n 20 "$MOTO_DIR/log" >&2; echo "moto did not start" >&2; return 1; }
+  local key
+  # boto3 comes with moto.
+  key=$(python3 - "http://127.0.0.1:$MOTO_PORT" <<'PY'
+import json, sys, boto3
+iam = boto3.client("iam", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+iam.create_user(UserName="gantry-test")
+iam.put_user_policy(UserName="gantry-test", PolicyName="s3", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+key = iam.create_access_key(UserName="gantry-test")["AccessKey"]
+print(key["AccessKeyId"], key["SecretAccessKey"])
+PY
+  ) || { tail -n 20 "$MOTO_DIR/log" >&2; echo "could not create moto's test access key" >&2; return 1; }
+  export GANTRY_TEST_S3_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+  export GANTRY_TEST_S3_ACCESS_KEY_ID="${key%% *}"
+  export GANTRY_TEST_S3_SECRET_ACCESS_KEY="${key#* }"
+}
+
+# Tolerates every failure, like stop_nanoidp.
+stop_moto() {
+  if [ -n "${MOTO_PID:-}" ]; then kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; fi
+  if [ -n "${MOTO_DIR:-}" ]; then rm -rf "$MOTO_DIR" || true; fi
+  return 0
+}

@@ -2,6 +2,7 @@
 # Runs every test of Gantry with the real services they need:
 #   - a private PostgreSQL cluster (initdb into a temporary directory, a free port, removed on exit);
 #   - nanoidp, a real OpenID Connect provider from PyPI, on a free port;
+#   - moto, an S3-compatible server from PyPI that checks request signatures, on a free port;
 #   - llama.cpp's llama-server, built once into the cache by `gantry engines install llama-cpp`;
 #   - the demo model (SmolLM2-135M-Instruct GGUF), fetched and verified into the cache.
 # Then `swift test`, then an end-to-end smoke test of the real `gantry` binary.
@@ -21,6 +22,7 @@ MODEL=$("$GANTRY" demo-model | tail -n 1)
 
 start_private_postgres   # sets PG_URL; the cluster is removed on exit
 start_nanoidp            # exports GANTRY_TEST_OIDC_*; stopped on exit
+start_moto               # exports GANTRY_TEST_S3_*; stopped on exit
 
 export GANTRY_TEST_POSTGRES_URL="$PG_URL"
 export GANTRY_TEST_LLAMA_SERVER="$LLAMA_SERVER"

@@ -9,6 +9,12 @@ public enum TestEnvironment {
     public static let llamaServer = "GANTRY_TEST_LLAMA_SERVER"
     /// Path of the demo GGUF model.
     public static let model = "GANTRY_TEST_MODEL"
+    /// Base URL of the S3-compatible server (moto), e.g. `http://127.0.0.1:5000`.
+    public static let s3Endpoint = "GANTRY_TEST_S3_ENDPOINT"
+    /// An access key of that server, which checks the signature of every request made with it.
+    public static let s3AccessKeyID = "GANTRY_TEST_S3_ACCESS_KEY_ID"
+    /// The secret of ``s3AccessKeyID``.
+    public static let s3SecretAccessKey = "GANTRY_TEST_S3_SECRET_ACCESS_KEY"
 
     public struct Missing: Error, CustomStringConvertible {
         public var name: String

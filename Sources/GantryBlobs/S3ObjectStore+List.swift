@@ -1,0 +1,49 @@
+import GantryCore
+import NIOCore
+
+extension S3ObjectStore {
+    public func list(prefix: String) async throws -> [ObjectInfo] {
+        try ObjectKey.validatePrefix(prefix)
+        let storedPrefix = configuration.keyPrefix + prefix
+        var objects: [ObjectInfo] = []
+        var continuation: String?
+        repeat {
+            var query = [("list-type", "2"), ("prefix", storedPrefix)]
+            if let continuation { query.append(("continuation-token", continuation)) }
+            let response = try await send(S3Request(method: .GET, key: nil, query: query), operation: "ListObjectsV2")
+            let page = try await document(response, operation: "ListObjectsV2", key: nil)
+            for entry in page.all("Contents") {
+                guard let storedKey = entry.value("Key"), storedKey.hasPrefix(storedPrefix),
+                    let size = entry.value("Size").flatMap({ Int64($0) })
+                else { continue }
+                objects.append(ObjectInfo(key: String(storedKey.dropFirst(configuration.keyPrefix.count)), size: size))
+            }
+            continuation = page.value("IsTruncated") == "true" ? page.value("NextContinuationToken") : nil
+        } while continuation != nil
+        return objects.sorted { $0.key < $1.key }
+    }
+
+    /// Multipart uploads still open under `prefix` (keys without the configured prefix): tests
+    /// check with it that failed puts leave none behind.
+    func listMultipartUploads(prefix: String) async throws -> [(key: String, uploadID: String)] {
+        let storedPrefix = configuration.keyPrefix + prefix
+        var uploads: [(key: String, uploadID: String)] = []
+        var keyMarker: String?
+        var uploadIDMarker: String?
+        repeat {
+            var query = [("uploads", ""), ("prefix", storedPrefix)]
+            if let keyMarker { query.append(("key-marker", keyMarker)) }
+            if let uploadIDMarker { query.append(("upload-id-marker", uploadIDMarker)) }
+            let response = try await send(S3Request(method: .GET, key: nil, query: query), operation: "ListMultipartUploads")
+            let page = try await document(response, operation: "ListMultipartUploads", key: nil)
+            for upload in page.all("Upload") {
+                guard let storedKey = upload.value("Key"), let id = upload.value("UploadId") else { continue }
+                uploads.append((String(storedKey.dropFirst(configuration.keyPrefix.count)), id))
+            }
+            let truncated = page.value("IsTruncated") == "true"
+            keyMarker = truncated ? page.value("NextKeyMarker") : nil
+            uploadIDMarker = truncated ? page.value("NextUploadIdMarker") : nil
+        } while keyMarker != nil
+        return uploads
+    }
+}
