@@ -13,9 +13,7 @@ extension LocalDirectoryObjectStore {
             guard (try? ObjectKey.validate(directory)) != nil else { return [] }
             start = root.appending(directory)
         }
-        guard let info = try await FileSystem.shared.info(forFileAt: start, infoAboutSymbolicLink: false),
-            info.type == .directory
-        else { return [] }
+        guard let info = try await fileInfo(start, ofLink: false), info.type == .directory else { return [] }
 
         let rootPrefix = root.string.hasSuffix("/") ? root.string : root.string + "/"
         let stagingPrefix = Self.stagingName + "/"

@@ -53,7 +53,7 @@ public struct LocalDirectoryObjectStore: ObjectStore {
         let handle: ReadFileHandle
         do {
             handle = try await FileSystem.shared.openFile(forReadingAt: path, options: .init())
-        } catch let error as FileSystemError where error.code == .notFound {
+        } catch let error as FileSystemError where Self.isMissing(error) {
             throw GantryError.notFound("no object '\(key)'")
         } catch {
             throw Self.wrap(error, "cannot open object '\(key)'")
@@ -73,17 +73,13 @@ public struct LocalDirectoryObjectStore: ObjectStore {
 
     public func info(_ key: String) async throws -> ObjectInfo? {
         let path = try self.path(for: key)
-        guard let info = try await FileSystem.shared.info(forFileAt: path, infoAboutSymbolicLink: false),
-            info.type == .regular
-        else { return nil }
+        guard let info = try await fileInfo(path, ofLink: false), info.type == .regular else { return nil }
         return ObjectInfo(key: key, size: info.size)
     }
 
     public func delete(_ key: String) async throws {
         let path = try self.path(for: key)
-        guard let info = try await FileSystem.shared.info(forFileAt: path, infoAboutSymbolicLink: true),
-            info.type != .directory
-        else { return }
+        guard let info = try await fileInfo(path, ofLink: true), info.type != .directory else { return }
         do {
             try await FileSystem.shared.removeItem(at: path, recursively: false)
         } catch {
@@ -101,6 +97,23 @@ public struct LocalDirectoryObjectStore: ObjectStore {
             guard (try? await FileSystem.shared.removeItem(at: directory, recursively: false)) != nil else { return }
             directory = directory.removingLastComponent()
         }
+    }
+
+    /// What is at `path`, or nil when nothing is, including when a parent is a file (the key
+    /// lies below another object).
+    func fileInfo(_ path: FilePath, ofLink: Bool) async throws -> FileInfo? {
+        do {
+            return try await FileSystem.shared.info(forFileAt: path, infoAboutSymbolicLink: ofLink)
+        } catch let error as FileSystemError where Self.isMissing(error) {
+            return nil
+        } catch {
+            throw Self.wrap(error, "cannot look at \(path)")
+        }
+    }
+
+    /// Not found, or not found because a parent is a file (ENOTDIR).
+    static func isMissing(_ error: FileSystemError) -> Bool {
+        error.code == .notFound || (error.cause as? FileSystemError.SystemCallError)?.errno == .notDirectory
     }
 
     /// The file of `key`, after checking that the key cannot leave the root or reach the staging area.

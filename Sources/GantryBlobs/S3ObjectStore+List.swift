@@ -16,7 +16,7 @@ extension S3ObjectStore {
                 guard let storedKey = entry.value("Key"), storedKey.hasPrefix(storedPrefix),
                     let size = entry.value("Size").flatMap({ Int64($0) })
                 else { continue }
-                objects.append(ObjectInfo(key: String(storedKey.dropFirst(configuration.keyPrefix.count)), size: size))
+                objects.append(ObjectInfo(key: withoutKeyPrefix(storedKey), size: size))
             }
             continuation = page.value("IsTruncated") == "true" ? page.value("NextContinuationToken") : nil
         } while continuation != nil
@@ -38,12 +38,17 @@ extension S3ObjectStore {
             let page = try await document(response, operation: "ListMultipartUploads", key: nil)
             for upload in page.all("Upload") {
                 guard let storedKey = upload.value("Key"), let id = upload.value("UploadId") else { continue }
-                uploads.append((String(storedKey.dropFirst(configuration.keyPrefix.count)), id))
+                uploads.append((withoutKeyPrefix(storedKey), id))
             }
             let truncated = page.value("IsTruncated") == "true"
             keyMarker = truncated ? page.value("NextKeyMarker") : nil
             uploadIDMarker = truncated ? page.value("NextUploadIdMarker") : nil
         } while keyMarker != nil
         return uploads
+    }
+
+    /// The caller's key of a stored one; the prefix is taken off by bytes, as S3 matched it.
+    func withoutKeyPrefix(_ storedKey: String) -> String {
+        String(decoding: storedKey.utf8.dropFirst(configuration.keyPrefix.utf8.count), as: UTF8.self)
     }
 }

@@ -53,9 +53,10 @@ extension S3ObjectStore {
                         // empty and a body of exactly one part needs no multipart upload.
                         if part.readableBytes == partSize {
                             try await upload(part)
+                            // Only a large body gets here: give its next part its full size at once.
                             part = ByteBuffer()
+                            part.reserveCapacity(partSize)
                         }
-                        if part.capacity < partSize { part.reserveCapacity(partSize) }
                         var slice = chunk.readSlice(length: min(partSize - part.readableBytes, chunk.readableBytes))!
                         part.writeBuffer(&slice)
                     }

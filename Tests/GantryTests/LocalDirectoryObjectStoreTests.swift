@@ -66,5 +66,12 @@ struct LocalDirectoryObjectStoreTests {
         #expect(below?.kind == .conflict)
         #expect(try await store.list(prefix: "").map(\.key) == ["x/y"])
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path + "/.staging").isEmpty)
+        // Below an object there is nothing: no object, no error but notFound.
+        #expect(try await store.info("x/y/z") == nil)
+        await #expect(throws: GantryError.notFound("no object 'x/y/z'")) { try await store.read("x/y/z") { _ in } }
+        try await store.delete("x/y/z")
+        #expect(try await store.list(prefix: "x/y/").isEmpty)
+        #expect(try await store.list(prefix: "x/y/z/").isEmpty)
+        #expect(try await store.info("x/y") == ObjectInfo(key: "x/y", size: 1))
     }
 }
