@@ -111,7 +111,8 @@ let package = Package(
             dependencies: [
                 "GantryCore", "GantryStore", "GantryBlobs", "GantryHTTP", "GantryRegistry", "GantryServing",
                 "GantryResources", "GantryGateway", "GantryOrchestrator", "GantryAuth",
-                hummingbird, httpClient, logging, serviceLifecycle,
+                hummingbird, httpClient, logging, serviceLifecycle, crypto,
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Metrics", package: "swift-metrics"),

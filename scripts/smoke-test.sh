@@ -67,9 +67,15 @@ USER_KEY=$("$GANTRY" keys create smoke-key) || fail "gantry keys create"
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $USER_KEY" "$BASE/v1/models")" = 200 ] \
   || fail "the CLI-created key does not work"
 
-curl -sf "${auth[@]}" "$BASE/api/v1/models" -d '{"name":"smollm2-135m-instruct","task":"chat"}' >/dev/null || fail "register model"
-curl -sf "${auth[@]}" "$BASE/api/v1/models/smollm2-135m-instruct/versions" \
-  -d "{\"format\":\"gguf\",\"context_limit\":2048,\"artifact_uri\":\"file://$GANTRY_TEST_MODEL\"}" >/dev/null || fail "register version"
+# Register the demo model by upload: the CLI streams it with a progress bar and completes the
+# version; the engine then loads it from the node's artifact cache, not from the original file.
+# An interrupted push is resumed by running it again with --version: done files are skipped.
+GANTRY_SERVER="$BASE" GANTRY_API_KEY="$ADMIN" "$GANTRY" models push smollm2-135m-instruct "$GANTRY_TEST_MODEL" \
+  --context-limit 2048 --no-complete >"$DATA/push.out" 2>&1 || fail "gantry models push: $(cat "$DATA/push.out")"
+GANTRY_SERVER="$BASE" GANTRY_API_KEY="$ADMIN" "$GANTRY" models push smollm2-135m-instruct "$GANTRY_TEST_MODEL" \
+  --version 1 >"$DATA/resume.out" 2>&1 || fail "gantry models push --version 1: $(cat "$DATA/resume.out")"
+grep -q 'already uploaded, skipped' "$DATA/resume.out" || fail "the resumed push uploaded the file again"
+grep -q 'smollm2-135m-instruct@1 is ready' "$DATA/resume.out" || fail "the resumed push did not complete the version"
 started=$(date +%s.%N)
 curl -sf "${auth[@]}" "$BASE/api/v1/deployments" -d '{"name":"smollm2","model":"smollm2-135m-instruct"}' >/dev/null \
   || fail "create deployment"
@@ -89,6 +95,8 @@ stream=$(curl -sfN "${auth[@]}" "$BASE/v1/chat/completions" \
   -d '{"model":"smollm2","stream":true,"messages":[{"role":"user","content":"Count to three."}],"max_tokens":16}') || fail "stream"
 [ "$(echo "$stream" | grep -c '^data: {')" -ge 2 ] || fail "stream has fewer than two events"
 echo "$stream" | grep -q '^data: \[DONE\]' || fail "stream did not end with [DONE]"
+cached=$(find "$DATA" -path '*/artifacts/ver_*/*.gguf' | head -n 1)
+[ -n "$cached" ] && cmp -s "$cached" "$GANTRY_TEST_MODEL" || fail "the engine's model is not the verified cached copy"
 curl -sf "$BASE/metrics" | grep -q 'gantry_http_requests_total{.*route="/v1/chat/completions"' || fail "/metrics has no request counter"
 
 ENGINE_PID=$(pgrep -P "$GANTRY_PID" -f llama-server | head -n 1 || true)
@@ -109,4 +117,4 @@ sleep 0.5
 if kill -0 "$ENGINE_PID" 2>/dev/null; then fail "llama-server ($ENGINE_PID) outlived gantry"; fi
 if grep -q 'gk_' "$DATA/stderr"; then fail "an API key appeared in the logs"; fi
 grep '"msg":"request"' "$DATA/stderr" | grep -q '"request_id"' || fail "access log lines carry no request_id"
-echo "smoke test passed: CLI login (device code and browser) and keys, deploy, chat, stream, metrics, graceful shutdown with an in-flight stream, no orphaned engine, no key in logs"
+echo "smoke test passed: CLI login (device code and browser) and keys, model push with resume, deploy from the artifact cache, chat, stream, metrics, graceful shutdown with an in-flight stream, no orphaned engine, no key in logs"

@@ -43,3 +43,26 @@ struct APIClient {
             as: UTF8.self)
     }
 }
+
+extension APIClient {
+    /// The server and key to use: `GANTRY_SERVER` and `GANTRY_API_KEY` when both are set (scripts,
+    /// CI), else what `gantry login` stored.
+    static func configured(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> APIClient {
+        if let server = environment["GANTRY_SERVER"], let key = environment["GANTRY_API_KEY"], !server.isEmpty, !key.isEmpty {
+            return APIClient(server: server, apiKey: key)
+        }
+        let credentials = try CLICredentials.load()
+        return APIClient(server: credentials.server, apiKey: credentials.apiKey)
+    }
+
+    /// `/api/v1/models/...` with each path segment percent-encoded.
+    static func modelPath(_ segments: String...) -> String {
+        "/api/v1/models/" + segments.map(encodeSegment).joined(separator: "/")
+    }
+
+    static func encodeSegment(_ segment: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return segment.addingPercentEncoding(withAllowedCharacters: allowed) ?? segment
+    }
+}

@@ -126,10 +126,60 @@ public struct GantrySetting: Sendable, Hashable {
         key: "resources.pollSeconds", flag: "resource-poll", type: "integer seconds >= 1", defaultDescription: "10",
         help: "Seconds between refreshes of GPU utilisation and memory.", isSecret: false)
 
+    public static let objectStore = GantrySetting(
+        key: "blobs.store", flag: "object-store", type: "local | s3", defaultDescription: "local",
+        help: "Where uploaded model files are kept: a local directory, or an S3-compatible bucket.", isSecret: false)
+    public static let blobsDir = GantrySetting(
+        key: "blobs.dir", flag: "blobs-dir", type: "path", defaultDescription: "<data-dir>/blobs",
+        help: "Directory of the local object store.", isSecret: false)
+    public static let s3Endpoint = GantrySetting(
+        key: "blobs.s3.endpoint", flag: "s3-endpoint", type: "URL",
+        defaultDescription: "$AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS (https://s3.<region>.amazonaws.com)",
+        help: "Endpoint of the S3-compatible service (MinIO, Ceph, moto, ...).", isSecret: false)
+    public static let s3Region = GantrySetting(
+        key: "blobs.s3.region", flag: "s3-region", type: "string",
+        defaultDescription: "$AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1", help: "Region used for signing.",
+        isSecret: false)
+    public static let s3Bucket = GantrySetting(
+        key: "blobs.s3.bucket", flag: "s3-bucket", type: "string", defaultDescription: "none (required with s3)",
+        help: "Bucket that holds model files.", isSecret: false)
+    public static let s3Prefix = GantrySetting(
+        key: "blobs.s3.prefix", flag: "s3-prefix", type: "string", defaultDescription: "none",
+        help: "Key prefix inside the bucket, to share a bucket (e.g. gantry/).", isSecret: false)
+    public static let s3PathStyle = GantrySetting(
+        key: "blobs.s3.pathStyle", flag: "s3-path-style", type: "boolean",
+        defaultDescription: "true with a custom endpoint, else false",
+        help: "Address buckets as <endpoint>/<bucket> instead of <bucket>.<endpoint>.", isSecret: false)
+    public static let s3AccessKeyID = GantrySetting(
+        key: "blobs.s3.accessKeyId", flag: "s3-access-key-id", type: "string", defaultDescription: "$AWS_ACCESS_KEY_ID",
+        help: "Access key id for S3.", isSecret: false)
+    public static let s3SecretAccessKey = GantrySetting(
+        key: "blobs.s3.secretAccessKey", flag: "s3-secret-access-key", type: "string",
+        defaultDescription: "$AWS_SECRET_ACCESS_KEY", help: "Secret access key for S3; never logged.", isSecret: true)
+    public static let s3SessionToken = GantrySetting(
+        key: "blobs.s3.sessionToken", flag: "s3-session-token", type: "string", defaultDescription: "$AWS_SESSION_TOKEN",
+        help: "Session token for temporary S3 credentials; never logged.", isSecret: true)
+    public static let s3PartSize = GantrySetting(
+        key: "blobs.s3.partSizeMib", flag: "s3-part-size", type: "integer MiB 5-512", defaultDescription: "8",
+        help: "Part size of multipart uploads; two parts at most are held in memory per upload.", isSecret: false)
+    public static let maxFileBytes = GantrySetting(
+        key: "registry.maxFileBytes", flag: "max-file-bytes", type: "integer bytes >= 1",
+        defaultDescription: "107374182400 (100 GiB)",
+        help: "Largest single model file an upload may write.", isSecret: false)
+    public static let artifactCacheDir = GantrySetting(
+        key: "artifacts.cacheDir", flag: "artifact-cache-dir", type: "path", defaultDescription: "<data-dir>/artifacts",
+        help: "Node-side cache of model files downloaded from the object store for engines to load.", isSecret: false)
+    public static let artifactCacheMaxBytes = GantrySetting(
+        key: "artifacts.cacheMaxBytes", flag: "artifact-cache-max-bytes", type: "integer bytes >= 1",
+        defaultDescription: "107374182400 (100 GiB)",
+        help: "Size past which least-recently-used cached versions are evicted.", isSecret: false)
+
     public static let all: [GantrySetting] = [
         host, port, dataDir, databaseURL, cacheDir, llamaServer, engineThreads, engineStartupTimeout, maxRequestBytes,
         upstreamTimeout, reconcileInterval, logLevel, publicURL, oidcIssuer, oidcClientID, oidcClientSecret, oidcScopes,
         oidcAdminClaim, oidcAdminValue, oidcAcceptAccessTokens, oidcAccessTokenAudience, oidcJWKSRefetch, sessionHours,
-        introspectionSecret, maxFailedAuth, gpuSource, resourcePoll,
+        introspectionSecret, maxFailedAuth, gpuSource, resourcePoll, objectStore, blobsDir, s3Endpoint, s3Region, s3Bucket,
+        s3Prefix, s3PathStyle, s3AccessKeyID, s3SecretAccessKey, s3SessionToken, s3PartSize, maxFileBytes, artifactCacheDir,
+        artifactCacheMaxBytes,
     ]
 }

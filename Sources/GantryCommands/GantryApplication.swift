@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 public import GantryAuth
+public import GantryBlobs
 import GantryCore
 import GantryGateway
 public import GantryHTTP
@@ -27,6 +28,8 @@ public struct GantryServer: Sendable {
     /// Present when OIDC login is configured.
     public let login: LoginService?
     public let registry: RegistryService
+    /// Where uploaded model files are kept.
+    public let objects: any ObjectStore
     public let deployments: DeploymentService
     public let metrics: PrometheusCollectorRegistry
     public let allocations: AllocationService
@@ -88,10 +91,24 @@ public func buildApplication(
             logDirectory: configuration.dataDirectory + "/logs", startupTimeout: configuration.engine.startupTimeout,
             stopGracePeriod: .seconds(10)),
         httpClient: httpClient, logger: logger)
+    let objects: any ObjectStore
+    let closeObjects: @Sendable () async throws -> Void
+    do {
+        (objects, closeObjects) = try await makeObjectStore(configuration.blobs, logger: logger)
+    } catch {
+        try? await httpClient.shutdown()
+        try? await store.close()
+        throw error
+    }
+    let artifacts = ArtifactCache(
+        root: URL(fileURLWithPath: configuration.blobs.artifactCacheDirectory), objects: objects,
+        models: repositories.models, maxBytes: configuration.blobs.artifactCacheMaxBytes, logger: logger)
     let reconciler = Reconciler(
         repositories: repositories, runtime: runtime, routes: routeTable, interval: configuration.reconcileInterval,
-        logger: logger, allocator: allocations, cpuThreadsPerInstance: configuration.engine.threads)
-    let registry = RegistryService(models: repositories.models)
+        logger: logger, allocator: allocations, cpuThreadsPerInstance: configuration.engine.threads, artifacts: artifacts)
+    let registry = RegistryService(
+        models: repositories.models, deployments: repositories.deployments, objects: objects,
+        maxFileBytes: configuration.blobs.maxFileBytes, logger: logger)
     let deployments = DeploymentService(
         repositories: repositories, supportedEngines: runtime.supportedEngines, reconciler: reconciler)
 
@@ -112,7 +129,7 @@ public func buildApplication(
             maxRequestBytes: configuration.gateway.maxRequestBytes, maxResponseBytes: 64 << 20,
             upstreamTimeout: configuration.gateway.upstreamTimeout)
     ).add(to: router)
-    RegistryRoutes(registry: registry, models: repositories.models).add(to: router)
+    RegistryRoutes(registry: registry).add(to: router)
     DeploymentRoutes(service: deployments, repositories: repositories).add(to: router)
     IdentityRoutes(identity: identity, repositories: repositories).add(to: router)
     AuthRoutes(login: login, secureCookies: configuration.auth.publicURL.hasPrefix("https://")).add(to: router)
@@ -126,12 +143,15 @@ public func buildApplication(
     let application = Application(
         router: router,
         configuration: .init(address: .hostname(configuration.http.host, port: configuration.http.port), serverName: "gantry"),
-        services: [HTTPClientService(client: httpClient), StoreService(store: store), runtime, reconciler, inventory],
+        services: [
+            HTTPClientService(client: httpClient), StoreService(store: store), ShutdownService(action: closeObjects), runtime,
+            reconciler, inventory,
+        ],
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.http.port) },
         logger: logger)
     return GantryServer(
         application: application, store: store, routeTable: routeTable, runtime: runtime, reconciler: reconciler,
-        identity: identity, login: login, registry: registry, deployments: deployments, metrics: metrics,
+        identity: identity, login: login, registry: registry, objects: objects, deployments: deployments, metrics: metrics,
         allocations: allocations,
         bootstrapAdminKey: bootstrapKey)
 }

@@ -35,6 +35,34 @@ public struct GantryConfiguration: Sendable {
     public var logLevel: Logger.Level
     public var auth: Auth
     public var resources: Resources
+    public var blobs: Blobs
+
+    /// The object store for model files, the upload limit and the node's artifact cache.
+    public struct Blobs: Sendable {
+        public enum Backend: Sendable {
+            case local(directory: String)
+            case s3(S3Settings)
+        }
+
+        public var backend: Backend
+        public var maxFileBytes: Int64
+        public var artifactCacheDirectory: String
+        public var artifactCacheMaxBytes: Int64
+    }
+
+    /// S3 settings as configured, credentials already resolved from configuration or `AWS_*`.
+    public struct S3Settings: Sendable {
+        public var endpoint: String?
+        public var region: String
+        public var bucket: String
+        public var prefix: String
+        public var pathStyle: Bool
+        public var accessKeyID: String
+        /// Never logged or printed.
+        public var secretAccessKey: String
+        public var sessionToken: String?
+        public var partSizeBytes: Int
+    }
 
     public struct Resources: Sendable {
         /// `auto`, `nvidia-smi`, `none` or `fixture:PATH`.
@@ -95,6 +123,69 @@ public struct GantryConfiguration: Sendable {
                 setting: .gpuSource, problem: "'\(gpuSource)' is not auto, nvml, nvidia-smi, none or fixture:PATH")
         }
         resources = Resources(gpuSource: gpuSource, pollInterval: .seconds(try values.int(.resourcePoll, in: 1...3600) ?? 10))
+        blobs = try Self.readBlobs(values, dataDirectory: dataDirectory, home: home, environment: environment)
+    }
+
+    static func readBlobs(_ values: SettingReader, dataDirectory: String, home: String, environment: [String: String]) throws
+        -> Blobs
+    {
+        // Every key is read (and so checked) whichever store is chosen, so a typo in an unused
+        // one is still reported.
+        let store = try values.string(.objectStore) ?? "local"
+        let directory = expandTilde(try values.string(.blobsDir) ?? dataDirectory + "/blobs", home: home)
+        let s3 = try readS3(values, environment: environment)
+        let backend: Blobs.Backend
+        switch store {
+        case "local":
+            backend = .local(directory: directory)
+        case "s3":
+            guard let bucket = s3.bucket else {
+                throw ConfigurationError(setting: .s3Bucket, problem: "required when blobs.store is s3")
+            }
+            guard let accessKeyID = s3.accessKeyID else {
+                throw ConfigurationError(setting: .s3AccessKeyID, problem: "required (or AWS_ACCESS_KEY_ID) when blobs.store is s3")
+            }
+            guard let secret = s3.secretAccessKey else {
+                throw ConfigurationError(
+                    setting: .s3SecretAccessKey, problem: "required (or AWS_SECRET_ACCESS_KEY) when blobs.store is s3")
+            }
+            backend = .s3(
+                S3Settings(
+                    endpoint: s3.endpoint, region: s3.region, bucket: bucket, prefix: s3.prefix,
+                    pathStyle: s3.pathStyle ?? (s3.endpoint != nil), accessKeyID: accessKeyID, secretAccessKey: secret,
+                    sessionToken: s3.sessionToken, partSizeBytes: s3.partSizeBytes))
+        case let other:
+            throw ConfigurationError(setting: .objectStore, problem: "'\(other)' is not local or s3")
+        }
+        let maxFileBytes = try values.int(.maxFileBytes, in: 1...Int.max) ?? (100 << 30)
+        return Blobs(
+            backend: backend, maxFileBytes: Int64(maxFileBytes),
+            artifactCacheDirectory: expandTilde(
+                try values.string(.artifactCacheDir) ?? dataDirectory + "/artifacts", home: home),
+            artifactCacheMaxBytes: Int64(try values.int(.artifactCacheMaxBytes, in: 1...Int.max) ?? (100 << 30)))
+    }
+
+    /// The S3 keys as given, with the `AWS_*` variables filling what configuration leaves out.
+    static func readS3(_ values: SettingReader, environment: [String: String]) throws -> (
+        endpoint: String?, region: String, bucket: String?, prefix: String, pathStyle: Bool?, accessKeyID: String?,
+        secretAccessKey: String?, sessionToken: String?, partSizeBytes: Int
+    ) {
+        func nonEmpty(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
+        let endpoint = try values.string(.s3Endpoint) ?? nonEmpty("AWS_ENDPOINT_URL_S3") ?? nonEmpty("AWS_ENDPOINT_URL")
+        if let endpoint {
+            guard let url = URL(string: endpoint), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+                throw ConfigurationError(setting: .s3Endpoint, problem: "'\(endpoint)' is not an http(s) URL")
+            }
+        }
+        return (
+            endpoint: endpoint,
+            region: try values.string(.s3Region) ?? nonEmpty("AWS_REGION") ?? nonEmpty("AWS_DEFAULT_REGION") ?? "us-east-1",
+            bucket: try values.string(.s3Bucket), prefix: try values.string(.s3Prefix) ?? "",
+            pathStyle: try values.bool(.s3PathStyle),
+            accessKeyID: try values.string(.s3AccessKeyID) ?? nonEmpty("AWS_ACCESS_KEY_ID"),
+            secretAccessKey: try values.string(.s3SecretAccessKey) ?? nonEmpty("AWS_SECRET_ACCESS_KEY"),
+            sessionToken: try values.string(.s3SessionToken) ?? nonEmpty("AWS_SESSION_TOKEN"),
+            partSizeBytes: (try values.int(.s3PartSize, in: 5...512) ?? 8) << 20)
     }
 
     static func readAuth(_ values: SettingReader, http: HTTP) throws -> Auth {

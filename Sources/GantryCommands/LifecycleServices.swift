@@ -21,3 +21,13 @@ struct StoreService: Service {
         try await store.close()
     }
 }
+
+/// Runs a closing action at shutdown (the S3 store's own HTTP client).
+struct ShutdownService: Service {
+    let action: @Sendable () async throws -> Void
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        try await action()
+    }
+}

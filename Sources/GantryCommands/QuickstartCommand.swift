@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GantryCore
+import GantryRegistry
 import GantryServing
 import Hummingbird
 import Logging
@@ -34,15 +35,18 @@ struct QuickstartCommand: AsyncParsableCommand {
 
         if try await server.registry.modelIfExists(DemoModel.modelName) == nil {
             _ = try await server.registry.createModel(
-                name: DemoModel.modelName, description: "SmolLM2 135M Instruct, Q4_1 GGUF (demo model)", task: .chat)
+                NewModel(
+                    name: DemoModel.modelName, description: "SmolLM2 135M Instruct, Q4_1 GGUF (demo model)", task: .chat,
+                    owner: "quickstart"),
+                createdBy: nil)
         }
         let model = try await server.registry.model(named: DemoModel.modelName)
         let versions = try await server.store.repositories.models.listVersions(modelID: model.id)
         let artifact = URL(fileURLWithPath: modelPath).absoluteString
         if !versions.contains(where: { $0.artifactURI == artifact }) {
             _ = try await server.registry.createVersion(
-                modelName: DemoModel.modelName, version: nil, format: "gguf", contextLimit: DemoModel.contextLimit,
-                artifactURI: artifact)
+                modelName: DemoModel.modelName,
+                NewVersion(format: "gguf", contextLimit: DemoModel.contextLimit, artifactUri: artifact))
         }
         if try await server.store.repositories.deployments.deployment(named: DemoModel.deploymentName) == nil {
             _ = try await server.deployments.create(

@@ -9,6 +9,8 @@ public struct GantryError: Error, Sendable, Equatable, CustomStringConvertible {
         case forbidden
         case notFound
         case conflict
+        /// Well-formed but wrong content, such as an upload whose digest differs from the one promised (422).
+        case unprocessable
         case payloadTooLarge
         case rateLimited
         case unavailable

@@ -7,11 +7,68 @@ public protocol ModelRepository: Sendable {
     func createModel(_ model: Model) async throws
     func model(named name: String) async throws -> Model?
     func model(id: String) async throws -> Model?
-    func listModels() async throws -> [Model]
+    /// One page of models matching `query`, ordered by name.
+    func listModels(_ query: ModelQuery) async throws -> [Model]
+    /// Replaces the mutable fields (description, task, owner, labels, updated_at).
+    func updateModel(_ model: Model) async throws
+    /// Removes the model with its versions, their file records and labels.
+    func deleteModel(id: String) async throws
+
     func createVersion(_ version: ModelVersion) async throws
     func version(modelID: String, version: String) async throws -> ModelVersion?
     func version(id: String) async throws -> ModelVersion?
-    func listVersions(modelID: String) async throws -> [ModelVersion]
+    /// Versions of a model, oldest first; `after` is the id of the last version of the previous page.
+    func listVersions(modelID: String, after: String?, limit: Int?) async throws -> [ModelVersion]
+    /// Replaces a version's fields, but only while its status is still `expectedStatus`; returns
+    /// false (and changes nothing) when another writer changed the status first.
+    func updateVersion(_ version: ModelVersion, expectedStatus: ModelVersionStatus) async throws -> Bool
+    /// Removes the version and its file records.
+    func deleteVersion(id: String) async throws
+
+    func files(versionID: String) async throws -> [ModelFile]
+    /// Records (or replaces) an uploaded file and moves the version to `uploading`, in one
+    /// transaction that fails with `.conflict` when the version is ready by then. Returns the
+    /// record it replaced, whose object the caller then removes.
+    @discardableResult
+    func recordFile(versionID: String, _ file: ModelFile) async throws -> ModelFile?
+    /// Removes a file record, with the same ready check as `recordFile`; returns what it removed.
+    func deleteFile(versionID: String, path: String) async throws -> ModelFile?
+}
+
+extension ModelRepository {
+    /// Every version of a model, oldest first.
+    public func listVersions(modelID: String) async throws -> [ModelVersion] {
+        try await listVersions(modelID: modelID, after: nil, limit: nil)
+    }
+
+    /// Every model, by name.
+    public func listModels() async throws -> [Model] {
+        try await listModels(ModelQuery())
+    }
+}
+
+/// Filters and paging for listing models.
+public struct ModelQuery: Sendable, Equatable {
+    public var task: ModelTask?
+    public var owner: String?
+    /// Only models carrying every one of these labels with exactly these values.
+    public var labels: [String: String]
+    public var namePrefix: String?
+    /// Name of the last model of the previous page.
+    public var after: String?
+    public var limit: Int?
+
+    public init(
+        task: ModelTask? = nil, owner: String? = nil, labels: [String: String] = [:], namePrefix: String? = nil,
+        after: String? = nil, limit: Int? = nil
+    ) {
+        self.task = task
+        self.owner = owner
+        self.labels = labels
+        self.namePrefix = namePrefix
+        self.after = after
+        self.limit = limit
+    }
 }
 
 public protocol DeploymentRepository: Sendable {

@@ -82,3 +82,11 @@ public protocol EngineRuntime: Sendable {
     /// Engine kinds this runtime can start.
     var supportedEngines: [String] { get }
 }
+
+/// Node-side artifact resolution: turns a model version into a local path an engine can load,
+/// fetching and verifying its files first when they are not on this node yet.
+public protocol ArtifactResolver: Sendable {
+    /// For a gguf version the `.gguf` file to load (the first shard of a split model); for other
+    /// formats the directory holding the version's files.
+    func localPath(for version: ModelVersion) async throws -> String
+}

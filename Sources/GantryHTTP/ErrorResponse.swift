@@ -32,6 +32,7 @@ public struct ErrorResponse: Sendable {
         case .forbidden: return .forbidden
         case .notFound: return .notFound
         case .conflict: return .conflict
+        case .unprocessable: return .unprocessableContent
         case .payloadTooLarge: return .contentTooLarge
         case .rateLimited: return .tooManyRequests
         case .unavailable: return .serviceUnavailable
@@ -44,7 +45,7 @@ public struct ErrorResponse: Sendable {
     /// The OpenAI `type` for each kind, as the official clients map them to exception classes.
     public static func openAIType(for kind: GantryError.Kind) -> String {
         switch kind {
-        case .invalidRequest, .notFound, .conflict, .payloadTooLarge: return "invalid_request_error"
+        case .invalidRequest, .notFound, .conflict, .unprocessable, .payloadTooLarge: return "invalid_request_error"
         case .unauthorized: return "authentication_error"
         case .forbidden: return "permission_error"
         case .rateLimited: return "requests"

@@ -99,3 +99,43 @@ public struct RecordWithField<Record: Encodable & Sendable, Value: Encodable & S
         init?(intValue: Int) { nil }
     }
 }
+
+/// `{"data": [...], "next_cursor": "..."}`: one page of a collection. Pass `next_cursor` back as
+/// `?cursor=` for the next page; it is null on the last page.
+public struct PageResponse<Item: Encodable & Sendable>: Encodable, Sendable {
+    public var data: [Item]
+    public var nextCursor: String?
+
+    public init(_ data: [Item], nextCursor: String?) {
+        self.data = data
+        self.nextCursor = nextCursor
+    }
+}
+
+/// Opaque page cursors: base64url of the last key of the previous page, so clients cannot come
+/// to depend on what is inside.
+public enum PageCursor {
+    public static func encode(_ key: String) -> String {
+        Data(key.utf8).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    public static func decode(_ cursor: String) throws -> String {
+        var base64 = cursor.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        guard cursor.count <= 1024, let data = Data(base64Encoded: base64), let key = String(data: data, encoding: .utf8) else {
+            throw GantryError.invalid("cursor is not one this server issued", param: "cursor")
+        }
+        return key
+    }
+
+    /// The `limit` query parameter: 1 to `maximum`, `fallback` when absent.
+    public static func limit(_ raw: String?, fallback: Int = 100, maximum: Int = 1000) throws -> Int {
+        guard let raw else { return fallback }
+        guard let value = Int(raw), (1...maximum).contains(value) else {
+            throw GantryError.invalid("limit must be an integer from 1 to \(maximum)", param: "limit")
+        }
+        return value
+    }
+}

@@ -17,6 +17,8 @@ public actor Reconciler: Service {
     /// Reserves CPU threads (and later GPUs) for each instance before it starts.
     let allocator: (any ResourceAllocator)?
     let cpuThreadsPerInstance: Int
+    /// Fetches a version's files onto this node before an engine starts.
+    let artifacts: (any ArtifactResolver)?
     private let wakeups: AsyncStream<Void>
     private nonisolated let wakeupContinuation: AsyncStream<Void>.Continuation
     /// Consecutive launch failures per deployment, to back off instead of spinning.
@@ -24,8 +26,9 @@ public actor Reconciler: Service {
 
     public init(
         repositories: Repositories, runtime: any EngineRuntime, routes: any RoutePublisher, interval: Duration, logger: Logger,
-        allocator: (any ResourceAllocator)? = nil, cpuThreadsPerInstance: Int = 1
+        allocator: (any ResourceAllocator)? = nil, cpuThreadsPerInstance: Int = 1, artifacts: (any ArtifactResolver)? = nil
     ) {
+        self.artifacts = artifacts
         self.allocator = allocator
         self.cpuThreadsPerInstance = cpuThreadsPerInstance
         self.repositories = repositories
@@ -123,8 +126,13 @@ public actor Reconciler: Service {
 
         if ready.count < deployment.replicas {
             if let failure = failures[deployment.id], ContinuousClock.now < failure.retryAt { return }
-            guard let modelPath = Self.localPath(of: version.artifactURI) else {
-                try await setStatus(deployment, .failed, "artifact \(version.artifactURI) cannot be fetched by this node yet")
+            let modelPath: String
+            do {
+                modelPath = try await localPath(of: version)
+            } catch {
+                recordFailure(of: deployment)
+                let reason = (error as? GantryError)?.message ?? "\(error)"
+                try await setStatus(deployment, ready.isEmpty ? .failed : .degraded, "cannot fetch the model files: \(reason)")
                 return
             }
             let instanceID = Identifier.make("ins")
@@ -196,9 +204,13 @@ public actor Reconciler: Service {
         try await repositories.deployments.updateStatus(deploymentID: deployment.id, status: status, message: message)
     }
 
-    /// The local path of a `file://` artifact; other schemes need the node artifact cache.
-    static func localPath(of uri: String) -> String? {
-        guard let url = URL(string: uri), url.scheme == "file" else { return nil }
+    /// Where the engine finds the version's files: through the node's artifact cache, or
+    /// directly for a `file://` reference when no cache is wired in.
+    private func localPath(of version: ModelVersion) async throws -> String {
+        if let artifacts { return try await artifacts.localPath(for: version) }
+        guard let uri = version.artifactURI, let url = URL(string: uri), url.scheme == "file" else {
+            throw GantryError(.unavailable, "this node has no artifact cache to fetch the version's files")
+        }
         return url.path
     }
 }

@@ -1,22 +1,46 @@
 import Foundation
+public import GantryBlobs
 public import GantryCore
-import Logging
+public import Logging
 
-/// Registers models and their versions, validating metadata before anything is stored.
+/// The model registry: models, their versions and metadata, and the versions' files in the
+/// object store. Everything is validated before it is stored.
 public struct RegistryService: Sendable {
     let models: any ModelRepository
+    let deployments: any DeploymentRepository
+    let objects: any ObjectStore
+    /// Largest file one upload may write.
+    let maxFileBytes: Int64
+    let leases = UploadLeases()
+    let logger: Logger
 
-    public init(models: any ModelRepository) {
+    public init(
+        models: any ModelRepository, deployments: any DeploymentRepository, objects: any ObjectStore, maxFileBytes: Int64,
+        logger: Logger
+    ) {
         self.models = models
+        self.deployments = deployments
+        self.objects = objects
+        self.maxFileBytes = maxFileBytes
+        self.logger = logger
     }
 
-    public func createModel(name: String, description: String, task: ModelTask) async throws -> Model {
-        try ResourceName.validate(name, field: "name")
-        guard description.count <= 4096 else {
-            throw GantryError.invalid("description is longer than 4096 characters", param: "description")
-        }
-        let model = Model(id: Identifier.make("mdl"), name: name, description: description, task: task, createdAt: Date())
+    // MARK: models
+
+    public func createModel(_ request: NewModel, createdBy principal: Principal?) async throws -> Model {
+        try ResourceName.validate(request.name, field: "name")
+        let description = request.description ?? ""
+        try ModelFieldRules.description(description)
+        let labels = request.labels ?? [:]
+        try ModelFieldRules.labels(labels)
+        let owner = request.owner ?? principal?.userName ?? ""
+        try Self.validateOwner(owner)
+        let now = Date()
+        let model = Model(
+            id: Identifier.make("mdl"), name: request.name, description: description, task: request.task ?? .chat,
+            owner: owner, labels: labels, createdAt: now, updatedAt: now)
         try await models.createModel(model)
+        logger.info("model registered", metadata: ["model": "\(model.name)"])
         return model
     }
 
@@ -27,61 +51,238 @@ public struct RegistryService: Sendable {
         return model
     }
 
-    /// Registers a version whose artifact is referenced, not uploaded. With no explicit version
-    /// identifier the next integer is used.
-    public func createVersion(
-        modelName: String, version: String?, format: String, contextLimit: Int, artifactURI: String
-    ) async throws -> ModelVersion {
-        let model = try await model(named: modelName)
-        guard ModelVersion.contextLimitRange.contains(contextLimit) else {
-            throw GantryError.invalid(
-                "context_limit must be between \(ModelVersion.contextLimitRange.lowerBound) and \(ModelVersion.contextLimitRange.upperBound)",
-                param: "context_limit")
-        }
-        guard !format.isEmpty, format.count <= 32 else {
-            throw GantryError.invalid("format must be 1-32 characters", param: "format")
-        }
-        let status = try Self.validateArtifact(artifactURI)
-        let existing = try await models.listVersions(modelID: model.id)
-        let identifier: String
-        if let version {
-            guard !version.isEmpty, version.count <= 64, !version.contains("@"), !version.contains("/") else {
-                throw GantryError.invalid("version must be 1-64 characters without '@' or '/'", param: "version")
-            }
-            identifier = version
-        } else {
-            identifier = String((existing.compactMap { Int($0.version) }.max() ?? 0) + 1)
-        }
-        let record = ModelVersion(
-            id: Identifier.make("ver"), modelID: model.id, version: identifier, format: format, contextLimit: contextLimit,
-            artifactURI: artifactURI, status: status, createdAt: Date())
-        try await models.createVersion(record)
-        return record
+    /// The model with this name, or nil.
+    public func modelIfExists(_ name: String) async throws -> Model? {
+        try await models.model(named: name)
     }
 
-    /// A `file://` artifact must exist now; the others are checked by the node that fetches them.
-    static func validateArtifact(_ uri: String) throws -> ModelVersionStatus {
+    /// One page of models and the name to continue after, if there are more.
+    public func listModels(_ query: ModelQuery) async throws -> (models: [Model], last: String?) {
+        if let prefix = query.namePrefix, !prefix.isEmpty {
+            // A prefix of a valid name is itself made of valid characters.
+            try ResourceName.validate(prefix.hasSuffix("-") ? prefix + "a" : prefix, field: "name_prefix")
+        }
+        let limit = query.limit ?? 100
+        var probe = query
+        probe.limit = limit + 1
+        let found = try await models.listModels(probe)
+        let page = Array(found.prefix(limit))
+        return (page, found.count > limit ? page.last?.name : nil)
+    }
+
+    public func updateModel(named name: String, _ changes: ModelChanges) async throws -> Model {
+        var model = try await model(named: name)
+        if let description = changes.description {
+            try ModelFieldRules.description(description)
+            model.description = description
+        }
+        if let labels = changes.labels {
+            try ModelFieldRules.labels(labels)
+            model.labels = labels
+        }
+        if let owner = changes.owner {
+            try Self.validateOwner(owner)
+            model.owner = owner
+        }
+        if let task = changes.task { model.task = task }
+        model.updatedAt = Date()
+        try await models.updateModel(model)
+        return model
+    }
+
+    /// Deletes a model with all its versions and files; refused while any deployment uses it.
+    public func deleteModel(named name: String) async throws {
+        let model = try await model(named: name)
+        let users = try await deployments.listDeployments().filter { $0.modelID == model.id }
+        guard users.isEmpty else {
+            throw GantryError.conflict(
+                "model '\(name)' is used by deployment \(Self.names(users)); delete the deployment first")
+        }
+        try await models.deleteModel(id: model.id)
+        await removeObjects(prefix: "models/\(model.id)/")
+        logger.info("model deleted", metadata: ["model": "\(name)"])
+    }
+
+    // MARK: versions
+
+    public func createVersion(modelName: String, _ request: NewVersion) async throws -> ModelVersion {
+        let model = try await model(named: modelName)
+        try ModelFieldRules.format(request.format)
+        try ModelFieldRules.contextLimit(request.contextLimit)
+        let description = request.description ?? ""
+        try ModelFieldRules.description(description)
+        if let schema = request.inputSchema { try JSONSchemaCheck.validate(schema, param: "input_schema") }
+        if let schema = request.outputSchema { try JSONSchemaCheck.validate(schema, param: "output_schema") }
+        if let engine = request.defaultEngine { try ModelFieldRules.engineName(engine) }
+        let engineArgs = request.engineArgs ?? []
+        try ModelFieldRules.engineArguments(engineArgs)
+        let status: ModelVersionStatus
+        if let uri = request.artifactUri {
+            status = try Self.validateArtifactReference(uri)
+        } else {
+            status = .pending
+        }
+        if let explicit = request.version { try ModelFieldRules.versionIdentifier(explicit) }
+
+        // Automatic identifiers are the next integer; two creators racing for the same number
+        // meet the unique key, and the loser takes the next one.
+        for attempt in 1...5 {
+            let identifier: String
+            if let explicit = request.version {
+                identifier = explicit
+            } else {
+                let numbers = try await models.listVersions(modelID: model.id).compactMap { Int($0.version) }
+                identifier = String((numbers.max() ?? 0) + 1)
+            }
+            let now = Date()
+            let version = ModelVersion(
+                id: Identifier.make("ver"), modelID: model.id, version: identifier, description: description,
+                format: request.format, contextLimit: request.contextLimit, inputSchema: request.inputSchema,
+                outputSchema: request.outputSchema, defaultEngine: request.defaultEngine, engineArgs: engineArgs,
+                artifactURI: request.artifactUri, status: status, createdAt: now, updatedAt: now)
+            do {
+                try await models.createVersion(version)
+                logger.info("version registered", metadata: ["model": "\(model.name)", "version": "\(identifier)"])
+                return version
+            } catch let error as GantryError where error.kind == .conflict && request.version == nil && attempt < 5 {
+                continue
+            } catch let error as GantryError where error.kind == .conflict {
+                throw GantryError.conflict("model '\(model.name)' already has a version '\(identifier)'")
+            }
+        }
+        throw GantryError(.unavailable, "could not pick a version number; try again")
+    }
+
+    public func version(modelName: String, version name: String) async throws -> (Model, ModelVersion) {
+        let model = try await model(named: modelName)
+        guard let version = try await models.version(modelID: model.id, version: name) else {
+            throw GantryError.notFound("version '\(name)' of model '\(modelName)' not found", code: "version_not_found")
+        }
+        return (model, version)
+    }
+
+    /// One page of a model's versions, oldest first, and the id to continue after.
+    public func listVersions(modelName: String, after: String?, limit: Int) async throws -> (
+        versions: [ModelVersion], last: String?
+    ) {
+        let model = try await model(named: modelName)
+        let found = try await models.listVersions(modelID: model.id, after: after, limit: limit + 1)
+        let page = Array(found.prefix(limit))
+        return (page, found.count > limit ? page.last?.id : nil)
+    }
+
+    public func files(of version: ModelVersion) async throws -> [ModelFile] {
+        try await models.files(versionID: version.id)
+    }
+
+    public func updateVersion(modelName: String, version name: String, _ changes: VersionChanges) async throws
+        -> ModelVersion
+    {
+        var (_, version) = try await version(modelName: modelName, version: name)
+        let original = version.status
+        if original == .ready && changes.changesContent {
+            throw GantryError.conflict(
+                "version '\(name)' is ready and immutable; only 'deprecated' can change. Register a new version instead")
+        }
+        if let description = changes.description {
+            try ModelFieldRules.description(description)
+            version.description = description
+        }
+        if let format = changes.format {
+            try ModelFieldRules.format(format)
+            version.format = format
+        }
+        if let limit = changes.contextLimit {
+            try ModelFieldRules.contextLimit(limit)
+            version.contextLimit = limit
+        }
+        if let schema = changes.inputSchema {
+            try JSONSchemaCheck.validate(schema, param: "input_schema")
+            version.inputSchema = schema
+        }
+        if let schema = changes.outputSchema {
+            try JSONSchemaCheck.validate(schema, param: "output_schema")
+            version.outputSchema = schema
+        }
+        if let engine = changes.defaultEngine {
+            try ModelFieldRules.engineName(engine)
+            version.defaultEngine = engine
+        }
+        if let arguments = changes.engineArgs {
+            try ModelFieldRules.engineArguments(arguments)
+            version.engineArgs = arguments
+        }
+        if let deprecated = changes.deprecated { version.deprecated = deprecated }
+        version.updatedAt = Date()
+        guard try await models.updateVersion(version, expectedStatus: original) else {
+            throw GantryError.conflict("version '\(name)' changed status while being updated; read it again")
+        }
+        return version
+    }
+
+    /// Deletes a version and its files; refused while a deployment uses it.
+    public func deleteVersion(modelName: String, version name: String) async throws {
+        let (model, version) = try await version(modelName: modelName, version: name)
+        let users = try await deployments.listDeployments().filter { $0.versionID == version.id }
+        guard users.isEmpty else {
+            throw GantryError.conflict(
+                "version '\(name)' of model '\(model.name)' is used by deployment \(Self.names(users)); delete the deployment first"
+            )
+        }
+        guard !(await leases.hasUploads(versionID: version.id)) else {
+            throw GantryError.conflict("files of version '\(name)' are being uploaded; try again when they finish")
+        }
+        try await models.deleteVersion(id: version.id)
+        await removeObjects(prefix: version.storagePrefix)
+        logger.info("version deleted", metadata: ["model": "\(model.name)", "version": "\(name)"])
+    }
+
+    // MARK: helpers
+
+    /// Objects are removed after the rows that point at them, so nothing visible ever points at a
+    /// missing object; a failure here leaves only unreachable objects, which is logged.
+    func removeObjects(prefix: String) async {
+        do {
+            try await objects.deleteAll(prefix: prefix)
+        } catch {
+            logger.warning("could not remove objects", metadata: ["prefix": "\(prefix)", "error": "\(error)"])
+        }
+    }
+
+    static func names(_ deployments: [Deployment]) -> String {
+        deployments.map { "'\($0.name)'" }.sorted().joined(separator: ", ")
+    }
+
+    static func validateOwner(_ owner: String) throws {
+        guard owner.count <= 128, !owner.contains(where: { $0.isNewline || $0 == "\0" }) else {
+            throw GantryError.invalid("owner must be a user name of at most 128 characters", param: "owner")
+        }
+    }
+
+    /// A `file://` artifact must exist now; `s3://` and `hf://` are checked by the node that fetches them.
+    static func validateArtifactReference(_ uri: String) throws -> ModelVersionStatus {
         guard let url = URL(string: uri), let scheme = url.scheme else {
             throw GantryError.invalid("artifact_uri must be a URL (file://, s3:// or hf://)", param: "artifact_uri")
         }
         switch scheme {
         case "file":
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+            guard FileManager.default.fileExists(atPath: url.path) else {
                 throw GantryError.invalid("artifact_uri points to a file that does not exist: \(url.path)", param: "artifact_uri")
             }
             return .ready
-        case "s3", "hf":
+        case "s3":
+            guard let bucket = url.host, !bucket.isEmpty, url.path.count > 1 else {
+                throw GantryError.invalid("artifact_uri must look like s3://bucket/key", param: "artifact_uri")
+            }
+            return .ready
+        case "hf":
+            // hf://org/repo@revision: the revision pins what "this version" means.
+            guard let host = url.host, !host.isEmpty, uri.contains("@"), url.path.count > 1 else {
+                throw GantryError.invalid("artifact_uri must look like hf://org/repo@revision", param: "artifact_uri")
+            }
             return .ready
         default:
             throw GantryError.invalid("artifact_uri scheme '\(scheme)' is not supported (file, s3, hf)", param: "artifact_uri")
         }
-    }
-}
-
-extension RegistryService {
-    /// The model with this name, or nil.
-    public func modelIfExists(_ name: String) async throws -> Model? {
-        try await models.model(named: name)
     }
 }

@@ -103,6 +103,32 @@ extension SQLStore {
                 .primaryKey("node", "gpu_uuid")
                 .run()
         },
+        Migration(version: 4, name: "model registry: owners, labels, version metadata, uploaded files") { db in
+            // Added columns are nullable: SQLite cannot add a NOT NULL column without a default,
+            // and NULL reads back as the field's default ("", [], false).
+            try await db.alter(table: "models").column("owner", type: .text).run()
+            try await db.alter(table: "models").column("updated_at", type: .bigint).run()
+            try await db.create(table: "model_labels")
+                .column("model_id", type: .text, .notNull, .references("models", "id", onDelete: .cascade))
+                .column("key", type: .text, .notNull)
+                .column("value", type: .text, .notNull)
+                .primaryKey("model_id", "key")
+                .run()
+            for column in ["description", "input_schema", "output_schema", "default_engine", "engine_args", "status_message"] {
+                try await db.alter(table: "model_versions").column(column, type: .text).run()
+            }
+            try await db.alter(table: "model_versions").column("deprecated", type: .bigint).run()
+            try await db.alter(table: "model_versions").column("updated_at", type: .bigint).run()
+            try await db.create(table: "model_files")
+                .column("version_id", type: .text, .notNull, .references("model_versions", "id", onDelete: .cascade))
+                .column("path", type: .text, .notNull)
+                .column("size", type: .bigint, .notNull)
+                .column("sha256", type: .text, .notNull)
+                .column("object_key", type: .text, .notNull)
+                .column("created_at", type: .bigint, .notNull)
+                .primaryKey("version_id", "path")
+                .run()
+        },
     ]
 
     /// The highest migration version this binary knows.

@@ -109,7 +109,7 @@ public final class SQLStore: Sendable {
     /// The repositories of this store.
     public var repositories: Repositories {
         Repositories(
-            models: SQLModelRepository(db: database),
+            models: SQLModelRepository(store: self),
             deployments: SQLDeploymentRepository(db: database),
             instances: SQLInstanceRepository(db: database),
             users: SQLUserRepository(db: database),

@@ -1,5 +1,6 @@
 import Foundation
 import GantryCore
+import GantryRegistry
 import GantryTestSupport
 import Hummingbird
 import HummingbirdTesting
@@ -61,9 +62,9 @@ struct AdminAPITests {
         let test = try await TestServer.make()
         let artifact = test.directory.path + "/model.gguf"
         _ = FileManager.default.createFile(atPath: artifact, contents: Data("GGUF".utf8))
-        _ = try await test.server.registry.createModel(name: "tiny", description: "", task: .chat)
+        _ = try await test.server.registry.createModel(NewModel(name: "tiny", description: "", task: .chat), createdBy: nil)
         _ = try await test.server.registry.createVersion(
-            modelName: "tiny", version: nil, format: "gguf", contextLimit: 1024, artifactURI: "file://" + artifact)
+            modelName: "tiny", NewVersion(format: "gguf", contextLimit: 1024, artifactUri: "file://" + artifact))
         try await test.server.application.test(.router) { client in
             func post(_ body: String) async throws -> TestResponse {
                 try await client.execute(

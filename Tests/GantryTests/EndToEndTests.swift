@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import GantryCore
+import GantryRegistry
 import GantryTestSupport
 import Hummingbird
 import HummingbirdTesting
@@ -161,9 +162,9 @@ struct EndToEndTests {
     func shutdownStopsEngines() async throws {
         let test = try await TestServer.make(llamaServer: llamaServer)
         let server = test.server
-        _ = try await server.registry.createModel(name: "smollm2", description: "", task: .chat)
+        _ = try await server.registry.createModel(NewModel(name: "smollm2", description: "", task: .chat), createdBy: nil)
         _ = try await server.registry.createVersion(
-            modelName: "smollm2", version: nil, format: "gguf", contextLimit: 512, artifactURI: "file://" + model)
+            modelName: "smollm2", NewVersion(format: "gguf", contextLimit: 512, artifactUri: "file://" + model))
         _ = try await server.deployments.create(
             name: "chat", model: "smollm2", version: nil, engine: nil, replicas: 1, contextLimit: nil)
         let pid: Int32? = try await server.application.test(.live) { _ in

@@ -136,4 +136,55 @@ struct StoreConformanceTests {
             #expect(try await repos.keys.listKeys(userID: "other").isEmpty)
         }
     }
+
+    @Test(
+        "model registry rows: labels filter, file records, ready versions refuse file changes, cascading deletes",
+        arguments: Backend.allCases)
+    func registryRows(backend: Backend) async throws {
+        try await withStore(backend) { (store: SQLStore) async throws in
+            let repo = store.repositories.models
+            // Whole milliseconds: what both databases store.
+            let now = Date(timeIntervalSince1970: 1_800_000_000.123)
+            for (name, team) in [("a", "x"), ("b", "y"), ("c", "x")] {
+                try await repo.createModel(
+                    Model(
+                        id: "mdl_\(name)", name: name, description: "", task: .chat, owner: "o", labels: ["team": team],
+                        createdAt: now))
+            }
+            #expect(try await repo.listModels(ModelQuery(labels: ["team": "x"])).map(\.name) == ["a", "c"])
+            #expect(try await repo.listModels(ModelQuery(after: "a", limit: 1)).map(\.name) == ["b"])
+            #expect(try await repo.model(named: "a")?.labels == ["team": "x"])
+
+            let version = ModelVersion(
+                id: "ver_1", modelID: "mdl_a", version: "1", format: "gguf", contextLimit: 8,
+                inputSchema: .object(["type": .string("object")]), engineArgs: ["--temp", "0"], artifactURI: nil,
+                status: .pending, createdAt: now)
+            try await repo.createVersion(version)
+            #expect(try await repo.version(id: "ver_1") == version)
+            let file = ModelFile(
+                path: "m.gguf", size: 3, sha256: String(repeating: "a", count: 64), objectKey: "k1", createdAt: now)
+            #expect(try await repo.recordFile(versionID: "ver_1", file) == nil)
+            var replacement = file
+            replacement.objectKey = "k2"
+            #expect(
+                try await repo.recordFile(versionID: "ver_1", replacement)?.objectKey == "k1", "the replaced record is returned")
+            #expect(try await repo.files(versionID: "ver_1").map(\.objectKey) == ["k2"])
+            #expect(try await repo.version(id: "ver_1")?.status == .uploading)
+
+            var ready = try #require(try await repo.version(id: "ver_1"))
+            ready.status = .ready
+            #expect(try await repo.updateVersion(ready, expectedStatus: .pending) == false, "a stale status changes nothing")
+            #expect(try await repo.updateVersion(ready, expectedStatus: .uploading))
+            await #expect(throws: GantryError.self) { try await repo.recordFile(versionID: "ver_1", file) }
+            await #expect(throws: GantryError.self) { try await repo.deleteFile(versionID: "ver_1", path: "m.gguf") }
+            #expect(try await repo.files(versionID: "ver_1").count == 1)
+
+            try await repo.deleteModel(id: "mdl_a")
+            #expect(try await repo.model(named: "a") == nil)
+            #expect(try await repo.version(id: "ver_1") == nil)
+            #expect(try await repo.files(versionID: "ver_1").isEmpty)
+            #expect(try await repo.listModels(ModelQuery(labels: ["team": "x"])).map(\.name) == ["c"])
+        }
+    }
+
 }

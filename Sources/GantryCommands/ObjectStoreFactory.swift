@@ -1,0 +1,38 @@
+import Foundation
+import GantryBlobs
+import GantryCore
+import Logging
+
+/// The object store the configuration names, checked before the server starts, and how to
+/// close it at shutdown. A local store is first cleaned of files half written by a crash; an
+/// S3 bucket is listed once, so a wrong endpoint, bucket or key stops start-up with S3's own
+/// error instead of failing the first upload.
+func makeObjectStore(_ blobs: GantryConfiguration.Blobs, logger: Logger) async throws -> (
+    store: any ObjectStore, shutdown: @Sendable () async throws -> Void
+) {
+    switch blobs.backend {
+    case .local(let directory):
+        let store = LocalDirectoryObjectStore(root: URL(fileURLWithPath: directory))
+        try await store.removeLeftovers()
+        logger.info("object store ready", metadata: ["store": "\(store.displayName)"])
+        return (store, {})
+    case .s3(let settings):
+        let configuration = S3Configuration(
+            region: settings.region, bucket: settings.bucket,
+            credentials: S3Credentials(
+                accessKeyID: settings.accessKeyID, secretAccessKey: settings.secretAccessKey,
+                sessionToken: settings.sessionToken),
+            endpoint: settings.endpoint.flatMap(URL.init(string:)), keyPrefix: settings.prefix,
+            usePathStyle: settings.pathStyle, partSize: settings.partSizeBytes, readTimeout: .seconds(300))
+        let store = try S3ObjectStore(configuration: configuration, logger: logger)
+        do {
+            _ = try await store.list(prefix: ".gantry-start-check/")
+        } catch {
+            try? await store.shutdown()
+            let reason = (error as? GantryError)?.message ?? "\(error)"
+            throw GantryError(.unavailable, "cannot use \(store.displayName): \(reason)")
+        }
+        logger.info("object store ready", metadata: ["store": "\(store.displayName)"])
+        return (store, { try await store.shutdown() })
+    }
+}
