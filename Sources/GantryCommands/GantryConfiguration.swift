@@ -143,7 +143,8 @@ public struct GantryConfiguration: Sendable {
                 throw ConfigurationError(setting: .s3Bucket, problem: "required when blobs.store is s3")
             }
             guard let accessKeyID = s3.accessKeyID else {
-                throw ConfigurationError(setting: .s3AccessKeyID, problem: "required (or AWS_ACCESS_KEY_ID) when blobs.store is s3")
+                throw ConfigurationError(
+                    setting: .s3AccessKeyID, problem: "required (or AWS_ACCESS_KEY_ID) when blobs.store is s3")
             }
             guard let secret = s3.secretAccessKey else {
                 throw ConfigurationError(
@@ -185,7 +186,8 @@ public struct GantryConfiguration: Sendable {
             accessKeyID: try values.string(.s3AccessKeyID) ?? nonEmpty("AWS_ACCESS_KEY_ID"),
             secretAccessKey: try values.string(.s3SecretAccessKey) ?? nonEmpty("AWS_SECRET_ACCESS_KEY"),
             sessionToken: try values.string(.s3SessionToken) ?? nonEmpty("AWS_SESSION_TOKEN"),
-            partSizeBytes: (try values.int(.s3PartSize, in: 5...512) ?? 8) << 20)
+            partSizeBytes: (try values.int(.s3PartSize, in: 5...512) ?? 8) << 20
+        )
     }
 
     static func readAuth(_ values: SettingReader, http: HTTP) throws -> Auth {

@@ -70,7 +70,9 @@ public struct RegistryRoutes: Sendable {
             _ = try context.requirePrincipal()
             let (_, version) = try await registry.version(
                 modelName: try context.parameters.require("name"), version: try context.parameters.require("version"))
-            return JSONResponse(RecordWithField(version, adding: "files", try await registry.files(of: version)))
+            let withFiles = RecordWithField(version, adding: "files", try await registry.files(of: version))
+            return JSONResponse(
+                RecordWithField(withFiles, adding: "uploads_in_progress", await registry.uploadsInProgress(of: version)))
         }
         versions.patch("{version}") { request, context in
             _ = try context.requireAdmin()

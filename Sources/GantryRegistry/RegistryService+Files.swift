@@ -55,6 +55,11 @@ extension RegistryService {
         }
     }
 
+    /// Paths of the version's files whose uploads are running on this server now.
+    public func uploadsInProgress(of version: ModelVersion) async -> [String] {
+        await leases.paths(versionID: version.id)
+    }
+
     /// The record of one uploaded file, for `GET .../files/{path}`.
     public func file(modelName: String, version name: String, path: String) async throws -> ModelFile {
         try ModelFilePath.validate(path)

@@ -21,6 +21,11 @@ actor UploadLeases {
         active.remove(versionID + "\n" + path)
     }
 
+    /// Paths of the version's files being uploaded now, sorted.
+    func paths(versionID: String) -> [String] {
+        active.filter { $0.hasPrefix(versionID + "\n") }.map { String($0.dropFirst(versionID.count + 1)) }.sorted()
+    }
+
     func hasUploads(versionID: String) -> Bool {
         active.contains { $0.hasPrefix(versionID + "\n") }
     }

@@ -105,20 +105,24 @@ struct LiveAPI {
 
     /// Whether the version whose files live under `filesURL` lists any file.
     func hasFiles(_ filesURL: String) async throws -> Bool {
-        let versionURL = String(filesURL.dropLast("/files/".count))
-        let answer = try await send("GET", versionURL)
-        let object = try JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Any]
-        return !((object?["files"] as? [Any]) ?? []).isEmpty
+        !((try await version(filesURL)["files"] as? [Any]) ?? []).isEmpty
+    }
+
+    /// The paths the server is receiving for that version right now.
+    func uploadsInProgress(_ filesURL: String) async throws -> [String] {
+        try await version(filesURL)["uploads_in_progress"] as? [String] ?? []
+    }
+
+    private func version(_ filesURL: String) async throws -> [String: Any] {
+        let answer = try await send("GET", String(filesURL.dropLast("/files/".count)))
+        return try JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Any] ?? [:]
     }
 }
 
 /// Lets a test hold a streamed body after its first chunk until it opens the gate.
 actor Gate {
-    private(set) var started = false
     private var waiters: [CheckedContinuation<Void, Never>] = []
     private var isOpen = false
-
-    func markStarted() { started = true }
 
     func wait() async {
         if isOpen { return }
@@ -145,7 +149,6 @@ struct GatedBody: AsyncSequence, Sendable {
         mutating func next() async throws -> ByteBuffer? {
             guard offset < body.bytes.count else { return nil }
             if offset > 0 {
-                await body.gate.markStarted()
                 await body.gate.wait()
             }
             let end = Swift.min(offset + (1 << 20), body.bytes.count)
