@@ -97,7 +97,9 @@ stream=$(curl -sfN "${auth[@]}" "$BASE/v1/chat/completions" \
 echo "$stream" | grep -q '^data: \[DONE\]' || fail "stream did not end with [DONE]"
 cached=$(find "$DATA" -path '*/artifacts/ver_*/*.gguf' | head -n 1)
 [ -n "$cached" ] && cmp -s "$cached" "$GANTRY_TEST_MODEL" || fail "the engine's model is not the verified cached copy"
-curl -sf "$BASE/metrics" | grep -q 'gantry_http_requests_total{.*route="/v1/chat/completions"' || fail "/metrics has no request counter"
+# Read the page first: `curl | grep -q` fails under pipefail when grep stops reading early.
+metrics=$(curl -sf "$BASE/metrics") || fail "/metrics did not answer"
+grep -q 'gantry_http_requests_total{.*route="/v1/chat/completions"' <<<"$metrics" || fail "/metrics has no request counter"
 
 ENGINE_PID=$(pgrep -P "$GANTRY_PID" -f llama-server | head -n 1 || true)
 [ -n "$ENGINE_PID" ] || fail "no llama-server child found"
