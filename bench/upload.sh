@@ -37,8 +37,9 @@ BASE="http://127.0.0.1:$PORT"
   --s3-endpoint "$GANTRY_TEST_S3_ENDPOINT" --s3-bucket gantry-bench >"$WORK/stdout" 2>"$WORK/stderr" &
 GANTRY_PID=$!
 on_exit "kill $GANTRY_PID 2>/dev/null || true"
-for _ in $(seq 1 100); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done
-ADMIN=$(grep -o 'gk_[A-Za-z0-9_-]*' "$WORK/stdout" | head -n 1)
+for _ in $(seq 1 300); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done
+ADMIN=$(grep -o 'gk_[A-Za-z0-9_-]*' "$WORK/stdout" | head -n 1 || true)
+[ -n "$ADMIN" ] || { echo "gantry did not start:" >&2; tail -n 20 "$WORK/stderr" >&2; exit 1; }
 auth=(-H "Authorization: Bearer $ADMIN")
 curl -sf "${auth[@]}" -H 'content-type: application/json' "$BASE/api/v1/models" -d '{"name":"bench"}' >/dev/null
 curl -sf "${auth[@]}" -H 'content-type: application/json' "$BASE/api/v1/models/bench/versions" \

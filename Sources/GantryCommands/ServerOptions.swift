@@ -72,8 +72,39 @@ public struct ServerOptions: ParsableArguments {
     var gpuSource: String?
     @Option(name: .customLong(GantrySetting.resourcePoll.flag), help: ArgumentHelp(GantrySetting.resourcePoll.helpText))
     var resourcePoll: String?
+    @Option(name: .customLong(GantrySetting.objectStore.flag), help: ArgumentHelp(GantrySetting.objectStore.helpText))
+    var objectStore: String?
+    @Option(name: .customLong(GantrySetting.blobsDir.flag), help: ArgumentHelp(GantrySetting.blobsDir.helpText))
+    var blobsDir: String?
+    @Option(name: .customLong(GantrySetting.s3Endpoint.flag), help: ArgumentHelp(GantrySetting.s3Endpoint.helpText))
+    var s3Endpoint: String?
+    @Option(name: .customLong(GantrySetting.s3Region.flag), help: ArgumentHelp(GantrySetting.s3Region.helpText))
+    var s3Region: String?
+    @Option(name: .customLong(GantrySetting.s3Bucket.flag), help: ArgumentHelp(GantrySetting.s3Bucket.helpText))
+    var s3Bucket: String?
+    @Option(name: .customLong(GantrySetting.s3Prefix.flag), help: ArgumentHelp(GantrySetting.s3Prefix.helpText))
+    var s3Prefix: String?
+    @Option(name: .customLong(GantrySetting.s3PathStyle.flag), help: ArgumentHelp(GantrySetting.s3PathStyle.helpText))
+    var s3PathStyle: String?
+    @Option(name: .customLong(GantrySetting.s3AccessKeyID.flag), help: ArgumentHelp(GantrySetting.s3AccessKeyID.helpText))
+    var s3AccessKeyID: String?
+    @Option(name: .customLong(GantrySetting.s3SecretAccessKey.flag), help: ArgumentHelp(GantrySetting.s3SecretAccessKey.helpText))
+    var s3SecretAccessKey: String?
+    @Option(name: .customLong(GantrySetting.s3SessionToken.flag), help: ArgumentHelp(GantrySetting.s3SessionToken.helpText))
+    var s3SessionToken: String?
+    @Option(name: .customLong(GantrySetting.s3PartSize.flag), help: ArgumentHelp(GantrySetting.s3PartSize.helpText))
+    var s3PartSize: String?
+    @Option(name: .customLong(GantrySetting.maxFileBytes.flag), help: ArgumentHelp(GantrySetting.maxFileBytes.helpText))
+    var maxFileBytes: String?
+    @Option(name: .customLong(GantrySetting.artifactCacheDir.flag), help: ArgumentHelp(GantrySetting.artifactCacheDir.helpText))
+    var artifactCacheDir: String?
+    @Option(
+        name: .customLong(GantrySetting.artifactCacheMaxBytes.flag),
+        help: ArgumentHelp(GantrySetting.artifactCacheMaxBytes.helpText))
+    var artifactCacheMaxBytes: String?
 
-    var flags: [GantrySetting: String] {
+    /// The settings given on the command line.
+    public var flags: [GantrySetting: String] {
         let pairs: [(GantrySetting, String?)] = [
             (.host, host), (.port, port), (.dataDir, dataDir), (.databaseURL, databaseURL), (.cacheDir, cacheDir),
             (.llamaServer, llamaServer), (.engineThreads, engineThreads), (.engineStartupTimeout, engineStartupTimeout),
@@ -84,6 +115,20 @@ public struct ServerOptions: ParsableArguments {
             (.oidcAcceptAccessTokens, oidcAcceptAccessTokens), (.oidcAccessTokenAudience, oidcAccessTokenAudience),
             (.oidcJWKSRefetch, oidcJWKSRefetch), (.sessionHours, sessionHours), (.introspectionSecret, introspectionSecret),
             (.maxFailedAuth, maxFailedAuth), (.gpuSource, gpuSource), (.resourcePoll, resourcePoll),
+            (.objectStore, objectStore),
+            (.blobsDir, blobsDir),
+            (.s3Endpoint, s3Endpoint),
+            (.s3Region, s3Region),
+            (.s3Bucket, s3Bucket),
+            (.s3Prefix, s3Prefix),
+            (.s3PathStyle, s3PathStyle),
+            (.s3AccessKeyID, s3AccessKeyID),
+            (.s3SecretAccessKey, s3SecretAccessKey),
+            (.s3SessionToken, s3SessionToken),
+            (.s3PartSize, s3PartSize),
+            (.maxFileBytes, maxFileBytes),
+            (.artifactCacheDir, artifactCacheDir),
+            (.artifactCacheMaxBytes, artifactCacheMaxBytes),
         ]
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { setting, value in value.map { (setting, $0) } })
     }

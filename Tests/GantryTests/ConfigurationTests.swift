@@ -112,4 +112,13 @@ struct ConfigurationTests {
             #expect(document.contains("`\(setting.environmentVariable)`"), "missing variable \(setting.environmentVariable)")
         }
     }
+
+    @Test("every setting is a flag of serve and quickstart")
+    func everySettingIsAFlag() throws {
+        for setting in GantrySetting.all {
+            let options = try ServerOptions.parse(["--\(setting.flag)", "value-of-\(setting.flag)"])
+            #expect(options.flags[setting] == "value-of-\(setting.flag)", "--\(setting.flag) is not passed on")
+        }
+    }
+
 }
