@@ -41,12 +41,14 @@ let package = Package(
     targets: [
         .executableTarget(
             name: "Gantry",
-            dependencies: ["GantryCommands", logging],
+            dependencies: ["GantryCommands", "CSystemTuning", logging],
             swiftSettings: sharedSwiftSettings
         ),
         .target(name: "GantryCore", swiftSettings: sharedSwiftSettings),
         // NVML through dlopen: C, so that no NVIDIA header or library is needed to build.
         .target(name: "CNVML"),
+        // glibc's malloc tuning, for the executable only.
+        .target(name: "CSystemTuning"),
         .target(
             name: "GantryStore",
             dependencies: [

@@ -18,6 +18,8 @@ public struct S3Configuration: Sendable {
     /// Bytes per multipart-upload part, and so the memory a put holds (at most about two parts).
     /// At least ``minimumPartSize``; default 8 MiB. Bodies up to one part go up in a single PUT.
     public var partSize: Int
+    /// Parts of one put sent at the same time; memory per put is about (this + 1) × `partSize`.
+    public var partsInFlight: Int
     /// Secret: never printed by this type.
     public var credentials: S3Credentials
     /// How long to wait for a connection. Default 5 s.
@@ -33,7 +35,7 @@ public struct S3Configuration: Sendable {
 
     public init(
         region: String, bucket: String, credentials: S3Credentials, endpoint: URL? = nil, keyPrefix: String = "",
-        usePathStyle: Bool? = nil, partSize: Int = S3Configuration.defaultPartSize,
+        usePathStyle: Bool? = nil, partSize: Int = S3Configuration.defaultPartSize, partsInFlight: Int = 1,
         connectTimeout: TimeAmount = .seconds(5), readTimeout: TimeAmount = .seconds(60)
     ) {
         self.endpoint = endpoint
@@ -42,6 +44,7 @@ public struct S3Configuration: Sendable {
         self.keyPrefix = keyPrefix
         self.usePathStyle = usePathStyle ?? (endpoint != nil)
         self.partSize = partSize
+        self.partsInFlight = partsInFlight
         self.credentials = credentials
         self.connectTimeout = connectTimeout
         self.readTimeout = readTimeout
@@ -57,6 +60,9 @@ public struct S3Configuration: Sendable {
         guard !region.isEmpty else { throw GantryError.invalid("S3 region is empty", param: "region") }
         guard !bucket.isEmpty, !bucket.contains("/") else {
             throw GantryError.invalid("S3 bucket name '\(bucket)' is not valid", param: "bucket")
+        }
+        guard (1...64).contains(partsInFlight) else {
+            throw GantryError.invalid("S3 parts in flight must be 1 to 64, not \(partsInFlight)", param: "partsInFlight")
         }
         guard (Self.minimumPartSize...Self.maximumPartSize).contains(partSize) else {
             throw GantryError.invalid(

@@ -14,7 +14,8 @@ extension S3ObjectStore {
 
     /// Bodies up to one part go up in a single PutObject once approved. Longer ones become a
     /// multipart upload: each full part is uploaded by a child task while the next one is read,
-    /// so at most two parts are in memory. The upload is completed only after `approve`, and
+    /// with at most `partsInFlight` parts uploading, so at most `partsInFlight + 1` parts are in
+    /// memory. The upload is completed only after `approve`, and
     /// aborted on any failure, so neither an object nor an open upload is left behind.
     public func put<Body: AsyncSequence & Sendable>(
         _ key: String, body: Body, limit: Int64?, approve: @Sendable (ObjectSummary) throws -> Void
@@ -28,12 +29,16 @@ extension S3ObjectStore {
                 var size: Int64 = 0
                 var part = ByteBuffer()
                 var completed: [CompletedPart] = []
+                var started = 0
 
-                /// Hands a full part to a child task, after the previous one finished.
+                /// Hands a full part to a child task, once fewer than `partsInFlight` are running.
                 func upload(_ buffer: ByteBuffer) async throws {
                     if uploadID == nil { uploadID = try await createMultipartUpload(storedKey) }
-                    if let done = try await uploads.next() { completed.append(done) }
-                    let number = completed.count + 1
+                    while started - completed.count >= configuration.partsInFlight, let done = try await uploads.next() {
+                        completed.append(done)
+                    }
+                    started += 1
+                    let number = started
                     guard number <= Self.maximumPartCount else {
                         throw GantryError(
                             .payloadTooLarge, "object is larger than \(Self.maximumPartCount) parts of \(partSize) bytes")

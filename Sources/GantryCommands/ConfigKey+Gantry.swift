@@ -161,7 +161,11 @@ public struct GantrySetting: Sendable, Hashable {
         help: "Session token for temporary S3 credentials; never logged.", isSecret: true)
     public static let s3PartSize = GantrySetting(
         key: "blobs.s3.partSizeMib", flag: "s3-part-size", type: "integer MiB 5-512", defaultDescription: "8",
-        help: "Part size of multipart uploads; two parts at most are held in memory per upload.", isSecret: false)
+        help: "Part size of multipart uploads.", isSecret: false)
+    public static let s3PartsInFlight = GantrySetting(
+        key: "blobs.s3.partsInFlight", flag: "s3-parts-in-flight", type: "integer 1-64", defaultDescription: "3",
+        help: "Parts of one upload sent to S3 at the same time; memory per upload is about (this + 1) x the part size.",
+        isSecret: false)
     public static let maxFileBytes = GantrySetting(
         key: "registry.maxFileBytes", flag: "max-file-bytes", type: "integer bytes >= 1",
         defaultDescription: "107374182400 (100 GiB)",
@@ -179,7 +183,8 @@ public struct GantrySetting: Sendable, Hashable {
         upstreamTimeout, reconcileInterval, logLevel, publicURL, oidcIssuer, oidcClientID, oidcClientSecret, oidcScopes,
         oidcAdminClaim, oidcAdminValue, oidcAcceptAccessTokens, oidcAccessTokenAudience, oidcJWKSRefetch, sessionHours,
         introspectionSecret, maxFailedAuth, gpuSource, resourcePoll, objectStore, blobsDir, s3Endpoint, s3Region, s3Bucket,
-        s3Prefix, s3PathStyle, s3AccessKeyID, s3SecretAccessKey, s3SessionToken, s3PartSize, maxFileBytes, artifactCacheDir,
+        s3Prefix, s3PathStyle, s3AccessKeyID, s3SecretAccessKey, s3SessionToken, s3PartSize, s3PartsInFlight, maxFileBytes,
+        artifactCacheDir,
         artifactCacheMaxBytes,
     ]
 }

@@ -62,6 +62,7 @@ public struct GantryConfiguration: Sendable {
         public var secretAccessKey: String
         public var sessionToken: String?
         public var partSizeBytes: Int
+        public var partsInFlight: Int
     }
 
     public struct Resources: Sendable {
@@ -154,7 +155,7 @@ public struct GantryConfiguration: Sendable {
                 S3Settings(
                     endpoint: s3.endpoint, region: s3.region, bucket: bucket, prefix: s3.prefix,
                     pathStyle: s3.pathStyle ?? (s3.endpoint != nil), accessKeyID: accessKeyID, secretAccessKey: secret,
-                    sessionToken: s3.sessionToken, partSizeBytes: s3.partSizeBytes))
+                    sessionToken: s3.sessionToken, partSizeBytes: s3.partSizeBytes, partsInFlight: s3.partsInFlight))
         case let other:
             throw ConfigurationError(setting: .objectStore, problem: "'\(other)' is not local or s3")
         }
@@ -169,7 +170,7 @@ public struct GantryConfiguration: Sendable {
     /// The S3 keys as given, with the `AWS_*` variables filling what configuration leaves out.
     static func readS3(_ values: SettingReader, environment: [String: String]) throws -> (
         endpoint: String?, region: String, bucket: String?, prefix: String, pathStyle: Bool?, accessKeyID: String?,
-        secretAccessKey: String?, sessionToken: String?, partSizeBytes: Int
+        secretAccessKey: String?, sessionToken: String?, partSizeBytes: Int, partsInFlight: Int
     ) {
         func nonEmpty(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
         let endpoint = try values.string(.s3Endpoint) ?? nonEmpty("AWS_ENDPOINT_URL_S3") ?? nonEmpty("AWS_ENDPOINT_URL")
@@ -186,7 +187,8 @@ public struct GantryConfiguration: Sendable {
             accessKeyID: try values.string(.s3AccessKeyID) ?? nonEmpty("AWS_ACCESS_KEY_ID"),
             secretAccessKey: try values.string(.s3SecretAccessKey) ?? nonEmpty("AWS_SECRET_ACCESS_KEY"),
             sessionToken: try values.string(.s3SessionToken) ?? nonEmpty("AWS_SESSION_TOKEN"),
-            partSizeBytes: (try values.int(.s3PartSize, in: 5...512) ?? 8) << 20
+            partSizeBytes: (try values.int(.s3PartSize, in: 5...512) ?? 8) << 20,
+            partsInFlight: try values.int(.s3PartsInFlight, in: 1...64) ?? 3
         )
     }
 

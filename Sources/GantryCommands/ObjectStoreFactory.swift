@@ -23,7 +23,8 @@ func makeObjectStore(_ blobs: GantryConfiguration.Blobs, logger: Logger) async t
                 accessKeyID: settings.accessKeyID, secretAccessKey: settings.secretAccessKey,
                 sessionToken: settings.sessionToken),
             endpoint: settings.endpoint.flatMap(URL.init(string:)), keyPrefix: settings.prefix,
-            usePathStyle: settings.pathStyle, partSize: settings.partSizeBytes, readTimeout: .seconds(300))
+            usePathStyle: settings.pathStyle, partSize: settings.partSizeBytes, partsInFlight: settings.partsInFlight,
+            readTimeout: .seconds(300))
         let store = try S3ObjectStore(configuration: configuration, logger: logger)
         do {
             _ = try await store.list(prefix: ".gantry-start-check/")

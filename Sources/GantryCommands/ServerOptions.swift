@@ -94,6 +94,8 @@ public struct ServerOptions: ParsableArguments {
     var s3SessionToken: String?
     @Option(name: .customLong(GantrySetting.s3PartSize.flag), help: ArgumentHelp(GantrySetting.s3PartSize.helpText))
     var s3PartSize: String?
+    @Option(name: .customLong(GantrySetting.s3PartsInFlight.flag), help: ArgumentHelp(GantrySetting.s3PartsInFlight.helpText))
+    var s3PartsInFlight: String?
     @Option(name: .customLong(GantrySetting.maxFileBytes.flag), help: ArgumentHelp(GantrySetting.maxFileBytes.helpText))
     var maxFileBytes: String?
     @Option(name: .customLong(GantrySetting.artifactCacheDir.flag), help: ArgumentHelp(GantrySetting.artifactCacheDir.helpText))
@@ -126,7 +128,7 @@ public struct ServerOptions: ParsableArguments {
             (.s3SecretAccessKey, s3SecretAccessKey),
             (.s3SessionToken, s3SessionToken),
             (.s3PartSize, s3PartSize),
-            (.maxFileBytes, maxFileBytes),
+            (.s3PartsInFlight, s3PartsInFlight), (.maxFileBytes, maxFileBytes),
             (.artifactCacheDir, artifactCacheDir),
             (.artifactCacheMaxBytes, artifactCacheMaxBytes),
         ]

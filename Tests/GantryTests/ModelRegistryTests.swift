@@ -204,6 +204,17 @@ struct ModelRegistryTests {
             // A gguf version needs a .gguf file to be complete.
             #expect(try await api.upload(base + "README.md", Array("hi".utf8)).status == .created)
             #expect(try await api.send(.post, "/api/v1/models/tiny/versions/1/complete").status == .badRequest)
+            // A file whose object vanished from the store fails the version, which can be repaired by uploading again.
+            #expect(try await api.upload(base + "model.gguf", bytes).status == .created)
+            for object in try await test.objects.list(prefix: "") { try await test.objects.delete(object.key) }
+            let failed = try await api.send(.post, "/api/v1/models/tiny/versions/1/complete")
+            #expect(failed.status == .conflict)
+            let failedVersion = try await api.send(.get, "/api/v1/models/tiny/versions/1")
+            #expect(failedVersion.json["status"] as? String == "failed")
+            #expect((failedVersion.json["status_message"] as? String)?.contains("model.gguf") == true)
+            #expect(try await api.upload(base + "model.gguf", bytes).status == .created)
+            #expect(try await api.upload(base + "README.md", Array("hi".utf8)).status == .created)
+            #expect(try await api.send(.post, "/api/v1/models/tiny/versions/1/complete").json["status"] as? String == "ready")
             // Referenced versions take no uploads.
             let reference = test.directory.path + "/ref.gguf"
             FileManager.default.createFile(atPath: reference, contents: Data("GGUF".utf8))
