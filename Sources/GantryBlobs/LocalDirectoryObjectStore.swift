@@ -50,25 +50,22 @@ public struct LocalDirectoryObjectStore: ObjectStore {
 
     public func read(_ key: String, into consume: @Sendable (ByteBuffer) async throws -> Void) async throws {
         let path = try self.path(for: key)
-        let handle: ReadFileHandle
+        // The scoped handle is closed even when this task is cancelled (a consumer that went
+        // away cancels the read); closing by hand would fail under cancellation and leave the
+        // handle to trap in its deinit.
         do {
-            handle = try await FileSystem.shared.openFile(forReadingAt: path, options: .init())
+            try await FileSystem.shared.withFileHandle(forReadingAt: path) { handle in
+                // A directory opens for reading on Linux; only a regular file is an object.
+                guard try await handle.info().type == .regular else { throw GantryError.notFound("no object '\(key)'") }
+                for try await chunk in handle.readChunks(chunkLength: Self.readChunk) {
+                    try await consume(chunk)
+                }
+            }
         } catch let error as FileSystemError where Self.isMissing(error) {
             throw GantryError.notFound("no object '\(key)'")
-        } catch {
-            throw Self.wrap(error, "cannot open object '\(key)'")
+        } catch let error as FileSystemError {
+            throw Self.wrap(error, "cannot read object '\(key)'")
         }
-        do {
-            // A directory opens for reading on Linux; only a regular file is an object.
-            guard try await handle.info().type == .regular else { throw GantryError.notFound("no object '\(key)'") }
-            for try await chunk in handle.readChunks(chunkLength: Self.readChunk) {
-                try await consume(chunk)
-            }
-        } catch {
-            try? await handle.close()
-            throw error
-        }
-        try await handle.close()
     }
 
     public func info(_ key: String) async throws -> ObjectInfo? {

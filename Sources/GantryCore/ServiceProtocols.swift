@@ -56,13 +56,19 @@ public struct EngineLaunchSpec: Sendable, Equatable {
     /// Local path of the model artifact.
     public var modelPath: String
     public var contextLimit: Int
+    /// The model version's own engine arguments, added after the ones Gantry sets.
+    public var extraArguments: [String]
 
-    public init(instanceID: String, deploymentName: String, engine: String, modelPath: String, contextLimit: Int) {
+    public init(
+        instanceID: String, deploymentName: String, engine: String, modelPath: String, contextLimit: Int,
+        extraArguments: [String] = []
+    ) {
         self.instanceID = instanceID
         self.deploymentName = deploymentName
         self.engine = engine
         self.modelPath = modelPath
         self.contextLimit = contextLimit
+        self.extraArguments = extraArguments
     }
 }
 

@@ -15,7 +15,8 @@ public struct DeploymentService: Sendable {
 
     public static let replicaRange = 1...16
 
-    /// Creates a deployment of `model` at `version` (the newest ready version when nil).
+    /// Creates a deployment of `model` at `version` (the newest ready, not deprecated version when
+    /// nil), on `engine` (the version's default engine, else llama-cpp, when nil).
     public func create(
         name: String, model modelName: String, version versionName: String?, engine: String?, replicas: Int?,
         contextLimit: Int?
@@ -31,14 +32,19 @@ public struct DeploymentService: Sendable {
             }
             version = found
         } else {
-            guard let newest = try await repositories.models.listVersions(modelID: model.id).last(where: { $0.status == .ready })
-            else { throw GantryError.invalid("model '\(modelName)' has no ready version", param: "version") }
+            guard
+                let newest = try await repositories.models.listVersions(modelID: model.id).last(where: {
+                    $0.status == .ready && !$0.deprecated
+                })
+            else {
+                throw GantryError.invalid("model '\(modelName)' has no ready version that is not deprecated", param: "version")
+            }
             version = newest
         }
         guard version.status == .ready else {
             throw GantryError.conflict("version '\(version.version)' is \(version.status.rawValue), not ready")
         }
-        let engine = engine ?? "llama-cpp"
+        let engine = engine ?? version.defaultEngine ?? "llama-cpp"
         guard supportedEngines.contains(engine) else {
             throw GantryError.invalid(
                 "engine '\(engine)' is not available; available: \(supportedEngines.joined(separator: ", "))", param: "engine")

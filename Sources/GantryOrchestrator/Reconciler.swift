@@ -148,7 +148,7 @@ public actor Reconciler: Service {
             try await setStatus(deployment, .starting, "starting instance \(ready.count + 1) of \(deployment.replicas)")
             let spec = EngineLaunchSpec(
                 instanceID: instanceID, deploymentName: deployment.name, engine: deployment.engine, modelPath: modelPath,
-                contextLimit: deployment.contextLimit)
+                contextLimit: deployment.contextLimit, extraArguments: version.engineArgs)
             let started = ContinuousClock.now
             do {
                 let endpoint = try await runtime.launch(spec)

@@ -75,8 +75,12 @@ enum ModelFieldRules {
     }
 
     /// Flags Gantry sets itself when it starts an engine; letting a version override them would
-    /// detach the instance from its port, model file or API key.
-    static let reservedEngineFlags: Set<String> = ["--host", "--port", "-m", "--model", "--api-key", "--api-key-file"]
+    /// detach the instance from its port, model file, API key, served name, enforced context
+    /// limit or the CPU threads the allocator reserved for it.
+    static let reservedEngineFlags: Set<String> = [
+        "--host", "--port", "-m", "--model", "--api-key", "--api-key-file", "-a", "--alias", "-c", "--ctx-size", "-t",
+        "--threads",
+    ]
 
     static func engineArguments(_ arguments: [String]) throws {
         guard arguments.count <= maxEngineArguments else {

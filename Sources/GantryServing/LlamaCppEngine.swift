@@ -18,9 +18,10 @@ public struct LlamaCppEngine: Sendable {
 
     /// Arguments for one instance listening on 127.0.0.1:`port`. The context limit becomes the
     /// context size, so the engine itself enforces it too; `-a` makes the engine report the
-    /// deployment name as its model.
+    /// deployment name as its model. The version's own arguments come last; the registry refuses
+    /// those that would override what is set here.
     public func arguments(for spec: EngineLaunchSpec, port: Int) -> [String] {
-        [
+        let managed = [
             "--model", spec.modelPath,
             "--host", "127.0.0.1",
             "--port", String(port),
@@ -32,6 +33,7 @@ public struct LlamaCppEngine: Sendable {
             "--metrics",
             "--no-webui",
         ]
+        return managed + spec.extraArguments
     }
 
     /// `/health` answers 200 once the model is loaded and 503 while loading.

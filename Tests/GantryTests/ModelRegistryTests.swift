@@ -4,6 +4,7 @@ import GantryBlobs
 import GantryCommands
 import GantryCore
 import GantryRegistry
+import GantryServing
 import GantryTestSupport
 import Hummingbird
 import HummingbirdTesting
@@ -320,4 +321,48 @@ struct ModelRegistryTests {
             #expect(try await bob.send(.delete, "/api/v1/models/tiny").status == .forbidden)
         }
     }
+
+    @Test("deployments take the version's default engine, skip deprecated versions when none is named, pass engine arguments")
+    func versionDefaultsReachDeployments() async throws {
+        let test = try await RegistryTestServer.make(.local)
+        try await test.server.application.test(.router) { client in
+            let api = RegistryAPI(client: client, key: test.adminKey)
+            _ = try await api.send(.post, "/api/v1/models", #"{"name":"tiny"}"#)
+            for body in [
+                #"{"format":"gguf","context_limit":512,"engine_args":["--temp","0.1"]}"#,
+                #"{"format":"gguf","context_limit":256,"default_engine":"vllm"}"#,
+            ] {
+                let created = try await api.send(.post, "/api/v1/models/tiny/versions", body)
+                let version = try #require(created.json["version"] as? String)
+                _ = try await api.upload("/api/v1/models/tiny/versions/\(version)/files/model.gguf", [1, 2, 3])
+                _ = try await api.send(.post, "/api/v1/models/tiny/versions/\(version)/complete")
+            }
+            // The newest version names vllm, which this node cannot run: the default engine was used.
+            let refused = try await api.send(.post, "/api/v1/deployments", #"{"name":"tiny-chat","model":"tiny"}"#)
+            #expect(refused.status == .badRequest)
+            #expect((refused.json["detail"] as? String)?.contains("'vllm'") == true)
+            // Deprecated, it is skipped: version 1 is chosen, on llama-cpp.
+            _ = try await api.send(.patch, "/api/v1/models/tiny/versions/2", #"{"deprecated":true}"#)
+            let deployed = try await api.send(.post, "/api/v1/deployments", #"{"name":"tiny-chat","model":"tiny"}"#)
+            #expect(deployed.status == .created)
+            #expect(deployed.json["engine"] as? String == "llama-cpp")
+            #expect(deployed.json["context_limit"] as? Int == 512)
+            // Flags Gantry manages cannot be overridden by a version.
+            for flag in ["--ctx-size", "-a", "--threads=4"] {
+                let response = try await api.send(
+                    .post, "/api/v1/models/tiny/versions", #"{"format":"gguf","context_limit":64,"engine_args":["\#(flag)","9"]}"#
+                )
+                #expect(response.status == .badRequest, "\(flag)")
+            }
+        }
+        let engine = LlamaCppEngine(binary: "/bin/true", threads: 1)
+        let arguments = engine.arguments(
+            for: EngineLaunchSpec(
+                instanceID: "i", deploymentName: "d", engine: "llama-cpp", modelPath: "/m.gguf", contextLimit: 64,
+                extraArguments: ["--temp", "0.1"]),
+            port: 9)
+        #expect(Array(arguments.suffix(2)) == ["--temp", "0.1"], "the version's arguments come after Gantry's")
+        #expect(arguments.contains("--alias"))
+    }
+
 }

@@ -92,6 +92,43 @@ struct ObjectStoreConformanceTests {
         }
     }
 
+    @Test("a reader that stops early or throws ends the read cleanly; the store stays usable", arguments: Backend.allCases)
+    func abandonedReads(backend: Backend) async throws {
+        try await withStore(backend) { (fixture: Fixture) async throws in
+            let bytes = TestBytes.random(3 << 20, seed: 5)
+            _ = try await fixture.store.put("read/model.gguf", bytes)
+            // Return after the first chunk: the read is stopped (and its task cancelled).
+            let first = try await fixture.store.withChunks(of: "read/model.gguf") { chunks in
+                var iterator = chunks.makeAsyncIterator()
+                return try await iterator.next()?.readableBytes ?? 0
+            }
+            #expect(first > 0)
+            struct Stop: Error {}
+            await #expect(throws: Stop.self) {
+                try await fixture.store.withChunks(of: "read/model.gguf") { chunks in
+                    for try await _ in chunks { throw Stop() }
+                }
+            }
+            for _ in 0..<20 {
+                _ = try await fixture.store.withChunks(of: "read/model.gguf") { chunks in
+                    var iterator = chunks.makeAsyncIterator()
+                    return try await iterator.next()
+                }
+            }
+            let whole = try await fixture.store.withChunks(of: "read/model.gguf") { chunks in
+                var all: [UInt8] = []
+                for try await chunk in chunks { all += chunk.readableBytesView }
+                return all
+            }
+            #expect(TestBytes.sha256(whole) == TestBytes.sha256(bytes))
+            await #expect(throws: GantryError.self) {
+                try await fixture.store.withChunks(of: "read/missing") { chunks in
+                    for try await _ in chunks {}
+                }
+            }
+        }
+    }
+
     @Test("a multi-part object round-trips byte for byte, read in bounded chunks", arguments: Backend.allCases)
     func multiPartRoundTrip(backend: Backend) async throws {
         try await withStore(backend) { (fixture: Fixture) async throws in
