@@ -1,6 +1,5 @@
 import ArgumentParser
 import AsyncHTTPClient
-import Crypto
 import Foundation
 import GantryCore
 import NIOCore
@@ -39,8 +38,10 @@ extension ModelsCommand {
             }
             var uploaded: [String: (size: Int64, sha256: String)] = [:]
             let versionName: String
-            if let version, try await client.call("GET", APIClient.modelPath(name, "versions", version)).status == 200 {
-                let existing = try await client.expect("GET", APIClient.modelPath(name, "versions", version))
+            var found: (status: Int, body: Data)?
+            if let version { found = try await client.call("GET", APIClient.modelPath(name, "versions", version)) }
+            if let version, let found, found.status == 200 {
+                let existing = (try? JSONSerialization.jsonObject(with: found.body)) as? [String: Any] ?? [:]
                 if existing["status"] as? String == "ready" { throw ValidationError("\(name)@\(version) is already ready") }
                 for file in existing["files"] as? [[String: Any]] ?? [] {
                     guard let path = file["path"] as? String, let size = file["size"] as? Int, let sha = file["sha256"] as? String
@@ -59,12 +60,12 @@ extension ModelsCommand {
                     "POST", APIClient.modelPath(name, "versions"), json: APIClient.json(body))
                 versionName = created["version"] as? String ?? "?"
             }
-            printError("pushing \(files.count) file(s) to \(name)@\(versionName) (to resume: --version \(versionName))")
+            printProgress("pushing \(files.count) file(s) to \(name)@\(versionName) (to resume: --version \(versionName))")
 
             for file in files {
-                let digest = try await file.sha256()
+                let digest = try DemoModel.digest(of: file.absolutePath)
                 if let done = uploaded[file.relativePath], done.size == file.size, done.sha256 == digest {
-                    printError("\(file.relativePath): already uploaded, skipped")
+                    printProgress("\(file.relativePath): already uploaded, skipped")
                     continue
                 }
                 try await upload(file, digest: digest, version: versionName, client: client)
@@ -95,7 +96,7 @@ extension ModelsCommand {
                     guard status >= 500, attempt < attempts else {
                         throw GantryError(.invalidRequest, "\(file.relativePath): \(detail)")
                     }
-                    printError("\(file.relativePath): \(detail); retrying")
+                    printProgress("\(file.relativePath): \(detail); retrying")
                 } catch let error as GantryError {
                     throw error
                 } catch {
@@ -103,7 +104,7 @@ extension ModelsCommand {
                     guard attempt < attempts else {
                         throw GantryError(.unavailable, "\(file.relativePath): upload failed after \(attempt) attempts: \(error)")
                     }
-                    printError("\(file.relativePath): \(error); retrying")
+                    printProgress("\(file.relativePath): \(error); retrying")
                 }
                 try await Task.sleep(for: .seconds(1 << (attempt - 1)))
             }
@@ -148,16 +149,6 @@ struct PushFile: Sendable {
             return format
         }
         throw ValidationError("cannot tell the format from the file names; pass --format")
-    }
-
-    func sha256() async throws -> String {
-        try await FileSystem.shared.withFileHandle(forReadingAt: FilePath(absolutePath)) { handle in
-            var hasher = SHA256()
-            for try await chunk in handle.readChunks(chunkLength: .mebibytes(1)) {
-                hasher.update(data: chunk.readableBytesView)
-            }
-            return hasher.finalize().map { String(format: "%02x", $0) }.joined()
-        }
     }
 
     /// Streams the file as the body of a PUT; the server checks the digest before keeping it.
@@ -215,8 +206,4 @@ actor PushProgress {
         let line = "\r\(label) [\(bar)] \(figures)"
         FileHandle.standardError.write(Data((line + (final ? "\n" : "")).utf8))
     }
-}
-
-func printError(_ line: String) {
-    FileHandle.standardError.write(Data((line + "\n").utf8))
 }
