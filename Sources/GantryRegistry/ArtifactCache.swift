@@ -51,8 +51,9 @@ public actor ArtifactCache: ArtifactResolver {
         } else {
             try await download(files, of: version)
             FileManager.default.createFile(atPath: marker.path, contents: Data(Self.manifest(files).utf8))
+            // Only a download makes the cache bigger, so only a download walks it for eviction.
+            await evict(keeping: version.id)
         }
-        await evict(keeping: version.id)
         return try Self.entryPoint(for: version, files: files, in: directory)
     }
 

@@ -8,6 +8,17 @@ enum ModelFieldRules {
     static let maxLabels = 32
     static let maxEngineArguments = 64
 
+    /// Every metadata field of a version, as created or after a change.
+    static func versionMetadata(_ version: ModelVersion) throws {
+        try description(version.description)
+        try format(version.format)
+        try contextLimit(version.contextLimit)
+        if let schema = version.inputSchema { try JSONSchemaCheck.validate(schema, param: "input_schema") }
+        if let schema = version.outputSchema { try JSONSchemaCheck.validate(schema, param: "output_schema") }
+        if let engine = version.defaultEngine { try engineName(engine) }
+        try engineArguments(version.engineArgs)
+    }
+
     static func description(_ text: String) throws {
         guard text.count <= maxDescription else {
             throw GantryError.invalid("description is longer than \(maxDescription) characters", param: "description")

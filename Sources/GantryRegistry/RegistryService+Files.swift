@@ -93,7 +93,7 @@ extension RegistryService {
         var (_, version) = try await version(modelName: modelName, version: name)
         if version.status == .ready { return version }
         try Self.requireUploadable(version)
-        guard !(await leases.hasUploads(versionID: version.id)) else {
+        guard await leases.paths(versionID: version.id).isEmpty else {
             throw GantryError.conflict("files of version '\(name)' are still being uploaded; complete it when they finish")
         }
         let files = try await models.files(versionID: version.id)

@@ -107,47 +107,35 @@ public struct RegistryService: Sendable {
 
     public func createVersion(modelName: String, _ request: NewVersion) async throws -> ModelVersion {
         let model = try await model(named: modelName)
-        try ModelFieldRules.format(request.format)
-        try ModelFieldRules.contextLimit(request.contextLimit)
-        let description = request.description ?? ""
-        try ModelFieldRules.description(description)
-        if let schema = request.inputSchema { try JSONSchemaCheck.validate(schema, param: "input_schema") }
-        if let schema = request.outputSchema { try JSONSchemaCheck.validate(schema, param: "output_schema") }
-        if let engine = request.defaultEngine { try ModelFieldRules.engineName(engine) }
-        let engineArgs = request.engineArgs ?? []
-        try ModelFieldRules.engineArguments(engineArgs)
-        let status: ModelVersionStatus
-        if let uri = request.artifactUri {
-            status = try Self.validateArtifactReference(uri)
-        } else {
-            status = .pending
-        }
+        let now = Date()
+        // The identifiers are filled in below; every other field is checked once, here.
+        var version = ModelVersion(
+            id: "", modelID: model.id, version: "", description: request.description ?? "", format: request.format,
+            contextLimit: request.contextLimit, inputSchema: request.inputSchema, outputSchema: request.outputSchema,
+            defaultEngine: request.defaultEngine, engineArgs: request.engineArgs ?? [], artifactURI: request.artifactUri,
+            status: .pending, createdAt: now, updatedAt: now)
+        try ModelFieldRules.versionMetadata(version)
+        if let uri = request.artifactUri { version.status = try Self.validateArtifactReference(uri) }
         if let explicit = request.version { try ModelFieldRules.versionIdentifier(explicit) }
 
         // Automatic identifiers are the next integer; two creators racing for the same number
         // meet the unique key, and the loser takes the next one.
         for attempt in 1...5 {
-            let identifier: String
             if let explicit = request.version {
-                identifier = explicit
+                version.version = explicit
             } else {
                 let numbers = try await models.listVersions(modelID: model.id).compactMap { Int($0.version) }
-                identifier = String((numbers.max() ?? 0) + 1)
+                version.version = String((numbers.max() ?? 0) + 1)
             }
-            let now = Date()
-            let version = ModelVersion(
-                id: Identifier.make("ver"), modelID: model.id, version: identifier, description: description,
-                format: request.format, contextLimit: request.contextLimit, inputSchema: request.inputSchema,
-                outputSchema: request.outputSchema, defaultEngine: request.defaultEngine, engineArgs: engineArgs,
-                artifactURI: request.artifactUri, status: status, createdAt: now, updatedAt: now)
+            version.id = Identifier.make("ver")
             do {
                 try await models.createVersion(version)
-                logger.info("version registered", metadata: ["model": "\(model.name)", "version": "\(identifier)"])
+                logger.info("version registered", metadata: ["model": "\(model.name)", "version": "\(version.version)"])
                 return version
             } catch let error as GantryError where error.kind == .conflict && request.version == nil && attempt < 5 {
                 continue
             } catch let error as GantryError where error.kind == .conflict {
-                throw GantryError.conflict("model '\(model.name)' already has a version '\(identifier)'")
+                throw GantryError.conflict("model '\(model.name)' already has a version '\(version.version)'")
             }
         }
         throw GantryError(.unavailable, "could not pick a version number; try again")
@@ -184,34 +172,14 @@ public struct RegistryService: Sendable {
             throw GantryError.conflict(
                 "version '\(name)' is ready and immutable; only 'deprecated' can change. Register a new version instead")
         }
-        if let description = changes.description {
-            try ModelFieldRules.description(description)
-            version.description = description
-        }
-        if let format = changes.format {
-            try ModelFieldRules.format(format)
-            version.format = format
-        }
-        if let limit = changes.contextLimit {
-            try ModelFieldRules.contextLimit(limit)
-            version.contextLimit = limit
-        }
-        if let schema = changes.inputSchema {
-            try JSONSchemaCheck.validate(schema, param: "input_schema")
-            version.inputSchema = schema
-        }
-        if let schema = changes.outputSchema {
-            try JSONSchemaCheck.validate(schema, param: "output_schema")
-            version.outputSchema = schema
-        }
-        if let engine = changes.defaultEngine {
-            try ModelFieldRules.engineName(engine)
-            version.defaultEngine = engine
-        }
-        if let arguments = changes.engineArgs {
-            try ModelFieldRules.engineArguments(arguments)
-            version.engineArgs = arguments
-        }
+        version.description = changes.description ?? version.description
+        version.format = changes.format ?? version.format
+        version.contextLimit = changes.contextLimit ?? version.contextLimit
+        version.inputSchema = changes.inputSchema ?? version.inputSchema
+        version.outputSchema = changes.outputSchema ?? version.outputSchema
+        version.defaultEngine = changes.defaultEngine ?? version.defaultEngine
+        version.engineArgs = changes.engineArgs ?? version.engineArgs
+        try ModelFieldRules.versionMetadata(version)
         if let deprecated = changes.deprecated { version.deprecated = deprecated }
         version.updatedAt = Date()
         guard try await models.updateVersion(version, expectedStatus: original) else {
@@ -229,7 +197,7 @@ public struct RegistryService: Sendable {
                 "version '\(name)' of model '\(model.name)' is used by deployment \(Self.names(users)); delete the deployment first"
             )
         }
-        guard !(await leases.hasUploads(versionID: version.id)) else {
+        guard await leases.paths(versionID: version.id).isEmpty else {
             throw GantryError.conflict("files of version '\(name)' are being uploaded; try again when they finish")
         }
         try await models.deleteVersion(id: version.id)

@@ -26,7 +26,4 @@ actor UploadLeases {
         active.filter { $0.hasPrefix(versionID + "\n") }.map { String($0.dropFirst(versionID.count + 1)) }.sorted()
     }
 
-    func hasUploads(versionID: String) -> Bool {
-        active.contains { $0.hasPrefix(versionID + "\n") }
-    }
 }
