@@ -104,8 +104,9 @@ public func buildApplication(
         root: URL(fileURLWithPath: configuration.blobs.artifactCacheDirectory), objects: objects,
         models: repositories.models, maxBytes: configuration.blobs.artifactCacheMaxBytes, logger: logger)
     let reconciler = Reconciler(
-        repositories: repositories, runtime: runtime, routes: routeTable, interval: configuration.reconcileInterval,
-        logger: logger, allocator: allocations, cpuThreadsPerInstance: configuration.engine.threads, artifacts: artifacts)
+        repositories: repositories, runtime: runtime, routes: routeTable, artifacts: artifacts,
+        interval: configuration.reconcileInterval, logger: logger, allocator: allocations,
+        cpuThreadsPerInstance: configuration.engine.threads)
     let registry = RegistryService(
         models: repositories.models, deployments: repositories.deployments, objects: objects,
         maxFileBytes: configuration.blobs.maxFileBytes, logger: logger)

@@ -18,15 +18,15 @@ public actor Reconciler: Service {
     let allocator: (any ResourceAllocator)?
     let cpuThreadsPerInstance: Int
     /// Fetches a version's files onto this node before an engine starts.
-    let artifacts: (any ArtifactResolver)?
+    let artifacts: any ArtifactResolver
     private let wakeups: AsyncStream<Void>
     private nonisolated let wakeupContinuation: AsyncStream<Void>.Continuation
     /// Consecutive launch failures per deployment, to back off instead of spinning.
     private var failures: [String: (count: Int, retryAt: ContinuousClock.Instant)] = [:]
 
     public init(
-        repositories: Repositories, runtime: any EngineRuntime, routes: any RoutePublisher, interval: Duration, logger: Logger,
-        allocator: (any ResourceAllocator)? = nil, cpuThreadsPerInstance: Int = 1, artifacts: (any ArtifactResolver)? = nil
+        repositories: Repositories, runtime: any EngineRuntime, routes: any RoutePublisher, artifacts: any ArtifactResolver,
+        interval: Duration, logger: Logger, allocator: (any ResourceAllocator)? = nil, cpuThreadsPerInstance: Int = 1
     ) {
         self.artifacts = artifacts
         self.allocator = allocator
@@ -128,7 +128,7 @@ public actor Reconciler: Service {
             if let failure = failures[deployment.id], ContinuousClock.now < failure.retryAt { return }
             let modelPath: String
             do {
-                modelPath = try await localPath(of: version)
+                modelPath = try await artifacts.localPath(for: version)
             } catch {
                 recordFailure(of: deployment)
                 let reason = (error as? GantryError)?.message ?? "\(error)"
@@ -202,15 +202,5 @@ public actor Reconciler: Service {
             current.status != .deleting, current.status != status || current.statusMessage != message
         else { return }
         try await repositories.deployments.updateStatus(deploymentID: deployment.id, status: status, message: message)
-    }
-
-    /// Where the engine finds the version's files: through the node's artifact cache, or
-    /// directly for a `file://` reference when no cache is wired in.
-    private func localPath(of version: ModelVersion) async throws -> String {
-        if let artifacts { return try await artifacts.localPath(for: version) }
-        guard let uri = version.artifactURI, let url = URL(string: uri), url.scheme == "file" else {
-            throw GantryError(.unavailable, "this node has no artifact cache to fetch the version's files")
-        }
-        return url.path
     }
 }

@@ -1,6 +1,8 @@
 import Foundation
+import GantryBlobs
 import GantryCore
 import GantryOrchestrator
+import GantryRegistry
 import GantryResources
 import GantryStore
 import GantryTestSupport
@@ -44,8 +46,12 @@ struct ReconcilerPlacementTests {
         let allocations = AllocationService(inventory: inventory, ledger: repositories.allocations)
         let runtime = InstantRuntime()
         // Each instance takes every core, so exactly one of two replicas fits.
+        let artifacts = ArtifactCache(
+            root: URL(fileURLWithPath: directory.path + "/cache"),
+            objects: LocalDirectoryObjectStore(path: directory.path + "/blobs"),
+            models: repositories.models, maxBytes: 1 << 30, logger: Logger(label: "test"))
         let reconciler = Reconciler(
-            repositories: repositories, runtime: runtime, routes: NoRoutes(), interval: .seconds(60),
+            repositories: repositories, runtime: runtime, routes: NoRoutes(), artifacts: artifacts, interval: .seconds(60),
             logger: Logger(label: "test"), allocator: allocations, cpuThreadsPerInstance: cores)
 
         let artifact = directory.path + "/m.gguf"
