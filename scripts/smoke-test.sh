@@ -17,12 +17,15 @@ fail() { echo "smoke test FAILED: $*" >&2; echo "--- gantry stderr (last 30 line
 cleanup() { [ -n "${GANTRY_PID:-}" ] && kill -9 "$GANTRY_PID" 2>/dev/null || true; rm -rf "$DATA"; }
 trap cleanup EXIT
 
-GANTRY_AUTH_OIDC_CLIENT_SECRET="$GANTRY_TEST_OIDC_CLIENT_SECRET" \
-  "$GANTRY" serve --port "$PORT" --data-dir "$DATA" --engine-threads 1 --llama-server "$GANTRY_TEST_LLAMA_SERVER" \
-  --oidc-issuer "$GANTRY_TEST_OIDC_ISSUER" --oidc-client-id "$GANTRY_TEST_OIDC_CLIENT_ID" \
-  >"$DATA/stdout" 2>"$DATA/stderr" &
-GANTRY_PID=$!
-for _ in $(seq 1 100); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.2; done
+start_gantry() {
+  GANTRY_AUTH_OIDC_CLIENT_SECRET="$GANTRY_TEST_OIDC_CLIENT_SECRET" \
+    "$GANTRY" serve --port "$PORT" --data-dir "$DATA" --engine-threads 1 --llama-server "$GANTRY_TEST_LLAMA_SERVER" \
+    --oidc-issuer "$GANTRY_TEST_OIDC_ISSUER" --oidc-client-id "$GANTRY_TEST_OIDC_CLIENT_ID" \
+    >>"$DATA/stdout" 2>>"$DATA/stderr" &
+  GANTRY_PID=$!
+  for _ in $(seq 1 100); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.2; done
+}
+start_gantry
 curl -sf "$BASE/readyz" >/dev/null || fail "/readyz is not ready"
 ADMIN=$(grep -o 'gk_[A-Za-z0-9_-]*' "$DATA/stdout" | head -n 1 || true)
 [ -n "$ADMIN" ] || fail "no bootstrap admin key printed"
@@ -104,6 +107,25 @@ grep -q 'gantry_http_requests_total{.*route="/v1/chat/completions"' <<<"$metrics
 
 ENGINE_PID=$(pgrep -P "$GANTRY_PID" -f llama-server | head -n 1 || true)
 [ -n "$ENGINE_PID" ] || fail "no llama-server child found"
+# Gantry itself crashes (SIGKILL) while its engine runs. A new Gantry on the same data adopts the
+# engine: the same process keeps serving, with no second allocation and no restart.
+kill -9 "$GANTRY_PID"; wait "$GANTRY_PID" 2>/dev/null || true
+kill -0 "$ENGINE_PID" 2>/dev/null || fail "the engine died with gantry"
+start_gantry
+adopted=
+for _ in $(seq 1 100); do
+  adopted=$(curl -sf "${auth[@]}" "$BASE/api/v1/deployments/smollm2" | python3 -c 'import json,sys; d=json.load(sys.stdin); i=d["instances"]; print(i[0]["pid"] if d["status"]=="ready" and len(i)==1 else "")' || true)
+  [ -n "$adopted" ] && break
+  sleep 0.2
+done
+[ "$adopted" = "$ENGINE_PID" ] || fail "the restarted gantry did not adopt engine $ENGINE_PID (instance pid: $adopted)"
+curl -sf "${auth[@]}" "$BASE/v1/chat/completions" -d '{"model":"smollm2","messages":[{"role":"user","content":"Hi"}],"max_tokens":4}' \
+  >/dev/null || fail "chat through the adopted engine"
+events=$(curl -sf "${auth[@]}" "$BASE/api/v1/deployments/smollm2/events") || fail "events"
+grep -q "adopted running engine (pid $ENGINE_PID)" <<<"$events" || fail "no adoption event: $events"
+allocations=$(curl -sf "${auth[@]}" "$BASE/api/v1/allocations") || fail "allocations"
+[ "$(python3 -c 'import json,sys; print(len(json.load(sys.stdin)["data"]))' <<<"$allocations")" = 1 ] \
+  || fail "adoption changed the allocations: $allocations"
 # SIGTERM while a stream is in flight: the stream must still finish.
 curl -sfN "${auth[@]}" "$BASE/v1/chat/completions" >"$DATA/inflight" \
   -d '{"model":"smollm2","stream":true,"messages":[{"role":"user","content":"Tell a story."}],"max_tokens":48}' &
@@ -117,8 +139,11 @@ grep -q '^data: \[DONE\]' "$DATA/inflight" || fail "the in-flight stream was cut
 GANTRY_PID=
 [ "$code" = 0 ] || fail "gantry exited with $code after SIGTERM"
 sleep 0.5
-if kill -0 "$ENGINE_PID" 2>/dev/null; then fail "llama-server ($ENGINE_PID) outlived gantry"; fi
+# The adopted engine is no child of this gantry: once stopped it may linger as a zombie until
+# init reaps it, so "alive" means present and not in state Z.
+alive() { [ -e "/proc/$1/stat" ] && ! grep -q ') [ZX] ' "/proc/$1/stat"; }
+if alive "$ENGINE_PID"; then fail "llama-server ($ENGINE_PID) outlived gantry"; fi
 if grep -q 'gk_' "$DATA/stderr"; then fail "an API key appeared in the logs"; fi
 # One grep, no pipe: under pipefail a `grep | grep -q` fails when the second stops reading early.
 grep -q '"msg":"request",.*"request_id"' "$DATA/stderr" || fail "access log lines carry no request_id"
-echo "smoke test passed: CLI login (device code and browser) and keys, model push with resume, deploy from the artifact cache, chat, stream, metrics, graceful shutdown with an in-flight stream, no orphaned engine, no key in logs"
+echo "smoke test passed: CLI login (device code and browser) and keys, model push with resume, deploy from the artifact cache, chat, stream, metrics, engine adopted after gantry was killed, graceful shutdown with an in-flight stream, no orphaned engine, no key in logs"

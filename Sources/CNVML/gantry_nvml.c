@@ -8,6 +8,9 @@
 typedef int nvml_return;
 typedef void *nvml_device;
 typedef struct { unsigned long long total, free, used; } nvml_memory;
+/* Version 2 reports memory the driver reserves apart from "used", as nvidia-smi does. */
+typedef struct { unsigned int version; unsigned long long total, reserved, free, used; } nvml_memory_v2;
+#define NVML_MEMORY_V2_VERSION ((unsigned int)(sizeof(nvml_memory_v2) | (2u << 24)))
 typedef struct { unsigned int gpu, memory; } nvml_utilization;
 enum { NVML_SUCCESS = 0, NVML_TEMPERATURE_GPU = 0 };
 
@@ -17,6 +20,7 @@ typedef nvml_return (*count_fn)(unsigned int *);
 typedef nvml_return (*handle_fn)(unsigned int, nvml_device *);
 typedef nvml_return (*string_fn)(nvml_device, char *, unsigned int);
 typedef nvml_return (*memory_fn)(nvml_device, nvml_memory *);
+typedef nvml_return (*memory_v2_fn)(nvml_device, nvml_memory_v2 *);
 typedef nvml_return (*utilization_fn)(nvml_device, nvml_utilization *);
 typedef nvml_return (*temperature_fn)(nvml_device, int, unsigned int *);
 typedef nvml_return (*power_fn)(nvml_device, unsigned int *);
@@ -47,6 +51,7 @@ int gantry_nvml_query(gantry_nvml_gpu *gpus, int capacity, char *error, int erro
     string_fn get_name = (string_fn)dlsym(library, "nvmlDeviceGetName");
     string_fn get_uuid = (string_fn)dlsym(library, "nvmlDeviceGetUUID");
     memory_fn get_memory = (memory_fn)dlsym(library, "nvmlDeviceGetMemoryInfo");
+    memory_v2_fn get_memory_v2 = (memory_v2_fn)dlsym(library, "nvmlDeviceGetMemoryInfo_v2");
     utilization_fn get_utilization = (utilization_fn)dlsym(library, "nvmlDeviceGetUtilizationRates");
     temperature_fn get_temperature = (temperature_fn)dlsym(library, "nvmlDeviceGetTemperature");
     power_fn get_power = (power_fn)dlsym(library, "nvmlDeviceGetPowerUsage");
@@ -77,8 +82,14 @@ int gantry_nvml_query(gantry_nvml_gpu *gpus, int capacity, char *error, int erro
         if (handle(i, &device) != NVML_SUCCESS) continue;
         get_name(device, gpu->name, sizeof(gpu->name));
         get_uuid(device, gpu->uuid, sizeof(gpu->uuid));
+        nvml_memory_v2 memory_v2;
+        memset(&memory_v2, 0, sizeof(memory_v2));
+        memory_v2.version = NVML_MEMORY_V2_VERSION;
         nvml_memory memory;
-        if (get_memory(device, &memory) == NVML_SUCCESS) {
+        if (get_memory_v2 && get_memory_v2(device, &memory_v2) == NVML_SUCCESS) {
+            gpu->memory_total_bytes = memory_v2.total;
+            gpu->memory_used_bytes = memory_v2.used;
+        } else if (get_memory(device, &memory) == NVML_SUCCESS) {
             gpu->memory_total_bytes = memory.total;
             gpu->memory_used_bytes = memory.used;
         }

@@ -58,6 +58,31 @@ public struct GantrySetting: Sendable, Hashable {
     public static let engineStartupTimeout = GantrySetting(
         key: "engine.startupTimeoutSeconds", flag: "engine-startup-timeout", type: "integer seconds >= 1",
         defaultDescription: "300", help: "How long an engine instance may take to become healthy.", isSecret: false)
+    public static let vllmProgram = GantrySetting(
+        key: "engine.vllm", flag: "vllm", type: "program or path", defaultDescription: "vllm",
+        help: "vLLM's command; the vllm engine is offered when it is found.", isSecret: false)
+    public static let sglangPython = GantrySetting(
+        key: "engine.sglangPython", flag: "sglang-python", type: "program or path", defaultDescription: "python3",
+        help: "Python that has the sglang package; the sglang engine is offered when it imports.", isSecret: false)
+    public static let tgiProgram = GantrySetting(
+        key: "engine.tgi", flag: "tgi-launcher", type: "program or path", defaultDescription: "text-generation-launcher",
+        help: "Text Generation Inference's launcher; the tgi engine is offered when it is found.", isSecret: false)
+    public static let customEngineCommand = GantrySetting(
+        key: "engine.customCommand", flag: "custom-engine-command", type: "command template",
+        defaultDescription: "none (custom engine off)",
+        help:
+            "Command line of the 'custom' engine, an OpenAI-compatible server answering /health; placeholders {model} {host} {port} {context} {name} {threads} {gpus} {gpu_count}.",
+        isSecret: false)
+    public static let engineLogMaxBytes = GantrySetting(
+        key: "engine.logMaxBytes", flag: "engine-log-max-bytes", type: "integer bytes >= 4096", defaultDescription: "10485760",
+        help: "Size at which an engine's log file is rotated (three rotated files are kept).", isSecret: false)
+    public static let queueTimeout = GantrySetting(
+        key: "gateway.queueTimeoutSeconds", flag: "queue-timeout", type: "integer seconds >= 1", defaultDescription: "120",
+        help: "How long a request waits for a model with no ready instance (starting, or scaled to zero) before a 503.",
+        isSecret: false)
+    public static let maxQueuedRequests = GantrySetting(
+        key: "gateway.maxQueuedRequests", flag: "max-queued-requests", type: "integer >= 0", defaultDescription: "100",
+        help: "Requests held per model while it has no ready instance; more get a 503 at once.", isSecret: false)
     public static let maxRequestBytes = GantrySetting(
         key: "gateway.maxRequestBytes", flag: "max-request-bytes", type: "integer bytes >= 1024",
         defaultDescription: "4194304", help: "Largest /v1 request body accepted.", isSecret: false)
@@ -179,8 +204,9 @@ public struct GantrySetting: Sendable, Hashable {
         help: "Size past which least-recently-used cached versions are evicted.", isSecret: false)
 
     public static let all: [GantrySetting] = [
-        host, port, dataDir, databaseURL, cacheDir, llamaServer, engineThreads, engineStartupTimeout, maxRequestBytes,
-        upstreamTimeout, reconcileInterval, logLevel, publicURL, oidcIssuer, oidcClientID, oidcClientSecret, oidcScopes,
+        host, port, dataDir, databaseURL, cacheDir, llamaServer, engineThreads, engineStartupTimeout, vllmProgram,
+        sglangPython, tgiProgram, customEngineCommand, engineLogMaxBytes, maxRequestBytes, upstreamTimeout, queueTimeout,
+        maxQueuedRequests, reconcileInterval, logLevel, publicURL, oidcIssuer, oidcClientID, oidcClientSecret, oidcScopes,
         oidcAdminClaim, oidcAdminValue, oidcAcceptAccessTokens, oidcAccessTokenAudience, oidcJWKSRefetch, sessionHours,
         introspectionSecret, maxFailedAuth, gpuSource, resourcePoll, objectStore, blobsDir, s3Endpoint, s3Region, s3Bucket,
         s3Prefix, s3PathStyle, s3AccessKeyID, s3SecretAccessKey, s3SessionToken, s3PartSize, s3PartsInFlight, maxFileBytes,

@@ -24,8 +24,8 @@ struct EnginesCommand: AsyncParsableCommand {
         var jobs: Int?
 
         func run() async throws {
-            guard engine == LlamaCppEngine.name else {
-                throw ValidationError("unknown engine '\(engine)'; available: \(LlamaCppEngine.name)")
+            guard engine == LlamaCppAdapter.name else {
+                throw ValidationError("unknown engine '\(engine)'; available: \(LlamaCppAdapter.name)")
             }
             let installer = LlamaCppInstaller(cacheDirectory: try await cacheDirectory()) { printProgress($0) }
             let path: String

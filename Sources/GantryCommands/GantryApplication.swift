@@ -61,9 +61,13 @@ public func buildApplication(
             source: LocalNodeSource(discovery: try LocalNodeSource.discovery(for: configuration.resources.gpuSource)),
             interval: configuration.resources.pollInterval, metrics: metrics, logger: logger)
         allocations = AllocationService(inventory: inventory, ledger: repositories.allocations)
-        // Engine instances of an earlier run died with it (the reconcile loop starts them afresh),
-        // so their allocations are released; allocations made for other owners through the API stay.
-        try await allocations.releaseOrphans { owner in !owner.hasPrefix("ins_") }
+        // Allocations of instances no longer recorded are released; recorded instances keep
+        // theirs (the reconcile loop adopts their engines or starts them again on the same GPUs),
+        // and allocations made for other owners through the API stay.
+        try await allocations.releaseOrphans { owner in
+            guard owner.hasPrefix("ins_") else { return true }
+            return try await repositories.instances.instance(id: owner) != nil
+        }
     } catch {
         try? await store.close()
         throw error
@@ -85,11 +89,15 @@ public func buildApplication(
     }
 
     let routeTable = RouteTable()
-    let runtime = LocalProcessRuntime(
+    var adapters: [any EngineAdapter] = [
+        LlamaCppAdapter(binary: configuration.engine.llamaServer), VLLMAdapter(program: configuration.engine.vllm),
+        SGLangAdapter(python: configuration.engine.sglangPython), TGIAdapter(program: configuration.engine.tgi),
+    ]
+    if let template = configuration.engine.customCommand { adapters.append(CustomCommandAdapter(template: template)) }
+    let runtime = await LocalProcessRuntime.make(
         configuration: .init(
-            llamaCpp: LlamaCppEngine(binary: configuration.engine.llamaServer, threads: configuration.engine.threads),
-            logDirectory: configuration.dataDirectory + "/logs", startupTimeout: configuration.engine.startupTimeout,
-            stopGracePeriod: .seconds(10)),
+            adapters: adapters, logDirectory: configuration.dataDirectory + "/logs", stopGracePeriod: .seconds(10),
+            logMaxBytes: configuration.engine.logMaxBytes),
         httpClient: httpClient, logger: logger)
     let objects: any ObjectStore
     let closeObjects: @Sendable () async throws -> Void
@@ -104,14 +112,15 @@ public func buildApplication(
         root: URL(fileURLWithPath: configuration.blobs.artifactCacheDirectory), objects: objects,
         models: repositories.models, maxBytes: configuration.blobs.artifactCacheMaxBytes, logger: logger)
     let reconciler = Reconciler(
-        repositories: repositories, runtime: runtime, routes: routeTable, artifacts: artifacts,
-        interval: configuration.reconcileInterval, logger: logger, allocator: allocations,
-        cpuThreadsPerInstance: configuration.engine.threads)
+        repositories: repositories, runtime: runtime, routes: routeTable, artifacts: artifacts, allocator: allocations,
+        timing: .init(interval: configuration.reconcileInterval, startupTimeout: configuration.engine.startupTimeout),
+        defaultCPUThreads: configuration.engine.threads, logger: logger)
     let registry = RegistryService(
         models: repositories.models, deployments: repositories.deployments, objects: objects,
         maxFileBytes: configuration.blobs.maxFileBytes, logger: logger)
     let deployments = DeploymentService(
-        repositories: repositories, supportedEngines: runtime.supportedEngines, reconciler: reconciler)
+        repositories: repositories, supportedEngines: runtime.supportedEngines, allocator: allocations,
+        reconciler: reconciler)
 
     let router = Router(context: GantryRequestContext.self)
     router.add(middleware: RequestIDMiddleware())
@@ -128,10 +137,11 @@ public func buildApplication(
         routes: routeTable, httpClient: httpClient,
         configuration: .init(
             maxRequestBytes: configuration.gateway.maxRequestBytes, maxResponseBytes: 64 << 20,
-            upstreamTimeout: configuration.gateway.upstreamTimeout)
+            upstreamTimeout: configuration.gateway.upstreamTimeout, queueTimeout: configuration.gateway.queueTimeout,
+            maxQueuedPerModel: configuration.gateway.maxQueuedRequests)
     ).add(to: router)
     RegistryRoutes(registry: registry).add(to: router)
-    DeploymentRoutes(service: deployments, repositories: repositories).add(to: router)
+    DeploymentRoutes(service: deployments, repositories: repositories, runtime: runtime).add(to: router)
     IdentityRoutes(identity: identity, repositories: repositories).add(to: router)
     AuthRoutes(login: login, secureCookies: configuration.auth.publicURL.hasPrefix("https://")).add(to: router)
     IntrospectionRoutes(verifier: identity, serviceSecret: configuration.auth.introspectionSecret).add(to: router)

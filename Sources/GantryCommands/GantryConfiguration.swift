@@ -18,11 +18,19 @@ public struct GantryConfiguration: Sendable {
         public var llamaServer: String
         public var threads: Int
         public var startupTimeout: Duration
+        public var vllm: String
+        public var sglangPython: String
+        public var tgi: String
+        /// The custom engine's command template; nil turns that engine off.
+        public var customCommand: String?
+        public var logMaxBytes: Int
     }
 
     public struct Gateway: Sendable {
         public var maxRequestBytes: Int
         public var upstreamTimeout: Duration
+        public var queueTimeout: Duration
+        public var maxQueuedRequests: Int
     }
 
     public var http: HTTP
@@ -105,10 +113,16 @@ public struct GantryConfiguration: Sendable {
                 try values.string(.llamaServer)
                     ?? LlamaCppInstaller(cacheDirectory: cacheDirectory, progress: { _ in }).binaryPath, home: home),
             threads: try values.int(.engineThreads, in: 1...256) ?? defaultThreads,
-            startupTimeout: .seconds(try values.int(.engineStartupTimeout, in: 1...86_400) ?? 300))
+            startupTimeout: .seconds(try values.int(.engineStartupTimeout, in: 1...86_400) ?? 300),
+            vllm: try values.string(.vllmProgram) ?? "vllm", sglangPython: try values.string(.sglangPython) ?? "python3",
+            tgi: try values.string(.tgiProgram) ?? "text-generation-launcher",
+            customCommand: try values.string(.customEngineCommand).flatMap { $0.isEmpty ? nil : $0 },
+            logMaxBytes: try values.int(.engineLogMaxBytes, in: 4096...(1 << 40)) ?? (10 << 20))
         gateway = Gateway(
             maxRequestBytes: try values.int(.maxRequestBytes, in: 1024...(1 << 30)) ?? (4 << 20),
-            upstreamTimeout: .seconds(try values.int(.upstreamTimeout, in: 1...86_400) ?? 600))
+            upstreamTimeout: .seconds(try values.int(.upstreamTimeout, in: 1...86_400) ?? 600),
+            queueTimeout: .seconds(try values.int(.queueTimeout, in: 1...86_400) ?? 120),
+            maxQueuedRequests: try values.int(.maxQueuedRequests, in: 0...1_000_000) ?? 100)
         reconcileInterval = .seconds(try values.int(.reconcileInterval, in: 1...3600) ?? 5)
         let level = try values.string(.logLevel) ?? "info"
         guard let parsedLevel = Logger.Level(rawValue: level) else {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GantryCore
+import GantryOrchestrator
 import GantryRegistry
 import GantryServing
 import Hummingbird
@@ -50,8 +51,7 @@ struct QuickstartCommand: AsyncParsableCommand {
         }
         if try await server.store.repositories.deployments.deployment(named: DemoModel.deploymentName) == nil {
             _ = try await server.deployments.create(
-                name: DemoModel.deploymentName, model: DemoModel.modelName, version: nil, engine: nil, replicas: 1,
-                contextLimit: nil)
+                DeploymentRequest(name: DemoModel.deploymentName, model: DemoModel.modelName, replicas: 1))
         }
         let demoUser = try await server.identity.ensureUser(name: "demo", role: .user)
         let (_, userKey) = try await server.identity.issueKey(

@@ -27,6 +27,21 @@ public struct ServerOptions: ParsableArguments {
         name: .customLong(GantrySetting.engineStartupTimeout.flag),
         help: ArgumentHelp(GantrySetting.engineStartupTimeout.helpText))
     var engineStartupTimeout: String?
+    @Option(name: .customLong(GantrySetting.vllmProgram.flag), help: ArgumentHelp(GantrySetting.vllmProgram.helpText))
+    var vllmProgram: String?
+    @Option(name: .customLong(GantrySetting.sglangPython.flag), help: ArgumentHelp(GantrySetting.sglangPython.helpText))
+    var sglangPython: String?
+    @Option(name: .customLong(GantrySetting.tgiProgram.flag), help: ArgumentHelp(GantrySetting.tgiProgram.helpText))
+    var tgiProgram: String?
+    @Option(
+        name: .customLong(GantrySetting.customEngineCommand.flag), help: ArgumentHelp(GantrySetting.customEngineCommand.helpText))
+    var customEngineCommand: String?
+    @Option(name: .customLong(GantrySetting.engineLogMaxBytes.flag), help: ArgumentHelp(GantrySetting.engineLogMaxBytes.helpText))
+    var engineLogMaxBytes: String?
+    @Option(name: .customLong(GantrySetting.queueTimeout.flag), help: ArgumentHelp(GantrySetting.queueTimeout.helpText))
+    var queueTimeout: String?
+    @Option(name: .customLong(GantrySetting.maxQueuedRequests.flag), help: ArgumentHelp(GantrySetting.maxQueuedRequests.helpText))
+    var maxQueuedRequests: String?
     @Option(name: .customLong(GantrySetting.maxRequestBytes.flag), help: ArgumentHelp(GantrySetting.maxRequestBytes.helpText))
     var maxRequestBytes: String?
     @Option(name: .customLong(GantrySetting.upstreamTimeout.flag), help: ArgumentHelp(GantrySetting.upstreamTimeout.helpText))
@@ -111,6 +126,9 @@ public struct ServerOptions: ParsableArguments {
             (.host, host), (.port, port), (.dataDir, dataDir), (.databaseURL, databaseURL), (.cacheDir, cacheDir),
             (.llamaServer, llamaServer), (.engineThreads, engineThreads), (.engineStartupTimeout, engineStartupTimeout),
             (.maxRequestBytes, maxRequestBytes), (.upstreamTimeout, upstreamTimeout),
+            (.vllmProgram, vllmProgram), (.sglangPython, sglangPython), (.tgiProgram, tgiProgram),
+            (.customEngineCommand, customEngineCommand), (.engineLogMaxBytes, engineLogMaxBytes), (.queueTimeout, queueTimeout),
+            (.maxQueuedRequests, maxQueuedRequests),
             (.reconcileInterval, reconcileInterval), (.logLevel, logLevel), (.publicURL, publicURL), (.oidcIssuer, oidcIssuer),
             (.oidcClientID, oidcClientID), (.oidcClientSecret, oidcClientSecret), (.oidcScopes, oidcScopes),
             (.oidcAdminClaim, oidcAdminClaim), (.oidcAdminValue, oidcAdminValue),

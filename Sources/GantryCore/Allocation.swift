@@ -41,9 +41,12 @@ public protocol AllocationRepository: Sendable {
 
 /// How the orchestrator reserves resources for an instance before starting it.
 public protocol ResourceAllocator: Sendable {
-    /// Reserves resources for `owner` (an instance id); throws `.conflict` with the placement
-    /// reason when nothing fits.
-    func reserve(owner: String, gpus: Int, cpuThreads: Int) async throws
+    /// Reserves `resources` for `owner` (an instance id); throws `.conflict` with the placement
+    /// reason when nothing fits now.
+    func reserve(owner: String, resources: ReplicaResources) async throws -> Allocation
     /// Releases everything `owner` holds; holding nothing is fine.
     func releaseAll(owner: String) async throws
+    /// Throws `.invalid` with the reason when no node could hold `resources` even with nothing
+    /// else running (more GPUs than any node has, no GPU of that name).
+    func checkSatisfiable(_ resources: ReplicaResources) async throws
 }

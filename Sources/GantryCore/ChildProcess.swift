@@ -15,18 +15,23 @@ import Synchronization
 /// to stop it gracefully. Here the mask is emptied and common signals reset to their defaults.
 public final class ChildProcess: Sendable {
     public let pid: pid_t
+    /// Whether signals go to the whole process group the child leads.
+    public let leadsGroup: Bool
     private let status = Mutex<Int32?>(nil)
 
-    private init(pid: pid_t) {
+    private init(pid: pid_t, leadsGroup: Bool) {
         self.pid = pid
+        self.leadsGroup = leadsGroup
     }
 
     /// Starts `arguments[0]` (looked up on PATH), stdin from /dev/null, stdout and stderr appended
     /// to `outputPath`, or inherited stdout and stderr when nil. With `outputToStandardError`,
     /// the child's stdout goes to this process's stderr (progress shown, results kept clean).
+    /// With `newProcessGroup` the child leads its own process group, so `terminate` reaches the
+    /// helpers it starts too (vLLM and TGI run several processes).
     public static func spawn(
         _ arguments: [String], environment: [String: String]? = nil, outputPath: String? = nil,
-        outputToStandardError: Bool = false
+        outputToStandardError: Bool = false, newProcessGroup: Bool = false
     ) throws -> ChildProcess {
         precondition(!arguments.isEmpty, "a command needs a program")
         var attributes = posix_spawnattr_t()
@@ -39,7 +44,12 @@ public final class ChildProcess: Sendable {
         sigemptyset(&defaults)
         for signal in [SIGPIPE, SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2] { sigaddset(&defaults, signal) }
         posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        var flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF
+        if newProcessGroup {
+            posix_spawnattr_setpgroup(&attributes, 0)
+            flags |= POSIX_SPAWN_SETPGROUP
+        }
+        posix_spawnattr_setflags(&attributes, Int16(flags))
 
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -64,7 +74,7 @@ public final class ChildProcess: Sendable {
                 .fileNoSuchFile,
                 userInfo: [NSLocalizedDescriptionKey: "cannot start \(arguments[0]): \(String(cString: strerror(result)))"])
         }
-        return ChildProcess(pid: pid)
+        return ChildProcess(pid: pid, leadsGroup: newProcessGroup)
     }
 
     /// The exit status once the process has ended (128 + signal when killed), else nil.
@@ -88,7 +98,8 @@ public final class ChildProcess: Sendable {
     public var isRunning: Bool { exitStatus == nil }
 
     public func send(_ signal: Int32) {
-        if isRunning { kill(pid, signal) }
+        guard isRunning else { return }
+        kill(leadsGroup ? -pid : pid, signal)
     }
 
     /// Waits for the process to end and returns its exit status.
@@ -111,6 +122,8 @@ public final class ChildProcess: Sendable {
             send(SIGKILL)
             _ = await wait()
         }
+        // Helpers the engine started may outlive it; none of the group stays behind.
+        if leadsGroup { kill(-pid, SIGKILL) }
     }
 }
 

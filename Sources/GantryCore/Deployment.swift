@@ -5,21 +5,167 @@ public enum DeploymentStatus: String, Codable, Sendable {
     case pending
     case starting
     case ready
+    /// Some, not all, of the wanted instances are ready.
     case degraded
+    /// A new revision is rolling out.
+    case updating
+    /// Scaled to zero while idle; the next request starts an instance.
+    case idle
     case failed
     case deleting
 }
 
+/// What one replica asks of a node.
+public struct ReplicaResources: Codable, Sendable, Equatable {
+    public var gpus: Int
+    /// Only GPUs whose name contains this (case-insensitive), e.g. `H100`.
+    public var gpuName: String?
+    /// Only GPUs with at least this much memory free.
+    public var minFreeMemoryMib: Int?
+    /// CPU threads reserved (and given to the engine); nil takes the server's default.
+    public var cpuThreads: Int?
+
+    public init(gpus: Int = 0, gpuName: String? = nil, minFreeMemoryMib: Int? = nil, cpuThreads: Int? = nil) {
+        self.gpus = gpus
+        self.gpuName = gpuName
+        self.minFreeMemoryMib = minFreeMemoryMib
+        self.cpuThreads = cpuThreads
+    }
+}
+
+/// Everything an instance is built from. A change to any of it is a new revision, which the
+/// reconcile loop rolls out instance by instance (and rolls back when the new one fails).
+public struct DeploymentRevision: Codable, Sendable, Equatable {
+    public var id: String
+    public var versionID: String
+    /// The version's name, shown to people and matched by `model: "name@version"`.
+    public var version: String
+    public var engine: String
+    public var contextLimit: Int
+    /// Arguments added after the ones Gantry sets (the version's defaults unless the deployment gives its own).
+    public var engineArgs: [String]
+    public var resources: ReplicaResources
+    public var createdAt: Date
+
+    public init(
+        id: String, versionID: String, version: String, engine: String, contextLimit: Int, engineArgs: [String],
+        resources: ReplicaResources, createdAt: Date
+    ) {
+        self.id = id
+        self.versionID = versionID
+        self.version = version
+        self.engine = engine
+        self.contextLimit = contextLimit
+        self.engineArgs = engineArgs
+        self.resources = resources
+        self.createdAt = createdAt
+    }
+
+    /// Whether `other` would run the same engine process (ignoring its id and date).
+    public func runsLike(_ other: DeploymentRevision) -> Bool {
+        versionID == other.versionID && engine == other.engine && contextLimit == other.contextLimit
+            && engineArgs == other.engineArgs && resources == other.resources
+    }
+}
+
+/// How many replicas, and how load changes that number.
+public struct ScalingPolicy: Codable, Sendable, Equatable {
+    public var minReplicas: Int
+    public var maxReplicas: Int
+    /// In-flight requests (plus queued ones) one replica should carry; more means scale up.
+    public var targetInFlightPerReplica: Int
+    /// How long load must stay above the current size before scaling up (0: at once).
+    public var scaleUpWindowSeconds: Int
+    /// How long load must stay below the current size before scaling down; with
+    /// `minReplicas` 0, also how long an idle service waits before scaling to zero.
+    public var scaleDownWindowSeconds: Int
+
+    public init(
+        minReplicas: Int = 1, maxReplicas: Int = 1, targetInFlightPerReplica: Int = 4, scaleUpWindowSeconds: Int = 0,
+        scaleDownWindowSeconds: Int = 300
+    ) {
+        self.minReplicas = minReplicas
+        self.maxReplicas = maxReplicas
+        self.targetInFlightPerReplica = targetInFlightPerReplica
+        self.scaleUpWindowSeconds = scaleUpWindowSeconds
+        self.scaleDownWindowSeconds = scaleDownWindowSeconds
+    }
+
+    public var autoscales: Bool { minReplicas != maxReplicas }
+}
+
+/// Ways a caller may prove who they are to a model service.
+public enum AuthenticationMethod: String, Codable, Sendable, CaseIterable {
+    case apiKey = "api_key"
+    /// An access token issued by the OIDC provider (or a browser session from it).
+    case oidc
+}
+
+/// Who may call a model service. Every list that is set must admit the caller.
+public struct AccessPolicy: Codable, Sendable, Equatable {
+    public var methods: [AuthenticationMethod]
+    /// User names; nil admits every user.
+    public var users: [String]?
+    /// Roles (`admin`, `user`); nil admits every role.
+    public var roles: [String]?
+    /// API key ids; nil admits every key.
+    public var keys: [String]?
+
+    public init(
+        methods: [AuthenticationMethod] = [.apiKey], users: [String]? = nil, roles: [String]? = nil, keys: [String]? = nil
+    ) {
+        self.methods = methods
+        self.users = users
+        self.roles = roles
+        self.keys = keys
+    }
+
+    /// Whether `principal` may call the service; the reason when not.
+    public func admits(_ principal: Principal) -> Bool {
+        let method: AuthenticationMethod = principal.keyID != nil ? .apiKey : .oidc
+        guard methods.contains(method) else { return false }
+        if let users, !users.contains(principal.userName) { return false }
+        if let roles, !roles.contains(principal.role.rawValue) { return false }
+        if let keys, !(principal.keyID.map(keys.contains) ?? false) { return false }
+        return true
+    }
+}
+
+/// Frequency limits of a model service (enforced by the gateway); nil is unlimited.
+public struct FrequencyLimits: Codable, Sendable, Equatable {
+    public var requestsPerMinutePerKey: Int?
+    public var tokensPerMinutePerKey: Int?
+    public var requestsPerMinute: Int?
+    public var tokensPerMinute: Int?
+    public var concurrentRequests: Int?
+
+    public init(
+        requestsPerMinutePerKey: Int? = nil, tokensPerMinutePerKey: Int? = nil, requestsPerMinute: Int? = nil,
+        tokensPerMinute: Int? = nil, concurrentRequests: Int? = nil
+    ) {
+        self.requestsPerMinutePerKey = requestsPerMinutePerKey
+        self.tokensPerMinutePerKey = tokensPerMinutePerKey
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
+        self.concurrentRequests = concurrentRequests
+    }
+}
+
 /// A model service: the desired state the orchestrator reconciles into running engine instances.
-public struct Deployment: Codable, Sendable, Equatable {
+public struct Deployment: Encodable, Sendable, Equatable {
     public var id: String
     /// The name clients send as `model`.
     public var name: String
     public var modelID: String
-    public var versionID: String
-    public var engine: String
+    /// What new instances run.
+    public var revision: DeploymentRevision
+    /// The revision before the last update, kept so a failed rollout can roll back to it.
+    public var previousRevision: DeploymentRevision?
+    public var scaling: ScalingPolicy
+    /// Replicas wanted now: set by the autoscaler between min and max.
     public var replicas: Int
-    public var contextLimit: Int
+    public var access: AccessPolicy
+    public var limits: FrequencyLimits
     public var status: DeploymentStatus
     /// Why the deployment is in its status, for people reading `GET /api/v1/deployments/{name}`.
     public var statusMessage: String
@@ -27,46 +173,54 @@ public struct Deployment: Codable, Sendable, Equatable {
     public var updatedAt: Date
 
     public init(
-        id: String, name: String, modelID: String, versionID: String, engine: String, replicas: Int,
-        contextLimit: Int, status: DeploymentStatus, statusMessage: String, createdAt: Date, updatedAt: Date
+        id: String, name: String, modelID: String, revision: DeploymentRevision, previousRevision: DeploymentRevision? = nil,
+        scaling: ScalingPolicy, replicas: Int, access: AccessPolicy = AccessPolicy(), limits: FrequencyLimits = FrequencyLimits(),
+        status: DeploymentStatus, statusMessage: String, createdAt: Date, updatedAt: Date
     ) {
         self.id = id
         self.name = name
         self.modelID = modelID
-        self.versionID = versionID
-        self.engine = engine
+        self.revision = revision
+        self.previousRevision = previousRevision
+        self.scaling = scaling
         self.replicas = replicas
-        self.contextLimit = contextLimit
+        self.access = access
+        self.limits = limits
         self.status = status
         self.statusMessage = statusMessage
         self.createdAt = createdAt
         self.updatedAt = updatedAt
     }
-}
 
-public enum InstanceStatus: String, Codable, Sendable {
-    case starting
-    case ready
-    case failed
-    case stopped
-}
+    public var versionID: String { revision.versionID }
+    public var engine: String { revision.engine }
+    public var contextLimit: Int { revision.contextLimit }
 
-/// One running engine process (or pod) serving a deployment.
-public struct EngineInstance: Codable, Sendable, Equatable {
-    public var id: String
-    public var deploymentID: String
-    /// Base URL of the engine's OpenAI-compatible server, e.g. `http://127.0.0.1:41234`.
-    public var endpoint: String
-    public var status: InstanceStatus
-    public var createdAt: Date
-    public var updatedAt: Date
+    enum CodingKeys: String, CodingKey {
+        case id, name, modelID, version, versionID, engine, contextLimit, revision, previousRevision, scaling, replicas
+        case access, limits, status, statusMessage, createdAt, updatedAt
+    }
 
-    public init(id: String, deploymentID: String, endpoint: String, status: InstanceStatus, createdAt: Date, updatedAt: Date) {
-        self.id = id
-        self.deploymentID = deploymentID
-        self.endpoint = endpoint
-        self.status = status
-        self.createdAt = createdAt
-        self.updatedAt = updatedAt
+    /// The current revision's version, engine and context limit are also written at the top, where
+    /// people and scripts look for them first.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(name, forKey: .name)
+        try container.encode(modelID, forKey: .modelID)
+        try container.encode(revision.version, forKey: .version)
+        try container.encode(versionID, forKey: .versionID)
+        try container.encode(engine, forKey: .engine)
+        try container.encode(contextLimit, forKey: .contextLimit)
+        try container.encode(revision, forKey: .revision)
+        try container.encodeIfPresent(previousRevision, forKey: .previousRevision)
+        try container.encode(scaling, forKey: .scaling)
+        try container.encode(replicas, forKey: .replicas)
+        try container.encode(access, forKey: .access)
+        try container.encode(limits, forKey: .limits)
+        try container.encode(status, forKey: .status)
+        try container.encode(statusMessage, forKey: .statusMessage)
+        try container.encode(createdAt, forKey: .createdAt)
+        try container.encode(updatedAt, forKey: .updatedAt)
     }
 }

@@ -31,8 +31,9 @@ public enum ExternalCommand {
         return output
     }
 
-    /// Whether a program is on PATH.
+    /// Whether a program is on PATH (or, given as a path, is executable).
     public static func exists(_ name: String) -> Bool {
+        if name.contains("/") { return FileManager.default.isExecutableFile(atPath: name) }
         let paths = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
         return paths.contains { FileManager.default.isExecutableFile(atPath: "\($0)/\(name)") }
     }

@@ -21,3 +21,10 @@ public enum ResourceName {
         }
     }
 }
+
+extension Duration {
+    /// The duration as fractional seconds, for arithmetic with dates and for messages.
+    public var inSeconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}

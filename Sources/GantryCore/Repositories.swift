@@ -75,13 +75,21 @@ public protocol DeploymentRepository: Sendable {
     func createDeployment(_ deployment: Deployment) async throws
     func deployment(named name: String) async throws -> Deployment?
     func listDeployments() async throws -> [Deployment]
+    /// Stores the spec: revisions, scaling, replicas, access and limits (not the status).
+    func updateSpec(_ deployment: Deployment) async throws
     func updateStatus(deploymentID: String, status: DeploymentStatus, message: String) async throws
+    /// Deletes the deployment with its instances and events.
     func deleteDeployment(id: String) async throws
+    func recordEvent(_ event: DeploymentEvent) async throws
+    /// The newest `limit` events, oldest first.
+    func events(deploymentID: String, limit: Int) async throws -> [DeploymentEvent]
 }
 
 public protocol InstanceRepository: Sendable {
     func createInstance(_ instance: EngineInstance) async throws
-    func updateStatus(instanceID: String, status: InstanceStatus) async throws
+    /// Stores every field of an existing instance.
+    func updateInstance(_ instance: EngineInstance) async throws
+    func instance(id: String) async throws -> EngineInstance?
     func listInstances(deploymentID: String?) async throws -> [EngineInstance]
     func deleteInstance(id: String) async throws
 }

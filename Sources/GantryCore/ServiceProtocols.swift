@@ -25,26 +25,58 @@ public struct RouteTarget: Sendable, Equatable {
 /// What the data plane needs to know to route `model: "<deployment>"`.
 public struct RouteEntry: Sendable, Equatable {
     public var deployment: String
-    /// The model version it serves, so `model: "name@version"` can be checked.
+    /// The model version new instances serve, so `model: "name@version"` can be checked.
     public var version: String
     public var contextLimit: Int
     public var createdAt: Date
-    /// Ready instances; empty while the deployment is starting or has no healthy instance.
+    /// Ready, healthy instances; empty while the deployment starts or is scaled to zero, when
+    /// the gateway holds requests in a bounded queue until one is ready.
     public var targets: [RouteTarget]
+    public var access: AccessPolicy
+    public var limits: FrequencyLimits
 
-    public init(deployment: String, version: String, contextLimit: Int, createdAt: Date, targets: [RouteTarget]) {
+    public init(
+        deployment: String, version: String, contextLimit: Int, createdAt: Date, targets: [RouteTarget],
+        access: AccessPolicy = AccessPolicy(), limits: FrequencyLimits = FrequencyLimits()
+    ) {
         self.deployment = deployment
         self.version = version
         self.contextLimit = contextLimit
         self.createdAt = createdAt
         self.targets = targets
+        self.access = access
+        self.limits = limits
     }
 }
 
-/// How the orchestrator tells the serving data plane where a deployment's ready instances are.
+/// Load the gateway saw for one deployment.
+public struct DeploymentLoad: Sendable, Equatable {
+    /// The most requests in flight at once since the last report.
+    public var peakInFlight: Int
+    /// Requests waiting for an instance now (scale from zero, or every instance gone).
+    public var queued: Int
+    /// Requests in flight now, per instance (draining instances included).
+    public var inFlightByInstance: [String: Int]
+
+    public init(peakInFlight: Int = 0, queued: Int = 0, inFlightByInstance: [String: Int] = [:]) {
+        self.peakInFlight = peakInFlight
+        self.queued = queued
+        self.inFlightByInstance = inFlightByInstance
+    }
+}
+
+/// The orchestrator's link to the serving data plane: it publishes where each deployment's
+/// ready instances are, and reads back load and failures the gateway saw.
 public protocol RoutePublisher: Sendable {
     func publish(_ entry: RouteEntry) async
     func withdraw(deployment: String) async
+    /// The deployment's load since the last call (which resets the peak).
+    func takeLoad(deployment: String) async -> DeploymentLoad
+    /// Instances the gateway failed to reach (connection refused or reset) since the last call.
+    func takeUnreachableInstances() async -> Set<String>
+    /// Called when the gateway needs the orchestrator soon: a request is queued for a
+    /// deployment without instances, or an instance could not be reached.
+    func onAttentionNeeded(_ handler: @escaping @Sendable () -> Void) async
 }
 
 /// What the orchestrator asks a runtime driver to start.
@@ -56,12 +88,15 @@ public struct EngineLaunchSpec: Sendable, Equatable {
     /// Local path of the model artifact.
     public var modelPath: String
     public var contextLimit: Int
-    /// The model version's own engine arguments, added after the ones Gantry sets.
+    /// The revision's own engine arguments, added after the ones Gantry sets.
     public var extraArguments: [String]
+    /// GPUs reserved for it (UUIDs); empty runs on CPU and hides every GPU from the engine.
+    public var gpuUUIDs: [String]
+    public var cpuThreads: Int
 
     public init(
         instanceID: String, deploymentName: String, engine: String, modelPath: String, contextLimit: Int,
-        extraArguments: [String] = []
+        extraArguments: [String] = [], gpuUUIDs: [String] = [], cpuThreads: Int = 1
     ) {
         self.instanceID = instanceID
         self.deploymentName = deploymentName
@@ -69,24 +104,50 @@ public struct EngineLaunchSpec: Sendable, Equatable {
         self.modelPath = modelPath
         self.contextLimit = contextLimit
         self.extraArguments = extraArguments
+        self.gpuUUIDs = gpuUUIDs
+        self.cpuThreads = cpuThreads
+    }
+}
+
+/// A spawned engine: where it listens and its process.
+public struct StartedEngine: Sendable, Equatable {
+    public var endpoint: String
+    public var pid: Int32
+
+    public init(endpoint: String, pid: Int32) {
+        self.endpoint = endpoint
+        self.pid = pid
     }
 }
 
 public enum EngineHealth: Sendable, Equatable {
+    /// Running, still loading the model.
     case starting
     case ready
-    /// The process is gone or answers with errors; the string says why.
-    case failed(String)
+    /// Running but its health endpoint fails or does not answer; the string says how.
+    case unhealthy(String)
+    /// The process is gone; the string gives its exit status and last log lines.
+    case exited(String)
 }
 
-/// A runtime driver: starts, watches and stops engine instances (local processes, Kubernetes).
+/// A runtime driver: starts, watches and stops engine instances (local processes now,
+/// Kubernetes pods later).
 public protocol EngineRuntime: Sendable {
-    /// Starts an instance and returns its base URL once it is ready to serve, or throws.
-    func launch(_ spec: EngineLaunchSpec) async throws -> String
-    func health(instanceID: String) async -> EngineHealth
-    func stop(instanceID: String) async
-    /// Engine kinds this runtime can start.
+    /// Engine kinds this runtime can start here.
     var supportedEngines: [String] { get }
+    /// Spawns an instance and returns at once; `probe` says when it is ready.
+    func start(_ spec: EngineLaunchSpec) async throws -> StartedEngine
+    func probe(instanceID: String) async -> EngineHealth
+    /// Stops the instance (gracefully, then forcibly); unknown ids are ignored.
+    func stop(instanceID: String) async
+    /// Takes over an instance a previous run of Gantry started, if its process still runs and is
+    /// that instance's engine. Returns false otherwise.
+    func adopt(instanceID: String, engine: String, pid: Int32, endpoint: String) async -> Bool
+    /// Stops engine processes this runtime once started that no recorded instance owns (left by
+    /// a crash between spawn and record); returns their instance ids.
+    func stopStrays(keeping instanceIDs: Set<String>) async -> [String]
+    /// The end of an instance's log (at most `maxBytes`), or nil when it has none here.
+    func logs(instanceID: String, maxBytes: Int) async -> String?
 }
 
 /// Node-side artifact resolution: turns a model version into a local path an engine can load,

@@ -2,34 +2,26 @@ import Foundation
 public import GantryCore
 public import GantryHTTP
 public import Hummingbird
+import NIOCore
 
-/// `/api/v1/deployments`: admins create and delete model services; users may read them.
+/// `/api/v1/deployments`: admins create, change and delete model services; users may read them.
 public struct DeploymentRoutes: Sendable {
     let service: DeploymentService
     let repositories: Repositories
+    let runtime: any EngineRuntime
 
-    public init(service: DeploymentService, repositories: Repositories) {
+    public init(service: DeploymentService, repositories: Repositories, runtime: any EngineRuntime) {
         self.service = service
         self.repositories = repositories
-    }
-
-    struct CreateDeployment: Decodable {
-        var name: String
-        var model: String
-        var version: String?
-        var engine: String?
-        var replicas: Int?
-        var contextLimit: Int?
+        self.runtime = runtime
     }
 
     public func add(to router: Router<GantryRequestContext>) {
         let group = router.group("/api/v1/deployments")
         group.post { request, context in
             _ = try context.requireAdmin()
-            let body = try await request.decodeJSON(as: CreateDeployment.self)
-            let deployment = try await service.create(
-                name: body.name, model: body.model, version: body.version, engine: body.engine, replicas: body.replicas,
-                contextLimit: body.contextLimit)
+            let body = try await request.decodeJSON(as: DeploymentRequest.self)
+            let deployment = try await service.create(body)
             return JSONResponse(RecordWithField(deployment, adding: "instances", [EngineInstance]()), status: .created)
         }
         group.get { _, context in
@@ -38,10 +30,14 @@ public struct DeploymentRoutes: Sendable {
         }
         group.get("{name}") { _, context in
             _ = try context.requirePrincipal()
-            let name = try context.parameters.require("name")
-            guard let deployment = try await repositories.deployments.deployment(named: name) else {
-                throw GantryError.notFound("deployment '\(name)' not found")
-            }
+            let deployment = try await find(try context.parameters.require("name"))
+            let instances = try await repositories.instances.listInstances(deploymentID: deployment.id)
+            return JSONResponse(RecordWithField(deployment, adding: "instances", instances))
+        }
+        group.patch("{name}") { request, context in
+            _ = try context.requireAdmin()
+            let body = try await request.decodeJSON(as: DeploymentRequest.self)
+            let deployment = try await service.update(name: try context.parameters.require("name"), body)
             let instances = try await repositories.instances.listInstances(deploymentID: deployment.id)
             return JSONResponse(RecordWithField(deployment, adding: "instances", instances))
         }
@@ -50,5 +46,48 @@ public struct DeploymentRoutes: Sendable {
             try await service.delete(name: try context.parameters.require("name"))
             return Response(status: .accepted)
         }
+        group.get("{name}/events") { request, context in
+            _ = try context.requirePrincipal()
+            let deployment = try await find(try context.parameters.require("name"))
+            let limit =
+                try request.uri.queryParameters["limit"].map { text in
+                    guard let value = Int(text), (1...1000).contains(value) else {
+                        throw GantryError.invalid("limit must be 1-1000", param: "limit")
+                    }
+                    return value
+                } ?? 100
+            return JSONResponse(
+                ListResponse(try await repositories.deployments.events(deploymentID: deployment.id, limit: limit)))
+        }
+        group.get("{name}/instances/{id}/logs") { request, context in
+            // Engine logs can hold prompts: admins only.
+            _ = try context.requireAdmin()
+            let deployment = try await find(try context.parameters.require("name"))
+            let id = try context.parameters.require("id")
+            guard let instance = try await repositories.instances.instance(id: id), instance.deploymentID == deployment.id
+            else {
+                throw GantryError.notFound("instance '\(id)' of deployment '\(deployment.name)' not found")
+            }
+            let maxBytes =
+                try request.uri.queryParameters["max_bytes"].map { text in
+                    guard let value = Int(text), (1...(16 << 20)).contains(value) else {
+                        throw GantryError.invalid("max_bytes must be 1-16777216", param: "max_bytes")
+                    }
+                    return value
+                } ?? 64 * 1024
+            guard let text = await runtime.logs(instanceID: id, maxBytes: maxBytes) else {
+                throw GantryError.notFound("instance '\(id)' has no log on this node")
+            }
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
+    }
+
+    private func find(_ name: String) async throws -> Deployment {
+        guard let deployment = try await repositories.deployments.deployment(named: name) else {
+            throw GantryError.notFound("deployment '\(name)' not found")
+        }
+        return deployment
     }
 }

@@ -1,69 +1,152 @@
 import Foundation
 public import GantryCore
 
+/// What an admin asks for when creating or changing a model service. Every field is optional in
+/// a change; nil keeps the current value.
+public struct DeploymentRequest: Codable, Sendable {
+    public var name: String?
+    public var model: String?
+    public var version: String?
+    public var engine: String?
+    public var engineArgs: [String]?
+    public var contextLimit: Int?
+    public var resources: ReplicaResources?
+    /// A fixed replica count: min and max both.
+    public var replicas: Int?
+    public var minReplicas: Int?
+    public var maxReplicas: Int?
+    public var autoscaling: AutoscalingRequest?
+    public var access: AccessPolicy?
+    public var limits: FrequencyLimits?
+
+    public struct AutoscalingRequest: Codable, Sendable {
+        public var targetInFlightPerReplica: Int?
+        public var scaleUpWindowSeconds: Int?
+        public var scaleDownWindowSeconds: Int?
+
+        public init(targetInFlightPerReplica: Int? = nil, scaleUpWindowSeconds: Int? = nil, scaleDownWindowSeconds: Int? = nil) {
+            self.targetInFlightPerReplica = targetInFlightPerReplica
+            self.scaleUpWindowSeconds = scaleUpWindowSeconds
+            self.scaleDownWindowSeconds = scaleDownWindowSeconds
+        }
+    }
+
+    public init(
+        name: String? = nil, model: String? = nil, version: String? = nil, engine: String? = nil, engineArgs: [String]? = nil,
+        contextLimit: Int? = nil, resources: ReplicaResources? = nil, replicas: Int? = nil, minReplicas: Int? = nil,
+        maxReplicas: Int? = nil, autoscaling: AutoscalingRequest? = nil, access: AccessPolicy? = nil,
+        limits: FrequencyLimits? = nil
+    ) {
+        self.name = name
+        self.model = model
+        self.version = version
+        self.engine = engine
+        self.engineArgs = engineArgs
+        self.contextLimit = contextLimit
+        self.resources = resources
+        self.replicas = replicas
+        self.minReplicas = minReplicas
+        self.maxReplicas = maxReplicas
+        self.autoscaling = autoscaling
+        self.access = access
+        self.limits = limits
+    }
+}
+
 /// Validates and records desired state; the reconcile loop makes it real.
 public struct DeploymentService: Sendable {
     let repositories: Repositories
     let supportedEngines: [String]
+    let allocator: any ResourceAllocator
     let reconciler: Reconciler
 
-    public init(repositories: Repositories, supportedEngines: [String], reconciler: Reconciler) {
+    public init(
+        repositories: Repositories, supportedEngines: [String], allocator: any ResourceAllocator, reconciler: Reconciler
+    ) {
         self.repositories = repositories
         self.supportedEngines = supportedEngines
+        self.allocator = allocator
         self.reconciler = reconciler
     }
 
-    public static let replicaRange = 1...16
+    public static let replicaLimit = 64
 
     /// Creates a deployment of `model` at `version` (the newest ready, not deprecated version when
     /// nil), on `engine` (the version's default engine, else llama-cpp, when nil).
-    public func create(
-        name: String, model modelName: String, version versionName: String?, engine: String?, replicas: Int?,
-        contextLimit: Int?
-    ) async throws -> Deployment {
+    public func create(_ request: DeploymentRequest) async throws -> Deployment {
+        guard let name = request.name else { throw GantryError.invalid("name is required", param: "name") }
         try ResourceName.validate(name, field: "name")
+        guard let modelName = request.model else { throw GantryError.invalid("model is required", param: "model") }
         guard let model = try await repositories.models.model(named: modelName) else {
             throw GantryError.notFound("model '\(modelName)' not found", code: "model_not_found")
         }
-        let version: ModelVersion
-        if let versionName {
-            guard let found = try await repositories.models.version(modelID: model.id, version: versionName) else {
-                throw GantryError.notFound("version '\(versionName)' of model '\(modelName)' not found")
-            }
-            version = found
-        } else {
-            guard
-                let newest = try await repositories.models.listVersions(modelID: model.id).last(where: {
-                    $0.status == .ready && !$0.deprecated
-                })
-            else {
-                throw GantryError.invalid("model '\(modelName)' has no ready version that is not deprecated", param: "version")
-            }
-            version = newest
-        }
-        guard version.status == .ready else {
-            throw GantryError.conflict("version '\(version.version)' is \(version.status.rawValue), not ready")
-        }
-        let engine = engine ?? version.defaultEngine ?? "llama-cpp"
-        guard supportedEngines.contains(engine) else {
-            throw GantryError.invalid(
-                "engine '\(engine)' is not available; available: \(supportedEngines.joined(separator: ", "))", param: "engine")
-        }
-        let replicas = replicas ?? 1
-        guard Self.replicaRange.contains(replicas) else {
-            throw GantryError.invalid("replicas must be between 1 and \(Self.replicaRange.upperBound)", param: "replicas")
-        }
-        let limit = contextLimit ?? version.contextLimit
-        guard limit >= 1, limit <= version.contextLimit else {
-            throw GantryError.invalid(
-                "context_limit must be between 1 and the version's limit (\(version.contextLimit))", param: "context_limit")
-        }
+        let version = try await chooseVersion(of: model, named: request.version)
+        let revision = try await makeRevision(request, version: version, base: nil)
+        let scaling = try makeScaling(request, base: nil)
         let now = Date()
         let deployment = Deployment(
-            id: Identifier.make("dep"), name: name, modelID: model.id, versionID: version.id, engine: engine,
-            replicas: replicas, contextLimit: limit, status: .pending, statusMessage: "waiting for the reconcile loop",
-            createdAt: now, updatedAt: now)
+            id: Identifier.make("dep"), name: name, modelID: model.id, revision: revision, scaling: scaling,
+            replicas: max(1, scaling.minReplicas), access: try validated(request.access ?? AccessPolicy()),
+            limits: try validated(request.limits ?? FrequencyLimits()), status: .pending,
+            statusMessage: "waiting for the reconcile loop", createdAt: now, updatedAt: now)
         try await repositories.deployments.createDeployment(deployment)
+        try await repositories.deployments.recordEvent(
+            DeploymentEvent(
+                deploymentID: deployment.id, instanceID: nil, kind: "created",
+                message: "created with version \(revision.version) on \(revision.engine)"))
+        reconciler.wake()
+        return deployment
+    }
+
+    /// Changes a deployment. A change to what instances run (version, engine, arguments, context
+    /// limit, resources) is a new revision, rolled out one instance at a time; scaling, access and
+    /// limits apply at once.
+    public func update(name: String, _ request: DeploymentRequest) async throws -> Deployment {
+        guard var deployment = try await repositories.deployments.deployment(named: name), deployment.status != .deleting
+        else { throw GantryError.notFound("deployment '\(name)' not found") }
+        if let newName = request.name, newName != name {
+            throw GantryError.invalid("a deployment cannot be renamed", param: "name")
+        }
+        if let model = request.model, let current = try await repositories.models.model(id: deployment.modelID),
+            model != current.name
+        {
+            throw GantryError.invalid("a deployment cannot change its model; create another deployment", param: "model")
+        }
+        var changes: [String] = []
+        let versionChanged = request.version != nil && request.version != deployment.revision.version
+        let version: ModelVersion
+        if versionChanged, let model = try await repositories.models.model(id: deployment.modelID) {
+            version = try await chooseVersion(of: model, named: request.version)
+        } else if let current = try await repositories.models.version(id: deployment.versionID) {
+            version = current
+        } else {
+            throw GantryError.conflict("the deployment's model version no longer exists; give a version")
+        }
+        let revision = try await makeRevision(request, version: version, base: deployment.revision)
+        if !revision.runsLike(deployment.revision) {
+            deployment.previousRevision = deployment.revision
+            deployment.revision = revision
+            changes.append("new revision: version \(revision.version), engine \(revision.engine)")
+        }
+        let scaling = try makeScaling(request, base: deployment.scaling)
+        if scaling != deployment.scaling {
+            deployment.scaling = scaling
+            deployment.replicas = min(scaling.maxReplicas, max(scaling.minReplicas, deployment.replicas))
+            changes.append("replicas \(scaling.minReplicas)…\(scaling.maxReplicas)")
+        }
+        if let access = request.access {
+            deployment.access = try validated(access)
+            changes.append("access policy")
+        }
+        if let limits = request.limits {
+            deployment.limits = try validated(limits)
+            changes.append("limits")
+        }
+        guard !changes.isEmpty else { return deployment }
+        try await repositories.deployments.updateSpec(deployment)
+        try await repositories.deployments.recordEvent(
+            DeploymentEvent(
+                deploymentID: deployment.id, instanceID: nil, kind: "updated", message: changes.joined(separator: "; ")))
         reconciler.wake()
         return deployment
     }
@@ -76,5 +159,155 @@ public struct DeploymentService: Sendable {
         try await repositories.deployments.updateStatus(
             deploymentID: deployment.id, status: .deleting, message: "stopping instances")
         reconciler.wake()
+    }
+
+    // MARK: - Validation
+
+    private func chooseVersion(of model: Model, named versionName: String?) async throws -> ModelVersion {
+        let version: ModelVersion
+        if let versionName {
+            guard let found = try await repositories.models.version(modelID: model.id, version: versionName) else {
+                throw GantryError.notFound("version '\(versionName)' of model '\(model.name)' not found")
+            }
+            version = found
+        } else {
+            guard
+                let newest = try await repositories.models.listVersions(modelID: model.id).last(where: {
+                    $0.status == .ready && !$0.deprecated
+                })
+            else {
+                throw GantryError.invalid("model '\(model.name)' has no ready version that is not deprecated", param: "version")
+            }
+            version = newest
+        }
+        guard version.status == .ready else {
+            throw GantryError.conflict("version '\(version.version)' is \(version.status.rawValue), not ready")
+        }
+        return version
+    }
+
+    private func makeRevision(_ request: DeploymentRequest, version: ModelVersion, base: DeploymentRevision?) async throws
+        -> DeploymentRevision
+    {
+        let versionChanged = base.map { $0.versionID != version.id } ?? true
+        // A new version brings its own defaults unless the request overrides them.
+        let engine = request.engine ?? (versionChanged ? nil : base?.engine) ?? version.defaultEngine ?? "llama-cpp"
+        guard supportedEngines.contains(engine) else {
+            throw GantryError.invalid(
+                "engine '\(engine)' is not available on any node; available: \(supportedEngines.joined(separator: ", "))",
+                param: "engine")
+        }
+        let contextLimit = request.contextLimit ?? (versionChanged ? nil : base?.contextLimit) ?? version.contextLimit
+        guard contextLimit >= 1 else {
+            throw GantryError.invalid("context_limit must be at least 1", param: "context_limit")
+        }
+        guard contextLimit <= version.contextLimit else {
+            throw GantryError.invalid(
+                "context_limit \(contextLimit) is above version \(version.version)'s limit of \(version.contextLimit) tokens",
+                param: "context_limit")
+        }
+        let engineArgs = request.engineArgs ?? (versionChanged ? nil : base?.engineArgs) ?? version.engineArgs
+        try EngineArgumentRules.check(engineArgs)
+        let resources = request.resources ?? base?.resources ?? ReplicaResources()
+        guard resources.gpus >= 0, resources.gpus <= 64 else {
+            throw GantryError.invalid("resources.gpus must be between 0 and 64", param: "resources.gpus")
+        }
+        if let threads = resources.cpuThreads, threads < 1 || threads > 1024 {
+            throw GantryError.invalid("resources.cpu_threads must be between 1 and 1024", param: "resources.cpu_threads")
+        }
+        if let memory = resources.minFreeMemoryMib, memory < 0 {
+            throw GantryError.invalid("resources.min_free_memory_mib cannot be negative", param: "resources.min_free_memory_mib")
+        }
+        try await allocator.checkSatisfiable(resources)
+        let candidate = DeploymentRevision(
+            id: Identifier.make("rev"), versionID: version.id, version: version.version, engine: engine,
+            contextLimit: contextLimit, engineArgs: engineArgs, resources: resources, createdAt: Date())
+        if let base, candidate.runsLike(base) { return base }
+        return candidate
+    }
+
+    private func makeScaling(_ request: DeploymentRequest, base: ScalingPolicy?) throws -> ScalingPolicy {
+        var scaling = base ?? ScalingPolicy()
+        if let replicas = request.replicas {
+            guard request.minReplicas == nil, request.maxReplicas == nil else {
+                throw GantryError.invalid("give either replicas or min_replicas and max_replicas", param: "replicas")
+            }
+            scaling.minReplicas = replicas
+            scaling.maxReplicas = replicas
+        }
+        if let min = request.minReplicas { scaling.minReplicas = min }
+        if let max = request.maxReplicas { scaling.maxReplicas = max }
+        if base == nil, request.replicas == nil {
+            // min alone means "at least"; max alone means "1 up to max".
+            if request.maxReplicas == nil { scaling.maxReplicas = max(scaling.minReplicas, 1) }
+            if request.minReplicas == nil { scaling.minReplicas = min(1, scaling.maxReplicas) }
+        }
+        guard scaling.minReplicas >= 0, scaling.maxReplicas >= 1, scaling.maxReplicas <= Self.replicaLimit else {
+            throw GantryError.invalid(
+                "replicas must be between 0 (min) or 1 (max) and \(Self.replicaLimit)", param: "max_replicas")
+        }
+        guard scaling.minReplicas <= scaling.maxReplicas else {
+            throw GantryError.invalid(
+                "min_replicas (\(scaling.minReplicas)) is greater than max_replicas (\(scaling.maxReplicas))",
+                param: "min_replicas")
+        }
+        if let autoscaling = request.autoscaling {
+            if let target = autoscaling.targetInFlightPerReplica { scaling.targetInFlightPerReplica = target }
+            if let up = autoscaling.scaleUpWindowSeconds { scaling.scaleUpWindowSeconds = up }
+            if let down = autoscaling.scaleDownWindowSeconds { scaling.scaleDownWindowSeconds = down }
+        }
+        guard (1...10_000).contains(scaling.targetInFlightPerReplica) else {
+            throw GantryError.invalid(
+                "autoscaling.target_in_flight_per_replica must be between 1 and 10000",
+                param: "autoscaling.target_in_flight_per_replica")
+        }
+        guard (0...86_400).contains(scaling.scaleUpWindowSeconds), (0...86_400).contains(scaling.scaleDownWindowSeconds) else {
+            throw GantryError.invalid("autoscaling windows must be between 0 and 86400 seconds", param: "autoscaling")
+        }
+        return scaling
+    }
+
+    private func validated(_ access: AccessPolicy) throws -> AccessPolicy {
+        guard !access.methods.isEmpty else {
+            throw GantryError.invalid("access.methods needs at least one of api_key, oidc", param: "access.methods")
+        }
+        if let roles = access.roles, let unknown = roles.first(where: { Role(rawValue: $0) == nil }) {
+            throw GantryError.invalid("access.roles: unknown role '\(unknown)'", param: "access.roles")
+        }
+        return access
+    }
+
+    private func validated(_ limits: FrequencyLimits) throws -> FrequencyLimits {
+        let all = [
+            ("requests_per_minute_per_key", limits.requestsPerMinutePerKey),
+            ("tokens_per_minute_per_key", limits.tokensPerMinutePerKey),
+            ("requests_per_minute", limits.requestsPerMinute), ("tokens_per_minute", limits.tokensPerMinute),
+            ("concurrent_requests", limits.concurrentRequests),
+        ]
+        for (name, value) in all {
+            if let value, value < 1 { throw GantryError.invalid("limits.\(name) must be at least 1", param: "limits.\(name)") }
+        }
+        return limits
+    }
+}
+
+/// Engine arguments a deployment may add. Flags Gantry sets itself (port, model, context size,
+/// name, threads, GPU layers) would break routing or placement, so they are refused.
+enum EngineArgumentRules {
+    static let reserved: Set<String> = [
+        "--port", "--host", "-m", "--model", "--model-path", "--model-id", "-c", "--ctx-size", "-a", "--alias", "-t",
+        "--threads", "--served-model-name", "--max-model-len", "--context-length", "--hostname", "-ngl", "--n-gpu-layers",
+        "--gpu-layers", "--tensor-parallel-size", "--tp-size", "--num-shard",
+    ]
+
+    static func check(_ arguments: [String]) throws {
+        guard arguments.count <= 64 else { throw GantryError.invalid("at most 64 engine arguments", param: "engine_args") }
+        for argument in arguments {
+            let flag = argument.split(separator: "=", maxSplits: 1).first.map(String.init) ?? argument
+            if reserved.contains(flag) {
+                throw GantryError.invalid(
+                    "engine argument '\(flag)' is set by Gantry and cannot be overridden", param: "engine_args")
+            }
+        }
     }
 }

@@ -94,13 +94,31 @@ public struct AllocationService: Sendable {
 }
 
 extension AllocationService: ResourceAllocator {
-    public func reserve(owner: String, gpus: Int, cpuThreads: Int) async throws {
-        _ = try await allocate(owner: owner, request: ResourceRequest(gpus: gpus, cpuThreads: cpuThreads))
+    public func reserve(owner: String, resources: ReplicaResources) async throws -> Allocation {
+        try await allocate(owner: owner, request: ResourceRequest(resources))
     }
 
     public func releaseAll(owner: String) async throws {
         for allocation in try await ledger.listAllocations() where allocation.owner == owner {
             try await ledger.deleteAllocation(id: allocation.id)
         }
+    }
+
+    public func checkSatisfiable(_ resources: ReplicaResources) async throws {
+        do {
+            _ = try Placement.choose(
+                ResourceRequest(resources), nodes: await inventory.nodes(), allocatedGPUs: [], allocatedCPU: [:],
+                strategy: .binpack)
+        } catch let error as GantryError where error.kind == .conflict {
+            throw GantryError.invalid("no node could ever run this: \(error.message)", param: "resources")
+        }
+    }
+}
+
+extension ResourceRequest {
+    init(_ resources: ReplicaResources) {
+        self.init(
+            gpus: resources.gpus, gpuName: resources.gpuName, minFreeMemoryMiB: resources.minFreeMemoryMib,
+            cpuThreads: resources.cpuThreads ?? 0)
     }
 }

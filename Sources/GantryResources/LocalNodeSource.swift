@@ -6,11 +6,14 @@ public struct LocalNodeSource: NodeSource {
     let discovery: any GPUDiscovery
     let name: String
     let labels: [String: String]
+    /// CPU threads offered for allocation; the machine's cores unless set (simulated nodes in tests).
+    let cpuCount: Int
 
-    public init(discovery: any GPUDiscovery, name: String? = nil, labels: [String: String] = [:]) {
+    public init(discovery: any GPUDiscovery, name: String? = nil, labels: [String: String] = [:], cpuCount: Int? = nil) {
         self.discovery = discovery
         self.name = name ?? ProcessInfo.processInfo.hostName
         self.labels = labels
+        self.cpuCount = cpuCount ?? ProcessInfo.processInfo.activeProcessorCount
     }
 
     /// The discovery a setting names: `auto` (NVML when the driver's library loads, else
@@ -34,7 +37,7 @@ public struct LocalNodeSource: NodeSource {
     public func nodes() async throws -> [NodeInventory] {
         [
             NodeInventory(
-                name: name, cpuCount: ProcessInfo.processInfo.activeProcessorCount,
+                name: name, cpuCount: cpuCount,
                 memoryBytes: ProcessInfo.processInfo.physicalMemory, labels: labels, gpus: try await discovery.discover(),
                 gpuSource: discovery.sourceName, simulated: discovery.isSimulated, observedAt: Date())
         ]

@@ -7,6 +7,8 @@ public import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
+import Synchronization
 
 /// The `/v1` inference surface: reads `model`, picks a ready instance and forwards the body,
 /// streaming SSE responses through as they arrive.
@@ -18,11 +20,21 @@ public struct InferenceRoutes: Sendable {
         public var maxResponseBytes: Int
         /// How long to wait for an engine's response head.
         public var upstreamTimeout: Duration
+        /// How long a request waits for a deployment with no ready instance (starting, or scaled
+        /// to zero) before a 503.
+        public var queueTimeout: Duration
+        /// Requests held per deployment while it has no ready instance; more get a 503 at once.
+        public var maxQueuedPerModel: Int
 
-        public init(maxRequestBytes: Int, maxResponseBytes: Int, upstreamTimeout: Duration) {
+        public init(
+            maxRequestBytes: Int, maxResponseBytes: Int, upstreamTimeout: Duration, queueTimeout: Duration = .seconds(120),
+            maxQueuedPerModel: Int = 100
+        ) {
             self.maxRequestBytes = maxRequestBytes
             self.maxResponseBytes = maxResponseBytes
             self.upstreamTimeout = upstreamTimeout
+            self.queueTimeout = queueTimeout
+            self.maxQueuedPerModel = maxQueuedPerModel
         }
     }
 
@@ -60,8 +72,10 @@ public struct InferenceRoutes: Sendable {
             var object = "list"
             var data: [Item]
         }
-        let items = await routes.allEntries().filter { principal.mayUse(deployment: $0.deployment) }
-            .map { Item(id: $0.deployment, created: Int($0.createdAt.timeIntervalSince1970)) }
+        let items = await routes.allEntries().filter {
+            principal.mayUse(deployment: $0.deployment) && $0.access.admits(principal)
+        }
+        .map { Item(id: $0.deployment, created: Int($0.createdAt.timeIntervalSince1970)) }
         let data = try JSONEncoder().encode(List(data: items))
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: data)))
     }
@@ -78,8 +92,10 @@ public struct InferenceRoutes: Sendable {
             throw GantryError(.payloadTooLarge, "request body is larger than \(configuration.maxRequestBytes) bytes")
         }
         let parsed = try InferenceRequest.parse(Data(buffer: body))
-        // A deployment the key may not use answers exactly like one that does not exist.
-        guard principal.mayUse(deployment: parsed.deployment), let entry = await routes.entry(for: parsed.deployment) else {
+        // A deployment the caller may not use answers exactly like one that does not exist.
+        guard principal.mayUse(deployment: parsed.deployment), let entry = await routes.entry(for: parsed.deployment),
+            entry.access.admits(principal)
+        else {
             throw GantryError.notFound(
                 "The model '\(parsed.deployment)' does not exist or you do not have access to it.", code: "model_not_found")
         }
@@ -92,35 +108,58 @@ public struct InferenceRoutes: Sendable {
                 "max_tokens (\(maxTokens)) exceeds the context limit of model '\(entry.deployment)' (\(entry.contextLimit))",
                 param: "max_tokens", code: "context_length_exceeded")
         }
-        guard let target = await routes.nextTarget(for: parsed.deployment) else {
-            throw GantryError(
-                .unavailable, "model '\(parsed.deployment)' has no ready instance yet; retry shortly", code: "model_not_ready")
-        }
 
-        var upstream = HTTPClientRequest(url: target.endpoint + path)
+        var upstream = HTTPClientRequest(url: "")
         upstream.method = .POST
         upstream.headers.add(name: "content-type", value: "application/json")
         upstream.headers.add(name: "x-request-id", value: context.requestID)
         upstream.body = .bytes(body)
+        // One retry on another instance, only when the first could not even be connected to:
+        // then the request never reached an engine and cannot have run twice.
+        var attempt = 0
         let response: HTTPClientResponse
-        do {
-            response = try await httpClient.execute(upstream, timeout: .init(configuration.upstreamTimeout))
-        } catch {
-            context.logger.warning(
-                "engine request failed", metadata: ["instance_id": "\(target.instanceID)", "error": "\(error)"])
-            throw GantryError(.badGateway, "the model's engine could not be reached", code: "engine_unavailable")
+        let lease: InFlightLease
+        while true {
+            attempt += 1
+            // A retry goes to another ready instance or nowhere: it never waits in the queue.
+            let found: RouteTarget?
+            do {
+                found = try await routes.acquire(
+                    deployment: parsed.deployment, timeout: configuration.queueTimeout,
+                    maxQueued: attempt == 1 ? configuration.maxQueuedPerModel : 0)
+            } catch let error as GantryError where attempt > 1 && error.kind == .unavailable {
+                throw GantryError(.badGateway, "the model's engine could not be reached", code: "engine_unavailable")
+            }
+            guard let target = found else {
+                throw GantryError.notFound("The model '\(parsed.deployment)' does not exist.", code: "model_not_found")
+            }
+            let current = InFlightLease(routes: routes, instanceID: target.instanceID)
+            upstream.url = target.endpoint + path
+            do {
+                response = try await httpClient.execute(upstream, timeout: .init(configuration.upstreamTimeout))
+                lease = current
+                break
+            } catch {
+                current.end()
+                let refused = Self.isConnectFailure(error)
+                if refused { await routes.reportUnreachable(instanceID: target.instanceID) }
+                context.logger.warning(
+                    "engine request failed", metadata: ["instance_id": "\(target.instanceID)", "error": "\(error)"])
+                if refused, attempt < 2 { continue }
+                throw GantryError(.badGateway, "the model's engine could not be reached", code: "engine_unavailable")
+            }
         }
-
         var headers = HTTPFields()
         headers[.contentType] = response.headers.first(name: "content-type") ?? "application/json"
         let status = HTTPResponse.Status(code: Int(response.status.code))
         guard parsed.stream, response.status == .ok else {
             let payload: ByteBuffer
+            defer { lease.end() }
             do {
                 payload = try await response.body.collect(upTo: configuration.maxResponseBytes)
             } catch {
                 context.logger.warning(
-                    "engine response failed", metadata: ["instance_id": "\(target.instanceID)", "error": "\(error)"])
+                    "engine response failed", metadata: ["instance_id": "\(lease.instanceID)", "error": "\(error)"])
                 throw GantryError(.badGateway, "the model's engine failed while answering", code: "engine_failed")
             }
             return Response(status: status, headers: headers, body: .init(byteBuffer: payload))
@@ -128,10 +167,11 @@ public struct InferenceRoutes: Sendable {
 
         headers[.cacheControl] = "no-cache"
         let logger = context.logger
-        let instanceID = target.instanceID
+        let instanceID = lease.instanceID
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
+                defer { lease.end() }
                 do {
                     for try await chunk in response.body {
                         try await writer.write(chunk)
@@ -151,4 +191,39 @@ public struct InferenceRoutes: Sendable {
                 try await writer.finish(nil)
             })
     }
+
+    /// Whether the request failed before a connection existed (refused, unreachable, connect
+    /// timeout), so no byte of it reached the engine.
+    static func isConnectFailure(_ error: any Error) -> Bool {
+        if error is NIOConnectionError { return true }
+        if let error = error as? IOError, [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH].contains(error.errnoCode) { return true }
+        if let error = error as? HTTPClientError, error == .connectTimeout { return true }
+        return false
+    }
+}
+
+/// One request counted in flight on an instance; ends exactly once, at the latest when dropped
+/// (a client gone before its response body was written).
+final class InFlightLease: Sendable {
+    let routes: RouteTable
+    let instanceID: String
+    private let ended = Mutex(false)
+
+    init(routes: RouteTable, instanceID: String) {
+        self.routes = routes
+        self.instanceID = instanceID
+    }
+
+    func end() {
+        guard
+            ended.withLock({ done in
+                defer { done = true }; return !done
+            })
+        else { return }
+        let routes = routes
+        let instanceID = instanceID
+        Task { await routes.finish(instanceID: instanceID) }
+    }
+
+    deinit { end() }
 }

@@ -1,21 +1,66 @@
 public import GantryCore
 
-/// Where each deployment's ready instances are: written by the orchestrator, read on every
-/// `/v1` request. Picks targets round-robin (load balancing proper arrives with the gateway issue).
+/// Where each deployment's ready instances are: written by the orchestrator, read on every `/v1`
+/// request. It also counts requests in flight per instance (for least-outstanding balancing,
+/// draining and autoscaling) and holds requests for deployments with no ready instance in a
+/// bounded queue until one is published.
 public actor RouteTable: RoutePublisher {
     private var entries: [String: RouteEntry] = [:]
-    private var cursors: [String: Int] = [:]
+    /// Instances the gateway could not reach, kept out of rotation until the next publish.
+    private var ejected: Set<String> = []
+    private var unreachable: Set<String> = []
+    private var inFlight: [String: Int] = [:]
+    private var deploymentOfInstance: [String: String] = [:]
+    private var deploymentInFlight: [String: Int] = [:]
+    private var peakInFlight: [String: Int] = [:]
+    private var waiters: [String: [Waiter]] = [:]
+    private var nextWaiterID: UInt64 = 0
+    private var attention: (@Sendable () -> Void)?
+
+    struct Waiter {
+        let id: UInt64
+        let continuation: CheckedContinuation<Void, any Error>
+    }
 
     public init() {}
 
+    // MARK: - Orchestrator side
+
     public func publish(_ entry: RouteEntry) {
         entries[entry.deployment] = entry
+        for target in entry.targets {
+            ejected.remove(target.instanceID)
+            deploymentOfInstance[target.instanceID] = entry.deployment
+        }
+        if !entry.targets.isEmpty { resumeWaiters(of: entry.deployment, with: nil) }
     }
 
     public func withdraw(deployment: String) {
         entries[deployment] = nil
-        cursors[deployment] = nil
+        peakInFlight[deployment] = nil
+        resumeWaiters(of: deployment, with: nil)
     }
+
+    public func takeLoad(deployment: String) -> DeploymentLoad {
+        let current = deploymentInFlight[deployment, default: 0]
+        let peak = max(peakInFlight[deployment, default: 0], current)
+        peakInFlight[deployment] = current
+        let byInstance = deploymentOfInstance.filter { $0.value == deployment }.reduce(into: [String: Int]()) {
+            $0[$1.key] = inFlight[$1.key, default: 0]
+        }
+        return DeploymentLoad(peakInFlight: peak, queued: waiters[deployment]?.count ?? 0, inFlightByInstance: byInstance)
+    }
+
+    public func takeUnreachableInstances() -> Set<String> {
+        defer { unreachable.removeAll() }
+        return unreachable
+    }
+
+    public func onAttentionNeeded(_ handler: @escaping @Sendable () -> Void) {
+        attention = handler
+    }
+
+    // MARK: - Gateway side
 
     public func entry(for deployment: String) -> RouteEntry? {
         entries[deployment]
@@ -25,11 +70,97 @@ public actor RouteTable: RoutePublisher {
         entries.values.sorted { $0.deployment < $1.deployment }
     }
 
-    /// The next target of a deployment, or nil when it has none ready.
-    public func nextTarget(for deployment: String) -> RouteTarget? {
-        guard let targets = entries[deployment]?.targets, !targets.isEmpty else { return nil }
-        let cursor = cursors[deployment, default: 0]
-        cursors[deployment] = cursor &+ 1
-        return targets[cursor % targets.count]
+    /// Picks an instance for one request and counts it in flight until `finish`. With no ready
+    /// instance the request waits (at most `maxQueued` per deployment, for at most `timeout`).
+    /// Returns nil when the deployment does not exist (or was withdrawn while waiting).
+    public func acquire(deployment: String, timeout: Duration, maxQueued: Int) async throws -> RouteTarget? {
+        while true {
+            guard entries[deployment] != nil else { return nil }
+            if let target = leastOutstanding(of: deployment) {
+                inFlight[target.instanceID, default: 0] += 1
+                let now = deploymentInFlight[deployment, default: 0] + 1
+                deploymentInFlight[deployment] = now
+                peakInFlight[deployment] = max(peakInFlight[deployment, default: 0], now)
+                return target
+            }
+            guard waiters[deployment, default: []].count < maxQueued else {
+                throw GantryError(
+                    .unavailable, "model '\(deployment)' has no ready instance and its queue is full; retry shortly",
+                    code: "model_not_ready")
+            }
+            try await wait(for: deployment, timeout: timeout)
+        }
+    }
+
+    /// Ends a request started with `acquire`.
+    public func finish(instanceID: String) {
+        guard let count = inFlight[instanceID] else { return }
+        inFlight[instanceID] = count > 1 ? count - 1 : nil
+        if let deployment = deploymentOfInstance[instanceID] {
+            deploymentInFlight[deployment] = max(0, deploymentInFlight[deployment, default: 1] - 1)
+        }
+    }
+
+    /// Passive health: the gateway could not reach this instance. It leaves rotation at once
+    /// and the orchestrator is asked to probe it.
+    public func reportUnreachable(instanceID: String) {
+        ejected.insert(instanceID)
+        unreachable.insert(instanceID)
+        attention?()
+    }
+
+    /// Requests in flight on an instance now.
+    public func inFlight(instanceID: String) -> Int {
+        inFlight[instanceID, default: 0]
+    }
+
+    // MARK: - Internals
+
+    /// Power of two choices: of two random ready instances, the one with fewer requests in flight.
+    private func leastOutstanding(of deployment: String) -> RouteTarget? {
+        guard let targets = entries[deployment]?.targets.filter({ !ejected.contains($0.instanceID) }), !targets.isEmpty
+        else { return nil }
+        guard targets.count > 1 else { return targets[0] }
+        let first = Int.random(in: 0..<targets.count)
+        var second = Int.random(in: 0..<(targets.count - 1))
+        if second >= first { second += 1 }
+        let a = targets[first]
+        let b = targets[second]
+        return inFlight[a.instanceID, default: 0] <= inFlight[b.instanceID, default: 0] ? a : b
+    }
+
+    private func wait(for deployment: String, timeout: Duration) async throws {
+        nextWaiterID += 1
+        let id = nextWaiterID
+        attention?()
+        let timer = Task { [weak self] in
+            try await Task.sleep(for: timeout)
+            await self?.expire(
+                id, deployment: deployment,
+                GantryError(
+                    .unavailable, "model '\(deployment)' had no ready instance within \(timeout); retry shortly",
+                    code: "model_not_ready"))
+        }
+        defer { timer.cancel() }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                waiters[deployment, default: []].append(Waiter(id: id, continuation: continuation))
+            }
+        } onCancel: {
+            Task { await self.expire(id, deployment: deployment, CancellationError()) }
+        }
+    }
+
+    private func expire(_ id: UInt64, deployment: String, _ error: any Error) {
+        guard let index = waiters[deployment]?.firstIndex(where: { $0.id == id }) else { return }
+        let waiter = waiters[deployment]!.remove(at: index)
+        waiter.continuation.resume(throwing: error)
+    }
+
+    private func resumeWaiters(of deployment: String, with error: (any Error)?) {
+        guard let list = waiters.removeValue(forKey: deployment) else { return }
+        for waiter in list {
+            if let error { waiter.continuation.resume(throwing: error) } else { waiter.continuation.resume() }
+        }
     }
 }

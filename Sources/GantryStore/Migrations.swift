@@ -129,6 +129,54 @@ extension SQLStore {
                 .primaryKey("version_id", "path")
                 .run()
         },
+        Migration(version: 5, name: "orchestration: deployment specs and revisions, instance lifecycle, events") { db in
+            // The spec (revisions, scaling, access, limits) is one JSON document: nothing queries
+            // inside it, and it changes as a whole. version_id, engine and context_limit stay
+            // columns, mirrored from the current revision, for the registry's "in use" checks.
+            try await db.alter(table: "deployments").column("spec", type: .text).run()
+            for row in try await db.raw(
+                "SELECT d.id, d.version_id, d.engine, d.context_limit, d.replicas, d.created_at, v.version FROM deployments d JOIN model_versions v ON v.id = d.version_id"
+            ).all() {
+                let replicas = try row.int("replicas")
+                let revision = DeploymentRevision(
+                    id: Identifier.make("rev"), versionID: try row.string("version_id"), version: try row.string("version"),
+                    engine: try row.string("engine"), contextLimit: try row.int("context_limit"), engineArgs: [],
+                    resources: ReplicaResources(), createdAt: try row.date("created_at"))
+                let spec = StoredDeploymentSpec(
+                    revision: revision, previousRevision: nil,
+                    scaling: ScalingPolicy(minReplicas: replicas, maxReplicas: replicas), access: AccessPolicy(),
+                    limits: FrequencyLimits())
+                try await db.update("deployments").set("spec", to: SQLBind(try spec.encoded()))
+                    .where("id", .equal, try row.string("id")).run()
+            }
+            // Instances were never kept across restarts before; their table is rebuilt.
+            try await db.drop(table: "instances").ifExists().run()
+            try await db.create(table: "instances")
+                .column("id", type: .text, .primaryKey(autoIncrement: false))
+                .column("deployment_id", type: .text, .notNull, .references("deployments", "id", onDelete: .cascade))
+                .column("revision_id", type: .text, .notNull)
+                .column("node", type: .text, .notNull)
+                .column("state", type: .text, .notNull)
+                .column("state_message", type: .text, .notNull)
+                .column("endpoint", type: .text, .notNull)
+                .column("pid", type: .bigint)
+                .column("gpu_uuids", type: .text, .notNull)
+                .column("restarts", type: .bigint, .notNull)
+                .column("created_at", type: .bigint, .notNull)
+                .column("updated_at", type: .bigint, .notNull)
+                .run()
+            try await db.create(table: "deployment_events")
+                .column("id", type: .text, .primaryKey(autoIncrement: false))
+                .column("deployment_id", type: .text, .notNull, .references("deployments", "id", onDelete: .cascade))
+                .column("instance_id", type: .text)
+                .column("kind", type: .text, .notNull)
+                .column("message", type: .text, .notNull)
+                .column("sequence", type: .bigint, .notNull)
+                .column("created_at", type: .bigint, .notNull)
+                .run()
+            try await db.create(index: "deployment_events_by_deployment").on("deployment_events")
+                .column("deployment_id").column("sequence").run()
+        },
     ]
 
     /// The highest migration version this binary knows.

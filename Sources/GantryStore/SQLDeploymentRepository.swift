@@ -1,6 +1,41 @@
 import Foundation
 import GantryCore
 import SQLKit
+import Synchronization
+
+/// The part of a deployment kept as one JSON document in `deployments.spec`.
+struct StoredDeploymentSpec: Codable {
+    var revision: DeploymentRevision
+    var previousRevision: DeploymentRevision?
+    var scaling: ScalingPolicy
+    var access: AccessPolicy
+    var limits: FrequencyLimits
+
+    init(
+        revision: DeploymentRevision, previousRevision: DeploymentRevision?, scaling: ScalingPolicy, access: AccessPolicy,
+        limits: FrequencyLimits
+    ) {
+        self.revision = revision
+        self.previousRevision = previousRevision
+        self.scaling = scaling
+        self.access = access
+        self.limits = limits
+    }
+
+    init(_ d: Deployment) {
+        self.init(
+            revision: d.revision, previousRevision: d.previousRevision, scaling: d.scaling, access: d.access,
+            limits: d.limits)
+    }
+
+    func encoded() throws -> String {
+        String(decoding: try JSONEncoder().encode(self), as: UTF8.self)
+    }
+
+    static func decode(_ text: String) throws -> StoredDeploymentSpec {
+        try JSONDecoder().decode(StoredDeploymentSpec.self, from: Data(text.utf8))
+    }
+}
 
 struct SQLDeploymentRepository: DeploymentRepository {
     let db: any SQLDatabase
@@ -9,13 +44,13 @@ struct SQLDeploymentRepository: DeploymentRepository {
         try await insertUnique("deployment '\(d.name)'") {
             try await db.insert(into: "deployments")
                 .columns(
-                    "id", "name", "model_id", "version_id", "engine", "replicas", "context_limit", "status",
+                    "id", "name", "model_id", "version_id", "engine", "replicas", "context_limit", "spec", "status",
                     "status_message", "created_at", "updated_at"
                 )
                 .values(
                     SQLBind(d.id), SQLBind(d.name), SQLBind(d.modelID), SQLBind(d.versionID), SQLBind(d.engine),
-                    SQLBind(Int64(d.replicas)), SQLBind(Int64(d.contextLimit)), SQLBind(d.status.rawValue),
-                    SQLBind(d.statusMessage), SQLBind(d.createdAt.millisecondsSince1970),
+                    SQLBind(Int64(d.replicas)), SQLBind(Int64(d.contextLimit)), SQLBind(try StoredDeploymentSpec(d).encoded()),
+                    SQLBind(d.status.rawValue), SQLBind(d.statusMessage), SQLBind(d.createdAt.millisecondsSince1970),
                     SQLBind(d.updatedAt.millisecondsSince1970)
                 )
                 .run()
@@ -30,6 +65,18 @@ struct SQLDeploymentRepository: DeploymentRepository {
         try await db.select().column("*").from("deployments").orderBy("name").all().map(Self.deployment)
     }
 
+    func updateSpec(_ d: Deployment) async throws {
+        try await db.update("deployments")
+            .set("version_id", to: SQLBind(d.versionID))
+            .set("engine", to: SQLBind(d.engine))
+            .set("context_limit", to: SQLBind(Int64(d.contextLimit)))
+            .set("replicas", to: SQLBind(Int64(d.replicas)))
+            .set("spec", to: SQLBind(try StoredDeploymentSpec(d).encoded()))
+            .set("updated_at", to: SQLBind(Date().millisecondsSince1970))
+            .where("id", .equal, d.id)
+            .run()
+    }
+
     func updateStatus(deploymentID: String, status: DeploymentStatus, message: String) async throws {
         try await db.update("deployments")
             .set("status", to: SQLBind(status.rawValue))
@@ -40,17 +87,51 @@ struct SQLDeploymentRepository: DeploymentRepository {
     }
 
     func deleteDeployment(id: String) async throws {
+        try await db.delete(from: "deployment_events").where("deployment_id", .equal, id).run()
         try await db.delete(from: "instances").where("deployment_id", .equal, id).run()
         try await db.delete(from: "deployments").where("id", .equal, id).run()
     }
 
+    /// Orders events written in the same millisecond by one process.
+    private static let lastSequence = Mutex<Int64>(0)
+
+    func recordEvent(_ event: DeploymentEvent) async throws {
+        let micros = Int64(event.createdAt.timeIntervalSince1970 * 1_000_000)
+        let sequence = Self.lastSequence.withLock { last in
+            last = max(last + 1, micros)
+            return last
+        }
+        try await db.insert(into: "deployment_events")
+            .columns("id", "deployment_id", "instance_id", "kind", "message", "sequence", "created_at")
+            .values(
+                SQLBind(Identifier.make("evt")), SQLBind(event.deploymentID), SQLBind(event.instanceID), SQLBind(event.kind),
+                SQLBind(event.message), SQLBind(sequence), SQLBind(event.createdAt.millisecondsSince1970)
+            )
+            .run()
+    }
+
+    func events(deploymentID: String, limit: Int) async throws -> [DeploymentEvent] {
+        let rows = try await db.select().column("*").from("deployment_events")
+            .where("deployment_id", .equal, deploymentID)
+            .orderBy("sequence", .descending)
+            .limit(limit)
+            .all()
+        return try rows.reversed().map { row in
+            DeploymentEvent(
+                deploymentID: try row.string("deployment_id"),
+                instanceID: try row.decode(column: "instance_id", as: String?.self), kind: try row.string("kind"),
+                message: try row.string("message"), createdAt: try row.date("created_at"))
+        }
+    }
+
     static func deployment(_ row: any SQLRow) throws -> Deployment {
-        Deployment(
+        let spec = try StoredDeploymentSpec.decode(try row.string("spec"))
+        return Deployment(
             id: try row.string("id"), name: try row.string("name"), modelID: try row.string("model_id"),
-            versionID: try row.string("version_id"), engine: try row.string("engine"), replicas: try row.int("replicas"),
-            contextLimit: try row.int("context_limit"), status: try row.enumValue("status", as: DeploymentStatus.self),
-            statusMessage: try row.string("status_message"), createdAt: try row.date("created_at"),
-            updatedAt: try row.date("updated_at"))
+            revision: spec.revision, previousRevision: spec.previousRevision, scaling: spec.scaling,
+            replicas: try row.int("replicas"), access: spec.access, limits: spec.limits,
+            status: try row.enumValue("status", as: DeploymentStatus.self), statusMessage: try row.string("status_message"),
+            createdAt: try row.date("created_at"), updatedAt: try row.date("updated_at"))
     }
 }
 
@@ -60,37 +141,60 @@ struct SQLInstanceRepository: InstanceRepository {
     func createInstance(_ i: EngineInstance) async throws {
         try await insertUnique("instance '\(i.id)'") {
             try await db.insert(into: "instances")
-                .columns("id", "deployment_id", "endpoint", "status", "created_at", "updated_at")
+                .columns(
+                    "id", "deployment_id", "revision_id", "node", "state", "state_message", "endpoint", "pid", "gpu_uuids",
+                    "restarts", "created_at", "updated_at"
+                )
                 .values(
-                    SQLBind(i.id), SQLBind(i.deploymentID), SQLBind(i.endpoint), SQLBind(i.status.rawValue),
+                    SQLBind(i.id), SQLBind(i.deploymentID), SQLBind(i.revisionID), SQLBind(i.node), SQLBind(i.state.rawValue),
+                    SQLBind(i.stateMessage), SQLBind(i.endpoint), SQLBind(i.pid.map(Int64.init)),
+                    SQLBind(try Self.encode(i.gpuUUIDs)), SQLBind(Int64(i.restarts)),
                     SQLBind(i.createdAt.millisecondsSince1970), SQLBind(i.updatedAt.millisecondsSince1970)
                 )
                 .run()
         }
     }
 
-    func updateStatus(instanceID: String, status: InstanceStatus) async throws {
+    func updateInstance(_ i: EngineInstance) async throws {
         try await db.update("instances")
-            .set("status", to: SQLBind(status.rawValue))
-            .set("updated_at", to: SQLBind(Date().millisecondsSince1970))
-            .where("id", .equal, instanceID)
+            .set("revision_id", to: SQLBind(i.revisionID))
+            .set("node", to: SQLBind(i.node))
+            .set("state", to: SQLBind(i.state.rawValue))
+            .set("state_message", to: SQLBind(i.stateMessage))
+            .set("endpoint", to: SQLBind(i.endpoint))
+            .set("pid", to: SQLBind(i.pid.map(Int64.init)))
+            .set("gpu_uuids", to: SQLBind(try Self.encode(i.gpuUUIDs)))
+            .set("restarts", to: SQLBind(Int64(i.restarts)))
+            .set("updated_at", to: SQLBind(i.updatedAt.millisecondsSince1970))
+            .where("id", .equal, i.id)
             .run()
+    }
+
+    func instance(id: String) async throws -> EngineInstance? {
+        try await db.select().column("*").from("instances").where("id", .equal, id).first().map(Self.instance)
     }
 
     func listInstances(deploymentID: String?) async throws -> [EngineInstance] {
         var query = db.select().column("*").from("instances")
         if let deploymentID { query = query.where("deployment_id", .equal, deploymentID) }
-        return try await query.orderBy("created_at").all().map(Self.instance)
+        return try await query.orderBy("created_at").orderBy("id").all().map(Self.instance)
     }
 
     func deleteInstance(id: String) async throws {
         try await db.delete(from: "instances").where("id", .equal, id).run()
     }
 
+    static func encode(_ uuids: [String]) throws -> String {
+        String(decoding: try JSONEncoder().encode(uuids), as: UTF8.self)
+    }
+
     static func instance(_ row: any SQLRow) throws -> EngineInstance {
         EngineInstance(
-            id: try row.string("id"), deploymentID: try row.string("deployment_id"), endpoint: try row.string("endpoint"),
-            status: try row.enumValue("status", as: InstanceStatus.self), createdAt: try row.date("created_at"),
-            updatedAt: try row.date("updated_at"))
+            id: try row.string("id"), deploymentID: try row.string("deployment_id"),
+            revisionID: try row.string("revision_id"), node: try row.string("node"),
+            state: try row.enumValue("state", as: InstanceState.self), stateMessage: try row.string("state_message"),
+            endpoint: try row.string("endpoint"), pid: try row.decode(column: "pid", as: Int64?.self).map { Int32($0) },
+            gpuUUIDs: try JSONDecoder().decode([String].self, from: Data(try row.string("gpu_uuids").utf8)),
+            restarts: try row.int("restarts"), createdAt: try row.date("created_at"), updatedAt: try row.date("updated_at"))
     }
 }

@@ -355,12 +355,12 @@ struct ModelRegistryTests {
                 #expect(response.status == .badRequest, "\(flag)")
             }
         }
-        let engine = LlamaCppEngine(binary: "/bin/true", threads: 1)
-        let arguments = engine.arguments(
+        let arguments = LlamaCppAdapter(binary: "/bin/true").command(
             for: EngineLaunchSpec(
                 instanceID: "i", deploymentName: "d", engine: "llama-cpp", modelPath: "/m.gguf", contextLimit: 64,
                 extraArguments: ["--temp", "0.1"]),
-            port: 9)
+            host: "127.0.0.1", port: 9
+        ).arguments
         #expect(Array(arguments.suffix(2)) == ["--temp", "0.1"], "the version's arguments come after Gantry's")
         #expect(arguments.contains("--alias"))
     }

@@ -28,6 +28,17 @@ struct ResourceTests {
         #expect(gpus[7].powerWatts == nil)
     }
 
+    @Test("recorded output of a real H200 (driver 580.159.04) parses to what NVML reported there")
+    func parsesRecordedH200() async throws {
+        let gpus = try await FixtureDiscovery(path: Self.fixtures + "/1xH200.csv").discover()
+        #expect(
+            gpus == [
+                GPUInfo(
+                    index: 0, uuid: "GPU-7f118b06-f8bf-ab52-a00f-4ed1624cc058", name: "NVIDIA H200", memoryTotalMiB: 143771,
+                    memoryUsedMiB: 0, utilizationPercent: 0, temperatureCelsius: 40, powerWatts: 98.69)
+            ])
+    }
+
     @Test("mixed 4 x A10G + 2 x L4 fixture, with [Not Supported] utilisation")
     func parsesMixed() async throws {
         let gpus = try await FixtureDiscovery(path: Self.fixtures + "/4xA10G-2xL4.csv").discover()

@@ -85,23 +85,49 @@ struct StoreConformanceTests {
                 ModelVersion(
                     id: "v", modelID: "m", version: "1", format: "gguf", contextLimit: 2048, artifactURI: "file:///x",
                     status: .ready, createdAt: now))
-            let deployment = Deployment(
-                id: "d", name: "chat", modelID: "m", versionID: "v", engine: "llama-cpp", replicas: 2, contextLimit: 1024,
+            let revision = DeploymentRevision(
+                id: "r1", versionID: "v", version: "1", engine: "llama-cpp", contextLimit: 1024, engineArgs: ["--temp", "0"],
+                resources: ReplicaResources(gpus: 1, gpuName: "H100"), createdAt: now)
+            var deployment = Deployment(
+                id: "d", name: "chat", modelID: "m", revision: revision,
+                scaling: ScalingPolicy(minReplicas: 0, maxReplicas: 3), replicas: 2,
+                access: AccessPolicy(methods: [.apiKey, .oidc], users: ["ann"]), limits: FrequencyLimits(tokensPerMinute: 10),
                 status: .pending, statusMessage: "", createdAt: now, updatedAt: now)
             try await repos.deployments.createDeployment(deployment)
             await #expect(throws: GantryError.self) { try await repos.deployments.createDeployment(deployment) }
             try await repos.deployments.updateStatus(deploymentID: "d", status: .ready, message: "2 of 2")
-            let stored = try #require(try await repos.deployments.deployment(named: "chat"))
+            var stored = try #require(try await repos.deployments.deployment(named: "chat"))
             #expect(stored.status == .ready)
             #expect(stored.statusMessage == "2 of 2")
-            #expect(stored.replicas == 2 && stored.contextLimit == 1024)
+            #expect(stored.revision == revision && stored.scaling == deployment.scaling && stored.replicas == 2)
+            #expect(stored.access == deployment.access && stored.limits == deployment.limits)
+            deployment.previousRevision = revision
+            deployment.revision.id = "r2"
+            deployment.revision.contextLimit = 512
+            deployment.replicas = 3
+            try await repos.deployments.updateSpec(deployment)
+            stored = try #require(try await repos.deployments.deployment(named: "chat"))
+            #expect(stored.previousRevision == revision && stored.revision.id == "r2" && stored.contextLimit == 512)
+            #expect(stored.replicas == 3 && stored.status == .ready)
 
-            let instance = EngineInstance(
-                id: "i", deploymentID: "d", endpoint: "http://127.0.0.1:1", status: .starting, createdAt: now, updatedAt: now)
+            var instance = EngineInstance(
+                id: "i", deploymentID: "d", revisionID: "r2", node: "n", state: .starting, createdAt: now, updatedAt: now)
             try await repos.instances.createInstance(instance)
-            try await repos.instances.updateStatus(instanceID: "i", status: .ready)
-            #expect(try await repos.instances.listInstances(deploymentID: "d").map(\.status) == [.ready])
+            instance.state = .ready
+            instance.endpoint = "http://127.0.0.1:1"
+            instance.pid = 4242
+            instance.gpuUUIDs = ["GPU-a", "GPU-b"]
+            instance.restarts = 2
+            try await repos.instances.updateInstance(instance)
+            #expect(try await repos.instances.instance(id: "i") == instance)
+            #expect(try await repos.instances.listInstances(deploymentID: "d") == [instance])
             #expect(try await repos.instances.listInstances(deploymentID: nil).count == 1)
+            for index in 0..<3 {
+                try await repos.deployments.recordEvent(
+                    DeploymentEvent(
+                        deploymentID: "d", instanceID: index == 0 ? nil : "i", kind: "k", message: "e\(index)", createdAt: now))
+            }
+            #expect(try await repos.deployments.events(deploymentID: "d", limit: 2).map(\.message) == ["e1", "e2"])
             try await repos.deployments.deleteDeployment(id: "d")
             #expect(try await repos.deployments.listDeployments().isEmpty)
             #expect(try await repos.instances.listInstances(deploymentID: nil).isEmpty)

@@ -24,7 +24,7 @@ struct TestServer {
         var flags: [GantrySetting: String] = [
             .port: "0", .dataDir: directory.path + "/data", .cacheDir: directory.path + "/cache",
             .databaseURL: database ?? "sqlite://\(directory.path)/data/gantry.sqlite",
-            .engineThreads: "1", .reconcileInterval: "1", .engineStartupTimeout: "120", .logLevel: "warning",
+            .engineThreads: "1", .reconcileInterval: "1", .engineStartupTimeout: "120", .logLevel: "warning", .queueTimeout: "3",
         ]
         if let llamaServer { flags[.llamaServer] = llamaServer }
         flags.merge(extraFlags) { $1 }
