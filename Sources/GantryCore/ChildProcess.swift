@@ -55,6 +55,10 @@ public final class ChildProcess: Sendable {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        // Descriptors Gantry holds without close-on-exec (its listening socket among them) must
+        // not leak into children: an engine that outlives a crashed Gantry would keep the port
+        // bound, and the restarted Gantry could not listen.
+        closeInheritedDescriptors(&actions)
         if let outputPath {
             posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
             posix_spawn_file_actions_adddup2(&actions, 1, 2)
@@ -132,4 +136,15 @@ private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeM
     let pointers = strings.map { strdup($0) } + [nil]
     defer { pointers.forEach { free($0) } }
     return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
+
+/// Adds "close every descriptor from 3 up" to the spawn's actions: glibc 2.34+ has
+/// `posix_spawn_file_actions_addclosefrom_np`, which Swift's Glibc module does not export, so it
+/// is looked up at run time. Elsewhere descriptors are expected to be close-on-exec already.
+private func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+    typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else {
+        return
+    }
+    _ = unsafeBitCast(symbol, to: CloseFrom.self)(&actions, 3)
 }

@@ -108,10 +108,9 @@ public actor Reconciler: Service {
     public func run() async throws {
         await routes.onAttentionNeeded { [wakeupContinuation] in wakeupContinuation.yield() }
         await adoptOrCleanUp()
-        let ticker = Task { [weak self] in
+        let ticker = Task { [weak self, interval = timing.interval] in
             while !Task.isCancelled {
-                let pause = await self?.nextPause() ?? .seconds(1)
-                try? await Task.sleep(for: pause)
+                try? await Task.sleep(for: interval)
                 self?.wake()
             }
         }
@@ -120,14 +119,20 @@ public actor Reconciler: Service {
         await cancelWhenGracefulShutdown {
             for await _ in self.wakeups {
                 await self.reconcileOnce()
+                // While instances change state, look again soon rather than at the next tick.
+                if await self.busy {
+                    let pause = self.timing.busyInterval
+                    Task { [weak self] in
+                        try? await Task.sleep(for: pause)
+                        self?.wake()
+                    }
+                }
             }
         }
         for deployment in (try? await repositories.deployments.listDeployments()) ?? [] {
             await routes.withdraw(deployment: deployment.name)
         }
     }
-
-    private func nextPause() -> Duration { busy ? timing.busyInterval : timing.interval }
 
     /// One pass over every deployment. Errors are recorded on the deployment, never thrown.
     public func reconcileOnce() async {

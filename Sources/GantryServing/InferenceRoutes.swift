@@ -149,6 +149,9 @@ public struct InferenceRoutes: Sendable {
                 throw GantryError(.badGateway, "the model's engine could not be reached", code: "engine_unavailable")
             }
         }
+        // Passive health: an engine answering 5xx leaves rotation until the orchestrator's next
+        // probe (woken at once) finds it healthy again.
+        if response.status.code >= 500 { await routes.reportUnreachable(instanceID: lease.instanceID) }
         var headers = HTTPFields()
         headers[.contentType] = response.headers.first(name: "content-type") ?? "application/json"
         let status = HTTPResponse.Status(code: Int(response.status.code))

@@ -101,12 +101,17 @@ public actor RouteTable: RoutePublisher {
         }
     }
 
-    /// Passive health: the gateway could not reach this instance. It leaves rotation at once
-    /// and the orchestrator is asked to probe it.
+    /// Passive health: the gateway could not reach this instance, or it answered 5xx. It leaves
+    /// rotation at once and the orchestrator is asked to probe it.
     public func reportUnreachable(instanceID: String) {
         ejected.insert(instanceID)
         unreachable.insert(instanceID)
         attention?()
+    }
+
+    /// Whether the gateway took an instance out of rotation after failing to use it.
+    public func isEjected(instanceID: String) -> Bool {
+        ejected.contains(instanceID)
     }
 
     /// Requests in flight on an instance now.

@@ -1,5 +1,6 @@
 import Foundation
 import GantryCore
+import GantryTestSupport
 import Testing
 
 /// Children must start with no blocked signals: with SIGCHLD blocked, cmake waits forever for
@@ -27,5 +28,41 @@ struct ChildProcessTests {
             #expect(failure.status == 3)
             #expect(failure.output.contains("oops"))
         }
+    }
+
+    @Test("children inherit no descriptor beyond stdin, stdout and stderr (a crashed Gantry's port is not kept bound)")
+    func noInheritedDescriptors() async throws {
+        // Opened without close-on-exec, like a socket a library forgot to mark.
+        let descriptor = open("/dev/null", O_RDONLY)
+        #expect(descriptor > 2)
+        defer { close(descriptor) }
+        let output = try await ExternalCommand.run([
+            "sh", "-c", "[ -e /proc/self/fd/\(descriptor) ] && echo leaked || echo clean",
+        ])
+        #expect(output.trimmingCharacters(in: .whitespacesAndNewlines) == "clean")
+    }
+
+    @Test("a child leading its own process group takes its helpers with it when terminated")
+    func processGroup() async throws {
+        let directory = try TemporaryDirectory()
+        let pidFile = directory.path + "/helper.pid"
+        // The shell starts a helper that ignores the shell's death, as engine workers do.
+        let parent = try ChildProcess.spawn(
+            ["sh", "-c", "sleep 60 & echo $! > \(pidFile); wait"], newProcessGroup: true)
+        var helper: Int32 = 0
+        for _ in 0..<100 {
+            if let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+                let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            {
+                helper = pid
+                break
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(helper > 0)
+        await parent.terminate(grace: .seconds(5))
+        try await Task.sleep(for: .milliseconds(100))
+        let state = (try? String(contentsOfFile: "/proc/\(helper)/stat", encoding: .utf8)) ?? ""
+        #expect(state.isEmpty || state.contains(") Z "), "the helper \(helper) outlived its group leader")
     }
 }

@@ -205,4 +205,44 @@ struct GatewayTests {
             #expect(starting.status == .serviceUnavailable)
         }
     }
+
+    @Test("passive health: a refused connection is retried on another instance; refusing and 5xx instances leave rotation")
+    func passiveHealth() async throws {
+        let test = try await TestServer.make()
+        let failing = Router()
+        failing.post("/v1/chat/completions") { _, _ in Response(status: .serviceUnavailable) }
+        try await LocalTestServer.withServer(failing) { failingEndpoint in
+            try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
+                let routes = test.server.routeTable
+                // Port 1 refuses connections: every request that picks it is retried on the other.
+                await routes.publish(
+                    RouteEntry(
+                        deployment: "fake", version: "1", contextLimit: 512, createdAt: Date(),
+                        targets: [
+                            RouteTarget(instanceID: "ins_refusing", endpoint: "http://127.0.0.1:1"),
+                            RouteTarget(instanceID: "ins_good", endpoint: endpoint),
+                        ]))
+                try await test.server.application.test(.router) { client in
+                    for _ in 0..<6 {
+                        let response = try await client.execute(
+                            uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
+                            body: .json(#"{"model":"fake","messages":[]}"#))
+                        #expect(response.status == .ok)
+                    }
+                    #expect(await routes.isEjected(instanceID: "ins_refusing"))
+                    #expect(await !routes.isEjected(instanceID: "ins_good"))
+
+                    await routes.publish(
+                        RouteEntry(
+                            deployment: "sick", version: "1", contextLimit: 512, createdAt: Date(),
+                            targets: [RouteTarget(instanceID: "ins_sick", endpoint: failingEndpoint)]))
+                    let sick = try await client.execute(
+                        uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
+                        body: .json(#"{"model":"sick","messages":[]}"#))
+                    #expect(sick.status == .serviceUnavailable)
+                    #expect(await routes.isEjected(instanceID: "ins_sick"), "a 5xx takes the instance out of rotation")
+                }
+            }
+        }
+    }
 }
