@@ -105,6 +105,20 @@ cached=$(find "$DATA" -path '*/artifacts/ver_*/*.gguf' | head -n 1)
 metrics=$(curl -sf "$BASE/metrics") || fail "/metrics did not answer"
 grep -q 'gantry_http_requests_total{.*route="/v1/chat/completions"' <<<"$metrics" || fail "/metrics has no request counter"
 
+# A rolling update from the CLI: new engine arguments are a new revision, rolled out while the
+# old instance serves; the CLI waits until it is done.
+export GANTRY_SERVER="$BASE" GANTRY_API_KEY="$ADMIN"
+"$GANTRY" deployments update smollm2 --engine-arg=--temp --engine-arg 0.2 >"$DATA/update.out" 2>&1 \
+  || fail "gantry deployments update: $(cat "$DATA/update.out")"
+listing=$("$GANTRY" deployments list) || fail "gantry deployments list"
+grep -q '^smollm2  v1  llama-cpp  ready' <<<"$listing" || fail "unexpected deployments list: $listing"
+events=$("$GANTRY" deployments events smollm2) || fail "gantry deployments events"
+grep -q 'draining: replaced by revision' <<<"$events" || fail "no roll-out in the events: $events"
+"$GANTRY" deployments logs smollm2 --max-bytes 2000 >"$DATA/engine.log" || fail "gantry deployments logs"
+grep -q -- '--temp 0.2' <<<"$(tr '\0' ' ' </proc/"$(pgrep -P "$GANTRY_PID" -f llama-server | head -n 1)"/cmdline)" \
+  || fail "the new engine does not run with the new arguments"
+unset GANTRY_SERVER GANTRY_API_KEY
+
 ENGINE_PID=$(pgrep -P "$GANTRY_PID" -f llama-server | head -n 1 || true)
 [ -n "$ENGINE_PID" ] || fail "no llama-server child found"
 # Gantry itself crashes (SIGKILL) while its engine runs. A new Gantry on the same data adopts the
@@ -146,4 +160,4 @@ if alive "$ENGINE_PID"; then fail "llama-server ($ENGINE_PID) outlived gantry"; 
 if grep -q 'gk_' "$DATA/stderr"; then fail "an API key appeared in the logs"; fi
 # One grep, no pipe: under pipefail a `grep | grep -q` fails when the second stops reading early.
 grep -q '"msg":"request",.*"request_id"' "$DATA/stderr" || fail "access log lines carry no request_id"
-echo "smoke test passed: CLI login (device code and browser) and keys, model push with resume, deploy from the artifact cache, chat, stream, metrics, engine adopted after gantry was killed, graceful shutdown with an in-flight stream, no orphaned engine, no key in logs"
+echo "smoke test passed: CLI login (device code and browser) and keys, model push with resume, deploy from the artifact cache, chat, stream, metrics, a rolling update from the CLI, engine adopted after gantry was killed, graceful shutdown with an in-flight stream, no orphaned engine, no key in logs"

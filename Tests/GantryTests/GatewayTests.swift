@@ -245,4 +245,41 @@ struct GatewayTests {
             }
         }
     }
+
+    @Test("a service's access policy decides who may call it; others see it as nonexistent")
+    func accessPolicy() async throws {
+        let key = Principal(userID: "u1", userName: "ann", role: .user, credential: .apiKey(id: "key_1"))
+        let token = Principal(userID: "u1", userName: "ann", role: .user, credential: .providerToken)
+        #expect(AccessPolicy().admits(key) && !AccessPolicy().admits(token), "default: API keys only")
+        #expect(AccessPolicy(methods: [.oidc]).admits(token) && !AccessPolicy(methods: [.oidc]).admits(key))
+        #expect(AccessPolicy(methods: [.apiKey, .oidc], users: ["ann"]).admits(token))
+        #expect(!AccessPolicy(users: ["bob"]).admits(key))
+        #expect(!AccessPolicy(roles: ["admin"]).admits(key))
+        #expect(AccessPolicy(keys: ["key_1"]).admits(key) && !AccessPolicy(keys: ["key_2"]).admits(key))
+
+        let test = try await TestServer.make()
+        try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
+            let target = [RouteTarget(instanceID: "ins_fake", endpoint: endpoint)]
+            await test.server.routeTable.publish(
+                RouteEntry(
+                    deployment: "open", version: "1", contextLimit: 512, createdAt: Date(), targets: target))
+            await test.server.routeTable.publish(
+                RouteEntry(
+                    deployment: "private", version: "1", contextLimit: 512, createdAt: Date(), targets: target,
+                    access: AccessPolicy(users: ["somebody-else"])))
+            try await test.server.application.test(.router) { client in
+                let denied = try await client.execute(
+                    uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
+                    body: .json(#"{"model":"private","messages":[]}"#))
+                #expect(denied.status == .notFound)
+                #expect((denied.json["error"] as? [String: Any])?["code"] as? String == "model_not_found")
+                let allowed = try await client.execute(
+                    uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
+                    body: .json(#"{"model":"open","messages":[]}"#))
+                #expect(allowed.status == .ok)
+                let models = try await client.execute(uri: "/v1/models", method: .get, headers: .bearer(test.adminKey))
+                #expect((models.json["data"] as? [[String: Any]])?.compactMap { $0["id"] as? String } == ["open"])
+            }
+        }
+    }
 }

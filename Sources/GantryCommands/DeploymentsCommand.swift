@@ -1,0 +1,203 @@
+import ArgumentParser
+import Foundation
+import GantryCore
+
+/// The spec options `deploy` and `deployments update` share; unset options are not sent, so an
+/// update changes only what is given.
+struct DeploymentSpecOptions: ParsableArguments {
+    @Option(help: "Model version (default: the newest ready version that is not deprecated).") var version: String?
+    @Option(help: "Engine: llama-cpp, vllm, sglang, tgi or custom (default: the version's).") var engine: String?
+    @Option(name: .customLong("engine-arg"), parsing: .unconditionalSingleValue, help: "An engine argument (repeatable).")
+    var engineArgs: [String] = []
+    @Option(help: "Context limit in tokens, at most the version's.") var contextLimit: Int?
+    @Option(help: "GPUs per replica.") var gpus: Int?
+    @Option(help: "Only GPUs whose name contains this, e.g. H100.") var gpuName: String?
+    @Option(help: "Only GPUs with at least this much memory free (MiB).") var minFreeMemoryMib: Int?
+    @Option(help: "CPU threads per replica.") var cpuThreads: Int?
+    @Option(help: "A fixed number of replicas.") var replicas: Int?
+    @Option(help: "Fewest replicas (0 scales to zero when idle).") var minReplicas: Int?
+    @Option(help: "Most replicas.") var maxReplicas: Int?
+    @Option(help: "Autoscaling target: requests in flight per replica.") var targetInFlight: Int?
+    @Option(help: "Seconds load must stay high before scaling up.") var scaleUpWindow: Int?
+    @Option(help: "Seconds load must stay low before scaling down (and to zero).") var scaleDownWindow: Int?
+    @Option(help: "Accepted authentication: api_key, oidc or both, comma-separated.") var auth: String?
+    @Option(help: "Only these users may call it, comma-separated.") var users: String?
+    @Option(help: "Requests per minute per API key.") var rpmPerKey: Int?
+    @Option(help: "Tokens per minute per API key.") var tpmPerKey: Int?
+
+    func body() -> [String: Any] {
+        var body: [String: Any] = [:]
+        if let version { body["version"] = version }
+        if let engine { body["engine"] = engine }
+        if !engineArgs.isEmpty { body["engine_args"] = engineArgs }
+        if let contextLimit { body["context_limit"] = contextLimit }
+        var resources: [String: Any] = [:]
+        if let gpus { resources["gpus"] = gpus }
+        if let gpuName { resources["gpu_name"] = gpuName }
+        if let minFreeMemoryMib { resources["min_free_memory_mib"] = minFreeMemoryMib }
+        if let cpuThreads { resources["cpu_threads"] = cpuThreads }
+        if !resources.isEmpty {
+            resources["gpus"] = resources["gpus"] ?? 0
+            body["resources"] = resources
+        }
+        if let replicas { body["replicas"] = replicas }
+        if let minReplicas { body["min_replicas"] = minReplicas }
+        if let maxReplicas { body["max_replicas"] = maxReplicas }
+        var autoscaling: [String: Any] = [:]
+        if let targetInFlight { autoscaling["target_in_flight_per_replica"] = targetInFlight }
+        if let scaleUpWindow { autoscaling["scale_up_window_seconds"] = scaleUpWindow }
+        if let scaleDownWindow { autoscaling["scale_down_window_seconds"] = scaleDownWindow }
+        if !autoscaling.isEmpty { body["autoscaling"] = autoscaling }
+        if auth != nil || users != nil {
+            var access: [String: Any] = ["methods": (auth ?? "api_key").split(separator: ",").map(String.init)]
+            if let users { access["users"] = users.split(separator: ",").map(String.init) }
+            body["access"] = access
+        }
+        var limits: [String: Any] = [:]
+        if let rpmPerKey { limits["requests_per_minute_per_key"] = rpmPerKey }
+        if let tpmPerKey { limits["tokens_per_minute_per_key"] = tpmPerKey }
+        if !limits.isEmpty { body["limits"] = limits }
+        return body
+    }
+}
+
+/// `gantry deploy NAME MODEL`: creates a model service.
+struct DeployCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "deploy", abstract: "Deploy a model as a service callers reach with `model: NAME`.")
+    @Argument(help: "Service name: a DNS label, what callers send as `model`.") var name: String
+    @Argument(help: "Registered model name.") var model: String
+    @OptionGroup var spec: DeploymentSpecOptions
+    @Flag(help: "Return at once instead of waiting until the service is ready.") var noWait = false
+
+    func run() async throws {
+        var body = spec.body()
+        body["name"] = name
+        body["model"] = model
+        let client = try APIClient.configured()
+        _ = try await client.expect("POST", "/api/v1/deployments", json: APIClient.json(body))
+        print("deploying \(name) (\(model))")
+        if !noWait { try await DeploymentsCommand.waitUntilSettled(client, name) }
+    }
+}
+
+/// `gantry deployments`: list, inspect, change and remove model services.
+struct DeploymentsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "deployments", abstract: "List, show, update and delete model services; their events and logs.",
+        subcommands: [List.self, Show.self, Update.self, Delete.self, Events.self, Logs.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List deployments.")
+        func run() async throws {
+            let answer = try await APIClient.configured().expect("GET", "/api/v1/deployments")
+            for deployment in answer["data"] as? [[String: Any]] ?? [] {
+                let scaling = deployment["scaling"] as? [String: Any] ?? [:]
+                print(
+                    [
+                        deployment["name"] as? String ?? "?", "v\(deployment["version"] as? String ?? "?")",
+                        deployment["engine"] as? String ?? "", deployment["status"] as? String ?? "",
+                        "replicas \(deployment["replicas"] as? Int ?? 0) (\(scaling["min_replicas"] as? Int ?? 0)-\(scaling["max_replicas"] as? Int ?? 0))",
+                        deployment["status_message"] as? String ?? "",
+                    ].joined(separator: "  "))
+            }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a deployment and its instances as JSON.")
+        @Argument var name: String
+        func run() async throws {
+            let answer = try await APIClient.configured().expect("GET", path(name))
+            print(
+                String(
+                    decoding: try JSONSerialization.data(withJSONObject: answer, options: [.prettyPrinted, .sortedKeys]),
+                    as: UTF8.self))
+        }
+    }
+
+    struct Update: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Change a deployment: a new version, engine, arguments or resources roll out instance by instance.")
+        @Argument var name: String
+        @OptionGroup var spec: DeploymentSpecOptions
+        @Flag(help: "Return at once instead of waiting for the roll-out.") var noWait = false
+        func run() async throws {
+            let body = spec.body()
+            guard !body.isEmpty else { throw ValidationError("nothing to change: give at least one option") }
+            let client = try APIClient.configured()
+            _ = try await client.expect("PATCH", path(name), json: APIClient.json(body))
+            print("updating \(name)")
+            if !noWait { try await DeploymentsCommand.waitUntilSettled(client, name) }
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a deployment; its instances drain and stop.")
+        @Argument var name: String
+        func run() async throws {
+            _ = try await APIClient.configured().expect("DELETE", path(name))
+            print("deleting \(name)")
+        }
+    }
+
+    struct Events: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "What happened to a deployment, oldest first.")
+        @Argument var name: String
+        @Option(help: "How many of the newest events.") var limit = 50
+        func run() async throws {
+            let answer = try await APIClient.configured().expect("GET", path(name, "events") + "?limit=\(limit)")
+            for event in answer["data"] as? [[String: Any]] ?? [] {
+                let instance = (event["instance_id"] as? String).map { " \($0)" } ?? ""
+                print("\(event["created_at"] as? String ?? "")\(instance)  \(event["message"] as? String ?? "")")
+            }
+        }
+    }
+
+    struct Logs: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The end of an instance's engine log.")
+        @Argument var name: String
+        @Argument(help: "Instance id (default: the first instance).") var instance: String?
+        @Option(help: "At most this many bytes.") var maxBytes = 65536
+        func run() async throws {
+            let client = try APIClient.configured()
+            var id = instance
+            if id == nil {
+                let deployment = try await client.expect("GET", path(name))
+                id = (deployment["instances"] as? [[String: Any]])?.first?["id"] as? String
+            }
+            guard let id else { throw ValidationError("\(name) has no instance") }
+            let (status, body) = try await client.call("GET", path(name, "instances", id, "logs") + "?max_bytes=\(maxBytes)")
+            guard status == 200 else { _ = try await client.expect("GET", path(name, "instances", id, "logs")); return }
+            FileHandle.standardOutput.write(body)
+        }
+    }
+
+    /// Prints status changes until the deployment is ready, idle or failed.
+    static func waitUntilSettled(_ client: APIClient, _ name: String) async throws {
+        var last = ""
+        let deadline = ContinuousClock.now + .seconds(900)
+        while ContinuousClock.now < deadline {
+            let deployment = try await client.expect("GET", path(name))
+            let status = deployment["status"] as? String ?? "?"
+            let line = "\(status): \(deployment["status_message"] as? String ?? "")"
+            if line != last { print("  \(line)") }
+            last = line
+            // Settled: every instance runs the current revision and is ready (none when idle).
+            let revision = (deployment["revision"] as? [String: Any])?["id"] as? String
+            let instances = deployment["instances"] as? [[String: Any]] ?? []
+            let current = instances.allSatisfy { $0["revision_id"] as? String == revision && $0["state"] as? String == "ready" }
+            if (status == "ready" || status == "idle"), current { return }
+            if status == "failed" {
+                throw GantryError(.unavailable, "\(name) failed: \(deployment["status_message"] as? String ?? "")")
+            }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        throw GantryError(.unavailable, "\(name) did not settle within 15 minutes")
+    }
+}
+
+/// `/api/v1/deployments/<segments>`, each segment percent-encoded.
+private func path(_ segments: String...) -> String {
+    "/api/v1/deployments/" + segments.map(APIClient.encodeSegment).joined(separator: "/")
+}
