@@ -148,6 +148,9 @@ public protocol EngineRuntime: Sendable {
     func stopStrays(keeping instanceIDs: Set<String>) async -> [String]
     /// The end of an instance's log (at most `maxBytes`), or nil when it has none here.
     func logs(instanceID: String, maxBytes: Int) async -> String?
+    /// The engine's own Prometheus metrics, scraped now; nil when it is not running here or
+    /// does not answer.
+    func engineMetrics(instanceID: String) async -> String?
 }
 
 /// Node-side artifact resolution: turns a model version into a local path an engine can load,

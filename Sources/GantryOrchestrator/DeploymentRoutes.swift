@@ -59,15 +59,12 @@ public struct DeploymentRoutes: Sendable {
             return JSONResponse(
                 ListResponse(try await repositories.deployments.events(deploymentID: deployment.id, limit: limit)))
         }
+        instanceMetricsRoute(group)
         group.get("{name}/instances/{id}/logs") { request, context in
             // Engine logs can hold prompts: admins only.
             _ = try context.requireAdmin()
-            let deployment = try await find(try context.parameters.require("name"))
-            let id = try context.parameters.require("id")
-            guard let instance = try await repositories.instances.instance(id: id), instance.deploymentID == deployment.id
-            else {
-                throw GantryError.notFound("instance '\(id)' of deployment '\(deployment.name)' not found")
-            }
+            let (_, instance) = try await instance(context)
+            let id = instance.id
             let maxBytes =
                 try request.uri.queryParameters["max_bytes"].map { text in
                     guard let value = Int(text), (1...(16 << 20)).contains(value) else {
@@ -82,6 +79,28 @@ public struct DeploymentRoutes: Sendable {
                 status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(string: text)))
         }
+    }
+
+    private func instanceMetricsRoute(_ group: RouterGroup<GantryRequestContext>) {
+        group.get("{name}/instances/{id}/metrics") { _, context in
+            _ = try context.requireAdmin()
+            let (_, instance) = try await instance(context)
+            guard let text = await runtime.engineMetrics(instanceID: instance.id) else {
+                throw GantryError(.unavailable, "instance '\(instance.id)' is not running here or its engine did not answer")
+            }
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
+    }
+
+    private func instance(_ context: GantryRequestContext) async throws -> (Deployment, EngineInstance) {
+        let deployment = try await find(try context.parameters.require("name"))
+        let id = try context.parameters.require("id")
+        guard let instance = try await repositories.instances.instance(id: id), instance.deploymentID == deployment.id else {
+            throw GantryError.notFound("instance '\(id)' of deployment '\(deployment.name)' not found")
+        }
+        return (deployment, instance)
     }
 
     private func find(_ name: String) async throws -> Deployment {

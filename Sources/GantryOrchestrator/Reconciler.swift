@@ -35,7 +35,7 @@ public actor Reconciler: Service {
         public var restartDelay: Duration
 
         public init(
-            interval: Duration, busyInterval: Duration = .milliseconds(250), startupTimeout: Duration = .seconds(300),
+            interval: Duration, busyInterval: Duration = .milliseconds(100), startupTimeout: Duration = .seconds(300),
             drainTimeout: Duration = .seconds(120), unhealthyRestartAfter: Int = 3, crashLoopLimit: Int = 5,
             stableAfter: Duration = .seconds(60), crashLoopCooldown: Duration = .seconds(300),
             restartDelay: Duration = .seconds(1)
@@ -360,6 +360,8 @@ public actor Reconciler: Service {
         try await save(&instance, .pending, message: "restarting in \(delay) after: \(reason)")
         await event(deployment, instance, "instance_crashed", "\(reason); restart \(instance.restarts) in \(delay)")
         logger.warning("instance crashed", metadata: ["instance_id": "\(instance.id)", "reason": "\(reason)"])
+        // A first crash restarts in this pass (a later one after its back-off, in a later pass).
+        if delay == .zero { try await startProcess(&instance, deployment: deployment, memory: &remembered) }
     }
 
     private func stopInstance(_ instance: inout EngineInstance, deployment: Deployment, reason: String) async throws {

@@ -141,8 +141,10 @@ public struct InferenceRoutes: Sendable {
                 break
             } catch {
                 current.end()
+                // Any transport failure is a passive health report (a killed engine's pooled
+                // connection fails with a reset, not a refusal); only a refused connection is retried.
+                await routes.reportUnreachable(instanceID: target.instanceID)
                 let refused = Self.isConnectFailure(error)
-                if refused { await routes.reportUnreachable(instanceID: target.instanceID) }
                 context.logger.warning(
                     "engine request failed", metadata: ["instance_id": "\(target.instanceID)", "error": "\(error)"])
                 if refused, attempt < 2 { continue }
@@ -161,6 +163,7 @@ public struct InferenceRoutes: Sendable {
             do {
                 payload = try await response.body.collect(upTo: configuration.maxResponseBytes)
             } catch {
+                await routes.reportUnreachable(instanceID: lease.instanceID)
                 context.logger.warning(
                     "engine response failed", metadata: ["instance_id": "\(lease.instanceID)", "error": "\(error)"])
                 throw GantryError(.badGateway, "the model's engine failed while answering", code: "engine_failed")
@@ -175,14 +178,26 @@ public struct InferenceRoutes: Sendable {
             status: .ok, headers: headers,
             body: ResponseBody { writer in
                 defer { lease.end() }
-                do {
-                    for try await chunk in response.body {
-                        try await writer.write(chunk)
+                var engineFailure: (any Error)?
+                var chunks = response.body.makeAsyncIterator()
+                while true {
+                    let chunk: ByteBuffer?
+                    do {
+                        chunk = try await chunks.next()
+                    } catch {
+                        engineFailure = error
+                        break
                     }
-                } catch {
+                    guard let chunk else { break }
+                    // A client gone mid-stream throws here and ends the handler: not the engine's fault.
+                    try await writer.write(chunk)
+                }
+                if let engineFailure {
                     // The engine went away mid-stream: end the stream with an error event the
-                    // client can see, instead of a silent cut or a hang.
-                    logger.warning("engine stream failed", metadata: ["instance_id": "\(instanceID)", "error": "\(error)"])
+                    // client can see, instead of a silent cut or a hang, and report the instance.
+                    logger.warning(
+                        "engine stream failed", metadata: ["instance_id": "\(instanceID)", "error": "\(engineFailure)"])
+                    await routes.reportUnreachable(instanceID: instanceID)
                     let failure = ErrorResponse(
                         error: GantryError(.badGateway, "the model's engine failed during the stream", code: "engine_failed"),
                         style: .openAI)

@@ -183,6 +183,16 @@ public actor LocalProcessRuntime: EngineRuntime, Service {
         return String(decoding: data.suffix(maxBytes), as: UTF8.self)
     }
 
+    public func engineMetrics(instanceID: String) async -> String? {
+        guard let instance = instances[instanceID] else { return nil }
+        var request = HTTPClientRequest(url: instance.endpoint + instance.adapter.metricsPath)
+        request.method = .GET
+        guard let response = try? await httpClient.execute(request, timeout: .seconds(5)), response.status == .ok,
+            let body = try? await response.body.collect(upTo: 8 << 20)
+        else { return nil }
+        return String(buffer: body)
+    }
+
     /// Stops every engine; called on shutdown.
     public func stopAll() async {
         let all = instances

@@ -174,6 +174,9 @@ struct OrchestrationEndToEndTests {
             #expect(logs.status == 200)
             #expect(logs.body.count <= 4096 && String(decoding: logs.body, as: UTF8.self).contains("server"))
             #expect(try await api.send("GET", "\(base)/api/v1/deployments/chat/instances/ins_nope/logs").status == 404)
+            let metrics = try await api.send("GET", "\(base)/api/v1/deployments/chat/instances/\(id)/metrics")
+            #expect(metrics.status == 200)
+            #expect(String(decoding: metrics.body, as: UTF8.self).contains("llamacpp:"), "the engine's own metrics")
 
             let user = try await test.server.identity.ensureUser(name: "dave", role: .user)
             let (_, key) = try await test.server.identity.issueKey(userID: user.id, name: "k", expiresAt: nil)

@@ -56,6 +56,7 @@ actor FakeRuntime: EngineRuntime {
 
     func stopStrays(keeping instanceIDs: Set<String>) async -> [String] { [] }
     func logs(instanceID: String, maxBytes: Int) async -> String? { nil }
+    func engineMetrics(instanceID: String) async -> String? { nil }
 
     func kill(_ instanceID: String) { engines[instanceID]?.alive = false }
     func setAdoptable(_ list: [String: Int32]) { adoptable = list }
