@@ -11,7 +11,7 @@ public protocol CredentialVerifier: Sendable {
 }
 
 /// A ready engine endpoint the gateway may send requests to.
-public struct RouteTarget: Sendable, Equatable {
+public struct RouteTarget: Codable, Sendable, Equatable {
     public var instanceID: String
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     public var endpoint: String
@@ -23,7 +23,7 @@ public struct RouteTarget: Sendable, Equatable {
 }
 
 /// What the data plane needs to know to route `model: "<deployment>"`.
-public struct RouteEntry: Sendable, Equatable {
+public struct RouteEntry: Codable, Sendable, Equatable {
     public var deployment: String
     /// The model version new instances serve, so `model: "name@version"` can be checked.
     public var version: String

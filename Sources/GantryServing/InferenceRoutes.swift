@@ -58,6 +58,31 @@ public struct InferenceRoutes: Sendable {
         router.get("/v1/models") { _, context in
             try await listModels(for: try context.requirePrincipal())
         }
+        // The route table for a gateway in its own process: `?after=<generation>` waits (up to
+        // `timeout_seconds`, default 30) until the routes change, so changes arrive at once.
+        router.get("/api/v1/routes") { request, context in
+            _ = try context.requireAdmin()
+            let after = try request.uri.queryParameters["after"].map { text in
+                guard let value = UInt64(text) else {
+                    throw GantryError.invalid("after must be a generation number", param: "after")
+                }
+                return value
+            }
+            let seconds =
+                try request.uri.queryParameters["timeout_seconds"].map { text in
+                    guard let value = Int(text), (0...300).contains(value) else {
+                        throw GantryError.invalid("timeout_seconds must be 0-300", param: "timeout_seconds")
+                    }
+                    return value
+                } ?? 30
+            let (generation, entries) =
+                if let after {
+                    await routes.routes(after: after, timeout: .seconds(seconds))
+                } else {
+                    (await routes.generation, await routes.allEntries())
+                }
+            return JSONResponse(RouteSnapshot(generation: generation, data: entries))
+        }
     }
 
     /// Only the deployments the caller may use are listed.
@@ -244,4 +269,10 @@ final class InFlightLease: Sendable {
     }
 
     deinit { end() }
+}
+
+/// The answer of `GET /api/v1/routes`.
+struct RouteSnapshot: Encodable {
+    var generation: UInt64
+    var data: [RouteEntry]
 }

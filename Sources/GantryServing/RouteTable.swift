@@ -16,6 +16,9 @@ public actor RouteTable: RoutePublisher {
     private var waiters: [String: [Waiter]] = [:]
     private var nextWaiterID: UInt64 = 0
     private var attention: (@Sendable () -> Void)?
+    /// Counts changes to the published routes, for watchers in other processes.
+    public private(set) var generation: UInt64 = 0
+    private var watchers: [CheckedContinuation<Void, Never>] = []
 
     struct Waiter {
         let id: UInt64
@@ -27,6 +30,7 @@ public actor RouteTable: RoutePublisher {
     // MARK: - Orchestrator side
 
     public func publish(_ entry: RouteEntry) {
+        if entries[entry.deployment] != entry { changed() }
         entries[entry.deployment] = entry
         for target in entry.targets {
             ejected.remove(target.instanceID)
@@ -36,6 +40,7 @@ public actor RouteTable: RoutePublisher {
     }
 
     public func withdraw(deployment: String) {
+        if entries[deployment] != nil { changed() }
         entries[deployment] = nil
         peakInFlight[deployment] = nil
         resumeWaiters(of: deployment, with: nil)
@@ -117,6 +122,33 @@ public actor RouteTable: RoutePublisher {
     /// Requests in flight on an instance now.
     public func inFlight(instanceID: String) -> Int {
         inFlight[instanceID, default: 0]
+    }
+
+    // MARK: - Watching
+
+    /// The routes once their generation is past `after`, or as they are when `timeout` passes
+    /// first: a long poll for a gateway running in another process.
+    public func routes(after: UInt64, timeout: Duration) async -> (generation: UInt64, entries: [RouteEntry]) {
+        if generation <= after {
+            let timer = Task { [weak self] in
+                try await Task.sleep(for: timeout)
+                await self?.wakeWatchers()
+            }
+            await withCheckedContinuation { watchers.append($0) }
+            timer.cancel()
+        }
+        return (generation, allEntries())
+    }
+
+    private func changed() {
+        generation += 1
+        wakeWatchers()
+    }
+
+    private func wakeWatchers() {
+        let waiting = watchers
+        watchers.removeAll()
+        for watcher in waiting { watcher.resume() }
     }
 
     // MARK: - Internals

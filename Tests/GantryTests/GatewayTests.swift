@@ -282,4 +282,40 @@ struct GatewayTests {
             }
         }
     }
+
+    @Test("the route table can be watched over HTTP: a long poll returns as soon as a route changes")
+    func watchRoutes() async throws {
+        let test = try await TestServer.make()
+        try await test.server.application.test(.live) { client in
+            let base = "http://127.0.0.1:\(try #require(client.port))"
+            let api = LiveAPI(key: test.adminKey)
+            let first = try JSONSerialization.jsonObject(with: Data(try await api.send("GET", base + "/api/v1/routes").body))
+            let generation = try #require((first as? [String: Any])?["generation"] as? Int)
+            let watch = Task {
+                try await api.send("GET", base + "/api/v1/routes?after=\(generation)&timeout_seconds=20")
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            let started = ContinuousClock.now
+            await test.server.routeTable.publish(
+                RouteEntry(
+                    deployment: "watched", version: "3", contextLimit: 64, createdAt: Date(),
+                    targets: [RouteTarget(instanceID: "ins_w", endpoint: "http://127.0.0.1:9")],
+                    access: AccessPolicy(users: ["ann"]), limits: FrequencyLimits(requestsPerMinute: 5)))
+            let answer = try await watch.value
+            #expect(ContinuousClock.now - started < .seconds(5), "the change arrived at once, not at the timeout")
+            let body = try #require(try JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Any])
+            #expect(body["generation"] as? Int ?? 0 > generation)
+            let entry = try #require((body["data"] as? [[String: Any]])?.first { $0["deployment"] as? String == "watched" })
+            #expect(entry["version"] as? String == "3")
+            #expect((entry["targets"] as? [[String: Any]])?.first?["endpoint"] as? String == "http://127.0.0.1:9")
+            #expect((entry["access"] as? [String: Any])?["users"] as? [String] == ["ann"])
+            #expect((entry["limits"] as? [String: Any])?["requests_per_minute"] as? Int == 5)
+            // Nothing changes: the poll answers at its timeout with the same generation.
+            let idle = try await api.send("GET", base + "/api/v1/routes?after=\(generation + 1)&timeout_seconds=0")
+            #expect(idle.status == 200)
+            let user = try await test.server.identity.ensureUser(name: "eve", role: .user)
+            let (_, key) = try await test.server.identity.issueKey(userID: user.id, name: "k", expiresAt: nil)
+            #expect(try await LiveAPI(key: key).send("GET", base + "/api/v1/routes").status == 403)
+        }
+    }
 }
