@@ -77,6 +77,11 @@ public func buildApplication(
     clientConfiguration.timeout = .init(
         connect: .seconds(2), read: .seconds(Int64(configuration.gateway.upstreamTimeout.components.seconds)))
     clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
+    // A refused connection fails at once instead of being retried until the connect timeout:
+    // a dead engine must be reported to the orchestrator (and the request tried on another
+    // instance) now, not two seconds later. Measured: failover after kill -9 went from 2.3 s to
+    // well under one.
+    clientConfiguration.connectionPool.retryConnectionEstablishment = false
     clientConfiguration.decompression = .disabled
     let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
 
