@@ -24,6 +24,9 @@ struct DeploymentSpecOptions: ParsableArguments {
     @Option(help: "Only these users may call it, comma-separated.") var users: String?
     @Option(help: "Requests per minute per API key.") var rpmPerKey: Int?
     @Option(help: "Tokens per minute per API key.") var tpmPerKey: Int?
+    @Option(help: "Run this version as a canary beside the main one (update only).") var canaryVersion: String?
+    @Option(help: "Percent of requests for the canary, 1-99; 0 removes it.") var canaryWeight: Int?
+    @Option(help: "Canary replicas (default 1).") var canaryReplicas: Int?
 
     func body() -> [String: Any] {
         var body: [String: Any] = [:]
@@ -57,6 +60,12 @@ struct DeploymentSpecOptions: ParsableArguments {
         if let rpmPerKey { limits["requests_per_minute_per_key"] = rpmPerKey }
         if let tpmPerKey { limits["tokens_per_minute_per_key"] = tpmPerKey }
         if !limits.isEmpty { body["limits"] = limits }
+        if canaryVersion != nil || canaryWeight != nil {
+            var canary: [String: Any] = ["weight": canaryWeight ?? 10]
+            if let canaryVersion { canary["version"] = canaryVersion }
+            if let canaryReplicas { canary["replicas"] = canaryReplicas }
+            body["canary"] = canary
+        }
         return body
     }
 }

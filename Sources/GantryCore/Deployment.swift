@@ -151,6 +151,21 @@ public struct FrequencyLimits: Codable, Sendable, Equatable {
     }
 }
 
+/// A second revision serving a share of a service's traffic beside the main one, to try a new
+/// version on some requests before rolling it out to all.
+public struct CanaryRevision: Codable, Sendable, Equatable {
+    public var revision: DeploymentRevision
+    /// Percent of requests (1-99) sent to the canary while it has a ready instance.
+    public var weight: Int
+    public var replicas: Int
+
+    public init(revision: DeploymentRevision, weight: Int, replicas: Int) {
+        self.revision = revision
+        self.weight = weight
+        self.replicas = replicas
+    }
+}
+
 /// A model service: the desired state the orchestrator reconciles into running engine instances.
 public struct Deployment: Encodable, Sendable, Equatable {
     public var id: String
@@ -161,6 +176,8 @@ public struct Deployment: Encodable, Sendable, Equatable {
     public var revision: DeploymentRevision
     /// The revision before the last update, kept so a failed rollout can roll back to it.
     public var previousRevision: DeploymentRevision?
+    /// A canary taking a share of the traffic, if any.
+    public var canary: CanaryRevision?
     public var scaling: ScalingPolicy
     /// Replicas wanted now: set by the autoscaler between min and max.
     public var replicas: Int
@@ -174,7 +191,8 @@ public struct Deployment: Encodable, Sendable, Equatable {
 
     public init(
         id: String, name: String, modelID: String, revision: DeploymentRevision, previousRevision: DeploymentRevision? = nil,
-        scaling: ScalingPolicy, replicas: Int, access: AccessPolicy = AccessPolicy(), limits: FrequencyLimits = FrequencyLimits(),
+        canary: CanaryRevision? = nil, scaling: ScalingPolicy, replicas: Int, access: AccessPolicy = AccessPolicy(),
+        limits: FrequencyLimits = FrequencyLimits(),
         status: DeploymentStatus, statusMessage: String, createdAt: Date, updatedAt: Date
     ) {
         self.id = id
@@ -182,6 +200,7 @@ public struct Deployment: Encodable, Sendable, Equatable {
         self.modelID = modelID
         self.revision = revision
         self.previousRevision = previousRevision
+        self.canary = canary
         self.scaling = scaling
         self.replicas = replicas
         self.access = access
@@ -197,7 +216,8 @@ public struct Deployment: Encodable, Sendable, Equatable {
     public var contextLimit: Int { revision.contextLimit }
 
     enum CodingKeys: String, CodingKey {
-        case id, name, modelID, version, versionID, engine, contextLimit, revision, previousRevision, scaling, replicas
+        case id, name, modelID, version, versionID, engine, contextLimit, revision, previousRevision, canary, scaling
+        case replicas
         case access, limits, status, statusMessage, createdAt, updatedAt
     }
 
@@ -214,6 +234,7 @@ public struct Deployment: Encodable, Sendable, Equatable {
         try container.encode(contextLimit, forKey: .contextLimit)
         try container.encode(revision, forKey: .revision)
         try container.encodeIfPresent(previousRevision, forKey: .previousRevision)
+        try container.encodeIfPresent(canary, forKey: .canary)
         try container.encode(scaling, forKey: .scaling)
         try container.encode(replicas, forKey: .replicas)
         try container.encode(access, forKey: .access)

@@ -15,10 +15,13 @@ public struct RouteTarget: Codable, Sendable, Equatable {
     public var instanceID: String
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     public var endpoint: String
+    /// Whether it serves the deployment's canary revision rather than its main one.
+    public var canary: Bool
 
-    public init(instanceID: String, endpoint: String) {
+    public init(instanceID: String, endpoint: String, canary: Bool = false) {
         self.instanceID = instanceID
         self.endpoint = endpoint
+        self.canary = canary
     }
 }
 
@@ -34,11 +37,17 @@ public struct RouteEntry: Codable, Sendable, Equatable {
     public var targets: [RouteTarget]
     public var access: AccessPolicy
     public var limits: FrequencyLimits
+    /// The canary's version and its percent of requests, when the deployment has one.
+    public var canaryVersion: String?
+    public var canaryWeight: Int
 
     public init(
         deployment: String, version: String, contextLimit: Int, createdAt: Date, targets: [RouteTarget],
-        access: AccessPolicy = AccessPolicy(), limits: FrequencyLimits = FrequencyLimits()
+        access: AccessPolicy = AccessPolicy(), limits: FrequencyLimits = FrequencyLimits(), canaryVersion: String? = nil,
+        canaryWeight: Int = 0
     ) {
+        self.canaryVersion = canaryVersion
+        self.canaryWeight = canaryWeight
         self.deployment = deployment
         self.version = version
         self.contextLimit = contextLimit

@@ -18,6 +18,24 @@ public struct DeploymentRequest: Codable, Sendable {
     public var autoscaling: AutoscalingRequest?
     public var access: AccessPolicy?
     public var limits: FrequencyLimits?
+    /// A canary beside the main revision; `weight: 0` removes it.
+    public var canary: CanaryRequest?
+
+    public struct CanaryRequest: Codable, Sendable {
+        /// Its version (default: the canary's current one).
+        public var version: String?
+        /// Percent of requests, 1-99; 0 removes the canary.
+        public var weight: Int
+        public var replicas: Int?
+        public var engineArgs: [String]?
+
+        public init(version: String? = nil, weight: Int, replicas: Int? = nil, engineArgs: [String]? = nil) {
+            self.version = version
+            self.weight = weight
+            self.replicas = replicas
+            self.engineArgs = engineArgs
+        }
+    }
 
     public struct AutoscalingRequest: Codable, Sendable {
         public var targetInFlightPerReplica: Int?
@@ -35,8 +53,9 @@ public struct DeploymentRequest: Codable, Sendable {
         name: String? = nil, model: String? = nil, version: String? = nil, engine: String? = nil, engineArgs: [String]? = nil,
         contextLimit: Int? = nil, resources: ReplicaResources? = nil, replicas: Int? = nil, minReplicas: Int? = nil,
         maxReplicas: Int? = nil, autoscaling: AutoscalingRequest? = nil, access: AccessPolicy? = nil,
-        limits: FrequencyLimits? = nil
+        limits: FrequencyLimits? = nil, canary: CanaryRequest? = nil
     ) {
+        self.canary = canary
         self.name = name
         self.model = model
         self.version = version
@@ -127,6 +146,14 @@ public struct DeploymentService: Sendable {
             deployment.previousRevision = deployment.revision
             deployment.revision = revision
             changes.append("new revision: version \(revision.version), engine \(revision.engine)")
+            // Rolling the canary's revision out to everything promotes it: the canary ends.
+            if let canary = deployment.canary, canary.revision.runsLike(revision) {
+                deployment.canary = nil
+                changes.append("canary promoted")
+            }
+        }
+        if let request = request.canary {
+            try await applyCanary(request, to: &deployment, changes: &changes)
         }
         let scaling = try makeScaling(request, base: deployment.scaling)
         if scaling != deployment.scaling {
@@ -159,6 +186,41 @@ public struct DeploymentService: Sendable {
         try await repositories.deployments.updateStatus(
             deploymentID: deployment.id, status: .deleting, message: "stopping instances")
         reconciler.wake()
+    }
+
+    // MARK: - Canary
+
+    private func applyCanary(_ request: DeploymentRequest.CanaryRequest, to deployment: inout Deployment, changes: inout [String])
+        async throws
+    {
+        guard request.weight != 0 else {
+            if deployment.canary != nil { changes.append("canary removed") }
+            deployment.canary = nil
+            return
+        }
+        guard (1...99).contains(request.weight) else {
+            throw GantryError.invalid("canary.weight must be between 1 and 99 (0 removes the canary)", param: "canary.weight")
+        }
+        let replicas = request.replicas ?? deployment.canary?.replicas ?? 1
+        guard (1...Self.replicaLimit).contains(replicas) else {
+            throw GantryError.invalid("canary.replicas must be between 1 and \(Self.replicaLimit)", param: "canary.replicas")
+        }
+        guard let model = try await repositories.models.model(id: deployment.modelID) else {
+            throw GantryError.conflict("the deployment's model no longer exists")
+        }
+        guard let versionName = request.version ?? deployment.canary?.revision.version else {
+            throw GantryError.invalid("canary.version is required for a new canary", param: "canary.version")
+        }
+        let version = try await chooseVersion(of: model, named: versionName)
+        var revision = try await makeRevision(
+            DeploymentRequest(engineArgs: request.engineArgs), version: version, base: deployment.revision)
+        if let current = deployment.canary?.revision, current.runsLike(revision) { revision = current }
+        guard !revision.runsLike(deployment.revision) else {
+            throw GantryError.invalid("the canary would run exactly what the deployment runs", param: "canary")
+        }
+        if revision.id == deployment.revision.id { revision.id = Identifier.make("rev") }
+        deployment.canary = CanaryRevision(revision: revision, weight: request.weight, replicas: replicas)
+        changes.append("canary version \(revision.version) at \(request.weight) % with \(replicas) replica(s)")
     }
 
     // MARK: - Validation

@@ -81,6 +81,8 @@ public actor Reconciler: Service {
     var backoff: [String: (count: Int, retryAt: ContinuousClock.Instant, reason: String)] = [:]
     /// Failed starts of the current revision during a rollout, per deployment.
     var rolloutFailures: [String: Int] = [:]
+    /// Failed starts of the canary revision, per deployment.
+    var canaryFailures: [String: Int] = [:]
     /// Autoscaling recommendations per deployment, newest last.
     var recommendations: [String: [(at: ContinuousClock.Instant, replicas: Int)]] = [:]
     var busy = false
@@ -204,6 +206,7 @@ public actor Reconciler: Service {
         try await repositories.deployments.deleteDeployment(id: deployment.id)
         backoff[deployment.id] = nil
         rolloutFailures[deployment.id] = nil
+        canaryFailures[deployment.id] = nil
         recommendations[deployment.id] = nil
         logger.info("deployment deleted", metadata: ["deployment": "\(deployment.name)"])
     }
@@ -230,8 +233,17 @@ public actor Reconciler: Service {
         // 3. Autoscale from the gateway's load.
         try await autoscale(&deployment, load: load, instances: instances)
 
-        // 4. Start, drain and stop instances towards the wanted number and revision.
-        try await rollOut(deployment, instances: &instances, load: load)
+        // 4. Start, drain and stop instances towards the wanted number and revision; the
+        // canary's instances are kept apart.
+        let canaryID = deployment.canary?.revision.id
+        var mainInstances = instances.filter { $0.revisionID != canaryID }
+        var canaryInstances = instances.filter { $0.revisionID == canaryID }
+        try await rollOut(deployment, instances: &mainInstances, load: load)
+        if try await maintainCanary(&deployment, instances: &canaryInstances) {
+            mainInstances += canaryInstances
+            canaryInstances = []
+        }
+        instances = mainInstances + canaryInstances
 
         // 5. Publish what is ready and record the status.
         await publish(deployment, instances: instances)
@@ -346,6 +358,9 @@ public actor Reconciler: Service {
         if wasStarting, instance.revisionID == deployment.revision.id, deployment.previousRevision != nil {
             rolloutFailures[deployment.id, default: 0] += 1
         }
+        if wasStarting, instance.revisionID == deployment.canary?.revision.id {
+            canaryFailures[deployment.id, default: 0] += 1
+        }
         if remembered.consecutiveCrashes >= timing.crashLoopLimit {
             try await save(
                 &instance, .failed, message: "crash loop: \(remembered.consecutiveCrashes) crashes in a row; last: \(reason)")
@@ -378,17 +393,20 @@ public actor Reconciler: Service {
     // MARK: - Creating and starting instances
 
     /// Places a new instance, fetches its model and starts its engine.
-    private func createInstance(_ deployment: Deployment, ordinal: String) async throws -> EngineInstance? {
+    private func createInstance(_ deployment: Deployment, ordinal: String, revision: DeploymentRevision? = nil) async throws
+        -> EngineInstance?
+    {
         if let failure = backoff[deployment.id], ContinuousClock.now < failure.retryAt { return nil }
         let now = Date()
+        let revision = revision ?? deployment.revision
         var instance = EngineInstance(
-            id: Identifier.make("ins"), deploymentID: deployment.id, revisionID: deployment.revision.id, node: "",
+            id: Identifier.make("ins"), deploymentID: deployment.id, revisionID: revision.id, node: "",
             state: .pending, stateMessage: "", createdAt: now, updatedAt: now)
         try await repositories.instances.createInstance(instance)
         await event(deployment, instance, "instance_state", "pending: \(ordinal)")
 
         try await save(&instance, .placing, message: "")
-        var resources = deployment.revision.resources
+        var resources = revision.resources
         resources.cpuThreads = resources.cpuThreads ?? defaultCPUThreads
         do {
             let allocation = try await allocator.reserve(owner: instance.id, resources: resources)
@@ -450,9 +468,10 @@ public actor Reconciler: Service {
         }
     }
 
-    /// The revision an instance runs: the current one, or the previous during a rollout.
+    /// The revision an instance runs: the current one, the canary, or the previous during a rollout.
     private func revision(of instance: EngineInstance, in deployment: Deployment) -> DeploymentRevision {
         if let previous = deployment.previousRevision, previous.id == instance.revisionID { return previous }
+        if let canary = deployment.canary, canary.revision.id == instance.revisionID { return canary.revision }
         return deployment.revision
     }
 
@@ -557,6 +576,40 @@ public actor Reconciler: Service {
         }
     }
 
+    /// Keeps the canary's replicas running. A canary that fails to start twice, or crash-loops,
+    /// is removed (the main revision is untouched); returns true then, and its instances are left
+    /// to the roll-out step to drain as instances of another revision.
+    private func maintainCanary(_ deployment: inout Deployment, instances: inout [EngineInstance]) async throws -> Bool {
+        guard let canary = deployment.canary else { return false }
+        if canaryFailures[deployment.id, default: 0] >= 2 || instances.contains(where: { $0.state == .failed }) {
+            deployment.canary = nil
+            try await repositories.deployments.updateSpec(deployment)
+            canaryFailures[deployment.id] = nil
+            for var instance in instances where instance.state != .ready {
+                try await stopInstance(&instance, deployment: deployment, reason: "its canary was removed")
+            }
+            instances.removeAll { $0.state == .stopped }
+            await event(
+                deployment, nil, "canary_removed", "canary version \(canary.revision.version) removed: it failed to start")
+            return true
+        }
+        let active = instances.filter { $0.state.isActive && $0.state != .draining }
+        if active.count < canary.replicas {
+            for ordinal in (active.count + 1)...canary.replicas {
+                guard
+                    let instance = try await createInstance(
+                        deployment, ordinal: "canary instance \(ordinal) of \(canary.replicas)", revision: canary.revision)
+                else { break }
+                if instance.state != .stopped { instances.append(instance) }
+            }
+        }
+        for var instance in active.sorted(by: { $0.createdAt > $1.createdAt }).prefix(max(0, active.count - canary.replicas)) {
+            try await drain(&instance, deployment: deployment, reason: "canary scaled to \(canary.replicas)")
+            replace(instance, in: &instances)
+        }
+        return false
+    }
+
     private func drain(_ instance: inout EngineInstance, deployment: Deployment, reason: String) async throws {
         memory[instance.id, default: InstanceMemory()].drainingSince = .now
         try await save(&instance, .draining, message: reason)
@@ -640,16 +693,21 @@ public actor Reconciler: Service {
     // MARK: - Publishing and status
 
     private func publish(_ deployment: Deployment, instances: [EngineInstance]) async {
+        let canaryID = deployment.canary?.revision.id
         let targets = instances.filter { $0.state == .ready && memory[$0.id]?.healthy != false }
-            .map { RouteTarget(instanceID: $0.id, endpoint: $0.endpoint) }
+            .map { RouteTarget(instanceID: $0.id, endpoint: $0.endpoint, canary: $0.revisionID == canaryID) }
         await routes.publish(
             RouteEntry(
                 deployment: deployment.name, version: deployment.revision.version, contextLimit: deployment.contextLimit,
-                createdAt: deployment.createdAt, targets: targets, access: deployment.access, limits: deployment.limits))
+                createdAt: deployment.createdAt, targets: targets, access: deployment.access, limits: deployment.limits,
+                canaryVersion: deployment.canary?.revision.version, canaryWeight: deployment.canary?.weight ?? 0))
     }
 
-    private func recordStatus(_ deployment: Deployment, instances: [EngineInstance]) async throws {
+    private func recordStatus(_ deployment: Deployment, instances all: [EngineInstance]) async throws {
         let wanted = deployment.replicas
+        // The canary's instances serve beside the main ones; the status is about the main revision.
+        let canaryID = deployment.canary?.revision.id
+        let instances = all.filter { $0.revisionID != canaryID }
         let ready = instances.filter { $0.state == .ready && memory[$0.id]?.healthy != false }
         let current = ready.filter { $0.revisionID == deployment.revision.id }
         let updating = instances.contains { $0.revisionID != deployment.revision.id && $0.state.isActive }

@@ -124,10 +124,6 @@ public struct InferenceRoutes: Sendable {
             throw GantryError.notFound(
                 "The model '\(parsed.deployment)' does not exist or you do not have access to it.", code: "model_not_found")
         }
-        if let pinned = parsed.pinnedVersion, pinned != entry.version {
-            throw GantryError.notFound(
-                "version '\(pinned)' of model '\(parsed.deployment)' is not deployed", code: "model_not_found")
-        }
         if let maxTokens = parsed.maxTokens, maxTokens > entry.contextLimit {
             throw GantryError.invalid(
                 "max_tokens (\(maxTokens)) exceeds the context limit of model '\(entry.deployment)' (\(entry.contextLimit))",
@@ -150,7 +146,7 @@ public struct InferenceRoutes: Sendable {
             let found: RouteTarget?
             do {
                 found = try await routes.acquire(
-                    deployment: parsed.deployment, timeout: configuration.queueTimeout,
+                    deployment: parsed.deployment, version: parsed.pinnedVersion, timeout: configuration.queueTimeout,
                     maxQueued: attempt == 1 ? configuration.maxQueuedPerModel : 0)
             } catch let error as GantryError where attempt > 1 && error.kind == .unavailable {
                 throw GantryError(.badGateway, "the model's engine could not be reached", code: "engine_unavailable")

@@ -267,11 +267,12 @@ public actor LocalProcessRuntime: EngineRuntime, Service {
         return result
     }
 
-    /// Every process carrying `GANTRY_INSTANCE_ID`, with its environment.
+    /// Every engine carrying `GANTRY_INSTANCE_ID`, with its environment: process-group leaders
+    /// only, since an engine's helpers inherit its environment and go with its group.
     static func processesWithInstanceIDs() -> [(pid_t, [String: String])] {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
         return entries.compactMap { entry in
-            guard let pid = pid_t(entry), pid != getpid(), let environment = environment(of: pid),
+            guard let pid = pid_t(entry), pid != getpid(), getpgid(pid) == pid, let environment = environment(of: pid),
                 environment["GANTRY_INSTANCE_ID"] != nil, isAlive(pid)
             else { return nil }
             return (pid, environment)

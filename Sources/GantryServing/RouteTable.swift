@@ -78,10 +78,17 @@ public actor RouteTable: RoutePublisher {
     /// Picks an instance for one request and counts it in flight until `finish`. With no ready
     /// instance the request waits (at most `maxQueued` per deployment, for at most `timeout`).
     /// Returns nil when the deployment does not exist (or was withdrawn while waiting).
-    public func acquire(deployment: String, timeout: Duration, maxQueued: Int) async throws -> RouteTarget? {
+    /// `version` pins the request to the main or the canary revision (`model: "name@version"`).
+    public func acquire(deployment: String, version: String? = nil, timeout: Duration, maxQueued: Int) async throws
+        -> RouteTarget?
+    {
         while true {
-            guard entries[deployment] != nil else { return nil }
-            if let target = leastOutstanding(of: deployment) {
+            guard let entry = entries[deployment] else { return nil }
+            if let version, version != entry.version, version != entry.canaryVersion {
+                throw GantryError.notFound(
+                    "version '\(version)' of model '\(deployment)' is not deployed", code: "model_not_found")
+            }
+            if let target = leastOutstanding(of: entry, version: version) {
                 inFlight[target.instanceID, default: 0] += 1
                 let now = deploymentInFlight[deployment, default: 0] + 1
                 deploymentInFlight[deployment] = now
@@ -153,10 +160,22 @@ public actor RouteTable: RoutePublisher {
 
     // MARK: - Internals
 
-    /// Power of two choices: of two random ready instances, the one with fewer requests in flight.
-    private func leastOutstanding(of deployment: String) -> RouteTarget? {
-        guard let targets = entries[deployment]?.targets.filter({ !ejected.contains($0.instanceID) }), !targets.isEmpty
-        else { return nil }
+    /// The canary's share of requests goes to its instances (or to the main ones while it has
+    /// none ready, and the other way round); within the chosen group, power of two choices: of two
+    /// random ready instances, the one with fewer requests in flight.
+    private func leastOutstanding(of entry: RouteEntry, version: String?) -> RouteTarget? {
+        let live = entry.targets.filter { !ejected.contains($0.instanceID) }
+        let canaries = live.filter(\.canary)
+        let mains = live.filter { !$0.canary }
+        let targets: [RouteTarget]
+        if let version {
+            targets = version == entry.version ? mains : canaries
+        } else if entry.canaryWeight > 0, Int.random(in: 0..<100) < entry.canaryWeight {
+            targets = canaries.isEmpty ? mains : canaries
+        } else {
+            targets = mains.isEmpty ? canaries : mains
+        }
+        guard !targets.isEmpty else { return nil }
         guard targets.count > 1 else { return targets[0] }
         let first = Int.random(in: 0..<targets.count)
         var second = Int.random(in: 0..<(targets.count - 1))

@@ -7,16 +7,18 @@ import Synchronization
 struct StoredDeploymentSpec: Codable {
     var revision: DeploymentRevision
     var previousRevision: DeploymentRevision?
+    var canary: CanaryRevision?
     var scaling: ScalingPolicy
     var access: AccessPolicy
     var limits: FrequencyLimits
 
     init(
-        revision: DeploymentRevision, previousRevision: DeploymentRevision?, scaling: ScalingPolicy, access: AccessPolicy,
-        limits: FrequencyLimits
+        revision: DeploymentRevision, previousRevision: DeploymentRevision?, canary: CanaryRevision? = nil,
+        scaling: ScalingPolicy, access: AccessPolicy, limits: FrequencyLimits
     ) {
         self.revision = revision
         self.previousRevision = previousRevision
+        self.canary = canary
         self.scaling = scaling
         self.access = access
         self.limits = limits
@@ -24,8 +26,8 @@ struct StoredDeploymentSpec: Codable {
 
     init(_ d: Deployment) {
         self.init(
-            revision: d.revision, previousRevision: d.previousRevision, scaling: d.scaling, access: d.access,
-            limits: d.limits)
+            revision: d.revision, previousRevision: d.previousRevision, canary: d.canary, scaling: d.scaling,
+            access: d.access, limits: d.limits)
     }
 
     func encoded() throws -> String {
@@ -128,7 +130,7 @@ struct SQLDeploymentRepository: DeploymentRepository {
         let spec = try StoredDeploymentSpec.decode(try row.string("spec"))
         return Deployment(
             id: try row.string("id"), name: try row.string("name"), modelID: try row.string("model_id"),
-            revision: spec.revision, previousRevision: spec.previousRevision, scaling: spec.scaling,
+            revision: spec.revision, previousRevision: spec.previousRevision, canary: spec.canary, scaling: spec.scaling,
             replicas: try row.int("replicas"), access: spec.access, limits: spec.limits,
             status: try row.enumValue("status", as: DeploymentStatus.self), statusMessage: try row.string("status_message"),
             createdAt: try row.date("created_at"), updatedAt: try row.date("updated_at"))

@@ -162,6 +162,26 @@ struct OrchestrationEndToEndTests {
         }
     }
 
+    @Test("a canary of version 2 runs beside version 1; requests pinned with name@version reach each")
+    func canary() async throws {
+        try await withServer { api, base, _ in
+            #expect(
+                try await api.send("POST", "\(base)/api/v1/deployments", #"{"name":"chat","model":"smollm2","version":"1"}"#)
+                    .status == 201)
+            _ = try await wait(api, base, "chat") { Self.readyCount($0) == 1 }
+            let patched = try await api.send(
+                "PATCH", "\(base)/api/v1/deployments/chat", #"{"canary":{"version":"2","weight":50}}"#)
+            #expect(patched.status == 200)
+            let both = try await wait(api, base, "chat") { Self.readyCount($0) == 2 }
+            #expect((both["canary"] as? [String: Any])?["weight"] as? Int == 50)
+            #expect(both["status"] as? String == "ready" && both["version"] as? String == "1")
+            for model in ["chat@1", "chat@2", "chat", "chat"] {
+                #expect(try await chat(api, base, model) == 200, "\(model)")
+            }
+            #expect(try await chat(api, base, "chat@3") == 404)
+        }
+    }
+
     @Test("engine logs are served per instance to admins only, and events record the lifecycle")
     func logsAndEvents() async throws {
         try await withServer { api, base, test in

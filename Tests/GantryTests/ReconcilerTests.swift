@@ -319,6 +319,53 @@ struct ReconcilerTests {
         }
     }
 
+    @Test(
+        "a canary takes its share of requests beside the main revision; name@version pins; weight 0 or a failed start removes it")
+    func canary() async throws {
+        try await ReconcilerHarness.make().run { h in
+            _ = try await h.service.create(DeploymentRequest(name: "chat", model: "m", version: "1"))
+            #expect(try await h.pass { await h.targets() == 1 })
+            let main = try #require(try await h.instances().first)
+            _ = try await h.service.update(name: "chat", DeploymentRequest(canary: .init(version: "2", weight: 25)))
+            #expect(try await h.pass { await h.targets() == 2 })
+            let canary = try #require(try await h.instances().first { $0.id != main.id })
+            var toCanary = 0
+            for _ in 0..<400 {
+                let target = try #require(try await h.routes.acquire(deployment: "chat", timeout: .seconds(1), maxQueued: 1))
+                if target.instanceID == canary.id { toCanary += 1 }
+                await h.routes.finish(instanceID: target.instanceID)
+            }
+            #expect((60...140).contains(toCanary), "about a quarter of 400 requests go to the canary, not \(toCanary)")
+            for (version, instance) in [("2", canary.id), ("1", main.id)] {
+                let pinned = try #require(
+                    try await h.routes.acquire(deployment: "chat", version: version, timeout: .seconds(1), maxQueued: 1))
+                #expect(pinned.instanceID == instance)
+                await h.routes.finish(instanceID: pinned.instanceID)
+            }
+            await #expect(throws: GantryError.self) {
+                try await h.routes.acquire(deployment: "chat", version: "7", timeout: .seconds(1), maxQueued: 1)
+            }
+            let deployment = try await h.deployment()
+            #expect(deployment.status == .ready && deployment.revision.version == "1")
+            #expect(deployment.canary?.revision.version == "2" && deployment.canary?.weight == 25)
+
+            _ = try await h.service.update(name: "chat", DeploymentRequest(canary: .init(weight: 0)))
+            let removed = try await h.pass {
+                let ids = try await h.instances().map(\.id)
+                let targets = await h.targets()
+                return ids == [main.id] && targets == 1
+            }
+            #expect(removed)
+
+            _ = try await h.service.update(
+                name: "chat", DeploymentRequest(canary: .init(version: "2", weight: 50, engineArgs: ["--exit-at-start"])))
+            #expect(try await h.pass { try await h.deployment().canary == nil })
+            #expect(try await h.events().contains { $0.kind == "canary_removed" })
+            #expect(try await h.pass { try await h.instances().map(\.id) == [main.id] })
+            #expect(await h.targets() == 1)
+        }
+    }
+
     @Test("load scales a service up within min and max, idleness scales it back down, stably")
     func autoscaling() async throws {
         try await ReconcilerHarness.make().run { h in
