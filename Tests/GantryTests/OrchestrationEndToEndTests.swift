@@ -111,7 +111,7 @@ struct OrchestrationEndToEndTests {
             let result = counts.withLock { $0 }
             print("rolling update: \(took), \(result.ok) requests succeeded during it, \(result.failed) failed")
             #expect(result.failed == 0, "failed statuses: \(result.statuses)")
-            #expect(result.ok > 5)
+            #expect(result.ok >= 2, "requests ran during the roll-out")
             #expect((after["previous_revision"] as? [String: Any])?["version"] as? String == "1")
             let events = json(try await api.send("GET", "\(base)/api/v1/deployments/chat/events").body)
             let messages = (events["data"] as? [[String: Any]] ?? []).compactMap { $0["message"] as? String }
