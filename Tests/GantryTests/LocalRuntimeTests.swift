@@ -75,6 +75,8 @@ struct LocalRuntimeTests {
         #expect(tail.utf8.count <= 200 && tail.contains("log line 399 of a fake engine on port"))
 
         await runtime.stop(instanceID: "ins_a")
+        // SIGKILL to the group is delivered at once, but the kernel may take a moment to end it.
+        for _ in 0..<100 where Self.alive(helper) { try await Task.sleep(for: .milliseconds(20)) }
         #expect(!Self.alive(started.pid))
         #expect(!Self.alive(helper), "the engine's helper process went with it")
         #expect(await runtime.probe(instanceID: "ins_a") == .exited("not running on this node"))
@@ -89,6 +91,15 @@ struct LocalRuntimeTests {
         let kept = try await first.start(Self.spec("ins_kept"))
         let stray = try await first.start(Self.spec("ins_stray"))
 
+        // Strays are engines left by a crashed Gantry, long running; here they were just spawned,
+        // so wait until their environment shows their instance ids (the shell is exec'd).
+        for pid in [kept.pid, stray.pid] {
+            for _ in 0..<100 {
+                let environment = (try? String(contentsOfFile: "/proc/\(pid)/environ", encoding: .utf8)) ?? ""
+                if environment.contains("GANTRY_INSTANCE_ID=ins_") { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
         // As if Gantry had crashed: a new runtime, the old one never stopped its engines.
         let second = await Self.runtime(directory, script: script, helperFile: helperFile)
         #expect(await !second.adopt(instanceID: "ins_other", engine: "custom", pid: kept.pid, endpoint: kept.endpoint))
