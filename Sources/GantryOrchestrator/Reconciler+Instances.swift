@@ -1,0 +1,234 @@
+import Foundation
+import GantryCore
+import Logging
+
+/// One instance's life: probing, placing, fetching, starting, crashing and restarting, stopping.
+extension Reconciler {
+    func probe(_ instances: [EngineInstance]) async -> [String: EngineHealth] {
+        await withTaskGroup(of: (String, EngineHealth).self) { group in
+            for instance in instances {
+                group.addTask { (instance.id, await self.runtime.probe(instanceID: instance.id)) }
+            }
+            var results: [String: EngineHealth] = [:]
+            for await (id, health) in group { results[id] = health }
+            return results
+        }
+    }
+
+    /// Moves one instance along its life according to what the runtime reports.
+    func advance(
+        _ instance: inout EngineInstance, deployment: Deployment, health: EngineHealth?, load: DeploymentLoad
+    ) async throws {
+        var remembered = memory[instance.id, default: InstanceMemory()]
+        defer { memory[instance.id] = remembered }
+        let now = ContinuousClock.now
+        switch instance.state {
+        case .starting:
+            switch health {
+            case .ready:
+                let took = remembered.startedAt.map { now - $0 }
+                remembered.readySince = now
+                remembered.healthy = true
+                remembered.failedProbes = 0
+                try await save(&instance, .ready, message: "")
+                if instance.revisionID == deployment.revision.id { rolloutFailures[deployment.id] = nil }
+                let after = took.map { String(format: " after %.2f s", $0.inSeconds) } ?? ""
+                await event(deployment, instance, "instance_state", "ready\(after) at \(instance.endpoint)")
+                logger.info(
+                    "instance ready", metadata: ["deployment": "\(deployment.name)", "instance_id": "\(instance.id)"])
+            case .exited(let reason):
+                try await crashed(&instance, deployment: deployment, reason: reason, memory: &remembered)
+            default:
+                if let started = remembered.startedAt, now - started > timing.startupTimeout {
+                    await runtime.stop(instanceID: instance.id)
+                    try await crashed(
+                        &instance, deployment: deployment,
+                        reason: "not healthy within \(timing.startupTimeout) of starting", memory: &remembered)
+                } else if remembered.startedAt == nil {
+                    remembered.startedAt = now
+                }
+            }
+        case .ready:
+            switch health {
+            case .ready:
+                remembered.healthy = true
+                remembered.failedProbes = 0
+                if let since = remembered.readySince, now - since > timing.stableAfter { remembered.consecutiveCrashes = 0 }
+            case .exited(let reason):
+                try await crashed(&instance, deployment: deployment, reason: reason, memory: &remembered)
+            case .unhealthy, .starting:
+                let why = if case .unhealthy(let text) = health { text } else { "the engine reports it is loading" }
+                remembered.healthy = false
+                remembered.failedProbes += 1
+                await event(deployment, instance, "instance_unhealthy", "out of routing: \(why)")
+                if remembered.failedProbes >= timing.unhealthyRestartAfter {
+                    await runtime.stop(instanceID: instance.id)
+                    try await crashed(
+                        &instance, deployment: deployment,
+                        reason: "unhealthy for \(remembered.failedProbes) probes: \(why)", memory: &remembered)
+                }
+            case nil:
+                break
+            }
+        case .draining:
+            let busyRequests = load.inFlightByInstance[instance.id] ?? 0
+            let since = remembered.drainingSince ?? now
+            remembered.drainingSince = since
+            let exited = if case .exited = health { true } else { false }
+            if busyRequests == 0 || now - since > timing.drainTimeout || exited {
+                try await stopInstance(
+                    &instance, deployment: deployment,
+                    reason: busyRequests == 0 ? "drained" : "drain timeout with \(busyRequests) requests in flight")
+            }
+        case .pending, .placing, .fetching:
+            // New instances are placed and started within one pass, so one without a node here
+            // was cut off by a restart of Gantry: forget it, and the roll-out step makes another.
+            if instance.node.isEmpty {
+                try await stopInstance(&instance, deployment: deployment, reason: "interrupted before placement")
+                break
+            }
+            // A restart after a crash, once its back-off has passed.
+            if let retryAt = remembered.retryAt, now < retryAt { break }
+            try await startProcess(&instance, deployment: deployment, memory: &remembered)
+        case .failed, .stopped:
+            break
+        }
+    }
+
+    /// Records a crash; starts the instance again after a back-off, or declares a crash loop.
+    func crashed(
+        _ instance: inout EngineInstance, deployment: Deployment, reason: String, memory remembered: inout InstanceMemory
+    ) async throws {
+        await runtime.stop(instanceID: instance.id)
+        let wasStarting = instance.state == .starting
+        remembered.consecutiveCrashes += 1
+        remembered.readySince = nil
+        remembered.healthy = false
+        instance.restarts += 1
+        instance.pid = nil
+        if wasStarting, instance.revisionID == deployment.revision.id, deployment.previousRevision != nil {
+            rolloutFailures[deployment.id, default: 0] += 1
+        }
+        if wasStarting, instance.revisionID == deployment.canary?.revision.id {
+            canaryFailures[deployment.id, default: 0] += 1
+        }
+        if remembered.consecutiveCrashes >= timing.crashLoopLimit {
+            try await save(
+                &instance, .failed, message: "crash loop: \(remembered.consecutiveCrashes) crashes in a row; last: \(reason)")
+            try await allocator.releaseAll(owner: instance.id)
+            await event(deployment, instance, "instance_crash_loop", instance.stateMessage)
+            return
+        }
+        // The first restart is immediate; then the delay doubles from `restartDelay`, up to a minute.
+        let crashes = remembered.consecutiveCrashes
+        let delay = crashes == 1 ? Duration.zero : min(.seconds(60), timing.restartDelay * (1 << min(crashes - 2, 16)))
+        remembered.retryAt = .now + delay
+        try await save(&instance, .pending, message: "restarting in \(delay) after: \(reason)")
+        await event(deployment, instance, "instance_crashed", "\(reason); restart \(instance.restarts) in \(delay)")
+        logger.warning("instance crashed", metadata: ["instance_id": "\(instance.id)", "reason": "\(reason)"])
+        // A first crash restarts in this pass (a later one after its back-off, in a later pass).
+        if delay == .zero { try await startProcess(&instance, deployment: deployment, memory: &remembered) }
+    }
+
+    func stopInstance(_ instance: inout EngineInstance, deployment: Deployment, reason: String) async throws {
+        await runtime.stop(instanceID: instance.id)
+        try await allocator.releaseAll(owner: instance.id)
+        // Its resources are free again: a placement that failed may succeed now.
+        backoff[deployment.id] = nil
+        try await repositories.instances.deleteInstance(id: instance.id)
+        instance.state = .stopped
+        memory[instance.id] = nil
+        await event(deployment, instance, "instance_state", "stopped (\(reason))")
+    }
+
+    // MARK: - Creating and starting instances
+
+    /// Places a new instance, fetches its model and starts its engine.
+    func createInstance(_ deployment: Deployment, ordinal: String, revision: DeploymentRevision? = nil) async throws
+        -> EngineInstance?
+    {
+        if let failure = backoff[deployment.id], ContinuousClock.now < failure.retryAt { return nil }
+        let now = Date()
+        let revision = revision ?? deployment.revision
+        var instance = EngineInstance(
+            id: Identifier.make("ins"), deploymentID: deployment.id, revisionID: revision.id, node: "",
+            state: .pending, stateMessage: "", createdAt: now, updatedAt: now)
+        try await repositories.instances.createInstance(instance)
+        await event(deployment, instance, "instance_state", "pending: \(ordinal)")
+
+        try await save(&instance, .placing, message: "")
+        var resources = revision.resources
+        resources.cpuThreads = resources.cpuThreads ?? defaultCPUThreads
+        do {
+            let allocation = try await allocator.reserve(owner: instance.id, resources: resources)
+            instance.node = allocation.node
+            instance.gpuUUIDs = allocation.gpuUUIDs
+        } catch let error as GantryError where error.kind == .conflict {
+            try await repositories.instances.deleteInstance(id: instance.id)
+            let reason = "cannot place \(ordinal): \(error.message)"
+            recordBackoff(deployment, reason: reason)
+            await event(deployment, instance, "placement_failed", reason)
+            return nil
+        }
+        var remembered = InstanceMemory()
+        try await startProcess(&instance, deployment: deployment, memory: &remembered)
+        memory[instance.id] = remembered
+        return instance
+    }
+
+    /// fetching → starting: makes sure the model files are here and spawns the engine.
+    func startProcess(
+        _ instance: inout EngineInstance, deployment: Deployment, memory remembered: inout InstanceMemory
+    ) async throws {
+        try await save(&instance, .fetching, message: "")
+        let revision = revision(of: instance, in: deployment)
+        let modelPath: String
+        do {
+            guard let version = try await repositories.models.version(id: revision.versionID) else {
+                throw GantryError.notFound("model version \(revision.version) no longer exists")
+            }
+            modelPath = try await artifacts.localPath(for: version)
+        } catch {
+            let reason = "cannot fetch the model files: \((error as? GantryError)?.message ?? "\(error)")"
+            try await allocator.releaseAll(owner: instance.id)
+            try await repositories.instances.deleteInstance(id: instance.id)
+            instance.state = .stopped
+            memory[instance.id] = nil
+            recordBackoff(deployment, reason: reason)
+            await event(deployment, instance, "fetch_failed", reason)
+            return
+        }
+        let spec = EngineLaunchSpec(
+            instanceID: instance.id, deploymentName: deployment.name, engine: revision.engine, modelPath: modelPath,
+            contextLimit: revision.contextLimit, extraArguments: revision.engineArgs, gpuUUIDs: instance.gpuUUIDs,
+            cpuThreads: revision.resources.cpuThreads ?? defaultCPUThreads)
+        do {
+            let started = try await runtime.start(spec)
+            instance.endpoint = started.endpoint
+            instance.pid = started.pid
+            remembered.startedAt = .now
+            remembered.retryAt = nil
+            try await save(&instance, .starting, message: "")
+            let gpus = instance.gpuUUIDs.isEmpty ? "" : " on GPUs \(instance.gpuUUIDs.joined(separator: ","))"
+            await event(deployment, instance, "instance_state", "starting \(revision.engine) (pid \(started.pid))\(gpus)")
+        } catch {
+            try await crashed(
+                &instance, deployment: deployment,
+                reason: "cannot start the engine: \((error as? GantryError)?.message ?? "\(error)")",
+                memory: &remembered)
+        }
+    }
+
+    /// The revision an instance runs: the current one, the canary, or the previous during a rollout.
+    func revision(of instance: EngineInstance, in deployment: Deployment) -> DeploymentRevision {
+        if let previous = deployment.previousRevision, previous.id == instance.revisionID { return previous }
+        if let canary = deployment.canary, canary.revision.id == instance.revisionID { return canary.revision }
+        return deployment.revision
+    }
+
+    /// Counts a failed placement or fetch and sets when to try again: 2, 4, 8 ... up to 60 seconds.
+    func recordBackoff(_ deployment: Deployment, reason: String) {
+        let count = (backoff[deployment.id]?.count ?? 0) + 1
+        backoff[deployment.id] = (count, .now + .seconds(min(60, 1 << min(count, 6))), reason)
+    }
+}
