@@ -269,7 +269,7 @@ public struct DeploymentService: Sendable {
                 param: "context_limit")
         }
         let engineArgs = request.engineArgs ?? (versionChanged ? nil : base?.engineArgs) ?? version.engineArgs
-        try EngineArgumentRules.check(engineArgs)
+        try EngineArguments.validate(engineArgs)
         let resources = request.resources ?? base?.resources ?? ReplicaResources()
         guard resources.gpus >= 0, resources.gpus <= 64 else {
             throw GantryError.invalid("resources.gpus must be between 0 and 64", param: "resources.gpus")
@@ -350,26 +350,5 @@ public struct DeploymentService: Sendable {
             if let value, value < 1 { throw GantryError.invalid("limits.\(name) must be at least 1", param: "limits.\(name)") }
         }
         return limits
-    }
-}
-
-/// Engine arguments a deployment may add. Flags Gantry sets itself (port, model, context size,
-/// name, threads, GPU layers) would break routing or placement, so they are refused.
-enum EngineArgumentRules {
-    static let reserved: Set<String> = [
-        "--port", "--host", "-m", "--model", "--model-path", "--model-id", "-c", "--ctx-size", "-a", "--alias", "-t",
-        "--threads", "--served-model-name", "--max-model-len", "--context-length", "--hostname", "-ngl", "--n-gpu-layers",
-        "--gpu-layers", "--tensor-parallel-size", "--tp-size", "--num-shard",
-    ]
-
-    static func check(_ arguments: [String]) throws {
-        guard arguments.count <= 64 else { throw GantryError.invalid("at most 64 engine arguments", param: "engine_args") }
-        for argument in arguments {
-            let flag = argument.split(separator: "=", maxSplits: 1).first.map(String.init) ?? argument
-            if reserved.contains(flag) {
-                throw GantryError.invalid(
-                    "engine argument '\(flag)' is set by Gantry and cannot be overridden", param: "engine_args")
-            }
-        }
     }
 }

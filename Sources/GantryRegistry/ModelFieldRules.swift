@@ -6,7 +6,6 @@ import GantryCore
 enum ModelFieldRules {
     static let maxDescription = 4096
     static let maxLabels = 32
-    static let maxEngineArguments = 64
 
     /// Every metadata field of a version, as created or after a change.
     static func versionMetadata(_ version: ModelVersion) throws {
@@ -16,7 +15,7 @@ enum ModelFieldRules {
         if let schema = version.inputSchema { try JSONSchemaCheck.validate(schema, param: "input_schema") }
         if let schema = version.outputSchema { try JSONSchemaCheck.validate(schema, param: "output_schema") }
         if let engine = version.defaultEngine { try engineName(engine) }
-        try engineArguments(version.engineArgs)
+        try EngineArguments.validate(version.engineArgs)
     }
 
     static func description(_ text: String) throws {
@@ -82,30 +81,6 @@ enum ModelFieldRules {
         guard !engine.isEmpty, engine.utf8.count <= 32, allowed else {
             throw GantryError.invalid(
                 "default_engine must be 1-32 lower-case letters, digits or '-' (llama-cpp)", param: "default_engine")
-        }
-    }
-
-    /// Flags Gantry sets itself when it starts an engine; letting a version override them would
-    /// detach the instance from its port, model file, API key, served name, enforced context
-    /// limit or the CPU threads the allocator reserved for it.
-    static let reservedEngineFlags: Set<String> = [
-        "--host", "--port", "-m", "--model", "--api-key", "--api-key-file", "-a", "--alias", "-c", "--ctx-size", "-t",
-        "--threads",
-    ]
-
-    static func engineArguments(_ arguments: [String]) throws {
-        guard arguments.count <= maxEngineArguments else {
-            throw GantryError.invalid("at most \(maxEngineArguments) engine arguments are allowed", param: "engine_args")
-        }
-        for argument in arguments {
-            guard !argument.isEmpty, argument.utf8.count <= 512, !argument.contains("\0") else {
-                throw GantryError.invalid("engine arguments must be 1-512 characters each", param: "engine_args")
-            }
-            let flag = String(argument.split(separator: "=", maxSplits: 1).first ?? "")
-            guard !reservedEngineFlags.contains(flag) else {
-                throw GantryError.invalid(
-                    "engine argument \(flag) is set by Gantry and cannot be overridden", param: "engine_args")
-            }
         }
     }
 
