@@ -28,13 +28,16 @@ struct APIClient {
     /// Calls and decodes a 2xx answer; anything else becomes an error with the server's detail.
     func expect(_ method: String, _ path: String, json: String? = nil) async throws -> [String: Any] {
         let (status, body) = try await call(method, path, json: json)
+        guard (200..<300).contains(status) else { throw Self.failure(status: status, body: body) }
+        return (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:]
+    }
+
+    /// The server's error (problem details or the OpenAI envelope) as a `GantryError`.
+    static func failure(status: Int, body: Data) -> GantryError {
         let object = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] ?? [:]
-        guard (200..<300).contains(status) else {
-            let detail =
-                object["detail"] as? String ?? (object["error"] as? [String: Any])?["message"] as? String ?? "HTTP \(status)"
-            throw GantryError(.invalidRequest, detail, code: object["code"] as? String)
-        }
-        return object
+        let detail =
+            object["detail"] as? String ?? (object["error"] as? [String: Any])?["message"] as? String ?? "HTTP \(status)"
+        return GantryError(.invalidRequest, detail, code: object["code"] as? String)
     }
 
     static func json(_ object: [String: Any]) -> String {
@@ -57,7 +60,12 @@ extension APIClient {
 
     /// `/api/v1/models/...` with each path segment percent-encoded.
     static func modelPath(_ segments: String...) -> String {
-        "/api/v1/models/" + segments.map(encodeSegment).joined(separator: "/")
+        resourcePath("models", segments)
+    }
+
+    /// `/api/v1/<collection>/<segments>`, each segment percent-encoded.
+    static func resourcePath(_ collection: String, _ segments: [String]) -> String {
+        "/api/v1/\(collection)/" + segments.map(encodeSegment).joined(separator: "/")
     }
 
     static func encodeSegment(_ segment: String) -> String {

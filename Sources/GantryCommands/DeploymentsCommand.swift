@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import GantryCore
+import GantryHTTP
+import GantryOrchestrator
 
 /// The spec options `deploy` and `deployments update` share; unset options are not sent, so an
 /// update changes only what is given.
@@ -28,45 +30,39 @@ struct DeploymentSpecOptions: ParsableArguments {
     @Option(help: "Percent of requests for the canary, 1-99; 0 removes it.") var canaryWeight: Int?
     @Option(help: "Canary replicas (default 1).") var canaryReplicas: Int?
 
-    func body() -> [String: Any] {
-        var body: [String: Any] = [:]
-        if let version { body["version"] = version }
-        if let engine { body["engine"] = engine }
-        if !engineArgs.isEmpty { body["engine_args"] = engineArgs }
-        if let contextLimit { body["context_limit"] = contextLimit }
-        var resources: [String: Any] = [:]
-        if let gpus { resources["gpus"] = gpus }
-        if let gpuName { resources["gpu_name"] = gpuName }
-        if let minFreeMemoryMib { resources["min_free_memory_mib"] = minFreeMemoryMib }
-        if let cpuThreads { resources["cpu_threads"] = cpuThreads }
-        if !resources.isEmpty {
-            resources["gpus"] = resources["gpus"] ?? 0
-            body["resources"] = resources
+    /// The API's own request type, so the CLI sends exactly what the server decodes.
+    func request(name: String? = nil, model: String? = nil) throws -> DeploymentRequest {
+        let methods = try (auth ?? "api_key").split(separator: ",").map { word in
+            guard let method = AuthenticationMethod(rawValue: String(word)) else {
+                throw ValidationError("--auth takes api_key, oidc or both, not '\(word)'")
+            }
+            return method
         }
-        if let replicas { body["replicas"] = replicas }
-        if let minReplicas { body["min_replicas"] = minReplicas }
-        if let maxReplicas { body["max_replicas"] = maxReplicas }
-        var autoscaling: [String: Any] = [:]
-        if let targetInFlight { autoscaling["target_in_flight_per_replica"] = targetInFlight }
-        if let scaleUpWindow { autoscaling["scale_up_window_seconds"] = scaleUpWindow }
-        if let scaleDownWindow { autoscaling["scale_down_window_seconds"] = scaleDownWindow }
-        if !autoscaling.isEmpty { body["autoscaling"] = autoscaling }
-        if auth != nil || users != nil {
-            var access: [String: Any] = ["methods": (auth ?? "api_key").split(separator: ",").map(String.init)]
-            if let users { access["users"] = users.split(separator: ",").map(String.init) }
-            body["access"] = access
-        }
-        var limits: [String: Any] = [:]
-        if let rpmPerKey { limits["requests_per_minute_per_key"] = rpmPerKey }
-        if let tpmPerKey { limits["tokens_per_minute_per_key"] = tpmPerKey }
-        if !limits.isEmpty { body["limits"] = limits }
-        if canaryVersion != nil || canaryWeight != nil {
-            var canary: [String: Any] = ["weight": canaryWeight ?? 10]
-            if let canaryVersion { canary["version"] = canaryVersion }
-            if let canaryReplicas { canary["replicas"] = canaryReplicas }
-            body["canary"] = canary
-        }
-        return body
+        let anyResources = gpus != nil || gpuName != nil || minFreeMemoryMib != nil || cpuThreads != nil
+        let anyAutoscaling = targetInFlight != nil || scaleUpWindow != nil || scaleDownWindow != nil
+        let list = { (text: String) in text.split(separator: ",").map(String.init) }
+        return DeploymentRequest(
+            name: name, model: model, version: version, engine: engine, engineArgs: engineArgs.isEmpty ? nil : engineArgs,
+            contextLimit: contextLimit,
+            resources: anyResources
+                ? ReplicaResources(gpus: gpus ?? 0, gpuName: gpuName, minFreeMemoryMib: minFreeMemoryMib, cpuThreads: cpuThreads)
+                : nil,
+            replicas: replicas, minReplicas: minReplicas, maxReplicas: maxReplicas,
+            autoscaling: anyAutoscaling
+                ? .init(
+                    targetInFlightPerReplica: targetInFlight, scaleUpWindowSeconds: scaleUpWindow,
+                    scaleDownWindowSeconds: scaleDownWindow) : nil,
+            access: auth != nil || users != nil
+                ? AccessPolicy(methods: methods, users: users.map(list))
+                : nil,
+            limits: rpmPerKey != nil || tpmPerKey != nil
+                ? FrequencyLimits(requestsPerMinutePerKey: rpmPerKey, tokensPerMinutePerKey: tpmPerKey) : nil,
+            canary: canaryVersion != nil || canaryWeight != nil
+                ? .init(version: canaryVersion, weight: canaryWeight ?? 10, replicas: canaryReplicas) : nil)
+    }
+
+    static func json(_ request: DeploymentRequest) throws -> String {
+        String(decoding: try JSONCoding.encoder().encode(request), as: UTF8.self)
     }
 }
 
@@ -80,11 +76,9 @@ struct DeployCommand: AsyncParsableCommand {
     @Flag(help: "Return at once instead of waiting until the service is ready.") var noWait = false
 
     func run() async throws {
-        var body = spec.body()
-        body["name"] = name
-        body["model"] = model
         let client = try APIClient.configured()
-        _ = try await client.expect("POST", "/api/v1/deployments", json: APIClient.json(body))
+        _ = try await client.expect(
+            "POST", "/api/v1/deployments", json: DeploymentSpecOptions.json(try spec.request(name: name, model: model)))
         print("deploying \(name) (\(model))")
         if !noWait { try await DeploymentsCommand.waitUntilSettled(client, name) }
     }
@@ -132,10 +126,10 @@ struct DeploymentsCommand: AsyncParsableCommand {
         @OptionGroup var spec: DeploymentSpecOptions
         @Flag(help: "Return at once instead of waiting for the roll-out.") var noWait = false
         func run() async throws {
-            let body = spec.body()
-            guard !body.isEmpty else { throw ValidationError("nothing to change: give at least one option") }
+            let body = try DeploymentSpecOptions.json(try spec.request())
+            guard body != "{}" else { throw ValidationError("nothing to change: give at least one option") }
             let client = try APIClient.configured()
-            _ = try await client.expect("PATCH", path(name), json: APIClient.json(body))
+            _ = try await client.expect("PATCH", path(name), json: body)
             print("updating \(name)")
             if !noWait { try await DeploymentsCommand.waitUntilSettled(client, name) }
         }
@@ -177,7 +171,7 @@ struct DeploymentsCommand: AsyncParsableCommand {
             }
             guard let id else { throw ValidationError("\(name) has no instance") }
             let (status, body) = try await client.call("GET", path(name, "instances", id, "logs") + "?max_bytes=\(maxBytes)")
-            guard status == 200 else { _ = try await client.expect("GET", path(name, "instances", id, "logs")); return }
+            guard status == 200 else { throw APIClient.failure(status: status, body: body) }
             FileHandle.standardOutput.write(body)
         }
     }
@@ -206,7 +200,6 @@ struct DeploymentsCommand: AsyncParsableCommand {
     }
 }
 
-/// `/api/v1/deployments/<segments>`, each segment percent-encoded.
 private func path(_ segments: String...) -> String {
-    "/api/v1/deployments/" + segments.map(APIClient.encodeSegment).joined(separator: "/")
+    APIClient.resourcePath("deployments", segments)
 }
