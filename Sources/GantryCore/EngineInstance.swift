@@ -16,6 +16,9 @@ public enum InstanceState: String, Codable, Sendable, CaseIterable {
 
     /// States in which the instance holds (or is about to hold) a process.
     public var isActive: Bool { self != .stopped && self != .failed }
+
+    /// States in which an engine process should be running, so there is something to probe or adopt.
+    public var hasProcess: Bool { self == .starting || self == .ready || self == .draining }
 }
 
 /// One engine process (or pod) serving a deployment, as recorded in the store.

@@ -77,6 +77,8 @@ public protocol DeploymentRepository: Sendable {
     func listDeployments() async throws -> [Deployment]
     /// Stores the spec: revisions, scaling, replicas, access and limits (not the status).
     func updateSpec(_ deployment: Deployment) async throws
+    /// Sets the status and its message, unless the deployment is being deleted (nothing brings one
+    /// back) or they are already so (its `updated_at` stays).
     func updateStatus(deploymentID: String, status: DeploymentStatus, message: String) async throws
     /// Deletes the deployment with its instances and events.
     func deleteDeployment(id: String) async throws

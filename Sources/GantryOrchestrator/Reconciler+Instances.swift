@@ -20,7 +20,8 @@ extension Reconciler {
         _ instance: inout EngineInstance, deployment: Deployment, health: EngineHealth?, load: DeploymentLoad
     ) async throws {
         var remembered = memory[instance.id, default: InstanceMemory()]
-        defer { memory[instance.id] = remembered }
+        // A stopped instance is forgotten (stopInstance cleared its entry); anything else keeps it.
+        defer { if instance.state != .stopped { memory[instance.id] = remembered } }
         let now = ContinuousClock.now
         switch instance.state {
         case .starting:
@@ -40,7 +41,6 @@ extension Reconciler {
                 try await crashed(&instance, deployment: deployment, reason: reason, memory: &remembered)
             default:
                 if let started = remembered.startedAt, now - started > timing.startupTimeout {
-                    await runtime.stop(instanceID: instance.id)
                     try await crashed(
                         &instance, deployment: deployment,
                         reason: "not healthy within \(timing.startupTimeout) of starting", memory: &remembered)
@@ -62,7 +62,6 @@ extension Reconciler {
                 remembered.failedProbes += 1
                 await event(deployment, instance, "instance_unhealthy", "out of routing: \(why)")
                 if remembered.failedProbes >= timing.unhealthyRestartAfter {
-                    await runtime.stop(instanceID: instance.id)
                     try await crashed(
                         &instance, deployment: deployment,
                         reason: "unhealthy for \(remembered.failedProbes) probes: \(why)", memory: &remembered)
@@ -95,7 +94,8 @@ extension Reconciler {
         }
     }
 
-    /// Records a crash; starts the instance again after a back-off, or declares a crash loop.
+    /// Records a crash (stopping whatever is left of the process); starts the instance again after a
+    /// back-off, or declares a crash loop.
     func crashed(
         _ instance: inout EngineInstance, deployment: Deployment, reason: String, memory remembered: inout InstanceMemory
     ) async throws {
@@ -172,7 +172,7 @@ extension Reconciler {
         }
         var remembered = InstanceMemory()
         try await startProcess(&instance, deployment: deployment, memory: &remembered)
-        memory[instance.id] = remembered
+        if instance.state != .stopped { memory[instance.id] = remembered }
         return instance
     }
 
@@ -190,12 +190,9 @@ extension Reconciler {
             modelPath = try await artifacts.localPath(for: version)
         } catch {
             let reason = "cannot fetch the model files: \((error as? GantryError)?.message ?? "\(error)")"
-            try await allocator.releaseAll(owner: instance.id)
-            try await repositories.instances.deleteInstance(id: instance.id)
-            instance.state = .stopped
-            memory[instance.id] = nil
-            recordBackoff(deployment, reason: reason)
             await event(deployment, instance, "fetch_failed", reason)
+            try await stopInstance(&instance, deployment: deployment, reason: "its model files could not be fetched")
+            recordBackoff(deployment, reason: reason)
             return
         }
         let spec = EngineLaunchSpec(

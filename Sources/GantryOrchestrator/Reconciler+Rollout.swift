@@ -6,7 +6,7 @@ import Logging
 extension Reconciler {
     // MARK: - Roll-out, scale and drain
 
-    func rollOut(_ deployment: Deployment, instances: inout [EngineInstance], load: DeploymentLoad) async throws {
+    func rollOut(_ deployment: Deployment, instances: inout [EngineInstance]) async throws {
         let active = instances.filter { $0.state.isActive && $0.state != .draining }
         // A crash-looped instance keeps its slot until it is replaced after a cool-down, so a
         // failing engine is not restarted endlessly under new names.
@@ -14,9 +14,7 @@ extension Reconciler {
             $0.revisionID == deployment.revision.id && ($0.state == .failed || ($0.state.isActive && $0.state != .draining))
         }
         let old = active.filter { $0.revisionID != deployment.revision.id }
-        let isReady = { (instance: EngineInstance) in
-            instance.state == .ready && self.memory[instance.id]?.healthy != false
-        }
+        let isReady = isServing
 
         // Old instances that never became ready serve nobody: stop them now.
         for var instance in old where instance.state != .ready {
@@ -166,7 +164,7 @@ extension Reconciler {
 
     /// Sets the wanted replicas from the gateway's load: up when the recommendation stayed above
     /// the current size for the up window, down when it stayed below for the down window.
-    func autoscale(_ deployment: inout Deployment, load: DeploymentLoad, instances: [EngineInstance]) async throws {
+    func autoscale(_ deployment: inout Deployment, load: DeploymentLoad) async throws {
         let policy = deployment.scaling
         guard policy.autoscales else {
             if deployment.replicas != policy.minReplicas {

@@ -8,7 +8,7 @@ extension Reconciler {
 
     func publish(_ deployment: Deployment, instances: [EngineInstance]) async {
         let canaryID = deployment.canary?.revision.id
-        let targets = instances.filter { $0.state == .ready && memory[$0.id]?.healthy != false }
+        let targets = instances.filter(isServing)
             .map { RouteTarget(instanceID: $0.id, endpoint: $0.endpoint, canary: $0.revisionID == canaryID) }
         await routes.publish(
             RouteEntry(
@@ -22,7 +22,7 @@ extension Reconciler {
         // The canary's instances serve beside the main ones; the status is about the main revision.
         let canaryID = deployment.canary?.revision.id
         let instances = all.filter { $0.revisionID != canaryID }
-        let ready = instances.filter { $0.state == .ready && memory[$0.id]?.healthy != false }
+        let ready = instances.filter(isServing)
         let current = ready.filter { $0.revisionID == deployment.revision.id }
         let updating = instances.contains { $0.revisionID != deployment.revision.id && $0.state.isActive }
         let crashLoop = instances.first { $0.state == .failed }
@@ -44,10 +44,7 @@ extension Reconciler {
             (status, message) = (.starting, "starting \(wanted) instance\(wanted == 1 ? "" : "s")")
         }
         if ready.count >= wanted { backoff[deployment.id] = nil }
-        // Re-read: the deployment may have been marked for deletion during this pass.
-        guard let stored = try await repositories.deployments.deployment(named: deployment.name), stored.status != .deleting,
-            stored.status != status || stored.statusMessage != message
-        else { return }
+        // The store leaves a deployment marked for deletion alone, and writes only a change.
         try await repositories.deployments.updateStatus(deploymentID: deployment.id, status: status, message: message)
     }
 }

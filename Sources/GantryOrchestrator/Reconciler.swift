@@ -176,9 +176,9 @@ public actor Reconciler: Service {
         for var instance in recorded {
             guard let deployment = deployments[instance.deploymentID] else { continue }
             kept.insert(instance.id)
-            let running = [.starting, .ready, .draining].contains(instance.state)
-            if running, let pid = instance.pid,
-                await runtime.adopt(instanceID: instance.id, engine: deployment.engine, pid: pid, endpoint: instance.endpoint)
+            let engine = revision(of: instance, in: deployment).engine
+            if instance.state.hasProcess, let pid = instance.pid,
+                await runtime.adopt(instanceID: instance.id, engine: engine, pid: pid, endpoint: instance.endpoint)
             {
                 memory[instance.id] = InstanceMemory(startedAt: .now, readySince: instance.state == .ready ? .now : nil)
                 if instance.state == .draining { memory[instance.id]?.drainingSince = .now }
@@ -219,7 +219,7 @@ public actor Reconciler: Service {
         let load = await routes.takeLoad(deployment: deployment.name)
 
         // 1. Observe: probe every instance with a process, all at once.
-        let health = await probe(instances.filter { [.starting, .ready, .draining].contains($0.state) })
+        let health = await probe(instances.filter { $0.state.hasProcess })
         for index in instances.indices {
             try await advance(&instances[index], deployment: deployment, health: health[instances[index].id], load: load)
         }
@@ -231,14 +231,14 @@ public actor Reconciler: Service {
         }
 
         // 3. Autoscale from the gateway's load.
-        try await autoscale(&deployment, load: load, instances: instances)
+        try await autoscale(&deployment, load: load)
 
         // 4. Start, drain and stop instances towards the wanted number and revision; the
         // canary's instances are kept apart.
         let canaryID = deployment.canary?.revision.id
         var mainInstances = instances.filter { $0.revisionID != canaryID }
         var canaryInstances = instances.filter { $0.revisionID == canaryID }
-        try await rollOut(deployment, instances: &mainInstances, load: load)
+        try await rollOut(deployment, instances: &mainInstances)
         if try await maintainCanary(&deployment, instances: &canaryInstances) {
             mainInstances += canaryInstances
             canaryInstances = []
@@ -254,6 +254,11 @@ public actor Reconciler: Service {
     }
 
     // MARK: - Records
+
+    /// Ready and not reported unhealthy since its last good probe: what the gateway may use.
+    func isServing(_ instance: EngineInstance) -> Bool {
+        instance.state == .ready && memory[instance.id]?.healthy != false
+    }
 
     func save(_ instance: inout EngineInstance, _ state: InstanceState? = nil, message: String) async throws {
         if let state { instance.state = state }

@@ -85,6 +85,10 @@ struct SQLDeploymentRepository: DeploymentRepository {
             .set("status_message", to: SQLBind(message))
             .set("updated_at", to: SQLBind(Date().millisecondsSince1970))
             .where("id", .equal, deploymentID)
+            .where("status", .notEqual, DeploymentStatus.deleting.rawValue)
+            .where { group in
+                group.where("status", .notEqual, status.rawValue).orWhere("status_message", .notEqual, message)
+            }
             .run()
     }
 

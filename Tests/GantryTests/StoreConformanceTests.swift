@@ -128,6 +128,10 @@ struct StoreConformanceTests {
                         deploymentID: "d", instanceID: index == 0 ? nil : "i", kind: "k", message: "e\(index)", createdAt: now))
             }
             #expect(try await repos.deployments.events(deploymentID: "d", limit: 2).map(\.message) == ["e1", "e2"])
+            // Nothing brings back a deployment marked for deletion.
+            try await repos.deployments.updateStatus(deploymentID: "d", status: .deleting, message: "stopping")
+            try await repos.deployments.updateStatus(deploymentID: "d", status: .ready, message: "1 of 1")
+            #expect(try await repos.deployments.deployment(named: "chat")?.status == .deleting)
             try await repos.deployments.deleteDeployment(id: "d")
             #expect(try await repos.deployments.listDeployments().isEmpty)
             #expect(try await repos.instances.listInstances(deploymentID: nil).isEmpty)
