@@ -175,12 +175,11 @@ public actor LocalProcessRuntime: EngineRuntime, Service {
 
     public func logs(instanceID: String, maxBytes: Int) async -> String? {
         let current = logPath(instanceID: instanceID)
-        guard let text = FileManager.default.contents(atPath: current) else { return nil }
-        var data = text
-        if data.count < maxBytes, let older = FileManager.default.contents(atPath: current + ".1") {
+        guard var data = Self.end(ofFile: current, maxBytes: maxBytes) else { return nil }
+        if data.count < maxBytes, let older = Self.end(ofFile: current + ".1", maxBytes: maxBytes - data.count) {
             data = older + data
         }
-        return String(decoding: data.suffix(maxBytes), as: UTF8.self)
+        return String(decoding: data, as: UTF8.self)
     }
 
     public func engineMetrics(instanceID: String) async -> String? {
@@ -299,9 +298,16 @@ public actor LocalProcessRuntime: EngineRuntime, Service {
 
     /// The last lines of an engine's log, to explain why it stopped.
     private func tail(instanceID: String) -> String {
-        guard let text = try? String(contentsOfFile: logPath(instanceID: instanceID), encoding: .utf8) else {
-            return "no log"
-        }
-        return text.split(separator: "\n").suffix(5).joined(separator: " | ")
+        guard let data = Self.end(ofFile: logPath(instanceID: instanceID), maxBytes: 4096) else { return "no log" }
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").suffix(5).joined(separator: " | ")
+    }
+
+    /// The last `maxBytes` of a file, read from there: logs grow to `logMaxBytes` and beyond.
+    static func end(ofFile path: String, maxBytes: Int) -> Data? {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        let size = (try? handle.seekToEnd()) ?? 0
+        try? handle.seek(toOffset: size > UInt64(maxBytes) ? size - UInt64(maxBytes) : 0)
+        return (try? handle.readToEnd()) ?? Data()
     }
 }

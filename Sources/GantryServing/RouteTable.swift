@@ -9,8 +9,9 @@ public actor RouteTable: RoutePublisher {
     /// Instances the gateway could not reach, kept out of rotation until the next publish.
     private var ejected: Set<String> = []
     private var unreachable: Set<String> = []
-    private var inFlight: [String: Int] = [:]
-    private var deploymentOfInstance: [String: String] = [:]
+    /// Requests in flight per instance, and whose instance it is; an instance leaves both when
+    /// its count reaches zero, so they stay as small as the traffic.
+    private var inFlight: [String: (deployment: String, count: Int)] = [:]
     private var deploymentInFlight: [String: Int] = [:]
     private var peakInFlight: [String: Int] = [:]
     private var waiters: [String: [Waiter]] = [:]
@@ -30,18 +31,20 @@ public actor RouteTable: RoutePublisher {
     // MARK: - Orchestrator side
 
     public func publish(_ entry: RouteEntry) {
-        if entries[entry.deployment] != entry { changed() }
+        let previous = entries[entry.deployment]
+        if previous != entry { changed() }
         entries[entry.deployment] = entry
-        for target in entry.targets {
-            ejected.remove(target.instanceID)
-            deploymentOfInstance[target.instanceID] = entry.deployment
-        }
+        // The orchestrator's word replaces the gateway's: published targets passed their probe,
+        // and instances no longer published need no ejection.
+        for target in (previous?.targets ?? []) + entry.targets { ejected.remove(target.instanceID) }
         if !entry.targets.isEmpty { resumeWaiters(of: entry.deployment, with: nil) }
     }
 
     public func withdraw(deployment: String) {
-        if entries[deployment] != nil { changed() }
-        entries[deployment] = nil
+        if let previous = entries.removeValue(forKey: deployment) {
+            changed()
+            for target in previous.targets { ejected.remove(target.instanceID) }
+        }
         peakInFlight[deployment] = nil
         resumeWaiters(of: deployment, with: nil)
     }
@@ -50,9 +53,7 @@ public actor RouteTable: RoutePublisher {
         let current = deploymentInFlight[deployment, default: 0]
         let peak = max(peakInFlight[deployment, default: 0], current)
         peakInFlight[deployment] = current
-        let byInstance = deploymentOfInstance.filter { $0.value == deployment }.reduce(into: [String: Int]()) {
-            $0[$1.key] = inFlight[$1.key, default: 0]
-        }
+        let byInstance = inFlight.filter { $0.value.deployment == deployment }.mapValues(\.count)
         return DeploymentLoad(peakInFlight: peak, queued: waiters[deployment]?.count ?? 0, inFlightByInstance: byInstance)
     }
 
@@ -89,7 +90,7 @@ public actor RouteTable: RoutePublisher {
                     "version '\(version)' of model '\(deployment)' is not deployed", code: "model_not_found")
             }
             if let target = leastOutstanding(of: entry, version: version) {
-                inFlight[target.instanceID, default: 0] += 1
+                inFlight[target.instanceID, default: (deployment, 0)].count += 1
                 let now = deploymentInFlight[deployment, default: 0] + 1
                 deploymentInFlight[deployment] = now
                 peakInFlight[deployment] = max(peakInFlight[deployment, default: 0], now)
@@ -106,11 +107,9 @@ public actor RouteTable: RoutePublisher {
 
     /// Ends a request started with `acquire`.
     public func finish(instanceID: String) {
-        guard let count = inFlight[instanceID] else { return }
-        inFlight[instanceID] = count > 1 ? count - 1 : nil
-        if let deployment = deploymentOfInstance[instanceID] {
-            deploymentInFlight[deployment] = max(0, deploymentInFlight[deployment, default: 1] - 1)
-        }
+        guard let (deployment, count) = inFlight[instanceID] else { return }
+        inFlight[instanceID] = count > 1 ? (deployment, count - 1) : nil
+        deploymentInFlight[deployment] = max(0, deploymentInFlight[deployment, default: 1] - 1)
     }
 
     /// Passive health: the gateway could not reach this instance, or it answered 5xx. It leaves
@@ -128,7 +127,7 @@ public actor RouteTable: RoutePublisher {
 
     /// Requests in flight on an instance now.
     public func inFlight(instanceID: String) -> Int {
-        inFlight[instanceID, default: 0]
+        inFlight[instanceID]?.count ?? 0
     }
 
     // MARK: - Watching
@@ -182,7 +181,7 @@ public actor RouteTable: RoutePublisher {
         if second >= first { second += 1 }
         let a = targets[first]
         let b = targets[second]
-        return inFlight[a.instanceID, default: 0] <= inFlight[b.instanceID, default: 0] ? a : b
+        return (inFlight[a.instanceID]?.count ?? 0) <= (inFlight[b.instanceID]?.count ?? 0) ? a : b
     }
 
     private func wait(for deployment: String, timeout: Duration) async throws {
