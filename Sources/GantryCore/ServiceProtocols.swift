@@ -58,6 +58,14 @@ public struct RouteEntry: Codable, Sendable, Equatable {
     }
 }
 
+extension RouteEntry {
+    /// Whether `principal` may call this deployment: its key's scope and the deployment's access
+    /// policy both admit it.
+    public func admits(_ principal: Principal) -> Bool {
+        principal.mayUse(deployment: deployment) && access.admits(principal)
+    }
+}
+
 /// Load the gateway saw for one deployment.
 public struct DeploymentLoad: Sendable, Equatable {
     /// The most requests in flight at once since the last report.

@@ -97,10 +97,8 @@ public struct InferenceRoutes: Sendable {
             var object = "list"
             var data: [Item]
         }
-        let items = await routes.allEntries().filter {
-            principal.mayUse(deployment: $0.deployment) && $0.access.admits(principal)
-        }
-        .map { Item(id: $0.deployment, created: Int($0.createdAt.timeIntervalSince1970)) }
+        let items = await routes.allEntries().filter { $0.admits(principal) }
+            .map { Item(id: $0.deployment, created: Int($0.createdAt.timeIntervalSince1970)) }
         let data = try JSONEncoder().encode(List(data: items))
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: data)))
     }
@@ -118,9 +116,7 @@ public struct InferenceRoutes: Sendable {
         }
         let parsed = try InferenceRequest.parse(Data(buffer: body))
         // A deployment the caller may not use answers exactly like one that does not exist.
-        guard principal.mayUse(deployment: parsed.deployment), let entry = await routes.entry(for: parsed.deployment),
-            entry.access.admits(principal)
-        else {
+        guard let entry = await routes.entry(for: parsed.deployment), entry.admits(principal) else {
             throw GantryError.notFound(
                 "The model '\(parsed.deployment)' does not exist or you do not have access to it.", code: "model_not_found")
         }

@@ -154,8 +154,8 @@ public actor LocalProcessRuntime: EngineRuntime, Service {
     }
 
     public func adopt(instanceID: String, engine: String, pid: Int32, endpoint: String) async -> Bool {
-        guard let adapter = adapters[engine], Self.environment(of: pid)?["GANTRY_INSTANCE_ID"] == instanceID,
-            Self.environment(of: pid)?["GANTRY_RUNTIME_TAG"] == tag
+        guard let adapter = adapters[engine], let environment = Self.environment(of: pid),
+            environment["GANTRY_INSTANCE_ID"] == instanceID, environment["GANTRY_RUNTIME_TAG"] == tag
         else { return false }
         instances[instanceID] = Instance(handle: .adopted(pid), endpoint: endpoint, adapter: adapter)
         logger.info("engine adopted", metadata: ["instance_id": "\(instanceID)", "pid": "\(pid)"])
