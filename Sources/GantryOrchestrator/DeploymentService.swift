@@ -126,15 +126,16 @@ public struct DeploymentService: Sendable {
         if let newName = request.name, newName != name {
             throw GantryError.invalid("a deployment cannot be renamed", param: "name")
         }
-        if let model = request.model, let current = try await repositories.models.model(id: deployment.modelID),
-            model != current.name
-        {
+        guard let model = try await repositories.models.model(id: deployment.modelID) else {
+            throw GantryError.conflict("the deployment's model no longer exists")
+        }
+        if let requested = request.model, requested != model.name {
             throw GantryError.invalid("a deployment cannot change its model; create another deployment", param: "model")
         }
         var changes: [String] = []
         let versionChanged = request.version != nil && request.version != deployment.revision.version
         let version: ModelVersion
-        if versionChanged, let model = try await repositories.models.model(id: deployment.modelID) {
+        if versionChanged {
             version = try await chooseVersion(of: model, named: request.version)
         } else if let current = try await repositories.models.version(id: deployment.versionID) {
             version = current
@@ -153,7 +154,7 @@ public struct DeploymentService: Sendable {
             }
         }
         if let request = request.canary {
-            try await applyCanary(request, to: &deployment, changes: &changes)
+            try await applyCanary(request, of: model, to: &deployment, changes: &changes)
         }
         let scaling = try makeScaling(request, base: deployment.scaling)
         if scaling != deployment.scaling {
@@ -190,9 +191,9 @@ public struct DeploymentService: Sendable {
 
     // MARK: - Canary
 
-    private func applyCanary(_ request: DeploymentRequest.CanaryRequest, to deployment: inout Deployment, changes: inout [String])
-        async throws
-    {
+    private func applyCanary(
+        _ request: DeploymentRequest.CanaryRequest, of model: Model, to deployment: inout Deployment, changes: inout [String]
+    ) async throws {
         guard request.weight != 0 else {
             if deployment.canary != nil { changes.append("canary removed") }
             deployment.canary = nil
@@ -204,9 +205,6 @@ public struct DeploymentService: Sendable {
         let replicas = request.replicas ?? deployment.canary?.replicas ?? 1
         guard (1...Self.replicaLimit).contains(replicas) else {
             throw GantryError.invalid("canary.replicas must be between 1 and \(Self.replicaLimit)", param: "canary.replicas")
-        }
-        guard let model = try await repositories.models.model(id: deployment.modelID) else {
-            throw GantryError.conflict("the deployment's model no longer exists")
         }
         guard let versionName = request.version ?? deployment.canary?.revision.version else {
             throw GantryError.invalid("canary.version is required for a new canary", param: "canary.version")
