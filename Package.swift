@@ -18,7 +18,9 @@ let package = Package(
     name: "gantry",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "gantry", targets: ["Gantry"])
+        .executable(name: "gantry", targets: ["Gantry"]),
+        // A fake OpenAI engine for bench/gateway.sh: canned answers, no model.
+        .executable(name: "gantry-fake-engine", targets: ["GantryFakeEngine"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
@@ -45,6 +47,15 @@ let package = Package(
             swiftSettings: sharedSwiftSettings
         ),
         .target(name: "GantryCore", swiftSettings: sharedSwiftSettings),
+        .executableTarget(
+            name: "GantryFakeEngine",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
         // NVML through dlopen: C, so that no NVIDIA header or library is needed to build.
         .target(name: "CNVML"),
         // glibc's malloc tuning, for the executable only.
@@ -83,7 +94,10 @@ let package = Package(
             swiftSettings: sharedSwiftSettings),
         .target(
             name: "GantryServing",
-            dependencies: ["GantryCore", "GantryHTTP", hummingbird, httpTypes, httpClient, logging, serviceLifecycle],
+            dependencies: [
+                "GantryCore", "GantryHTTP", hummingbird, httpTypes, httpClient, logging, serviceLifecycle,
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
             swiftSettings: sharedSwiftSettings
         ),
         .target(

@@ -28,6 +28,7 @@ public struct IdentityRoutes: Sendable {
         var lastUsedAt: Date?
         /// Deployments the key may call; absent means all.
         var scope: [String]?
+        var limits: KeyLimits?
         /// Present only in the response that creates the key.
         var key: String?
 
@@ -40,6 +41,7 @@ public struct IdentityRoutes: Sendable {
             revokedAt = record.revokedAt
             lastUsedAt = record.lastUsedAt
             scope = record.scope
+            limits = record.limits
             key = plaintext
         }
     }
@@ -48,6 +50,9 @@ public struct IdentityRoutes: Sendable {
         var name: String
         var expiresAt: Date?
         var scope: [String]?
+        /// Requests, tokens and a token quota for this key; they can only restrict it further than
+        /// the deployments' own limits.
+        var limits: KeyLimits?
         /// Admins may issue a key for another user, by user name.
         var user: String?
     }
@@ -77,7 +82,7 @@ public struct IdentityRoutes: Sendable {
                 ownerID = owner.id
             }
             let (record, plaintext) = try await identity.issueKey(
-                userID: ownerID, name: body.name, expiresAt: body.expiresAt, scope: body.scope)
+                userID: ownerID, name: body.name, expiresAt: body.expiresAt, scope: body.scope, limits: body.limits)
             return JSONResponse(KeyView(record, plaintext: plaintext), status: .created)
         }
         keysGroup.get { request, context in

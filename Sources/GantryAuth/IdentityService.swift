@@ -76,13 +76,14 @@ public struct IdentityService: CredentialVerifier {
         }
         return Principal(
             userID: user.id, userName: user.name, role: user.role, credential: .apiKey(id: record.id),
-            allowedDeployments: record.scope)
+            allowedDeployments: record.scope, keyLimits: record.limits)
     }
 
     /// Creates a key for a user and returns the record and the plaintext, which is never stored.
-    public func issueKey(userID: String, name: String, expiresAt: Date?, scope: [String]? = nil) async throws -> (
-        APIKeyRecord, String
-    ) {
+    public func issueKey(
+        userID: String, name: String, expiresAt: Date?, scope: [String]? = nil, limits: KeyLimits? = nil
+    ) async throws -> (APIKeyRecord, String) {
+        try limits?.validate()
         guard !name.isEmpty, name.count <= 100 else { throw GantryError.invalid("name must be 1-100 characters", param: "name") }
         if let expiresAt, expiresAt <= Date() {
             throw GantryError.invalid("expires_at must be in the future", param: "expires_at")
@@ -97,7 +98,7 @@ public struct IdentityService: CredentialVerifier {
         let secret = String(plaintext.dropFirst(APIKeyFormat.prefix.count + id.count + 1))
         let record = APIKeyRecord(
             id: id, userID: userID, name: name, secretHash: APIKeyFormat.hash(secret: secret), createdAt: Date(),
-            expiresAt: expiresAt, revokedAt: nil, lastUsedAt: nil, scope: scope)
+            expiresAt: expiresAt, revokedAt: nil, lastUsedAt: nil, scope: scope, limits: limits)
         try await keys.createKey(record)
         logger.info("API key issued", metadata: ["key_id": "\(id)", "user_id": "\(userID)"])
         return (record, plaintext)

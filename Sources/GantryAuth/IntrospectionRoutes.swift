@@ -31,6 +31,8 @@ public struct IntrospectionRoutes: Sendable {
         public var gantryRole: Role?
         /// Deployments the credential may call; absent means all.
         public var gantryDeployments: [String]?
+        /// The key's own limits and quota, which the gateway enforces.
+        public var gantryLimits: KeyLimits?
 
         enum CodingKeys: String, CodingKey {
             case active, sub, username
@@ -38,6 +40,7 @@ public struct IntrospectionRoutes: Sendable {
             case clientId = "client_id"
             case gantryRole = "gantry_role"
             case gantryDeployments = "gantry_deployments"
+            case gantryLimits = "gantry_limits"
         }
     }
 
@@ -54,7 +57,8 @@ public struct IntrospectionRoutes: Sendable {
                 answer = Answer(
                     active: true, sub: principal.userID, username: principal.userName,
                     tokenType: principal.keyID == nil ? "access_token" : "api_key", clientId: principal.keyID,
-                    gantryRole: principal.role, gantryDeployments: principal.allowedDeployments)
+                    gantryRole: principal.role, gantryDeployments: principal.allowedDeployments,
+                    gantryLimits: principal.keyLimits)
             } catch let error as GantryError where error.kind == .unauthorized {
                 answer = Answer(active: false)
             }
@@ -102,7 +106,8 @@ public struct IntrospectionClient: CredentialVerifier {
         }
         let credential: Credential = answer.clientId.map { .apiKey(id: $0) } ?? .providerToken
         return Principal(
-            userID: sub, userName: username, role: role, credential: credential, allowedDeployments: answer.gantryDeployments)
+            userID: sub, userName: username, role: role, credential: credential, allowedDeployments: answer.gantryDeployments,
+            keyLimits: answer.gantryLimits)
     }
 
     public func verify(sessionToken: String) async throws -> Principal {

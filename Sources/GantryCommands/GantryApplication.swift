@@ -33,6 +33,9 @@ public struct GantryServer: Sendable {
     public let deployments: DeploymentService
     public let metrics: PrometheusCollectorRegistry
     public let allocations: AllocationService
+    /// Usage records waiting to be written; `flush()` writes them now.
+    public let usage: UsageRecorder
+    public let limiter: RateLimiter
     /// Set on the first start of an empty store: the admin key to print once. Never logged.
     public let bootstrapAdminKey: String?
 }
@@ -84,6 +87,9 @@ public func buildApplication(
     clientConfiguration.connectionPool.retryConnectionEstablishment = false
     clientConfiguration.decompression = .disabled
     let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
+    // Engines get clients of their own: a model service with its own idle timeout needs its own
+    // client (see EngineClients).
+    let engineClients = EngineClients(configuration: clientConfiguration)
 
     let oidc = configuration.auth.oidc.map { OIDCClient(settings: $0, httpClient: httpClient, logger: logger) }
     let identity = IdentityService(repositories: repositories, logger: logger, providerTokens: oidc)
@@ -110,6 +116,7 @@ public func buildApplication(
         (objects, closeObjects) = try await makeObjectStore(configuration.blobs, logger: logger)
     } catch {
         try? await httpClient.shutdown()
+        try? await engineClients.shutdown()
         try? await store.close()
         throw error
     }
@@ -138,13 +145,18 @@ public func buildApplication(
             limiter: FailedAuthenticationLimiter(maximumFailures: configuration.auth.maxFailedAttemptsPerMinute, window: 60)))
     OperationsRoutes.add(
         to: router, registry: metrics, readiness: [ReadinessCheck(name: "store") { await store.ping() }])
+    let usage = UsageRecorder(repository: repositories.usage, logger: logger)
+    let limiter = RateLimiter()
     InferenceRoutes(
-        routes: routeTable, httpClient: httpClient,
+        routes: routeTable, clients: engineClients,
         configuration: .init(
             maxRequestBytes: configuration.gateway.maxRequestBytes, maxResponseBytes: 64 << 20,
             upstreamTimeout: configuration.gateway.upstreamTimeout, queueTimeout: configuration.gateway.queueTimeout,
-            maxQueuedPerModel: configuration.gateway.maxQueuedRequests)
+            maxQueuedPerModel: configuration.gateway.maxQueuedRequests),
+        limiter: limiter, quotas: QuotaLedger(repository: repositories.usage), usage: usage,
+        metrics: GatewayMetrics(registry: metrics)
     ).add(to: router)
+    UsageRoutes(repository: repositories.usage, recorder: usage).add(to: router)
     RegistryRoutes(registry: registry).add(to: router)
     DeploymentRoutes(service: deployments, repositories: repositories, runtime: runtime).add(to: router)
     IdentityRoutes(identity: identity, repositories: repositories).add(to: router)
@@ -154,20 +166,21 @@ public func buildApplication(
     ResourceRoutes(inventory: inventory, allocations: allocations).add(to: router)
 
     // Shut down in reverse: the server first (in-flight requests finish), then the resource
-    // poller, the reconcile loop, the engines, and last the store and the HTTP client.
+    // poller, the reconcile loop, the engines, the usage records still waiting (written), the
+    // engines' HTTP clients, and last the store and the shared HTTP client.
     // Nothing after this point throws, so nothing opened above can leak.
     let application = Application(
         router: router,
         configuration: .init(address: .hostname(configuration.http.host, port: configuration.http.port), serverName: "gantry"),
         services: [
-            HTTPClientService(client: httpClient), StoreService(store: store), ShutdownService(action: closeObjects), runtime,
-            reconciler, inventory,
+            HTTPClientService(client: httpClient), StoreService(store: store), ShutdownService(action: closeObjects),
+            engineClients, usage, runtime, reconciler, inventory,
         ],
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.http.port) },
         logger: logger)
     return GantryServer(
         application: application, store: store, routeTable: routeTable, runtime: runtime, reconciler: reconciler,
         identity: identity, login: login, registry: registry, objects: objects, deployments: deployments, metrics: metrics,
-        allocations: allocations,
+        allocations: allocations, usage: usage, limiter: limiter,
         bootstrapAdminKey: bootstrapKey)
 }

@@ -131,6 +131,19 @@ public struct AccessPolicy: Codable, Sendable, Equatable {
     }
 }
 
+/// How long the gateway waits on a model service's engines; nil takes the server's default.
+public struct ServiceTimeouts: Codable, Sendable, Equatable {
+    /// Seconds from sending a request to the first byte of the engine's answer (the head).
+    public var firstByteSeconds: Double?
+    /// Seconds a streamed answer may go without a byte before it is cut with an error event.
+    public var idleSeconds: Double?
+
+    public init(firstByteSeconds: Double? = nil, idleSeconds: Double? = nil) {
+        self.firstByteSeconds = firstByteSeconds
+        self.idleSeconds = idleSeconds
+    }
+}
+
 /// Frequency limits of a model service (enforced by the gateway); nil is unlimited.
 public struct FrequencyLimits: Codable, Sendable, Equatable {
     public var requestsPerMinutePerKey: Int?
@@ -138,11 +151,13 @@ public struct FrequencyLimits: Codable, Sendable, Equatable {
     public var requestsPerMinute: Int?
     public var tokensPerMinute: Int?
     public var concurrentRequests: Int?
+    public var concurrentRequestsPerKey: Int?
 
     public init(
         requestsPerMinutePerKey: Int? = nil, tokensPerMinutePerKey: Int? = nil, requestsPerMinute: Int? = nil,
-        tokensPerMinute: Int? = nil, concurrentRequests: Int? = nil
+        tokensPerMinute: Int? = nil, concurrentRequests: Int? = nil, concurrentRequestsPerKey: Int? = nil
     ) {
+        self.concurrentRequestsPerKey = concurrentRequestsPerKey
         self.requestsPerMinutePerKey = requestsPerMinutePerKey
         self.tokensPerMinutePerKey = tokensPerMinutePerKey
         self.requestsPerMinute = requestsPerMinute
@@ -183,6 +198,7 @@ public struct Deployment: Encodable, Sendable, Equatable {
     public var replicas: Int
     public var access: AccessPolicy
     public var limits: FrequencyLimits
+    public var timeouts: ServiceTimeouts
     public var status: DeploymentStatus
     /// Why the deployment is in its status, for people reading `GET /api/v1/deployments/{name}`.
     public var statusMessage: String
@@ -192,7 +208,7 @@ public struct Deployment: Encodable, Sendable, Equatable {
     public init(
         id: String, name: String, modelID: String, revision: DeploymentRevision, previousRevision: DeploymentRevision? = nil,
         canary: CanaryRevision? = nil, scaling: ScalingPolicy, replicas: Int, access: AccessPolicy = AccessPolicy(),
-        limits: FrequencyLimits = FrequencyLimits(),
+        limits: FrequencyLimits = FrequencyLimits(), timeouts: ServiceTimeouts = ServiceTimeouts(),
         status: DeploymentStatus, statusMessage: String, createdAt: Date, updatedAt: Date
     ) {
         self.id = id
@@ -205,6 +221,7 @@ public struct Deployment: Encodable, Sendable, Equatable {
         self.replicas = replicas
         self.access = access
         self.limits = limits
+        self.timeouts = timeouts
         self.status = status
         self.statusMessage = statusMessage
         self.createdAt = createdAt
@@ -218,7 +235,7 @@ public struct Deployment: Encodable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case id, name, modelID, version, versionID, engine, contextLimit, revision, previousRevision, canary, scaling
         case replicas
-        case access, limits, status, statusMessage, createdAt, updatedAt
+        case access, limits, timeouts, status, statusMessage, createdAt, updatedAt
     }
 
     /// The current revision's version, engine and context limit are also written at the top, where
@@ -239,6 +256,7 @@ public struct Deployment: Encodable, Sendable, Equatable {
         try container.encode(replicas, forKey: .replicas)
         try container.encode(access, forKey: .access)
         try container.encode(limits, forKey: .limits)
+        try container.encode(timeouts, forKey: .timeouts)
         try container.encode(status, forKey: .status)
         try container.encode(statusMessage, forKey: .statusMessage)
         try container.encode(createdAt, forKey: .createdAt)

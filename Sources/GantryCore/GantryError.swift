@@ -27,8 +27,17 @@ public struct GantryError: Error, Sendable, Equatable, CustomStringConvertible {
     public var param: String?
     /// Seconds after which a rate-limited request may be retried (`retry-after`).
     public var retryAfter: Int?
+    /// The OpenAI error `type` when it is not the one of `kind` (`insufficient_quota`).
+    public var type: String?
+    /// Response headers that explain the error, such as `x-ratelimit-remaining-tokens` on a 429.
+    public var headers: [String: String]
 
-    public init(_ kind: Kind, _ message: String, code: String? = nil, param: String? = nil, retryAfter: Int? = nil) {
+    public init(
+        _ kind: Kind, _ message: String, code: String? = nil, type: String? = nil, param: String? = nil,
+        retryAfter: Int? = nil, headers: [String: String] = [:]
+    ) {
+        self.type = type
+        self.headers = headers
         self.kind = kind
         self.message = message
         self.code = code

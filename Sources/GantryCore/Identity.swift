@@ -45,10 +45,12 @@ public struct APIKeyRecord: Codable, Sendable, Equatable {
     public var lastUsedAt: Date?
     /// The deployments this key may call; nil means all the owner may use.
     public var scope: [String]?
+    /// Limits on this key across all deployments; nil means none beyond the deployments' own.
+    public var limits: KeyLimits?
 
     public init(
         id: String, userID: String, name: String, secretHash: String, createdAt: Date, expiresAt: Date?,
-        revokedAt: Date?, lastUsedAt: Date?, scope: [String]? = nil
+        revokedAt: Date?, lastUsedAt: Date?, scope: [String]? = nil, limits: KeyLimits? = nil
     ) {
         self.id = id
         self.userID = userID
@@ -59,6 +61,63 @@ public struct APIKeyRecord: Codable, Sendable, Equatable {
         self.revokedAt = revokedAt
         self.lastUsedAt = lastUsedAt
         self.scope = scope
+        self.limits = limits
+    }
+}
+
+/// Limits that follow one API key across every deployment it calls.
+public struct KeyLimits: Codable, Sendable, Equatable {
+    public var requestsPerMinute: Int?
+    public var tokensPerMinute: Int?
+    public var concurrentRequests: Int?
+    /// Tokens (prompt plus completion) the key may use per `quotaPeriod`; once spent, requests
+    /// are refused with `insufficient_quota` until the next period starts.
+    public var tokenQuota: Int?
+    public var quotaPeriod: QuotaPeriod?
+
+    public init(
+        requestsPerMinute: Int? = nil, tokensPerMinute: Int? = nil, concurrentRequests: Int? = nil, tokenQuota: Int? = nil,
+        quotaPeriod: QuotaPeriod? = nil
+    ) {
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
+        self.concurrentRequests = concurrentRequests
+        self.tokenQuota = tokenQuota
+        self.quotaPeriod = quotaPeriod
+    }
+
+    /// Refuses limits no request could ever pass, with the field at fault.
+    public func validate() throws {
+        for (name, value) in [
+            ("requests_per_minute", requestsPerMinute), ("tokens_per_minute", tokensPerMinute),
+            ("concurrent_requests", concurrentRequests), ("token_quota", tokenQuota),
+        ] {
+            if let value, value < 1 { throw GantryError.invalid("limits.\(name) must be at least 1", param: "limits.\(name)") }
+        }
+        if quotaPeriod != nil, tokenQuota == nil {
+            throw GantryError.invalid("limits.quota_period needs limits.token_quota", param: "limits.quota_period")
+        }
+    }
+}
+
+/// The calendar period a token quota renews over, in UTC.
+public enum QuotaPeriod: String, Codable, Sendable {
+    case day
+    case month
+
+    /// When the period holding `date` began.
+    public func start(of date: Date) -> Date {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let parts: Set<Calendar.Component> = self == .day ? [.year, .month, .day] : [.year, .month]
+        return calendar.date(from: calendar.dateComponents(parts, from: date))!
+    }
+
+    /// When the period holding `date` ends (the next one begins).
+    public func end(of date: Date) -> Date {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        return calendar.date(byAdding: self == .day ? .day : .month, value: 1, to: start(of: date))!
     }
 }
 
@@ -96,13 +155,19 @@ public struct Principal: Sendable, Equatable {
     public var credential: Credential
     /// Deployments this credential may call; nil means all of them.
     public var allowedDeployments: [String]?
+    /// The API key's own limits, when the caller used a key that has some.
+    public var keyLimits: KeyLimits?
 
-    public init(userID: String, userName: String, role: Role, credential: Credential, allowedDeployments: [String]? = nil) {
+    public init(
+        userID: String, userName: String, role: Role, credential: Credential, allowedDeployments: [String]? = nil,
+        keyLimits: KeyLimits? = nil
+    ) {
         self.userID = userID
         self.userName = userName
         self.role = role
         self.credential = credential
         self.allowedDeployments = allowedDeployments
+        self.keyLimits = keyLimits
     }
 
     public var isAdmin: Bool { role == .admin }

@@ -134,11 +134,12 @@ public struct Repositories: Sendable {
     public var keys: any APIKeyRepository
     public var sessions: any SessionRepository
     public var allocations: any AllocationRepository
+    public var usage: any UsageRepository
 
     public init(
         models: any ModelRepository, deployments: any DeploymentRepository, instances: any InstanceRepository,
         users: any UserRepository, keys: any APIKeyRepository, sessions: any SessionRepository,
-        allocations: any AllocationRepository
+        allocations: any AllocationRepository, usage: any UsageRepository
     ) {
         self.models = models
         self.deployments = deployments
@@ -147,5 +148,6 @@ public struct Repositories: Sendable {
         self.keys = keys
         self.sessions = sessions
         self.allocations = allocations
+        self.usage = usage
     }
 }

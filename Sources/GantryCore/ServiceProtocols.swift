@@ -31,26 +31,31 @@ public struct RouteEntry: Codable, Sendable, Equatable {
     /// The model version new instances serve, so `model: "name@version"` can be checked.
     public var version: String
     public var contextLimit: Int
+    /// The engine kind (`llama-cpp`, `vllm`, ...), for its tokenizer endpoint.
+    public var engine: String
     public var createdAt: Date
     /// Ready, healthy instances; empty while the deployment starts or is scaled to zero, when
     /// the gateway holds requests in a bounded queue until one is ready.
     public var targets: [RouteTarget]
     public var access: AccessPolicy
     public var limits: FrequencyLimits
+    public var timeouts: ServiceTimeouts
     /// The canary's version and its percent of requests, when the deployment has one.
     public var canaryVersion: String?
     public var canaryWeight: Int
 
     public init(
-        deployment: String, version: String, contextLimit: Int, createdAt: Date, targets: [RouteTarget],
-        access: AccessPolicy = AccessPolicy(), limits: FrequencyLimits = FrequencyLimits(), canaryVersion: String? = nil,
-        canaryWeight: Int = 0
+        deployment: String, version: String, contextLimit: Int, engine: String = "", createdAt: Date, targets: [RouteTarget],
+        access: AccessPolicy = AccessPolicy(), limits: FrequencyLimits = FrequencyLimits(),
+        timeouts: ServiceTimeouts = ServiceTimeouts(), canaryVersion: String? = nil, canaryWeight: Int = 0
     ) {
+        self.timeouts = timeouts
         self.canaryVersion = canaryVersion
         self.canaryWeight = canaryWeight
         self.deployment = deployment
         self.version = version
         self.contextLimit = contextLimit
+        self.engine = engine
         self.createdAt = createdAt
         self.targets = targets
         self.access = access

@@ -61,7 +61,7 @@ public struct ErrorResponse: Sendable {
             object = [
                 "error": [
                     "message": error.message,
-                    "type": Self.openAIType(for: error.kind),
+                    "type": error.type ?? Self.openAIType(for: error.kind),
                     "param": error.param as Any? ?? NSNull(),
                     "code": (error.code ?? Self.defaultCode(for: error.kind)) as Any? ?? NSNull(),
                 ] as [String: Any]
@@ -94,6 +94,9 @@ public struct ErrorResponse: Sendable {
         headers[.contentType] = style == .openAI ? "application/json" : "application/problem+json"
         if error.kind == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
         if let retryAfter = error.retryAfter { headers[.retryAfter] = String(retryAfter) }
+        for (name, value) in error.headers {
+            if let field = HTTPField.Name(name) { headers[field] = value }
+        }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(data: body())))
     }
 }

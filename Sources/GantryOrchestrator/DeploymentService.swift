@@ -18,6 +18,7 @@ public struct DeploymentRequest: Codable, Sendable {
     public var autoscaling: AutoscalingRequest?
     public var access: AccessPolicy?
     public var limits: FrequencyLimits?
+    public var timeouts: ServiceTimeouts?
     /// A canary beside the main revision; `weight: 0` removes it.
     public var canary: CanaryRequest?
 
@@ -53,8 +54,9 @@ public struct DeploymentRequest: Codable, Sendable {
         name: String? = nil, model: String? = nil, version: String? = nil, engine: String? = nil, engineArgs: [String]? = nil,
         contextLimit: Int? = nil, resources: ReplicaResources? = nil, replicas: Int? = nil, minReplicas: Int? = nil,
         maxReplicas: Int? = nil, autoscaling: AutoscalingRequest? = nil, access: AccessPolicy? = nil,
-        limits: FrequencyLimits? = nil, canary: CanaryRequest? = nil
+        limits: FrequencyLimits? = nil, timeouts: ServiceTimeouts? = nil, canary: CanaryRequest? = nil
     ) {
+        self.timeouts = timeouts
         self.canary = canary
         self.name = name
         self.model = model
@@ -106,7 +108,8 @@ public struct DeploymentService: Sendable {
         let deployment = Deployment(
             id: Identifier.make("dep"), name: name, modelID: model.id, revision: revision, scaling: scaling,
             replicas: max(1, scaling.minReplicas), access: try validated(request.access ?? AccessPolicy()),
-            limits: try validated(request.limits ?? FrequencyLimits()), status: .pending,
+            limits: try validated(request.limits ?? FrequencyLimits()),
+            timeouts: try validated(request.timeouts ?? ServiceTimeouts()), status: .pending,
             statusMessage: "waiting for the reconcile loop", createdAt: now, updatedAt: now)
         try await repositories.deployments.createDeployment(deployment)
         try await repositories.deployments.recordEvent(
@@ -169,6 +172,10 @@ public struct DeploymentService: Sendable {
         if let limits = request.limits {
             deployment.limits = try validated(limits)
             changes.append("limits")
+        }
+        if let timeouts = request.timeouts {
+            deployment.timeouts = try validated(timeouts)
+            changes.append("timeouts")
         }
         guard !changes.isEmpty else { return deployment }
         try await repositories.deployments.updateSpec(deployment)
@@ -343,10 +350,20 @@ public struct DeploymentService: Sendable {
             ("tokens_per_minute_per_key", limits.tokensPerMinutePerKey),
             ("requests_per_minute", limits.requestsPerMinute), ("tokens_per_minute", limits.tokensPerMinute),
             ("concurrent_requests", limits.concurrentRequests),
+            ("concurrent_requests_per_key", limits.concurrentRequestsPerKey),
         ]
         for (name, value) in all {
             if let value, value < 1 { throw GantryError.invalid("limits.\(name) must be at least 1", param: "limits.\(name)") }
         }
         return limits
+    }
+
+    private func validated(_ timeouts: ServiceTimeouts) throws -> ServiceTimeouts {
+        for (name, value) in [("first_byte_seconds", timeouts.firstByteSeconds), ("idle_seconds", timeouts.idleSeconds)] {
+            if let value, !(0.1...3600).contains(value) {
+                throw GantryError.invalid("timeouts.\(name) must be 0.1-3600 seconds", param: "timeouts.\(name)")
+            }
+        }
+        return timeouts
     }
 }

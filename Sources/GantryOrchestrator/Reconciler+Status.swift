@@ -13,7 +13,9 @@ extension Reconciler {
         await routes.publish(
             RouteEntry(
                 deployment: deployment.name, version: deployment.revision.version, contextLimit: deployment.contextLimit,
+                engine: deployment.engine,
                 createdAt: deployment.createdAt, targets: targets, access: deployment.access, limits: deployment.limits,
+                timeouts: deployment.timeouts,
                 canaryVersion: deployment.canary?.revision.version, canaryWeight: deployment.canary?.weight ?? 0))
     }
 

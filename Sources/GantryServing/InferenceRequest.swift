@@ -1,27 +1,82 @@
 public import Foundation
 import GantryCore
+public import NIOCore
+
+/// The `/v1` endpoints the gateway forwards.
+public enum InferenceEndpoint: String, Sendable {
+    case chatCompletions = "chat.completions"
+    case completions
+    case embeddings
+
+    public var path: String {
+        switch self {
+        case .chatCompletions: return "/v1/chat/completions"
+        case .completions: return "/v1/completions"
+        case .embeddings: return "/v1/embeddings"
+        }
+    }
+
+    /// The body field that holds the prompt.
+    var promptField: String {
+        switch self {
+        case .chatCompletions: return "messages"
+        case .completions: return "prompt"
+        case .embeddings: return "input"
+        }
+    }
+}
 
 /// The fields of an OpenAI request body the data plane must read before forwarding it.
-/// The body itself is forwarded unchanged.
+/// The body itself is forwarded unchanged, except for `stream_options` (see `upstreamBody`).
 public struct InferenceRequest: Sendable, Equatable {
+    public var endpoint: InferenceEndpoint
     /// The deployment name, without any `@version` suffix.
     public var deployment: String
     /// The version pinned with `name@version`, if any.
     public var pinnedVersion: String?
     public var stream: Bool
+    /// Whether the caller asked for the usage chunk at the end of a stream.
+    public var includeUsage: Bool
+    /// Whether the body has a `stream_options` object at all.
+    var hasStreamOptions: Bool
     public var maxTokens: Int?
+    /// Choices asked for; every one may use `maxTokens`.
+    public var choices: Int
+    /// UTF-8 bytes of all prompt text (message contents, tool definitions, prompt strings), plus
+    /// one per token id given as a number, and the number of messages or prompts.
+    public var promptBytes: Int
+    public var promptParts: Int
 
-    /// Only these fields are decoded; JSONDecoder is strict about their types (no `1` for `true`,
-    /// no `1.5` for an integer), which is what the OpenAI API promises too.
+    /// Every choice's completion shares the context; the request may produce at most this many tokens.
+    public var completionBudget: Int? { maxTokens.map { $0 * choices } }
+
+    /// An upper bound of the prompt's tokens without a tokenizer: byte-level BPE tokenizers (GPT-2,
+    /// Llama 3, Qwen, SmolLM) never make more tokens than bytes, and each message adds at most a
+    /// few template tokens. A chat template may add a default system prompt, hence the margin.
+    /// When the bound says a request may not fit, the engine's tokenizer decides.
+    public var promptTokenBound: Int { promptBytes + 8 * promptParts + 64 }
+
     private struct Fields: Decodable {
         var model: String?
         var stream: Bool?
+        var stream_options: StreamOptions?
         var max_tokens: Int?
         var max_completion_tokens: Int?
+        var n: Int?
+        var messages: [TextWeight]?
+        var tools: TextWeight?
+        var prompt: TextWeight?
+        var input: TextWeight?
     }
 
+    private struct StreamOptions: Decodable {
+        var include_usage: Bool?
+    }
+
+    public static let maxChoices = 16
+
     /// Parses a JSON body; every problem is a 400 in the OpenAI envelope naming the field.
-    public static func parse(_ body: Data) throws -> InferenceRequest {
+    public static func parse(_ body: Data, endpoint: InferenceEndpoint = .chatCompletions) throws -> InferenceRequest {
         let fields: Fields
         do {
             fields = try JSONDecoder().decode(Fields.self, from: body)
@@ -48,8 +103,101 @@ public struct InferenceRequest: Sendable, Equatable {
                 throw GantryError.invalid("\(name) must be at least 1", param: name, code: "invalid_value")
             }
         }
+        if let n = fields.n, !(1...maxChoices).contains(n) {
+            throw GantryError.invalid("n must be between 1 and \(maxChoices)", param: "n", code: "invalid_value")
+        }
+        let prompt: TextWeight?
+        switch endpoint {
+        case .chatCompletions:
+            guard let messages = fields.messages, !messages.isEmpty else {
+                throw GantryError.invalid(
+                    "messages must be a non-empty array", param: "messages", code: "missing_required_parameter")
+            }
+            prompt = TextWeight(bytes: messages.reduce(0) { $0 + $1.bytes }, parts: messages.count)
+        case .completions: prompt = fields.prompt
+        case .embeddings: prompt = fields.input
+        }
+        guard let prompt, prompt.parts > 0 || endpoint == .completions else {
+            throw GantryError.invalid(
+                "\(endpoint.promptField) is required", param: endpoint.promptField, code: "missing_required_parameter")
+        }
+        let stream = endpoint != .embeddings && (fields.stream ?? false)
         return InferenceRequest(
-            deployment: deployment, pinnedVersion: pinnedVersion, stream: fields.stream ?? false,
-            maxTokens: fields.max_completion_tokens ?? fields.max_tokens)
+            endpoint: endpoint, deployment: deployment, pinnedVersion: pinnedVersion, stream: stream,
+            includeUsage: fields.stream_options?.include_usage ?? false, hasStreamOptions: fields.stream_options != nil,
+            maxTokens: fields.max_completion_tokens ?? fields.max_tokens, choices: fields.n ?? 1,
+            promptBytes: prompt.bytes + (fields.tools?.bytes ?? 0), promptParts: max(1, prompt.parts))
+    }
+
+    /// The body sent to the engine. A stream always asks for the usage chunk, so every stream is
+    /// metered from the engine's own count; the gateway removes that chunk again when the caller
+    /// did not ask for it. Without `stream_options` in the body (the common case) the field is
+    /// spliced in after the opening brace, without re-encoding the body.
+    public func upstreamBody(_ body: ByteBuffer) throws -> ByteBuffer {
+        guard stream, !includeUsage else { return body }
+        if !hasStreamOptions {
+            let view = body.readableBytesView
+            guard let brace = view.firstIndex(of: UInt8(ascii: "{")) else { return body }
+            var spliced = ByteBuffer()
+            spliced.reserveCapacity(body.readableBytes + 40)
+            spliced.writeBytes(view[view.startIndex...brace])
+            spliced.writeString(#""stream_options":{"include_usage":true},"#)
+            spliced.writeBytes(view[(brace + 1)...])
+            return spliced
+        }
+        guard var object = try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] else { return body }
+        var options = object["stream_options"] as? [String: Any] ?? [:]
+        options["include_usage"] = true
+        object["stream_options"] = options
+        return ByteBuffer(data: try JSONSerialization.data(withJSONObject: object))
+    }
+}
+
+/// How much prompt text a JSON value holds: the UTF-8 bytes of every string in it (a message's
+/// content, a content part's text, a tool's definition) and one per number (a token id).
+struct TextWeight: Decodable, Sendable {
+    var bytes: Int
+    /// Top-level items: prompts in a list, or 1 for a single string.
+    var parts: Int
+
+    init(bytes: Int, parts: Int) {
+        self.bytes = bytes
+        self.parts = parts
+    }
+
+    init(from decoder: any Decoder) throws {
+        if var list = try? decoder.unkeyedContainer() {
+            var bytes = 0
+            var parts = 0
+            while !list.isAtEnd {
+                bytes += try list.decode(TextWeight.self).bytes
+                parts += 1
+            }
+            self.init(bytes: bytes, parts: parts)
+            return
+        }
+        if let object = try? decoder.container(keyedBy: AnyKey.self) {
+            var bytes = 0
+            for key in object.allKeys { bytes += try object.decode(TextWeight.self, forKey: key).bytes }
+            self.init(bytes: bytes, parts: 1)
+            return
+        }
+        let value = try decoder.singleValueContainer()
+        if value.decodeNil() {
+            self.init(bytes: 0, parts: 0)
+        } else if let text = try? value.decode(String.self) {
+            self.init(bytes: text.utf8.count, parts: 1)
+        } else if (try? value.decode(Double.self)) != nil || (try? value.decode(Bool.self)) != nil {
+            self.init(bytes: 1, parts: 1)
+        } else {
+            throw DecodingError.dataCorruptedError(in: value, debugDescription: "not JSON")
+        }
+    }
+
+    struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
     }
 }

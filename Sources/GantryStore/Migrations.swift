@@ -177,6 +177,32 @@ extension SQLStore {
             try await db.create(index: "deployment_events_by_deployment").on("deployment_events")
                 .column("deployment_id").column("sequence").run()
         },
+        Migration(version: 6, name: "data plane: usage records, API key limits and quotas") { db in
+            // One row per request, written in batches by the gateway. Deployment and version are
+            // names, not references: usage outlives the deployments it was spent on.
+            try await db.create(table: "usage_records")
+                .column("id", type: .text, .primaryKey(autoIncrement: false))
+                .column("created_at", type: .bigint, .notNull)
+                .column("key_id", type: .text)
+                .column("user_id", type: .text, .notNull)
+                .column("deployment", type: .text, .notNull)
+                .column("version", type: .text, .notNull)
+                .column("instance_id", type: .text)
+                .column("endpoint", type: .text, .notNull)
+                .column("prompt_tokens", type: .bigint, .notNull)
+                .column("completion_tokens", type: .bigint, .notNull)
+                .column("ttft_ms", type: .bigint)
+                .column("latency_ms", type: .bigint, .notNull)
+                .column("status", type: .bigint, .notNull)
+                .column("error_type", type: .text)
+                .column("engine_ms", type: .bigint, .notNull)
+                .run()
+            try await db.create(index: "usage_by_time").on("usage_records").column("created_at").run()
+            try await db.create(index: "usage_by_key").on("usage_records").column("key_id").column("created_at").run()
+            try await db.create(index: "usage_by_user").on("usage_records").column("user_id").column("created_at").run()
+            // A key's limits and quota are one JSON document, read with the key.
+            try await db.alter(table: "api_keys").column("limits", type: .text).run()
+        },
     ]
 
     /// The highest migration version this binary knows.

@@ -11,10 +11,13 @@ struct StoredDeploymentSpec: Codable {
     var scaling: ScalingPolicy
     var access: AccessPolicy
     var limits: FrequencyLimits
+    /// Absent in specs stored before timeouts existed.
+    var timeouts: ServiceTimeouts?
 
     init(
         revision: DeploymentRevision, previousRevision: DeploymentRevision?, canary: CanaryRevision? = nil,
-        scaling: ScalingPolicy, access: AccessPolicy, limits: FrequencyLimits
+        scaling: ScalingPolicy, access: AccessPolicy, limits: FrequencyLimits,
+        timeouts: ServiceTimeouts? = nil
     ) {
         self.revision = revision
         self.previousRevision = previousRevision
@@ -22,12 +25,13 @@ struct StoredDeploymentSpec: Codable {
         self.scaling = scaling
         self.access = access
         self.limits = limits
+        self.timeouts = timeouts
     }
 
     init(_ d: Deployment) {
         self.init(
             revision: d.revision, previousRevision: d.previousRevision, canary: d.canary, scaling: d.scaling,
-            access: d.access, limits: d.limits)
+            access: d.access, limits: d.limits, timeouts: d.timeouts)
     }
 
     func encoded() throws -> String {
@@ -136,6 +140,7 @@ struct SQLDeploymentRepository: DeploymentRepository {
             id: try row.string("id"), name: try row.string("name"), modelID: try row.string("model_id"),
             revision: spec.revision, previousRevision: spec.previousRevision, canary: spec.canary, scaling: spec.scaling,
             replicas: try row.int("replicas"), access: spec.access, limits: spec.limits,
+            timeouts: spec.timeouts ?? ServiceTimeouts(),
             status: try row.enumValue("status", as: DeploymentStatus.self), statusMessage: try row.string("status_message"),
             createdAt: try row.date("created_at"), updatedAt: try row.date("updated_at"))
     }

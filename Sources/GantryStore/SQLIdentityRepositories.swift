@@ -60,13 +60,15 @@ struct SQLAPIKeyRepository: APIKeyRepository {
         try await insertUnique("API key '\(k.id)'") {
             try await db.insert(into: "api_keys")
                 .columns(
-                    "id", "user_id", "name", "secret_hash", "created_at", "expires_at", "revoked_at", "last_used_at", "scope"
+                    "id", "user_id", "name", "secret_hash", "created_at", "expires_at", "revoked_at", "last_used_at", "scope",
+                    "limits"
                 )
                 .values(
                     SQLBind(k.id), SQLBind(k.userID), SQLBind(k.name), SQLBind(k.secretHash),
                     SQLBind(k.createdAt.millisecondsSince1970), SQLBind(k.expiresAt?.millisecondsSince1970),
                     SQLBind(k.revokedAt?.millisecondsSince1970), SQLBind(k.lastUsedAt?.millisecondsSince1970),
-                    SQLBind(try Self.encodeScope(k.scope))
+                    SQLBind(try Self.encodeScope(k.scope)),
+                    SQLBind(try k.limits.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) })
                 )
                 .run()
         }
@@ -103,7 +105,10 @@ struct SQLAPIKeyRepository: APIKeyRepository {
             secretHash: try row.string("secret_hash"), createdAt: try row.date("created_at"),
             expiresAt: try row.optionalDate("expires_at"), revokedAt: try row.optionalDate("revoked_at"),
             lastUsedAt: try row.optionalDate("last_used_at"),
-            scope: try Self.decodeScope(row.decode(column: "scope", as: String?.self)))
+            scope: try Self.decodeScope(row.decode(column: "scope", as: String?.self)),
+            limits: try row.decode(column: "limits", as: String?.self).map {
+                try JSONDecoder().decode(KeyLimits.self, from: Data($0.utf8))
+            })
     }
 
     /// A scope is stored as a JSON array of deployment names; NULL means every deployment.

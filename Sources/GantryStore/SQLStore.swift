@@ -115,7 +115,8 @@ public final class SQLStore: Sendable {
             users: SQLUserRepository(db: database),
             keys: SQLAPIKeyRepository(db: database),
             sessions: SQLSessionRepository(db: database),
-            allocations: SQLAllocationRepository(store: self)
+            allocations: SQLAllocationRepository(store: self),
+            usage: SQLUsageRepository(db: database)
         )
     }
 }

@@ -24,12 +24,14 @@ struct AuthorizationTests {
             let models = try await client.execute(uri: "/v1/models", method: .get, headers: .bearer(key))
             #expect((models.json["data"] as? [[String: Any]])?.compactMap { $0["id"] as? String } == ["allowed"])
             let denied = try await client.execute(
-                uri: "/v1/chat/completions", method: .post, headers: .bearer(key), body: .json(#"{"model":"forbidden"}"#))
+                uri: "/v1/chat/completions", method: .post, headers: .bearer(key),
+                body: .json(#"{"model":"forbidden","messages":[{"role":"user","content":"hi"}]}"#))
             #expect(denied.status == .notFound)
             #expect((denied.json["error"] as? [String: Any])?["code"] as? String == "model_not_found")
             // "allowed" has no ready instance: past the scope check, so 503 rather than 404.
             let allowed = try await client.execute(
-                uri: "/v1/chat/completions", method: .post, headers: .bearer(key), body: .json(#"{"model":"allowed"}"#))
+                uri: "/v1/chat/completions", method: .post, headers: .bearer(key),
+                body: .json(#"{"model":"allowed","messages":[{"role":"user","content":"hi"}]}"#))
             #expect(allowed.status == .serviceUnavailable)
 
             let badScope = try await client.execute(

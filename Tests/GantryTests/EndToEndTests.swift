@@ -163,7 +163,8 @@ struct EndToEndTests {
                 try await Task.sleep(for: .milliseconds(100))
             }
             #expect(await server.runtime.runningInstanceIDs().isEmpty)
-            let (gone, _) = try await post(http, "\(base)/v1/chat/completions", key: key, #"{"model":"chat","messages":[]}"#)
+            let (gone, _) = try await post(
+                http, "\(base)/v1/chat/completions", key: key, #"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#)
             #expect(gone == 404)
         }
     }

@@ -83,7 +83,7 @@ struct GatewayTests {
             #expect(malformed.status == .badRequest)
             #expect((malformed.json["error"] as? [String: Any])?["type"] as? String == "invalid_request_error")
 
-            let noModel = try await post(#"{"messages":[]}"#)
+            let noModel = try await post(#"{"messages":[{"role":"user","content":"hi"}]}"#)
             #expect(noModel.status == .badRequest)
             #expect((noModel.json["error"] as? [String: Any])?["param"] as? String == "model")
 
@@ -94,7 +94,7 @@ struct GatewayTests {
             let negative = try await post(#"{"model":"x","max_tokens":0}"#)
             #expect(negative.status == .badRequest)
 
-            let unknown = try await post(#"{"model":"nope","messages":[]}"#)
+            let unknown = try await post(#"{"model":"nope","messages":[{"role":"user","content":"hi"}]}"#)
             #expect(unknown.status == .notFound)
             #expect((unknown.json["error"] as? [String: Any])?["code"] as? String == "model_not_found")
         }
@@ -135,7 +135,7 @@ struct GatewayTests {
 
                 let streamed = try await client.execute(
                     uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
-                    body: .json(#"{"model":"fake","stream":true,"messages":[]}"#))
+                    body: .json(#"{"model":"fake","stream":true,"messages":[{"role":"user","content":"hi"}]}"#))
                 #expect(streamed.status == .ok)
                 #expect(streamed.headers[.contentType] == "text/event-stream")
                 #expect(streamed.text.components(separatedBy: "data: {").count == 4)
@@ -146,11 +146,11 @@ struct GatewayTests {
 
                 let pinnedWrong = try await client.execute(
                     uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
-                    body: .json(#"{"model":"fake@7","messages":[]}"#))
+                    body: .json(#"{"model":"fake@7","messages":[{"role":"user","content":"hi"}]}"#))
                 #expect(pinnedWrong.status == .notFound)
                 let pinned = try await client.execute(
                     uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
-                    body: .json(#"{"model":"fake@1","messages":[]}"#))
+                    body: .json(#"{"model":"fake@1","messages":[{"role":"user","content":"hi"}]}"#))
                 #expect(pinned.status == .ok)
             }
         }
@@ -163,7 +163,7 @@ struct GatewayTests {
         try await test.server.application.test(.router) { client in
             let response = try await client.execute(
                 uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
-                body: .json(#"{"model":"fake","max_tokens":257,"messages":[]}"#))
+                body: .json(#"{"model":"fake","max_tokens":257,"messages":[{"role":"user","content":"hi"}]}"#))
             #expect(response.status == .badRequest)
             #expect((response.json["error"] as? [String: Any])?["code"] as? String == "context_length_exceeded")
         }
@@ -177,7 +177,7 @@ struct GatewayTests {
             try await test.server.application.test(.router) { client in
                 let response = try await client.execute(
                     uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
-                    body: .json(#"{"model":"fake","stream":true,"messages":[]}"#))
+                    body: .json(#"{"model":"fake","stream":true,"messages":[{"role":"user","content":"hi"}]}"#))
                 #expect(response.status == .ok)
                 #expect(response.text.components(separatedBy: "data: {\"id\"").count == 3)
                 #expect(response.text.contains(#"data: {"error":{"code":"engine_failed""#))
@@ -196,12 +196,12 @@ struct GatewayTests {
         try await test.server.application.test(.router) { client in
             let refused = try await client.execute(
                 uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
-                body: .json(#"{"model":"fake","messages":[]}"#))
+                body: .json(#"{"model":"fake","messages":[{"role":"user","content":"hi"}]}"#))
             #expect(refused.status == .badGateway)
             #expect((refused.json["error"] as? [String: Any])?["type"] as? String == "server_error")
             let starting = try await client.execute(
                 uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
-                body: .json(#"{"model":"starting","messages":[]}"#))
+                body: .json(#"{"model":"starting","messages":[{"role":"user","content":"hi"}]}"#))
             #expect(starting.status == .serviceUnavailable)
         }
     }
@@ -226,7 +226,7 @@ struct GatewayTests {
                     for _ in 0..<6 {
                         let response = try await client.execute(
                             uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
-                            body: .json(#"{"model":"fake","messages":[]}"#))
+                            body: .json(#"{"model":"fake","messages":[{"role":"user","content":"hi"}]}"#))
                         #expect(response.status == .ok)
                     }
                     #expect(await routes.isEjected(instanceID: "ins_refusing"))
@@ -238,7 +238,7 @@ struct GatewayTests {
                             targets: [RouteTarget(instanceID: "ins_sick", endpoint: failingEndpoint)]))
                     let sick = try await client.execute(
                         uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
-                        body: .json(#"{"model":"sick","messages":[]}"#))
+                        body: .json(#"{"model":"sick","messages":[{"role":"user","content":"hi"}]}"#))
                     #expect(sick.status == .serviceUnavailable)
                     #expect(await routes.isEjected(instanceID: "ins_sick"), "a 5xx takes the instance out of rotation")
                 }
@@ -270,12 +270,12 @@ struct GatewayTests {
             try await test.server.application.test(.router) { client in
                 let denied = try await client.execute(
                     uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
-                    body: .json(#"{"model":"private","messages":[]}"#))
+                    body: .json(#"{"model":"private","messages":[{"role":"user","content":"hi"}]}"#))
                 #expect(denied.status == .notFound)
                 #expect((denied.json["error"] as? [String: Any])?["code"] as? String == "model_not_found")
                 let allowed = try await client.execute(
                     uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
-                    body: .json(#"{"model":"open","messages":[]}"#))
+                    body: .json(#"{"model":"open","messages":[{"role":"user","content":"hi"}]}"#))
                 #expect(allowed.status == .ok)
                 let models = try await client.execute(uri: "/v1/models", method: .get, headers: .bearer(test.adminKey))
                 #expect((models.json["data"] as? [[String: Any]])?.compactMap { $0["id"] as? String } == ["open"])

@@ -1,0 +1,309 @@
+import AsyncHTTPClient
+import Foundation
+import GantryCore
+import GantryHTTP
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// One request's way through the data plane: admission (context, quota, frequency limits),
+/// instance choice, relay, and metering.
+extension InferenceRoutes {
+    func forward(_ request: Request, context: GantryRequestContext, endpoint: InferenceEndpoint) async throws -> Response {
+        let started = ContinuousClock.now
+        let principal = try context.requirePrincipal()
+        // The body is collected with a bound, never handed to the HTTP client as a stream:
+        // see DESIGN.md section 7 (an upload task outliving the handler crashes the server).
+        var request = request
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: configuration.maxRequestBytes)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw GantryError(.payloadTooLarge, "request body is larger than \(configuration.maxRequestBytes) bytes")
+        }
+        let parsed = try InferenceRequest.parse(Data(buffer: body), endpoint: endpoint)
+        guard let entry = await routes.entry(for: parsed.deployment), entry.admits(principal) else {
+            throw Self.modelNotFound(parsed.deployment)
+        }
+        let meter = RequestMeter(
+            principal: principal, entry: entry, endpoint: endpoint, started: started, limiter: limiter, quotas: quotas,
+            usage: usage, metrics: metrics)
+        do {
+            return try await admitAndRelay(parsed, body: body, entry: entry, principal: principal, meter: meter, context: context)
+        } catch {
+            await meter.finish(failure: error)
+            throw error
+        }
+    }
+
+    private func admitAndRelay(
+        _ parsed: InferenceRequest, body: ByteBuffer, entry: RouteEntry, principal: Principal, meter: RequestMeter,
+        context: GantryRequestContext
+    ) async throws -> Response {
+        let limit = entry.contextLimit
+        if let maxTokens = parsed.maxTokens, maxTokens >= limit {
+            throw Self.contextExceeded(
+                "max_tokens (\(maxTokens)) leaves no room for a prompt in the context limit of model '\(entry.deployment)' (\(limit) tokens)",
+                param: "max_tokens")
+        }
+        if let keyID = principal.keyID, let keyLimits = principal.keyLimits {
+            do {
+                try await quotas.check(keyID: keyID, limits: keyLimits)
+            } catch let error as GantryError where error.kind == .rateLimited {
+                metrics.limitRejected(model: entry.deployment, scope: "quota")
+                throw error
+            }
+        }
+
+        // The prompt's size: a cheap upper bound first; only when that says it might not fit
+        // does the engine's tokenizer count it (on the instance that will then serve it).
+        var lease: InFlightLease?
+        var promptTokens = parsed.promptTokenBound
+        var exact = false
+        if parsed.endpoint != .embeddings, promptTokens + (parsed.maxTokens ?? 1) > limit {
+            let target = try await acquire(parsed, entry: entry, attempt: 1)
+            lease = target
+            let counted = try? await tokenizer.countPromptTokens(
+                engine: entry.engine, baseURL: target.endpoint, endpoint: parsed.endpoint, body: body)
+            if let counted {
+                promptTokens = counted
+                exact = true
+                if counted + (parsed.maxTokens ?? 1) > limit {
+                    throw Self.contextExceeded(
+                        "This model's maximum context length is \(limit) tokens. However, you requested \(counted + (parsed.maxTokens ?? 0)) tokens (\(counted) in the messages, \(parsed.maxTokens ?? 0) in the completion). Please reduce the length of the messages or completion.",
+                        param: parsed.endpoint.promptField)
+                }
+            }
+        }
+
+        // Tokens reserved in the frequency limits: the prompt (its bound, or its exact count) and
+        // the most the completion may use; no sequence can exceed the context limit.
+        let promptReserve = exact ? promptTokens : min(promptTokens, limit)
+        let reservation: Int
+        switch parsed.endpoint {
+        case .embeddings:
+            reservation = promptReserve
+        case .chatCompletions, .completions:
+            let contextCap = limit * parsed.choices
+            reservation = min(contextCap, promptReserve + (parsed.completionBudget ?? contextCap))
+        }
+        let scopes = LimitScope.scopes(principal: principal, entry: entry)
+        if !scopes.isEmpty {
+            switch await limiter.admit(scopes, tokens: reservation) {
+            case .success(let admission):
+                meter.admitted(admission, reservation: reservation)
+            case .failure(let rejection):
+                lease?.end()
+                metrics.limitRejected(model: entry.deployment, scope: rejection.scopeKind)
+                var headers = Dictionary(rejection.status.headers, uniquingKeysWith: { first, _ in first })
+                headers["retry-after-ms"] = String(Int(rejection.retryAfter.inSeconds * 1000))
+                throw GantryError(
+                    .rateLimited, rejection.message, code: "rate_limit_exceeded",
+                    retryAfter: max(1, Int(rejection.retryAfter.inSeconds.rounded(.up))), headers: headers)
+            }
+        }
+        return try await relay(parsed, body: body, entry: entry, lease: lease, meter: meter, context: context)
+    }
+
+    /// Picks an instance; a retry goes to another ready instance or nowhere: it never waits in the queue.
+    private func acquire(_ parsed: InferenceRequest, entry: RouteEntry, attempt: Int) async throws -> InFlightLease {
+        let found: RouteTarget?
+        do {
+            found = try await routes.acquire(
+                deployment: parsed.deployment, version: parsed.pinnedVersion, timeout: configuration.queueTimeout,
+                maxQueued: attempt == 1 ? configuration.maxQueuedPerModel : 0)
+        } catch let error as GantryError where attempt > 1 && error.kind == .unavailable {
+            throw GantryError(.badGateway, "the model's engine could not be reached", code: "engine_unavailable")
+        }
+        guard let target = found else { throw Self.modelNotFound(parsed.deployment) }
+        let version = target.canary ? (entry.canaryVersion ?? entry.version) : entry.version
+        return InFlightLease(
+            routes: routes, metrics: metrics, deployment: entry.deployment, instanceID: target.instanceID,
+            endpoint: target.endpoint, version: version)
+    }
+
+    private func relay(
+        _ parsed: InferenceRequest, body: ByteBuffer, entry: RouteEntry, lease firstLease: InFlightLease?, meter: RequestMeter,
+        context: GantryRequestContext
+    ) async throws -> Response {
+        var upstream = HTTPClientRequest(url: "")
+        upstream.method = .POST
+        upstream.headers.add(name: "content-type", value: "application/json")
+        upstream.headers.add(name: "x-request-id", value: context.requestID)
+        upstream.body = .bytes(try parsed.upstreamBody(body))
+        let client = clients.client(idleTimeout: entry.timeouts.idleSeconds.map { .milliseconds(Int64($0 * 1000)) })
+        let firstByteTimeout =
+            entry.timeouts.firstByteSeconds.map { Duration.milliseconds(Int64($0 * 1000)) }
+            ?? configuration.upstreamTimeout
+
+        // One retry on another instance, only when the first could not even be connected to:
+        // then the request never reached an engine and cannot have run twice.
+        var attempt = 0
+        var pending = firstLease
+        let response: HTTPClientResponse
+        let lease: InFlightLease
+        while true {
+            attempt += 1
+            let current: InFlightLease
+            if let pending {
+                current = pending
+            } else {
+                current = try await acquire(parsed, entry: entry, attempt: attempt)
+            }
+            pending = nil
+            upstream.url = current.endpoint + parsed.endpoint.path
+            meter.sent(to: current)
+            do {
+                response = try await client.execute(upstream, timeout: .init(firstByteTimeout))
+                lease = current
+                break
+            } catch {
+                current.end()
+                // Any transport failure is a passive health report (a killed engine's pooled
+                // connection fails with a reset, not a refusal); only a refused connection is retried.
+                await routes.reportUnreachable(instanceID: current.instanceID)
+                context.logger.warning(
+                    "engine request failed", metadata: ["instance_id": "\(current.instanceID)", "error": "\(error)"])
+                if Self.isTimeout(error) {
+                    throw GantryError(
+                        .gatewayTimeout, "the model's engine did not answer within \(firstByteTimeout.inSeconds) s",
+                        code: "engine_timeout")
+                }
+                if Self.isConnectFailure(error), attempt < 2 {
+                    meter.retried()
+                    continue
+                }
+                throw GantryError(.badGateway, "the model's engine could not be reached", code: "engine_unavailable")
+            }
+        }
+        meter.headReceived()
+        // Passive health: an engine answering 5xx leaves rotation until the orchestrator's next
+        // probe (woken at once) finds it healthy again.
+        if response.status.code >= 500 { await routes.reportUnreachable(instanceID: lease.instanceID) }
+        var headers = HTTPFields()
+        headers[.contentType] = response.headers.first(name: "content-type") ?? "application/json"
+        for (name, value) in meter.rateLimitHeaders {
+            if let field = HTTPField.Name(name) { headers[field] = value }
+        }
+        guard parsed.stream, response.status == .ok else {
+            defer { lease.end() }
+            let payload: ByteBuffer
+            do {
+                payload = try await response.body.collect(upTo: configuration.maxResponseBytes)
+            } catch {
+                await routes.reportUnreachable(instanceID: lease.instanceID)
+                context.logger.warning(
+                    "engine response failed", metadata: ["instance_id": "\(lease.instanceID)", "error": "\(error)"])
+                if Self.isTimeout(error) {
+                    throw GantryError(.gatewayTimeout, "the model's engine stalled while answering", code: "engine_timeout")
+                }
+                throw GantryError(.badGateway, "the model's engine failed while answering", code: "engine_failed")
+            }
+            if response.status == .badRequest, Self.isContextOverflow(payload) {
+                throw Self.contextExceeded(
+                    "the prompt plus max_tokens exceeds the context limit of model '\(entry.deployment)' (\(entry.contextLimit) tokens)",
+                    param: parsed.endpoint.promptField)
+            }
+            let status = Int(response.status.code)
+            await meter.finish(
+                status: status, usage: TokenUsage.find(in: payload), errorType: status >= 400 ? "engine_error" : nil)
+            return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: payload))
+        }
+        return streamResponse(response, headers: headers, parsed: parsed, lease: lease, meter: meter, logger: context.logger)
+    }
+
+    private func streamResponse(
+        _ response: HTTPClientResponse, headers: HTTPFields, parsed: InferenceRequest, lease: InFlightLease, meter: RequestMeter,
+        logger: Logger
+    ) -> Response {
+        var headers = headers
+        headers[.cacheControl] = "no-cache"
+        let routes = routes
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                defer { lease.end() }
+                var stream = StreamMeter(stripUsage: !parsed.includeUsage)
+                var failure: (any Error)?
+                var chunks = response.body.makeAsyncIterator()
+                var clientGone = false
+                while true {
+                    let chunk: ByteBuffer?
+                    do {
+                        chunk = try await chunks.next()
+                    } catch {
+                        failure = error
+                        break
+                    }
+                    guard let chunk else { break }
+                    meter.bodyByteReceived()
+                    let out = stream.relay(chunk)
+                    guard out.readableBytes > 0 else { continue }
+                    do {
+                        try await writer.write(out)
+                    } catch {
+                        // The client went away: not the engine's fault. Leaving the loop drops
+                        // the engine's response, which cancels its request.
+                        clientGone = true
+                        break
+                    }
+                }
+                if clientGone {
+                    await meter.finish(status: 499, usage: stream.usage, errorType: "client_closed")
+                    return
+                }
+                let rest = stream.finish()
+                if rest.readableBytes > 0 { try? await writer.write(rest) }
+                if let failure {
+                    // The engine went away or stalled mid-stream: end the stream with an error
+                    // event the client can see, instead of a silent cut or a hang.
+                    let timedOut = Self.isTimeout(failure)
+                    logger.warning(
+                        "engine stream failed", metadata: ["instance_id": "\(lease.instanceID)", "error": "\(failure)"])
+                    await routes.reportUnreachable(instanceID: lease.instanceID)
+                    let error =
+                        timedOut
+                        ? GantryError(.gatewayTimeout, "the model's engine stalled during the stream", code: "engine_timeout")
+                        : GantryError(.badGateway, "the model's engine failed during the stream", code: "engine_failed")
+                    var event = ByteBuffer(string: "data: ")
+                    event.writeBytes(ErrorResponse(error: error, style: .openAI).body())
+                    event.writeString("\n\n")
+                    try? await writer.write(event)
+                    await meter.finish(
+                        status: Int(ErrorResponse.status(for: error.kind).code), usage: stream.usage, errorType: error.code)
+                } else {
+                    await meter.finish(status: 200, usage: stream.usage, errorType: nil)
+                }
+                try await writer.finish(nil)
+            })
+    }
+
+    static func contextExceeded(_ message: String, param: String) -> GantryError {
+        GantryError.invalid(message, param: param, code: "context_length_exceeded")
+    }
+
+    /// Engines' own context-overflow errors: llama.cpp's `exceed_context_size_error`, vLLM's and
+    /// OpenAI's "maximum context length".
+    static func isContextOverflow(_ payload: ByteBuffer) -> Bool {
+        let text = String(buffer: payload).lowercased()
+        return text.contains("exceed_context_size") || text.contains("maximum context length")
+            || text.contains("context_length_exceeded") || text.contains("exceeds the available context size")
+    }
+
+    /// Whether the request failed before a connection existed (refused, unreachable, connect
+    /// timeout), so no byte of it reached the engine.
+    static func isConnectFailure(_ error: any Error) -> Bool {
+        if error is NIOConnectionError { return true }
+        if let error = error as? IOError, [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH].contains(error.errnoCode) { return true }
+        if let error = error as? HTTPClientError, error == .connectTimeout { return true }
+        return false
+    }
+
+    static func isTimeout(_ error: any Error) -> Bool {
+        guard let error = error as? HTTPClientError else { return false }
+        return error == .deadlineExceeded || error == .readTimeout
+    }
+}

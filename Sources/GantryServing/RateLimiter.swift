@@ -1,0 +1,288 @@
+import Foundation
+public import GantryCore
+
+/// One thing a limit applies to (a key, a key on one service, a service) and its limits.
+public struct LimitScope: Sendable, Equatable {
+    /// What the scope is, for error messages: `key`, `key and model`, `model`.
+    public var kind: String
+    /// Unique per scope, e.g. `k:<key id>`, `ks:<key id>:<service>`, `s:<service>`.
+    public var id: String
+    public var requestsPerMinute: Int?
+    public var tokensPerMinute: Int?
+    public var concurrentRequests: Int?
+
+    public init(kind: String, id: String, requestsPerMinute: Int?, tokensPerMinute: Int?, concurrentRequests: Int?) {
+        self.kind = kind
+        self.id = id
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
+        self.concurrentRequests = concurrentRequests
+    }
+
+    var isLimited: Bool { requestsPerMinute != nil || tokensPerMinute != nil || concurrentRequests != nil }
+
+    /// The scopes a request by `principal` to `entry` is counted in: the key, the key on this
+    /// service, and the service in total.
+    public static func scopes(principal: Principal, entry: RouteEntry) -> [LimitScope] {
+        var scopes: [LimitScope] = []
+        // Callers without a key (browser session, provider token) are limited as their user.
+        let caller = principal.keyID.map { "k:" + $0 } ?? "u:" + principal.userID
+        if let limits = principal.keyLimits {
+            scopes.append(
+                LimitScope(
+                    kind: "key", id: caller, requestsPerMinute: limits.requestsPerMinute,
+                    tokensPerMinute: limits.tokensPerMinute, concurrentRequests: limits.concurrentRequests))
+        }
+        let limits = entry.limits
+        scopes.append(
+            LimitScope(
+                kind: "key on this model", id: caller + "|s:" + entry.deployment,
+                requestsPerMinute: limits.requestsPerMinutePerKey, tokensPerMinute: limits.tokensPerMinutePerKey,
+                concurrentRequests: limits.concurrentRequestsPerKey))
+        scopes.append(
+            LimitScope(
+                kind: "model", id: "s:" + entry.deployment, requestsPerMinute: limits.requestsPerMinute,
+                tokensPerMinute: limits.tokensPerMinute, concurrentRequests: limits.concurrentRequests))
+        return scopes.filter(\.isLimited)
+    }
+}
+
+/// What the caller is told about the tightest limit: the OpenAI `x-ratelimit-*` headers.
+public struct RateLimitStatus: Sendable, Equatable {
+    public var limitRequests: Int?
+    public var remainingRequests: Int?
+    public var resetRequests: Duration?
+    public var limitTokens: Int?
+    public var remainingTokens: Int?
+    public var resetTokens: Duration?
+
+    public init() {}
+
+    public var headers: [(String, String)] {
+        var fields: [(String, String)] = []
+        if let limitRequests, let remainingRequests {
+            fields.append(("x-ratelimit-limit-requests", String(limitRequests)))
+            fields.append(("x-ratelimit-remaining-requests", String(remainingRequests)))
+            fields.append(("x-ratelimit-reset-requests", Self.format(resetRequests ?? .zero)))
+        }
+        if let limitTokens, let remainingTokens {
+            fields.append(("x-ratelimit-limit-tokens", String(limitTokens)))
+            fields.append(("x-ratelimit-remaining-tokens", String(remainingTokens)))
+            fields.append(("x-ratelimit-reset-tokens", Self.format(resetTokens ?? .zero)))
+        }
+        return fields
+    }
+
+    /// Like OpenAI's: `1.2s`, `6m0s`.
+    static func format(_ duration: Duration) -> String {
+        let seconds = max(0, duration.inSeconds)
+        if seconds < 60 { return String(format: "%.1fs", seconds) }
+        return "\(Int(seconds) / 60)m\(Int(seconds) % 60)s"
+    }
+}
+
+/// Why a request was not admitted.
+public struct RateLimitRejection: Error, Sendable {
+    public var message: String
+    public var retryAfter: Duration
+    public var status: RateLimitStatus
+    /// Which scope refused (`key`, `key on this model`, `model`), for metrics.
+    public var scopeKind: String
+}
+
+/// Requests admitted into some scopes; settled to the tokens actually used, and released when the
+/// request ends.
+public struct RateLimitAdmission: Sendable {
+    let reservation: RateLimiter.Reservation?
+    let scopeIDs: [String]
+    let concurrencyScopeIDs: [String]
+    public let status: RateLimitStatus
+}
+
+/// Exact requests-per-minute, tokens-per-minute and concurrency limits over sliding 60-second
+/// windows. Tokens are reserved at admission (the prompt's upper bound plus the most the
+/// completion may use) and settled to the real usage when the request ends; a request is admitted
+/// only if every scope's window still has room for its whole reservation, so what is admitted
+/// never exceeds a limit, however many requests arrive at once (the actor serialises admission).
+public actor RateLimiter {
+    final class Reservation: Sendable {
+        let time: ContinuousClock.Instant
+        nonisolated(unsafe) var tokens: Int
+
+        init(time: ContinuousClock.Instant, tokens: Int) {
+            self.time = time
+            self.tokens = tokens
+        }
+    }
+
+    struct Window {
+        var entries = FIFO<Reservation>()
+        var tokens = 0
+        var inFlight = 0
+    }
+
+    static let window: Duration = .seconds(60)
+    private var windows: [String: Window] = [:]
+    private let clock = ContinuousClock()
+
+    public init() {}
+
+    /// Admits a request reserving `tokens` in every scope, or says why not and when to retry.
+    public func admit(_ scopes: [LimitScope], tokens: Int) -> Result<RateLimitAdmission, RateLimitRejection> {
+        let now = clock.now
+        for scope in scopes { prune(scope.id, now: now) }
+        var status = RateLimitStatus()
+        for scope in scopes {
+            let window = windows[scope.id] ?? Window()
+            if let limit = scope.concurrentRequests, window.inFlight >= limit {
+                return .failure(
+                    RateLimitRejection(
+                        message: "Rate limit reached for \(scope.kind): \(limit) concurrent requests. Retry when one finishes.",
+                        retryAfter: .seconds(1), status: status, scopeKind: scope.kind))
+            }
+            if let limit = scope.requestsPerMinute, window.entries.count >= limit {
+                let wait = window.entries.first!.time + Self.window - now
+                var rejected = status
+                rejected.limitRequests = limit
+                rejected.remainingRequests = 0
+                rejected.resetRequests = wait
+                return .failure(
+                    RateLimitRejection(
+                        message: "Rate limit reached for \(scope.kind): \(limit) requests per minute.",
+                        retryAfter: wait, status: rejected, scopeKind: scope.kind))
+            }
+            if let limit = scope.tokensPerMinute {
+                guard tokens <= limit else {
+                    return .failure(
+                        RateLimitRejection(
+                            message:
+                                "Request too large for \(scope.kind): it may use \(tokens) tokens (prompt plus max_tokens) and the limit is \(limit) tokens per minute. Lower max_tokens or the prompt.",
+                            retryAfter: Self.window, status: status, scopeKind: scope.kind))
+                }
+                if window.tokens + tokens > limit {
+                    let wait = timeUntilFree(window, needed: window.tokens + tokens - limit, now: now)
+                    var rejected = status
+                    rejected.limitTokens = limit
+                    rejected.remainingTokens = max(0, limit - window.tokens)
+                    rejected.resetTokens = wait
+                    return .failure(
+                        RateLimitRejection(
+                            message:
+                                "Rate limit reached for \(scope.kind): \(limit) tokens per minute, \(window.tokens) in use, this request may use \(tokens).",
+                            retryAfter: wait, status: rejected, scopeKind: scope.kind))
+                }
+            }
+            status.tighten(with: scope, window: window, adding: tokens, now: now)
+        }
+        let windowed = scopes.filter { $0.requestsPerMinute != nil || $0.tokensPerMinute != nil }.map(\.id)
+        let concurrent = scopes.filter { $0.concurrentRequests != nil }.map(\.id)
+        let reservation = windowed.isEmpty ? nil : Reservation(time: now, tokens: tokens)
+        for id in windowed {
+            windows[id, default: Window()].entries.append(reservation!)
+            windows[id, default: Window()].tokens += tokens
+        }
+        for id in concurrent { windows[id, default: Window()].inFlight += 1 }
+        return .success(
+            RateLimitAdmission(reservation: reservation, scopeIDs: windowed, concurrencyScopeIDs: concurrent, status: status))
+    }
+
+    /// Replaces the reservation with the tokens the request really used (which may be fewer, or,
+    /// when the engine ignored `max_tokens`, more) and ends its concurrency slot.
+    public func settle(_ admission: RateLimitAdmission, tokens: Int) {
+        for id in admission.concurrencyScopeIDs { windows[id]?.inFlight -= 1 }
+        if let reservation = admission.reservation {
+            let now = clock.now
+            for id in admission.scopeIDs { prune(id, now: now) }
+            // Every scope uses the same window, so after pruning the reservation is either still
+            // counted in all of them or in none.
+            if reservation.time + Self.window > now {
+                let delta = tokens - reservation.tokens
+                for id in admission.scopeIDs { windows[id]?.tokens += delta }
+            }
+            reservation.tokens = tokens
+        }
+        for id in admission.scopeIDs + admission.concurrencyScopeIDs { dropIfIdle(id) }
+    }
+
+    /// Tokens admitted into a scope's current window, for tests and metrics.
+    public func tokensInWindow(_ scopeID: String) -> Int {
+        prune(scopeID, now: clock.now)
+        return windows[scopeID]?.tokens ?? 0
+    }
+
+    private func prune(_ id: String, now: ContinuousClock.Instant) {
+        guard var window = windows[id] else { return }
+        let cutoff = now - Self.window
+        var changed = false
+        while let first = window.entries.first, first.time <= cutoff {
+            window.tokens -= first.tokens
+            window.entries.removeFirst()
+            changed = true
+        }
+        if changed { windows[id] = window }
+        dropIfIdle(id)
+    }
+
+    private func dropIfIdle(_ id: String) {
+        if let window = windows[id], window.entries.isEmpty, window.inFlight == 0 { windows[id] = nil }
+    }
+
+    /// How long until enough of the oldest reservations leave the window to free `needed` tokens.
+    private func timeUntilFree(_ window: Window, needed: Int, now: ContinuousClock.Instant) -> Duration {
+        var freed = 0
+        for entry in window.entries {
+            freed += entry.tokens
+            if freed >= needed { return max(.milliseconds(1), entry.time + Self.window - now) }
+        }
+        return Self.window
+    }
+}
+
+extension RateLimitStatus {
+    /// Keeps, per kind of limit, the scope with the least room left after this request.
+    mutating func tighten(with scope: LimitScope, window: RateLimiter.Window, adding tokens: Int, now: ContinuousClock.Instant) {
+        let reset = window.entries.first.map { $0.time + RateLimiter.window - now } ?? RateLimiter.window
+        if let limit = scope.requestsPerMinute {
+            let remaining = limit - window.entries.count - 1
+            if remainingRequests.map({ remaining < $0 }) ?? true {
+                limitRequests = limit
+                remainingRequests = remaining
+                resetRequests = reset
+            }
+        }
+        if let limit = scope.tokensPerMinute {
+            let remaining = limit - window.tokens - tokens
+            if remainingTokens.map({ remaining < $0 }) ?? true {
+                limitTokens = limit
+                remainingTokens = remaining
+                resetTokens = reset
+            }
+        }
+    }
+}
+
+/// A first-in-first-out list: appends at the end, removes from the front in O(1) (amortised),
+/// compacting its storage once half of it is dead.
+struct FIFO<Element>: Sequence {
+    private var storage: [Element] = []
+    private var head = 0
+
+    var count: Int { storage.count - head }
+    var isEmpty: Bool { head == storage.count }
+    var first: Element? { isEmpty ? nil : storage[head] }
+
+    mutating func append(_ element: Element) { storage.append(element) }
+
+    mutating func removeFirst() {
+        head += 1
+        if head == storage.count {
+            storage.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 1024, head * 2 >= storage.count {
+            storage.removeFirst(head)
+            head = 0
+        }
+    }
+
+    func makeIterator() -> ArraySlice<Element>.Iterator { storage[head...].makeIterator() }
+}

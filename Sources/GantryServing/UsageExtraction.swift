@@ -1,0 +1,162 @@
+import Foundation
+import NIOCore
+
+/// Tokens an engine reported in an answer's `usage` object.
+public struct TokenUsage: Sendable, Equatable {
+    public var promptTokens: Int
+    public var completionTokens: Int
+
+    public init(promptTokens: Int, completionTokens: Int) {
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+    }
+
+    /// Reads the `"usage":{...}` object of a JSON answer without decoding the rest: only the
+    /// object's bytes are parsed. Nil when there is none.
+    static func find(in bytes: UnsafeRawBufferPointer) -> TokenUsage? {
+        guard let start = ByteSearch.find(Self.key, in: bytes) else { return nil }
+        var index = start + Self.key.count
+        while index < bytes.count, bytes[index] == UInt8(ascii: " ") { index += 1 }
+        guard index < bytes.count, bytes[index] == UInt8(ascii: "{") else { return nil }
+        // The object's end: braces balanced outside strings.
+        var depth = 0
+        var inString = false
+        var escaped = false
+        var end = index
+        while end < bytes.count {
+            let byte = bytes[end]
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+            } else if byte == UInt8(ascii: "\"") {
+                inString = true
+            } else if byte == UInt8(ascii: "{") {
+                depth += 1
+            } else if byte == UInt8(ascii: "}") {
+                depth -= 1
+                if depth == 0 { break }
+            }
+            end += 1
+        }
+        guard end < bytes.count else { return nil }
+        let data = Data(bytes[index...end])
+        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+        let prompt = (object["prompt_tokens"] as? NSNumber)?.intValue ?? 0
+        let completion = (object["completion_tokens"] as? NSNumber)?.intValue ?? 0
+        return TokenUsage(promptTokens: prompt, completionTokens: completion)
+    }
+
+    static func find(in buffer: ByteBuffer) -> TokenUsage? {
+        buffer.withUnsafeReadableBytes { find(in: $0) }
+    }
+
+    static let key = Array(#""usage":"#.utf8)
+}
+
+/// Substring search over raw bytes (`memmem`).
+enum ByteSearch {
+    static func find(_ needle: [UInt8], in haystack: UnsafeRawBufferPointer) -> Int? {
+        guard let base = haystack.baseAddress, let first = needle.first, haystack.count >= needle.count else { return nil }
+        // memchr finds candidates for the first byte; memcmp checks the rest (Glibc's module
+        // does not export memmem).
+        let last = haystack.count - needle.count
+        var offset = 0
+        return needle.withUnsafeBytes { pattern -> Int? in
+            while offset <= last {
+                guard let hit = memchr(base + offset, Int32(first), last - offset + 1) else { return nil }
+                let position = base.distance(to: UnsafeRawPointer(hit))
+                if memcmp(hit, pattern.baseAddress!, needle.count) == 0 { return position }
+                offset = position + 1
+            }
+            return nil
+        }
+    }
+
+    static func contains(_ needle: [UInt8], in buffer: ByteBuffer) -> Bool {
+        buffer.withUnsafeReadableBytes { find(needle, in: $0) != nil }
+    }
+}
+
+/// Watches a server-sent event stream as it is relayed: finds the engine's usage chunk (an event
+/// with `"usage":{`) and, when the caller did not ask for usage, removes that chunk if it carries
+/// no choices. Bytes go on at once; only an event split across reads is held until it is whole.
+struct StreamMeter {
+    let stripUsage: Bool
+    private(set) var usage: TokenUsage?
+    /// The start of an event whose end has not arrived yet.
+    private var partial: ByteBuffer?
+
+    init(stripUsage: Bool) {
+        self.stripUsage = stripUsage
+    }
+
+    static let usageObject = Array(#""usage":{"#.utf8)
+    static let noChoices = Array(#""choices":[]"#.utf8)
+    static let eventEnd = Array("\n\n".utf8)
+
+    /// Takes the next bytes from the engine and returns what to send to the caller now.
+    mutating func relay(_ chunk: ByteBuffer) -> ByteBuffer {
+        var bytes: ByteBuffer
+        if var held = partial {
+            held.writeImmutableBuffer(chunk)
+            bytes = held
+            partial = nil
+        } else {
+            bytes = chunk
+        }
+        // Everything up to the last complete event goes now; the rest waits for its end.
+        let lastEnd = bytes.withUnsafeReadableBytes { raw -> Int? in
+            var searchFrom = 0
+            var last: Int?
+            while searchFrom < raw.count,
+                let found = ByteSearch.find(Self.eventEnd, in: UnsafeRawBufferPointer(rebasing: raw[searchFrom...]))
+            {
+                last = searchFrom + found + Self.eventEnd.count
+                searchFrom = last!
+            }
+            return last
+        }
+        guard let lastEnd else {
+            partial = bytes
+            return ByteBuffer()
+        }
+        if lastEnd < bytes.readableBytes {
+            partial = bytes.getSlice(at: bytes.readerIndex + lastEnd, length: bytes.readableBytes - lastEnd)
+            bytes = bytes.getSlice(at: bytes.readerIndex, length: lastEnd)!
+        }
+        // The common event has no usage: pass the bytes on untouched.
+        guard ByteSearch.contains(Self.usageObject, in: bytes) else { return bytes }
+        return filterEvents(bytes)
+    }
+
+    /// What is left when the engine's stream ends (an event without its final blank line).
+    mutating func finish() -> ByteBuffer {
+        defer { partial = nil }
+        guard let partial else { return ByteBuffer() }
+        if let found = TokenUsage.find(in: partial) { usage = found }
+        return partial
+    }
+
+    private mutating func filterEvents(_ bytes: ByteBuffer) -> ByteBuffer {
+        var output = ByteBuffer()
+        output.reserveCapacity(bytes.readableBytes)
+        var rest = bytes
+        while rest.readableBytes > 0 {
+            let length = rest.withUnsafeReadableBytes { raw in
+                ByteSearch.find(Self.eventEnd, in: raw).map { $0 + Self.eventEnd.count } ?? raw.count
+            }
+            let event = rest.readSlice(length: length)!
+            if ByteSearch.contains(Self.usageObject, in: event), let found = TokenUsage.find(in: event) {
+                usage = found
+                if stripUsage, ByteSearch.contains(Self.noChoices, in: event) { continue }
+            }
+            output.writeImmutableBuffer(event)
+        }
+        return output
+    }
+}

@@ -1,0 +1,159 @@
+public import Foundation
+public import GantryCore
+public import Logging
+public import ServiceLifecycle
+
+/// Collects usage records off the request path and writes them in batches: every `interval`, as
+/// soon as `batchSize` are waiting, and a last time on graceful shutdown (it is shut down after
+/// the HTTP server, so requests still finishing are recorded).
+public actor UsageRecorder: Service {
+    private let repository: any UsageRepository
+    private let batchSize: Int
+    private let interval: Duration
+    /// Records kept while the database cannot take them; beyond this the oldest are dropped (and
+    /// counted in the log) so an outage cannot exhaust memory.
+    private let maxPending: Int
+    private let logger: Logger
+    private var pending: [UsageRecord] = []
+    private var flushing = false
+    private var wakeUp: CheckedContinuation<Void, Never>?
+
+    public init(
+        repository: any UsageRepository, batchSize: Int = 500, interval: Duration = .seconds(1), maxPending: Int = 100_000,
+        logger: Logger
+    ) {
+        self.repository = repository
+        self.batchSize = batchSize
+        self.interval = interval
+        self.maxPending = maxPending
+        self.logger = logger
+    }
+
+    public func record(_ record: UsageRecord) {
+        pending.append(record)
+        if pending.count > maxPending {
+            let dropped = pending.count - maxPending
+            pending.removeFirst(dropped)
+            logger.error("usage records dropped: the database has not taken them", metadata: ["dropped": "\(dropped)"])
+        }
+        if pending.count >= batchSize, let wakeUp {
+            self.wakeUp = nil
+            wakeUp.resume()
+        }
+    }
+
+    /// Writes every waiting record now (the usage API calls this first, so a caller reads their
+    /// own requests).
+    public func flush() async {
+        while flushing { await Task.yield() }
+        flushing = true
+        defer { flushing = false }
+        while !pending.isEmpty {
+            let batch = Array(pending.prefix(batchSize))
+            do {
+                // In a task of its own: a cancelled caller (shutdown) must not abort the write.
+                let repository = repository
+                try await Task { try await repository.recordUsage(batch) }.value
+                pending.removeFirst(batch.count)
+            } catch {
+                logger.error(
+                    "usage records not written; will retry", metadata: ["error": "\(error)", "waiting": "\(pending.count)"])
+                return
+            }
+        }
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await self.sleepOrWake()
+                await self.flush()
+            }
+        }
+        await flush()
+    }
+
+    private func sleepOrWake() async {
+        let interval = interval
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await Task.sleep(for: interval) }
+            group.addTask { await self.waitForBatch() }
+            await group.next()
+            group.cancelAll()
+            self.cancelWait()
+        }
+    }
+
+    private func waitForBatch() async {
+        if pending.count >= batchSize { return }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                if Task.isCancelled || pending.count >= batchSize {
+                    continuation.resume()
+                } else {
+                    wakeUp = continuation
+                }
+            }
+        } onCancel: {
+            Task { await self.cancelWait() }
+        }
+    }
+
+    private func cancelWait() {
+        if let wakeUp {
+            self.wakeUp = nil
+            wakeUp.resume()
+        }
+    }
+}
+
+/// Token quotas per API key: tokens used in the current period, read from the stored usage the
+/// first time a key is seen in a period and counted in memory from then on.
+public actor QuotaLedger {
+    struct Account {
+        var periodStart: Date
+        var used: Int
+    }
+
+    private let repository: any UsageRepository
+    private var accounts: [String: Account] = [:]
+
+    public init(repository: any UsageRepository) {
+        self.repository = repository
+    }
+
+    /// Throws `insufficient_quota` (429) once the key has used its quota for the period.
+    public func check(keyID: String, limits: KeyLimits, now: Date = Date()) async throws {
+        guard let quota = limits.tokenQuota else { return }
+        let period = limits.quotaPeriod ?? .month
+        let used = try await used(keyID: keyID, period: period, now: now)
+        guard used < quota else {
+            throw GantryError(
+                .rateLimited,
+                "You exceeded your current quota: this key used \(used) of its \(quota) tokens this \(period.rawValue).",
+                code: "insufficient_quota", type: "insufficient_quota",
+                retryAfter: Int(period.end(of: now).timeIntervalSince(now).rounded(.up)))
+        }
+    }
+
+    /// Counts tokens a request of this key used.
+    public func add(keyID: String, limits: KeyLimits, tokens: Int, now: Date = Date()) async {
+        guard limits.tokenQuota != nil, tokens > 0 else { return }
+        let start = (limits.quotaPeriod ?? .month).start(of: now)
+        if var account = accounts[keyID], account.periodStart == start {
+            account.used += tokens
+            accounts[keyID] = account
+        }
+        // A key not loaded yet reads this request from the store once its record is written.
+    }
+
+    private func used(keyID: String, period: QuotaPeriod, now: Date) async throws -> Int {
+        let start = period.start(of: now)
+        if let account = accounts[keyID], account.periodStart == start { return account.used }
+        let stored = try await repository.tokensUsed(keyID: keyID, since: start)
+        // Another request may have loaded it while this one waited for the store.
+        if let account = accounts[keyID], account.periodStart == start { return account.used }
+        accounts[keyID] = Account(periodStart: start, used: stored)
+        return stored
+    }
+}

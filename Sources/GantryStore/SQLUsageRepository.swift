@@ -1,0 +1,112 @@
+import Foundation
+import GantryCore
+import SQLKit
+
+struct SQLUsageRepository: UsageRepository {
+    let db: any SQLDatabase
+
+    static let columns = [
+        "id", "created_at", "key_id", "user_id", "deployment", "version", "instance_id", "endpoint", "prompt_tokens",
+        "completion_tokens", "ttft_ms", "latency_ms", "status", "error_type", "engine_ms",
+    ]
+    /// Rows per INSERT: 15 binds each stays far below PostgreSQL's 65,535 parameters.
+    static let rowsPerStatement = 500
+
+    func recordUsage(_ records: [UsageRecord]) async throws {
+        var start = 0
+        while start < records.count {
+            let slice = records[start..<min(start + Self.rowsPerStatement, records.count)]
+            let insert = db.insert(into: "usage_records").columns(Self.columns)
+            for r in slice {
+                insert.values(
+                    SQLBind(r.id), SQLBind(r.createdAt.millisecondsSince1970), SQLBind(r.keyID), SQLBind(r.userID),
+                    SQLBind(r.deployment), SQLBind(r.version), SQLBind(r.instanceID), SQLBind(r.endpoint),
+                    SQLBind(Int64(r.promptTokens)), SQLBind(Int64(r.completionTokens)),
+                    SQLBind(r.timeToFirstTokenMs.map(Int64.init)),
+                    SQLBind(Int64(r.latencyMs)), SQLBind(Int64(r.status)), SQLBind(r.errorType),
+                    SQLBind(Int64((r.engineSeconds * 1000).rounded())))
+            }
+            try await insert.run()
+            start += slice.count
+        }
+    }
+
+    func usage(_ query: UsageQuery) async throws -> [UsageRecord] {
+        var select = db.select().column("*").from("usage_records")
+        select = Self.filter(select, query)
+        if let before = query.before {
+            guard
+                let row = try await db.select().column("created_at").from("usage_records").where("id", .equal, before).first()
+            else { return [] }
+            let time = try row.decode(column: "created_at", as: Int64.self)
+            select = select.where {
+                $0.where("created_at", .lessThan, time).orWhere {
+                    $0.where("created_at", .equal, time).where("id", .lessThan, before)
+                }
+            }
+        }
+        return try await select.orderBy("created_at", .descending).orderBy("id", .descending).limit(query.limit).all()
+            .map(Self.record)
+    }
+
+    func dailyUsage(_ query: UsageQuery) async throws -> [DailyUsage] {
+        // Integer division of epoch milliseconds gives the UTC day on both databases.
+        var select = db.select()
+            .column(SQLRaw("created_at / 86400000"), as: "day")
+            .column("deployment")
+            .column(SQLRaw("COUNT(*)"), as: "requests")
+            .column(SQLRaw("CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT)"), as: "failed")
+            .column(SQLRaw("CAST(SUM(prompt_tokens) AS BIGINT)"), as: "prompt")
+            .column(SQLRaw("CAST(SUM(completion_tokens) AS BIGINT)"), as: "completion")
+            .from("usage_records")
+        select = Self.filter(select, query)
+        let rows = try await select.groupBy(SQLRaw("created_at / 86400000")).groupBy("deployment")
+            .orderBy(SQLRaw("created_at / 86400000")).orderBy("deployment").all()
+        return try rows.map { row in
+            let day = Date(timeIntervalSince1970: Double(try row.decode(column: "day", as: Int64.self)) * 86400)
+            return DailyUsage(
+                day: Self.dayFormat.string(from: day), deployment: try row.string("deployment"),
+                requests: try row.int("requests"), failedRequests: try row.int("failed"), promptTokens: try row.int("prompt"),
+                completionTokens: try row.int("completion"))
+        }
+    }
+
+    func tokensUsed(keyID: String, since: Date) async throws -> Int {
+        let row = try await db.select()
+            .column(SQLRaw("CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT)"), as: "tokens")
+            .from("usage_records").where("key_id", .equal, keyID)
+            .where("created_at", .greaterThanOrEqual, since.millisecondsSince1970).first()
+        return try row.map { try $0.int("tokens") } ?? 0
+    }
+
+    static func filter(_ select: SQLSelectBuilder, _ query: UsageQuery) -> SQLSelectBuilder {
+        var select = select
+        if let userID = query.userID { select = select.where("user_id", .equal, userID) }
+        if let keyID = query.keyID { select = select.where("key_id", .equal, keyID) }
+        if let deployment = query.deployment { select = select.where("deployment", .equal, deployment) }
+        if let from = query.from { select = select.where("created_at", .greaterThanOrEqual, from.millisecondsSince1970) }
+        if let to = query.to { select = select.where("created_at", .lessThan, to.millisecondsSince1970) }
+        return select
+    }
+
+    static let dayFormat: DateFormatter = {
+        let format = DateFormatter()
+        format.locale = Locale(identifier: "en_US_POSIX")
+        format.timeZone = TimeZone(identifier: "UTC")
+        format.dateFormat = "yyyy-MM-dd"
+        return format
+    }()
+
+    static func record(_ row: any SQLRow) throws -> UsageRecord {
+        UsageRecord(
+            id: try row.string("id"), createdAt: try row.date("created_at"),
+            keyID: try row.decode(column: "key_id", as: String?.self), userID: try row.string("user_id"),
+            deployment: try row.string("deployment"), version: try row.string("version"),
+            instanceID: try row.decode(column: "instance_id", as: String?.self), endpoint: try row.string("endpoint"),
+            promptTokens: try row.int("prompt_tokens"), completionTokens: try row.int("completion_tokens"),
+            timeToFirstTokenMs: try row.decode(column: "ttft_ms", as: Int64?.self).map { Int($0) },
+            latencyMs: try row.int("latency_ms"), status: try row.int("status"),
+            errorType: try row.decode(column: "error_type", as: String?.self),
+            engineSeconds: Double(try row.decode(column: "engine_ms", as: Int64.self)) / 1000)
+    }
+}
