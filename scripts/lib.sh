@@ -27,6 +27,13 @@ ensure_build_tools() {
   fi
 }
 
+# The official OpenAI Python client, which the test suite runs against Gantry (pinned).
+ensure_openai_client() {
+  python3 -c 'import openai; assert openai.__version__ == "3.57.0"' 2>/dev/null && return 0
+  step "installing the openai Python client"
+  python3 -m pip install --quiet "openai==3.57.0"
+}
+
 # Starts a throwaway PostgreSQL cluster on a free port; exports PG_URL; removes it on exit.
 start_private_postgres() {
   local bindir

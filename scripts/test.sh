@@ -4,7 +4,8 @@
 #   - nanoidp, a real OpenID Connect provider from PyPI, on a free port;
 #   - moto, an S3-compatible server from PyPI that checks request signatures, on a free port;
 #   - llama.cpp's llama-server, built once into the cache by `gantry engines install llama-cpp`;
-#   - the demo model (SmolLM2-135M-Instruct GGUF), fetched and verified into the cache.
+#   - the demo model (SmolLM2-135M-Instruct GGUF), fetched and verified into the cache;
+#   - the official `openai` Python client from PyPI, which OpenAIClientTests runs against Gantry.
 # Then `swift test`, then an end-to-end smoke test of the real `gantry` binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ MODEL=$("$GANTRY" demo-model | tail -n 1)
 start_private_postgres   # sets PG_URL; the cluster is removed on exit
 start_nanoidp            # exports GANTRY_TEST_OIDC_*; stopped on exit
 start_moto               # exports GANTRY_TEST_S3_*; stopped on exit
+ensure_openai_client     # the official client, run by OpenAIClientTests
 
 export GANTRY_TEST_POSTGRES_URL="$PG_URL"
 export GANTRY_TEST_LLAMA_SERVER="$LLAMA_SERVER"

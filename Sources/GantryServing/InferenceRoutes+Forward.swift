@@ -66,6 +66,7 @@ extension InferenceRoutes {
         if parsed.endpoint != .embeddings, promptTokens + (parsed.maxTokens ?? 1) > limit {
             let target = try await acquire(parsed, entry: entry, attempt: 1)
             lease = target
+            meter.counted(on: target)
             let counted = try? await tokenizer.countPromptTokens(
                 engine: entry.engine, baseURL: target.endpoint, endpoint: parsed.endpoint, body: body)
             if let counted {

@@ -60,6 +60,14 @@ final class RequestMeter: Sendable {
         }
     }
 
+    /// The instance whose tokenizer counted the prompt (it then serves the request, if admitted).
+    func counted(on lease: InFlightLease) {
+        state.withLock {
+            $0.instanceID = lease.instanceID
+            $0.version = lease.version
+        }
+    }
+
     /// The request was not delivered and goes to another instance.
     func retried() {
         state.withLock { $0.sentAt = nil }

@@ -164,6 +164,58 @@ struct StoreConformanceTests {
             #expect(try await repos.keys.countKeys() == 1)
             #expect(try await repos.keys.listKeys(userID: "u").count == 1)
             #expect(try await repos.keys.listKeys(userID: "other").isEmpty)
+            let limited = APIKeyRecord(
+                id: "k2", userID: "u", name: "ci", secretHash: "def", createdAt: now, expiresAt: nil, revokedAt: nil,
+                lastUsedAt: nil, limits: KeyLimits(requestsPerMinute: 60, tokenQuota: 1000, quotaPeriod: .day))
+            try await repos.keys.createKey(limited)
+            #expect(try await repos.keys.key(id: "k2") == limited, "limits round-trip")
+        }
+    }
+
+    static func usageRecord(_ index: Int, day0: Date) -> UsageRecord {
+        let failed = index % 10 == 0
+        let id = String(format: "use_%05d", index)
+        let time = day0.addingTimeInterval(Double(index) * 120)
+        let even = index % 2 == 0
+        return UsageRecord(
+            id: id, createdAt: time, keyID: even ? "k1" : nil, userID: even ? "u1" : "u2",
+            deployment: index % 3 == 0 ? "a" : "b", version: "1", instanceID: index % 5 == 0 ? nil : "ins_x",
+            endpoint: "chat.completions", promptTokens: 10, completionTokens: index % 7,
+            timeToFirstTokenMs: index % 4 == 0 ? nil : 12, latencyMs: 30, status: failed ? 429 : 200,
+            errorType: failed ? "rate_limit_exceeded" : nil, engineSeconds: 0.25)
+    }
+
+    @Test("usage records: batches over one statement, filters, newest-first paging, daily sums", arguments: Backend.allCases)
+    func usage(backend: Backend) async throws {
+        try await withStore(backend) { (store: SQLStore) async throws in
+            let repo = store.repositories.usage
+            let day0 = Date(timeIntervalSince1970: 1_700_006_400)  // 2023-11-15T00:00:00Z
+            // 1,200 records over two days, two users, two deployments: three INSERT statements.
+            let records = (0..<1200).map { Self.usageRecord($0, day0: day0) }
+            try await repo.recordUsage(records)
+            let newest = try await repo.usage(UsageQuery(limit: 2))
+            #expect(newest.map(\.id) == ["use_01199", "use_01198"])
+            #expect(newest.first == records.last, "every field round-trips")
+            #expect(try await repo.usage(UsageQuery(before: "use_00002", limit: 10)).map(\.id) == ["use_00001", "use_00000"])
+            #expect(try await repo.usage(UsageQuery(userID: "u1", limit: 2000)).count == 600)
+            #expect(try await repo.usage(UsageQuery(keyID: "k1", deployment: "a", limit: 2000)).count == 200)
+            let firstDay = try await repo.usage(UsageQuery(to: day0.addingTimeInterval(86_400), limit: 2000))
+            #expect(firstDay.count == 720)
+
+            let daily = try await repo.dailyUsage(UsageQuery())
+            #expect(daily.map(\.day) == ["2023-11-15", "2023-11-15", "2023-11-16", "2023-11-16"])
+            #expect(daily.map(\.deployment) == ["a", "b", "a", "b"])
+            #expect(daily.reduce(0) { $0 + $1.requests } == 1200)
+            let firstA = records.filter { $0.deployment == "a" && $0.createdAt < day0.addingTimeInterval(86_400) }
+            #expect(daily[0].requests == firstA.count)
+            #expect(daily[0].failedRequests == firstA.count { $0.status >= 400 })
+            #expect(daily[0].completionTokens == firstA.reduce(0) { $0 + $1.completionTokens })
+            #expect(try await repo.dailyUsage(UsageQuery(userID: "nobody")).isEmpty)
+
+            let k1Tokens = records.filter { $0.keyID == "k1" && $0.createdAt >= day0.addingTimeInterval(86_400) }
+                .reduce(0) { $0 + $1.totalTokens }
+            #expect(try await repo.tokensUsed(keyID: "k1", since: day0.addingTimeInterval(86_400)) == k1Tokens)
+            #expect(try await repo.tokensUsed(keyID: "nobody", since: day0) == 0)
         }
     }
 

@@ -1,0 +1,488 @@
+import AsyncHTTPClient
+import Foundation
+import GantryCore
+import GantryServing
+import GantryTestSupport
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import NIOHTTP1
+import Testing
+
+/// The data plane against a fake engine (named as such): metering, limits, quotas, timeouts,
+/// streaming. The real engine and the official OpenAI client are in `OpenAIClientTests`.
+@Suite("Data plane: limits, usage, streaming, timeouts")
+struct DataPlaneTests {
+    static let chat = #"{"model":"fake","messages":[{"role":"user","content":"hi"}],"max_tokens":20}"#
+    static let streamChat = #"{"model":"fake","stream":true,"messages":[{"role":"user","content":"hi"}],"max_tokens":20}"#
+
+    func publish(
+        _ test: TestServer, endpoint: String, name: String = "fake", contextLimit: Int = 512,
+        limits: FrequencyLimits = FrequencyLimits(), timeouts: ServiceTimeouts = ServiceTimeouts()
+    ) async {
+        await test.server.routeTable.publish(
+            RouteEntry(
+                deployment: name, version: "1", contextLimit: contextLimit, createdAt: Date(),
+                targets: [RouteTarget(instanceID: "ins_" + name, endpoint: endpoint)], limits: limits, timeouts: timeouts))
+    }
+
+    /// A user with a key carrying `limits`.
+    func userKey(_ test: TestServer, name: String = "ann", limits: KeyLimits? = nil) async throws -> (User, String) {
+        let user = try await test.server.identity.ensureUser(name: name, role: .user)
+        let (_, key) = try await test.server.identity.issueKey(userID: user.id, name: "k", expiresAt: nil, limits: limits)
+        return (user, key)
+    }
+
+    struct Answer: Sendable {
+        var status: Int
+        var headers: HTTPHeaders
+        var text: String
+        var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:] }
+        var errorCode: String? { (json["error"] as? [String: Any])?["code"] as? String }
+    }
+
+    static func post(_ base: String, key: String, _ body: String, path: String = "/v1/chat/completions") async throws -> Answer {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = .POST
+        request.headers.add(name: "authorization", value: "Bearer \(key)")
+        request.headers.add(name: "content-type", value: "application/json")
+        request.body = .bytes(ByteBuffer(string: body))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+        let text = String(buffer: try await response.body.collect(upTo: 16 << 20))
+        return Answer(status: Int(response.status.code), headers: response.headers, text: text)
+    }
+
+    static func get(_ base: String, key: String, _ path: String) async throws -> Answer {
+        var request = HTTPClientRequest(url: base + path)
+        request.headers.add(name: "authorization", value: "Bearer \(key)")
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+        return Answer(
+            status: Int(response.status.code), headers: response.headers,
+            text: String(buffer: try await response.body.collect(upTo: 16 << 20)))
+    }
+
+    func live(_ test: TestServer, _ body: @escaping @Sendable (String) async throws -> Void) async throws {
+        try await test.server.application.test(.live) { client in
+            try await body("http://127.0.0.1:\(try #require(client.port))")
+        }
+    }
+
+    @Test("200 concurrent requests against a tokens-per-minute limit: admitted tokens never exceed it")
+    func tokensPerMinuteIsExact() async throws {
+        let test = try await TestServer.make()
+        let limit = 2000
+        try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
+            await publish(test, endpoint: endpoint, limits: FrequencyLimits(tokensPerMinute: limit))
+            let (_, key) = try await userKey(test)
+            try await live(test) { base in
+                let answers = try await withThrowingTaskGroup(of: Answer.self) { group in
+                    for _ in 0..<200 { group.addTask { try await Self.post(base, key: key, Self.chat) } }
+                    return try await group.reduce(into: [Answer]()) { $0.append($1) }
+                }
+                let admitted = answers.filter { $0.status == 200 }
+                let refused = answers.filter { $0.status == 429 }
+                #expect(admitted.count + refused.count == 200, "every request was admitted or refused with 429")
+                #expect(!admitted.isEmpty && !refused.isEmpty)
+                // The engine reports what it used; the sum over admitted requests is the limit's measure.
+                let used = admitted.reduce(0) { sum, answer in
+                    sum + ((answer.json["usage"] as? [String: Any])?["total_tokens"] as? Int ?? 0)
+                }
+                print("tpm \(limit): \(admitted.count) admitted using \(used) tokens, \(refused.count) refused")
+                #expect(used <= limit, "admitted tokens (\(used)) exceed the limit (\(limit))")
+                #expect(await test.server.limiter.tokensInWindow("s:fake") <= limit)
+                let sample = try #require(refused.first)
+                #expect(sample.errorCode == "rate_limit_exceeded")
+                #expect((sample.json["error"] as? [String: Any])?["type"] as? String == "requests")
+                #expect(sample.headers.first(name: "x-ratelimit-limit-tokens") == String(limit))
+                #expect(sample.headers.first(name: "x-ratelimit-remaining-tokens").flatMap(Int.init) ?? -1 >= 0)
+                #expect(sample.headers.first(name: "retry-after").flatMap(Int.init) ?? 0 >= 1)
+                #expect(admitted.first?.headers.first(name: "x-ratelimit-limit-tokens") == String(limit))
+            }
+        }
+    }
+
+    @Test("requests per minute per key, concurrency per model, and a request larger than the limit")
+    func requestAndConcurrencyLimits() async throws {
+        let test = try await TestServer.make()
+        try await FakeEngine.withEngine(.normal(chunks: 20, delay: .milliseconds(50))) { endpoint in
+            await publish(test, endpoint: endpoint, limits: FrequencyLimits(tokensPerMinutePerKey: 5000, concurrentRequests: 1))
+            let (_, key) = try await userKey(test, limits: KeyLimits(requestsPerMinute: 3))
+            let (_, other) = try await userKey(test, name: "bob")
+            try await live(test) { base in
+                // One stream holds the model's only concurrency slot: a second caller is refused.
+                let holding = Task { try await Self.post(base, key: other, Self.streamChat) }
+                try await Task.sleep(for: .milliseconds(300))
+                let busy = try await Self.post(base, key: key, Self.chat)
+                #expect(busy.status == 429)
+                #expect(busy.text.contains("concurrent"))
+                #expect(try await holding.value.status == 200)
+
+                // A refused request takes nothing from the window: three more are admitted.
+                for index in 1...3 {
+                    let answer = try await Self.post(base, key: key, Self.chat)
+                    #expect(answer.status == 200)
+                    #expect(answer.headers.first(name: "x-ratelimit-limit-requests") == "3")
+                    #expect(answer.headers.first(name: "x-ratelimit-remaining-requests") == String(3 - index))
+                }
+                let refused = try await Self.post(base, key: key, Self.chat)
+                #expect(refused.status == 429)
+                #expect(refused.headers.first(name: "x-ratelimit-remaining-requests") == "0")
+                #expect(refused.headers.first(name: "retry-after").flatMap(Int.init) ?? 0 >= 1)
+                #expect(refused.headers.first(name: "retry-after-ms").flatMap(Int.init) ?? 0 > 0)
+                // Another key is not limited by this key's limit.
+                #expect(try await Self.post(base, key: other, Self.chat).status == 200)
+                // A request that could never fit the per-key token limit says so.
+                let huge = try await Self.post(
+                    base, key: other, #"{"model":"fake","messages":[{"role":"user","content":"hi"}],"max_tokens":500,"n":16}"#)
+                #expect(huge.status == 429)
+                #expect(huge.text.contains("too large"))
+            }
+        }
+    }
+
+    @Test("a key's token quota: spent is 429 insufficient_quota until the period ends")
+    func tokenQuota() async throws {
+        let test = try await TestServer.make()
+        try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
+            await publish(test, endpoint: endpoint)
+            let (_, key) = try await userKey(test, limits: KeyLimits(tokenQuota: 20, quotaPeriod: .day))
+            try await live(test) { base in
+                // Each answer uses 10 prompt + 5 completion tokens: 15, then 30 of 20.
+                let body = #"{"model":"fake","messages":[{"role":"user","content":"hi"}]}"#
+                #expect(try await Self.post(base, key: key, body).status == 200)
+                #expect(try await Self.post(base, key: key, body).status == 200)
+                let spent = try await Self.post(base, key: key, body)
+                #expect(spent.status == 429)
+                #expect(spent.errorCode == "insufficient_quota")
+                #expect((spent.json["error"] as? [String: Any])?["type"] as? String == "insufficient_quota")
+                let retry = try #require(spent.headers.first(name: "retry-after").flatMap(Int.init))
+                #expect(retry >= 1 && retry <= 86_400, "retry after the day ends")
+                // The quota survives a restart of the ledger: it is read back from stored usage.
+                await test.server.usage.flush()
+                let ledger = QuotaLedger(repository: test.server.store.repositories.usage)
+                let keyID = try #require(APIKeyFormatProbe.id(of: key))
+                await #expect(throws: GantryError.self) {
+                    try await ledger.check(keyID: keyID, limits: KeyLimits(tokenQuota: 20, quotaPeriod: .day))
+                }
+            }
+        }
+    }
+
+    @Test("streams always carry usage upstream; the usage chunk reaches only callers who asked; usage is recorded")
+    func streamUsage() async throws {
+        let test = try await TestServer.make()
+        let recorder = FakeEngine.Recorder()
+        try await FakeEngine.withEngine(.normal(chunks: 3, delay: .milliseconds(1)), recorder: recorder) { endpoint in
+            await publish(test, endpoint: endpoint)
+            let (user, key) = try await userKey(test)
+            try await live(test) { base in
+                let plain = try await Self.post(base, key: key, Self.streamChat)
+                #expect(plain.status == 200)
+                #expect(!plain.text.contains("\"usage\""), "the caller did not ask for usage")
+                #expect(plain.text.components(separatedBy: "data: {").count == 4)
+                #expect(plain.text.hasSuffix("data: [DONE]\n\n"))
+                let sent = try #require(await recorder.bodies.last)
+                #expect(sent.contains(#""stream_options":{"include_usage":true}"#))
+                #expect(sent.contains(#""messages":[{"role":"user","content":"hi"}]"#), "the rest of the body is unchanged")
+
+                let asked = try await Self.post(
+                    base, key: key,
+                    #"{"model":"fake","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}],"max_tokens":7}"#
+                )
+                #expect(asked.text.contains(#""usage":{"prompt_tokens":10,"completion_tokens":7"#))
+                // stream_options present without include_usage: rewritten, not spliced twice.
+                let other = try await Self.post(
+                    base, key: key,
+                    #"{"model":"fake","stream":true,"stream_options":{},"messages":[{"role":"user","content":"hi"}]}"#)
+                #expect(other.status == 200 && !other.text.contains("\"usage\""))
+                #expect(await recorder.bodies.last?.contains("include_usage") == true)
+
+                let usage = try await Self.get(base, key: key, "/api/v1/usage")
+                let records = try #require(usage.json["data"] as? [[String: Any]])
+                #expect(records.count == 3)
+                let newest = try #require(records.first)
+                #expect(newest["prompt_tokens"] as? Int == 10)
+                #expect(newest["completion_tokens"] as? Int == 5)
+                #expect(newest["user_id"] as? String == user.id)
+                #expect(newest["deployment"] as? String == "fake")
+                #expect(newest["instance_id"] as? String == "ins_fake")
+                #expect(newest["endpoint"] as? String == "chat.completions")
+                #expect(newest["status"] as? Int == 200)
+                #expect(newest["time_to_first_token_ms"] is Int)
+                #expect(records.compactMap { $0["completion_tokens"] as? Int }.sorted() == [5, 7, 20])
+            }
+        }
+    }
+
+    @Test("usage API: filters, paging, daily sums; users see only their own")
+    func usageAPI() async throws {
+        let test = try await TestServer.make()
+        try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
+            await publish(test, endpoint: endpoint)
+            await publish(test, endpoint: endpoint, name: "other")
+            let (ann, annKey) = try await userKey(test)
+            let (_, bobKey) = try await userKey(test, name: "bob")
+            try await live(test) { base in
+                for _ in 0..<3 { #expect(try await Self.post(base, key: annKey, Self.chat).status == 200) }
+                #expect(
+                    try await Self.post(base, key: annKey, Self.chat.replacingOccurrences(of: "\"fake\"", with: "\"other\""))
+                        .status
+                        == 200)
+                #expect(try await Self.post(base, key: bobKey, Self.chat).status == 200)
+                // A refused request is recorded too, with its status and error type.
+                #expect(
+                    try await Self.post(
+                        base, key: bobKey, #"{"model":"fake","messages":[{"role":"user","content":"hi"}],"max_tokens":512}"#
+                    )
+                    .status == 400)
+
+                let mine = try await Self.get(base, key: annKey, "/api/v1/usage")
+                #expect((mine.json["data"] as? [[String: Any]])?.count == 4)
+                #expect(try await Self.get(base, key: annKey, "/api/v1/usage?user=\(ann.id)").status == 200)
+                let forbidden = try await Self.get(base, key: annKey, "/api/v1/usage?user=usr_someone")
+                #expect(forbidden.status == 403)
+                #expect(forbidden.headers.first(name: "content-type") == "application/problem+json")
+
+                let all = try await Self.get(base, key: test.adminKey, "/api/v1/usage")
+                #expect((all.json["data"] as? [[String: Any]])?.count == 6)
+                let failed = (all.json["data"] as? [[String: Any]])?.first { $0["status"] as? Int == 400 }
+                #expect(failed?["error_type"] as? String == "context_length_exceeded")
+                let annOnly = try await Self.get(base, key: test.adminKey, "/api/v1/usage?user=\(ann.id)&model=other")
+                #expect((annOnly.json["data"] as? [[String: Any]])?.count == 1)
+
+                let page = try await Self.get(base, key: test.adminKey, "/api/v1/usage?limit=4")
+                #expect(page.json["has_more"] as? Bool == true)
+                let last = try #require((page.json["data"] as? [[String: Any]])?.last?["id"] as? String)
+                let next = try await Self.get(base, key: test.adminKey, "/api/v1/usage?limit=4&before=\(last)")
+                #expect((next.json["data"] as? [[String: Any]])?.count == 2)
+                #expect(next.json["has_more"] as? Bool == false)
+
+                let daily = try await Self.get(base, key: test.adminKey, "/api/v1/usage?group_by=day")
+                let days = try #require(daily.json["data"] as? [[String: Any]])
+                let fake = try #require(days.first { $0["deployment"] as? String == "fake" })
+                #expect(fake["requests"] as? Int == 5)
+                #expect(fake["failed_requests"] as? Int == 1)
+                #expect(fake["prompt_tokens"] as? Int == 40)
+                #expect(fake["completion_tokens"] as? Int == 80)
+                #expect((fake["day"] as? String)?.count == 10)
+                let tomorrow = Date().addingTimeInterval(86_400).formatted(.iso8601.year().month().day())
+                let none = try await Self.get(base, key: test.adminKey, "/api/v1/usage?group_by=day&from=\(tomorrow)")
+                #expect((none.json["data"] as? [Any])?.isEmpty == true)
+                #expect(try await Self.get(base, key: test.adminKey, "/api/v1/usage?group_by=week").status == 400)
+                #expect(try await Self.get(base, key: test.adminKey, "/api/v1/usage?from=yesterday").status == 400)
+                #expect(try await Self.get(base, key: test.adminKey, "/api/v1/usage?limit=0").status == 400)
+            }
+        }
+    }
+
+    @Test("per-service timeouts: a slow engine head is 504; a stream that stalls ends with an error event")
+    func timeouts() async throws {
+        let test = try await TestServer.make()
+        try await FakeEngine.withEngine(.slowHead(delay: .seconds(3))) { slow in
+            try await FakeEngine.withEngine(.stallMidStream(after: 1, for: .seconds(3))) { stalling in
+                await publish(test, endpoint: slow, name: "slow", timeouts: ServiceTimeouts(firstByteSeconds: 0.5))
+                await publish(test, endpoint: stalling, name: "stalling", timeouts: ServiceTimeouts(idleSeconds: 0.5))
+                try await live(test) { base in
+                    let started = ContinuousClock.now
+                    let late = try await Self.post(
+                        base, key: test.adminKey, Self.chat.replacingOccurrences(of: "fake", with: "slow"))
+                    #expect(late.status == 504)
+                    #expect(late.errorCode == "engine_timeout")
+                    #expect(ContinuousClock.now - started < .seconds(2.5), "the service's own first-byte timeout applied")
+
+                    let stalled = try await Self.post(
+                        base, key: test.adminKey, Self.streamChat.replacingOccurrences(of: "fake", with: "stalling"))
+                    #expect(stalled.status == 200)
+                    #expect(stalled.text.hasPrefix("data: {\"id\""), "the first event was relayed")
+                    #expect(stalled.text.contains(#"data: {"error":{"code":"engine_timeout""#))
+                }
+            }
+        }
+    }
+
+    @Test("a client that disconnects mid-stream cancels the engine's request")
+    func disconnectCancelsUpstream() async throws {
+        let test = try await TestServer.make()
+        let recorder = FakeEngine.Recorder()
+        try await FakeEngine.withEngine(.normal(chunks: 200, delay: .milliseconds(20)), recorder: recorder) { endpoint in
+            await publish(test, endpoint: endpoint)
+            try await live(test) { base in
+                var request = HTTPClientRequest(url: base + "/v1/chat/completions")
+                request.method = .POST
+                request.headers.add(name: "authorization", value: "Bearer \(test.adminKey)")
+                request.body = .bytes(ByteBuffer(string: Self.streamChat))
+                let reader = Task {
+                    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+                    var chunks = response.body.makeAsyncIterator()
+                    _ = try await chunks.next()
+                    // Leave after the first chunk without reading the rest.
+                }
+                try await reader.value
+                let deadline = ContinuousClock.now + .seconds(3)
+                while ContinuousClock.now < deadline, await recorder.abandonedStreams == 0 {
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                #expect(await recorder.abandonedStreams == 1, "the engine saw its client (the gateway) go")
+                // The request is finished: its in-flight count is back to zero.
+                let drained = ContinuousClock.now + .seconds(3)
+                while ContinuousClock.now < drained, await test.server.routeTable.inFlight(instanceID: "ins_fake") > 0 {
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                #expect(await test.server.routeTable.inFlight(instanceID: "ins_fake") == 0)
+            }
+        }
+    }
+
+    @Test("completions and embeddings are forwarded and metered; engine context errors are context_length_exceeded")
+    func otherEndpoints() async throws {
+        let test = try await TestServer.make()
+        try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
+            try await FakeEngine.withEngine(.contextOverflow) { overflowing in
+                await publish(test, endpoint: endpoint)
+                await publish(test, endpoint: overflowing, name: "small")
+                try await live(test) { base in
+                    let completion = try await Self.post(
+                        base, key: test.adminKey, #"{"model":"fake","prompt":"Once upon","max_tokens":4}"#,
+                        path: "/v1/completions")
+                    #expect(completion.status == 200)
+                    #expect(((completion.json["choices"] as? [[String: Any]])?.first?["text"] as? String)?.isEmpty == false)
+                    let embedding = try await Self.post(
+                        base, key: test.adminKey, #"{"model":"fake","input":["a","b"]}"#, path: "/v1/embeddings")
+                    #expect(embedding.status == 200)
+                    #expect((embedding.json["data"] as? [[String: Any]])?.isEmpty == false)
+                    let noInput = try await Self.post(base, key: test.adminKey, #"{"model":"fake"}"#, path: "/v1/embeddings")
+                    #expect(noInput.status == 400)
+                    #expect((noInput.json["error"] as? [String: Any])?["param"] as? String == "input")
+                    let manyChoices = try await Self.post(
+                        base, key: test.adminKey, #"{"model":"fake","messages":[{"role":"user","content":"hi"}],"n":17}"#)
+                    #expect(manyChoices.status == 400)
+                    #expect((manyChoices.json["error"] as? [String: Any])?["param"] as? String == "n")
+                    let wrongType = try await Self.post(
+                        base, key: test.adminKey,
+                        #"{"model":"fake","messages":[{"role":"user","content":"hi"}],"max_tokens":"9"}"#)
+                    #expect(wrongType.status == 400)
+
+                    let overflow = try await Self.post(
+                        base, key: test.adminKey, Self.chat.replacingOccurrences(of: "fake", with: "small"))
+                    #expect(overflow.status == 400)
+                    #expect(overflow.errorCode == "context_length_exceeded")
+                    #expect((overflow.json["error"] as? [String: Any])?["type"] as? String == "invalid_request_error")
+
+                    await test.server.usage.flush()
+                    let records = try await test.server.store.repositories.usage.usage(UsageQuery())
+                    #expect(Set(records.map(\.endpoint)).isSuperset(of: ["completions", "embeddings", "chat.completions"]))
+                    #expect(records.first { $0.endpoint == "embeddings" }?.promptTokens == 10)
+                }
+            }
+        }
+    }
+
+    @Test("metrics: requests, tokens, latency, limit rejections by model, never by key")
+    func metrics() async throws {
+        let test = try await TestServer.make()
+        try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
+            await publish(test, endpoint: endpoint, limits: FrequencyLimits(requestsPerMinute: 1))
+            let (_, key) = try await userKey(test)
+            try await live(test) { base in
+                #expect(try await Self.post(base, key: key, Self.chat).status == 200)
+                #expect(try await Self.post(base, key: key, Self.chat).status == 429)
+                let text = try await Self.get(base, key: test.adminKey, "/metrics").text
+                #expect(text.contains(#"gantry_inference_requests_total{model="fake",status="200"} 1"#))
+                #expect(text.contains(#"gantry_inference_requests_total{model="fake",status="429"} 1"#))
+                #expect(text.contains(#"gantry_inference_limit_rejections_total{model="fake",scope="model"} 1"#))
+                #expect(text.contains(#"gantry_inference_tokens_total{model="fake",direction="completion"} 20"#))
+                #expect(text.contains("gantry_inference_request_duration_seconds_bucket"))
+                #expect(text.contains("gantry_inference_time_to_first_token_seconds_bucket"))
+                #expect(text.contains(#"gantry_inference_in_flight{model="fake"} 0"#))
+                let keyID = try #require(APIKeyFormatProbe.id(of: key))
+                #expect(!text.contains(keyID), "no key id in any label")
+            }
+        }
+    }
+}
+
+/// A key's public id, read from its text the way the server does.
+enum APIKeyFormatProbe {
+    static func id(of key: String) -> String? {
+        let parts = key.split(separator: "_")
+        return parts.count >= 3 ? String(parts[1]) : nil
+    }
+}
+
+/// The usage recorder and the rate limiter on their own, with an in-memory repository (a fake,
+/// to watch when writes happen).
+@Suite("Usage recorder and rate limiter")
+struct UsageRecorderTests {
+    actor MemoryUsage: UsageRepository {
+        var batches: [[UsageRecord]] = []
+        func recordUsage(_ records: [UsageRecord]) async throws { batches.append(records) }
+        func usage(_ query: UsageQuery) async throws -> [UsageRecord] { batches.flatMap { $0 } }
+        func dailyUsage(_ query: UsageQuery) async throws -> [DailyUsage] { [] }
+        func tokensUsed(keyID: String, since: Date) async throws -> Int { 0 }
+    }
+
+    static func record(_ index: Int) -> UsageRecord {
+        UsageRecord(
+            id: "use_\(index)", createdAt: Date(), keyID: nil, userID: "u", deployment: "d", version: "1", instanceID: nil,
+            endpoint: "chat.completions", promptTokens: 1, completionTokens: 1, timeToFirstTokenMs: nil, latencyMs: 1,
+            status: 200, errorType: nil, engineSeconds: 0)
+    }
+
+    @Test("records are written in batches as soon as a batch is full, and the rest on graceful shutdown")
+    func batchesAndShutdown() async throws {
+        let memory = MemoryUsage()
+        // An interval far longer than the test: only a full batch or the shutdown writes.
+        let recorder = UsageRecorder(repository: memory, batchSize: 50, interval: .seconds(3600), logger: Logger(label: "t"))
+        try await LocalTestServer.running(recorder, logger: Logger(label: "t")) {
+            for index in 0..<120 { await recorder.record(Self.record(index)) }
+            let deadline = ContinuousClock.now + .seconds(5)
+            while ContinuousClock.now < deadline, await memory.batches.joined().count < 120 {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(await memory.batches.joined().count == 120, "full batches are written without waiting for the interval")
+            #expect(await memory.batches.allSatisfy { $0.count <= 50 })
+            // Fewer than a batch: these wait for the interval, or for the shutdown.
+            for index in 120..<130 { await recorder.record(Self.record(index)) }
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(await memory.batches.joined().count == 120)
+        }
+        #expect(await memory.batches.joined().count == 130, "graceful shutdown writes what is left")
+        #expect(Set(await memory.batches.flatMap { $0 }.map(\.id)).count == 130)
+    }
+
+    @Test("settling returns unused reserved tokens to every scope; concurrency slots are released")
+    func settle() async throws {
+        let limiter = RateLimiter()
+        let scopes = [
+            LimitScope(kind: "key", id: "k:1", requestsPerMinute: nil, tokensPerMinute: 100, concurrentRequests: 1),
+            LimitScope(kind: "model", id: "s:m", requestsPerMinute: 10, tokensPerMinute: 150, concurrentRequests: nil),
+        ]
+        guard case .success(let first) = await limiter.admit(scopes, tokens: 90) else {
+            Issue.record("the first request fits")
+            return
+        }
+        #expect(first.status.remainingTokens == 10, "the tightest scope is reported")
+        guard case .failure(let busy) = await limiter.admit(scopes, tokens: 5) else {
+            Issue.record("the key's one concurrency slot is taken")
+            return
+        }
+        #expect(busy.scopeKind == "key")
+        await limiter.settle(first, tokens: 30)
+        #expect(await limiter.tokensInWindow("k:1") == 30)
+        #expect(await limiter.tokensInWindow("s:m") == 30)
+        guard case .success(let second) = await limiter.admit(scopes, tokens: 70) else {
+            Issue.record("settled tokens are free again")
+            return
+        }
+        guard case .failure(let full) = await limiter.admit([scopes[1]], tokens: 51) else {
+            Issue.record("the model's window holds 100 of 150")
+            return
+        }
+        #expect(full.status.remainingTokens == 50)
+        #expect(full.retryAfter > .seconds(59), "room frees when the oldest reservation leaves the window")
+        await limiter.settle(second, tokens: 70)
+        #expect(await limiter.tokensInWindow("k:1") == 100)
+    }
+}
