@@ -99,6 +99,7 @@ public struct IdentityRoutes: Sendable {
                 throw GantryError.notFound("API key '\(id)' not found")
             }
             try await keys.revokeKey(id: id, at: Date())
+            identity.forgetVerifiedKeys()
             return Response(status: .noContent)
         }
 
@@ -136,6 +137,7 @@ public struct IdentityRoutes: Sendable {
                 // sessions are ended here as well.
                 if disabled { try await sessions.deleteSessions(userID: id) }
             }
+            identity.forgetVerifiedKeys()
             return JSONResponse(user)
         }
     }

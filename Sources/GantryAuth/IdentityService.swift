@@ -4,8 +4,10 @@ public import Logging
 
 /// Users and API keys: issuing, verifying and revoking.
 ///
-/// Every verification reads the key and its owner from the store, so a revocation, an expiry or a
-/// disabled owner takes effect on the next request in every process that shares the store.
+/// A verified key is remembered for `keyCacheLifetime` (5 s), so the data plane does not read the
+/// key and its owner from the store on every request. A revocation or a disabled owner through
+/// this process's API forgets every remembered key at once; another process sharing the store
+/// (a gateway of its own) sees it within the lifetime. An expiry takes effect to the second.
 public struct IdentityService: CredentialVerifier {
     let users: any UserRepository
     let keys: any APIKeyRepository
@@ -15,8 +17,12 @@ public struct IdentityService: CredentialVerifier {
     let logger: Logger
     /// `last_used_at` is refreshed at most this often per key, to keep writes off most requests.
     let lastUsedResolution: TimeInterval = 60
+    let verifiedKeys: VerifiedKeyCache
 
-    public init(repositories: Repositories, logger: Logger, providerTokens: OIDCClient? = nil) {
+    public init(
+        repositories: Repositories, logger: Logger, providerTokens: OIDCClient? = nil, keyCacheLifetime: Duration = .seconds(5)
+    ) {
+        self.verifiedKeys = VerifiedKeyCache(lifetime: keyCacheLifetime)
         self.users = repositories.users
         self.keys = repositories.keys
         self.sessions = repositories.sessions
@@ -59,11 +65,14 @@ public struct IdentityService: CredentialVerifier {
 
     func verify(apiKey bearer: String) async throws -> Principal {
         let rejected = GantryError(.unauthorized, "invalid API key", code: "invalid_api_key")
-        guard let parsed = APIKeyFormat.parse(bearer), let record = try await keys.key(id: parsed.id) else { throw rejected }
-        guard APIKeyFormat.constantTimeEqual(record.secretHash, APIKeyFormat.hash(secret: parsed.secret)) else {
+        guard let parsed = APIKeyFormat.parse(bearer) else { throw rejected }
+        let presentedHash = APIKeyFormat.hash(secret: parsed.secret)
+        let now = Date()
+        if let remembered = verifiedKeys.principal(keyID: parsed.id, secretHash: presentedHash, now: now) { return remembered }
+        guard let record = try await keys.key(id: parsed.id) else { throw rejected }
+        guard APIKeyFormat.constantTimeEqual(record.secretHash, presentedHash) else {
             throw rejected
         }
-        let now = Date()
         if record.revokedAt != nil { throw GantryError(.unauthorized, "API key has been revoked", code: "invalid_api_key") }
         if let expiry = record.expiresAt, expiry <= now {
             throw GantryError(.unauthorized, "API key has expired", code: "invalid_api_key")
@@ -74,9 +83,11 @@ public struct IdentityService: CredentialVerifier {
         if record.lastUsedAt.map({ now.timeIntervalSince($0) > lastUsedResolution }) ?? true {
             try? await keys.touchKey(id: record.id, at: now)
         }
-        return Principal(
+        let principal = Principal(
             userID: user.id, userName: user.name, role: user.role, credential: .apiKey(id: record.id),
             allowedDeployments: record.scope, keyLimits: record.limits)
+        verifiedKeys.remember(principal, keyID: record.id, secretHash: presentedHash, keyExpiry: record.expiresAt, now: now)
+        return principal
     }
 
     /// Creates a key for a user and returns the record and the plaintext, which is never stored.
@@ -125,5 +136,13 @@ public struct IdentityService: CredentialVerifier {
         let admin = try await ensureUser(name: "admin", role: .admin)
         let (_, plaintext) = try await issueKey(userID: admin.id, name: "bootstrap", expiresAt: nil)
         return plaintext
+    }
+}
+
+extension IdentityService {
+    /// Forgets every remembered key verification: called after a key is revoked or a user is
+    /// disabled or changes role, so the change applies to the very next request.
+    public func forgetVerifiedKeys() {
+        verifiedKeys.removeAll()
     }
 }

@@ -105,7 +105,8 @@ struct IntrospectionClientTests {
             #expect(principal.role == .user)
             #expect(principal.keyID == record.id)
             #expect(principal.allowedDeployments == ["chat"])
-            try await test.server.store.repositories.keys.revokeKey(id: record.id, at: Date())
+            // Revoked through the API: the control role forgets its remembered verification at once.
+            #expect(try await LiveAPI(key: test.adminKey).send("DELETE", "\(base)/api/v1/keys/\(record.id)").status == 204)
             await #expect(throws: GantryError.self) { try await client.verify(bearer: key) }
             let wrongSecret = IntrospectionClient(controlURL: base, serviceSecret: "not-the-secret", httpClient: .shared)
             await #expect(throws: GantryError(.unavailable, "the control role answered 401 to introspection")) {
