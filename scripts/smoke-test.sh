@@ -104,6 +104,22 @@ cached=$(find "$DATA" -path '*/artifacts/ver_*/*.gguf' | head -n 1)
 # Read the page first: `curl | grep -q` fails under pipefail when grep stops reading early.
 metrics=$(curl -sf "$BASE/metrics") || fail "/metrics did not answer"
 grep -q 'gantry_http_requests_total{.*route="/v1/chat/completions"' <<<"$metrics" || fail "/metrics has no request counter"
+grep -q 'gantry_inference_tokens_total{model="smollm2",direction="completion"}' <<<"$metrics" \
+  || fail "/metrics has no token counter"
+
+# Limits and usage from the CLI: an admin issues bob a key allowed one request per minute.
+LIMITED=$(GANTRY_SERVER="$BASE" GANTRY_API_KEY="$ADMIN" "$GANTRY" keys create limited --user bob --rpm 1) \
+  || fail "gantry keys create --user --rpm"
+chat_body='{"model":"smollm2","messages":[{"role":"user","content":"Hi"}],"max_tokens":2}'
+first=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $LIMITED" -H 'Content-Type: application/json' \
+  "$BASE/v1/chat/completions" -d "$chat_body")
+second=$(curl -s -D "$DATA/limited.headers" -o "$DATA/limited.body" -w '%{http_code}' -H "Authorization: Bearer $LIMITED" \
+  -H 'Content-Type: application/json' "$BASE/v1/chat/completions" -d "$chat_body")
+[ "$first" = 200 ] && [ "$second" = 429 ] || fail "a 1-per-minute key answered $first then $second"
+grep -qi '^retry-after: [1-9]' "$DATA/limited.headers" || fail "the 429 has no retry-after"
+grep -q '"code":"rate_limit_exceeded"' "$DATA/limited.body" || fail "the 429 is not rate_limit_exceeded"
+usage=$(GANTRY_SERVER="$BASE" GANTRY_API_KEY="$ADMIN" "$GANTRY" usage --daily) || fail "gantry usage --daily"
+grep -q ' smollm2 ' <<<"$usage" || fail "gantry usage --daily does not show smollm2: $usage"
 
 # A rolling update from the CLI: new engine arguments are a new revision, rolled out while the
 # old instance serves; the CLI waits until it is done.
@@ -160,4 +176,4 @@ if alive "$ENGINE_PID"; then fail "llama-server ($ENGINE_PID) outlived gantry"; 
 if grep -q 'gk_' "$DATA/stderr"; then fail "an API key appeared in the logs"; fi
 # One grep, no pipe: under pipefail a `grep | grep -q` fails when the second stops reading early.
 grep -q '"msg":"request",.*"request_id"' "$DATA/stderr" || fail "access log lines carry no request_id"
-echo "smoke test passed: CLI login (device code and browser) and keys, model push with resume, deploy from the artifact cache, chat, stream, metrics, a rolling update from the CLI, engine adopted after gantry was killed, graceful shutdown with an in-flight stream, no orphaned engine, no key in logs"
+echo "smoke test passed: CLI login (device code and browser) and keys, model push with resume, deploy from the artifact cache, chat, stream, metrics, a per-key limit and usage from the CLI, a rolling update from the CLI, engine adopted after gantry was killed, graceful shutdown with an in-flight stream, no orphaned engine, no key in logs"

@@ -26,6 +26,13 @@ struct DeploymentSpecOptions: ParsableArguments {
     @Option(help: "Only these users may call it, comma-separated.") var users: String?
     @Option(help: "Requests per minute per API key.") var rpmPerKey: Int?
     @Option(help: "Tokens per minute per API key.") var tpmPerKey: Int?
+    @Option(help: "Concurrent requests per API key.") var concurrencyPerKey: Int?
+    @Option(help: "Requests per minute in total.") var rpm: Int?
+    @Option(help: "Tokens per minute in total.") var tpm: Int?
+    @Option(help: "Concurrent requests in total.") var concurrency: Int?
+    @Option(help: "Seconds to wait for an engine's first byte (default: the server's upstream timeout).")
+    var firstByteTimeout: Double?
+    @Option(help: "Seconds a stream may stay silent before it is ended with an error event.") var idleTimeout: Double?
     @Option(help: "Run this version as a canary beside the main one (update only).") var canaryVersion: String?
     @Option(help: "Percent of requests for the canary, 1-99; 0 removes it.") var canaryWeight: Int?
     @Option(help: "Canary replicas (default 1).") var canaryReplicas: Int?
@@ -55,8 +62,12 @@ struct DeploymentSpecOptions: ParsableArguments {
             access: auth != nil || users != nil
                 ? AccessPolicy(methods: methods, users: users.map(list))
                 : nil,
-            limits: rpmPerKey != nil || tpmPerKey != nil
-                ? FrequencyLimits(requestsPerMinutePerKey: rpmPerKey, tokensPerMinutePerKey: tpmPerKey) : nil,
+            limits: [rpmPerKey, tpmPerKey, concurrencyPerKey, rpm, tpm, concurrency].contains { $0 != nil }
+                ? FrequencyLimits(
+                    requestsPerMinutePerKey: rpmPerKey, tokensPerMinutePerKey: tpmPerKey, requestsPerMinute: rpm,
+                    tokensPerMinute: tpm, concurrentRequests: concurrency, concurrentRequestsPerKey: concurrencyPerKey) : nil,
+            timeouts: firstByteTimeout != nil || idleTimeout != nil
+                ? ServiceTimeouts(firstByteSeconds: firstByteTimeout, idleSeconds: idleTimeout) : nil,
             canary: canaryVersion != nil || canaryWeight != nil
                 ? .init(version: canaryVersion, weight: canaryWeight ?? 10, replicas: canaryReplicas) : nil)
     }

@@ -68,9 +68,9 @@ struct KeysCommand: AsyncParsableCommand {
         commandName: "keys", abstract: "List, create and revoke your API keys.",
         subcommands: [List.self, Create.self, Revoke.self])
 
+    /// GANTRY_SERVER and GANTRY_API_KEY when set, else the credential `gantry login` stored.
     static func client() throws -> APIClient {
-        let credentials = try CLICredentials.load()
-        return APIClient(server: credentials.server, apiKey: credentials.apiKey)
+        try APIClient.configured()
     }
 
     struct List: AsyncParsableCommand {
@@ -89,9 +89,26 @@ struct KeysCommand: AsyncParsableCommand {
         @Argument(help: "A name for the key.") var name: String
         @Option(help: "Days until the key expires.") var expiresDays: Int?
         @Option(help: "Comma-separated deployments the key may call (default: all).") var scope: String?
+        @Option(help: "Issue the key for this user (admins only).") var user: String?
+        @Option(help: "Requests per minute for this key, across all deployments.") var rpm: Int?
+        @Option(help: "Tokens per minute for this key, across all deployments.") var tpm: Int?
+        @Option(help: "Concurrent requests for this key.") var concurrency: Int?
+        @Option(help: "Tokens this key may use per quota period; then requests get insufficient_quota.")
+        var tokenQuota: Int?
+        @Option(help: "The quota's period: day or month (default month).") var quotaPeriod: String?
 
         func run() async throws {
             var body: [String: Any] = ["name": name]
+            if let user { body["user"] = user }
+            var limits: [String: Any] = [:]
+            for (field, value) in [
+                ("requests_per_minute", rpm), ("tokens_per_minute", tpm), ("concurrent_requests", concurrency),
+                ("token_quota", tokenQuota),
+            ] {
+                if let value { limits[field] = value }
+            }
+            if let quotaPeriod { limits["quota_period"] = quotaPeriod }
+            if !limits.isEmpty { body["limits"] = limits }
             if let expiresDays {
                 body["expires_at"] = Date().addingTimeInterval(TimeInterval(expiresDays) * 86400).formatted(.iso8601)
             }
