@@ -108,7 +108,7 @@ let package = Package(
             ],
             swiftSettings: sharedSwiftSettings),
         .target(
-            name: "GantryGateway", dependencies: ["GantryCore", "GantryHTTP", hummingbird, httpTypes, logging],
+            name: "GantryGateway", dependencies: ["GantryCore", "GantryHTTP", hummingbird, httpTypes, httpClient, logging],
             swiftSettings: sharedSwiftSettings),
         .target(
             name: "GantryOrchestrator",

@@ -6,7 +6,8 @@
 #   - llama.cpp's llama-server, built once into the cache by `gantry engines install llama-cpp`;
 #   - the demo model (SmolLM2-135M-Instruct GGUF), fetched and verified into the cache;
 #   - the official `openai` Python client from PyPI, which OpenAIClientTests runs against Gantry.
-# Then `swift test`, then an end-to-end smoke test of the real `gantry` binary.
+# Then `swift test`, then end-to-end tests of the real `gantry` binary: the all-in-one smoke test
+# and split roles (a control process behind two gateway processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -35,4 +36,7 @@ swift test --skip-build
 
 step "end-to-end smoke test of the gantry binary"
 bash scripts/smoke-test.sh "$GANTRY"
+
+step "split roles: two gateway processes in front of a control process"
+PG_URL="$PG_URL" bash scripts/split-roles-test.sh "$GANTRY"
 step "all tests passed"

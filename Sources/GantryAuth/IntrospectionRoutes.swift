@@ -87,27 +87,36 @@ public struct IntrospectionRoutes: Sendable {
 }
 
 /// A `CredentialVerifier` that asks a control-role process over HTTP, for a gateway that runs as
-/// its own process. Answers are not cached here: revocations take effect on the next request.
+/// its own process. Active answers are remembered for `cacheLifetime` (bounded, by the token's
+/// digest), so a revocation reaches the gateway within that time; inactive answers are not
+/// remembered, so a new key works at once.
 public struct IntrospectionClient: CredentialVerifier {
     let endpoint: String
     let serviceSecret: String
     let httpClient: HTTPClient
+    let remembered: VerifiedKeyCache
 
-    public init(controlURL: String, serviceSecret: String, httpClient: HTTPClient) {
+    public init(controlURL: String, serviceSecret: String, httpClient: HTTPClient, cacheLifetime: Duration = .zero) {
         self.endpoint = (controlURL.hasSuffix("/") ? String(controlURL.dropLast()) : controlURL) + "/auth/introspect"
         self.serviceSecret = serviceSecret
         self.httpClient = httpClient
+        self.remembered = VerifiedKeyCache(lifetime: cacheLifetime)
     }
 
     public func verify(bearer: String) async throws -> Principal {
+        let digest = RandomToken.sha256Hex(bearer)
+        let now = Date()
+        if let principal = remembered.principal(keyID: digest, secretHash: digest, now: now) { return principal }
         let answer = try await introspect(bearer)
         guard answer.active, let sub = answer.sub, let username = answer.username, let role = answer.gantryRole else {
             throw GantryError(.unauthorized, "invalid API key", code: "invalid_api_key")
         }
         let credential: Credential = answer.clientId.map { .apiKey(id: $0) } ?? .providerToken
-        return Principal(
+        let principal = Principal(
             userID: sub, userName: username, role: role, credential: credential, allowedDeployments: answer.gantryDeployments,
             keyLimits: answer.gantryLimits)
+        remembered.remember(principal, keyID: digest, secretHash: digest, keyExpiry: nil, now: now)
+        return principal
     }
 
     public func verify(sessionToken: String) async throws -> Principal {

@@ -83,6 +83,15 @@ public struct GantrySetting: Sendable, Hashable {
     public static let maxQueuedRequests = GantrySetting(
         key: "gateway.maxQueuedRequests", flag: "max-queued-requests", type: "integer >= 0", defaultDescription: "100",
         help: "Requests held per model while it has no ready instance; more get a 503 at once.", isSecret: false)
+    public static let role = GantrySetting(
+        key: "server.role", flag: "role", type: "all|control|gateway", defaultDescription: "all",
+        help: "What this process runs: everything, or a gateway (the /v1 data plane) in front of a control process.",
+        isSecret: false)
+    public static let controlURL = GantrySetting(
+        key: "gateway.controlUrl", flag: "control-url", type: "URL", defaultDescription: "none",
+        help:
+            "The control role a gateway proxies /api and /auth to, verifies keys with and follows routes from (required with --role gateway, with --introspection-secret).",
+        isSecret: false)
     public static let maxRequestBytes = GantrySetting(
         key: "gateway.maxRequestBytes", flag: "max-request-bytes", type: "integer bytes >= 1024",
         defaultDescription: "4194304", help: "Largest /v1 request body accepted.", isSecret: false)
@@ -205,7 +214,8 @@ public struct GantrySetting: Sendable, Hashable {
 
     public static let all: [GantrySetting] = [
         host, port, dataDir, databaseURL, cacheDir, llamaServer, engineThreads, engineStartupTimeout, vllmProgram,
-        sglangPython, tgiProgram, customEngineCommand, engineLogMaxBytes, maxRequestBytes, upstreamTimeout, queueTimeout,
+        sglangPython, tgiProgram, customEngineCommand, engineLogMaxBytes, role, controlURL, maxRequestBytes, upstreamTimeout,
+        queueTimeout,
         maxQueuedRequests, reconcileInterval, logLevel, publicURL, oidcIssuer, oidcClientID, oidcClientSecret, oidcScopes,
         oidcAdminClaim, oidcAdminValue, oidcAcceptAccessTokens, oidcAccessTokenAudience, oidcJWKSRefetch, sessionHours,
         introspectionSecret, maxFailedAuth, gpuSource, resourcePoll, objectStore, blobsDir, s3Endpoint, s3Region, s3Bucket,

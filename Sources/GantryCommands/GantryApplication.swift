@@ -142,7 +142,8 @@ public func buildApplication(
     router.add(
         middleware: AuthenticationMiddleware(
             verifier: identity,
-            limiter: FailedAuthenticationLimiter(maximumFailures: configuration.auth.maxFailedAttemptsPerMinute, window: 60)))
+            limiter: FailedAuthenticationLimiter(maximumFailures: configuration.auth.maxFailedAttemptsPerMinute, window: 60),
+            serviceCredential: configuration.auth.introspectionSecret))
     OperationsRoutes.add(
         to: router, registry: metrics, readiness: [ReadinessCheck(name: "store") { await store.ping() }])
     let usage = UsageRecorder(repository: repositories.usage, logger: logger)

@@ -26,7 +26,21 @@ public struct GantryConfiguration: Sendable {
         public var logMaxBytes: Int
     }
 
+    /// Which part of the platform this process runs.
+    public enum Role: String, Sendable {
+        /// Everything in one process (the default).
+        case all
+        /// Everything: the API, the orchestrator and engines, and `/v1` too; gateways put it behind them.
+        case control
+        /// Only the data plane: serves `/v1` itself, proxies everything else to the control role,
+        /// verifies keys by introspection and follows the route table from there.
+        case gateway
+    }
+
     public struct Gateway: Sendable {
+        public var role: Role
+        /// The control role's base URL (gateway role).
+        public var controlURL: String?
         public var maxRequestBytes: Int
         public var upstreamTimeout: Duration
         public var queueTimeout: Duration
@@ -118,7 +132,16 @@ public struct GantryConfiguration: Sendable {
             tgi: try values.string(.tgiProgram) ?? "text-generation-launcher",
             customCommand: try values.string(.customEngineCommand).flatMap { $0.isEmpty ? nil : $0 },
             logMaxBytes: try values.int(.engineLogMaxBytes, in: 4096...(1 << 40)) ?? (10 << 20))
+        let roleText = try values.string(.role) ?? "all"
+        guard let role = Role(rawValue: roleText) else {
+            throw ConfigurationError(setting: .role, problem: "'\(roleText)' is not one of all, control, gateway")
+        }
+        let controlURL = try values.string(.controlURL).flatMap { $0.isEmpty ? nil : $0 }
+        if role == .gateway, controlURL == nil {
+            throw ConfigurationError(setting: .controlURL, problem: "is required with --role gateway")
+        }
         gateway = Gateway(
+            role: role, controlURL: controlURL,
             maxRequestBytes: try values.int(.maxRequestBytes, in: 1024...(1 << 30)) ?? (4 << 20),
             upstreamTimeout: .seconds(try values.int(.upstreamTimeout, in: 1...86_400) ?? 600),
             queueTimeout: .seconds(try values.int(.queueTimeout, in: 1...86_400) ?? 120),

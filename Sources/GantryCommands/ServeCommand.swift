@@ -7,12 +7,18 @@ import Logging
 /// `gantry serve`: runs all services in one process until SIGTERM or SIGINT.
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "serve", abstract: "Run the platform (all services in one process).")
+        commandName: "serve",
+        abstract: "Run the platform: all services in one process, or with --role a control or gateway process.")
 
     @OptionGroup var options: ServerOptions
 
     func run() async throws {
         let configuration = try await options.configuration()
+        if configuration.gateway.role == .gateway {
+            let gateway = try await buildGatewayApplication(configuration: configuration, logger: Logger(label: "gantry"))
+            try await gateway.application.runService()
+            return
+        }
         let server = try await buildApplication(configuration: configuration, logger: Logger(label: "gantry"))
         if let key = server.bootstrapAdminKey { printBootstrapKey(key) }
         try await server.application.runService()

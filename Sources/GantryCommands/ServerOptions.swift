@@ -42,6 +42,10 @@ public struct ServerOptions: ParsableArguments {
     var queueTimeout: String?
     @Option(name: .customLong(GantrySetting.maxQueuedRequests.flag), help: ArgumentHelp(GantrySetting.maxQueuedRequests.helpText))
     var maxQueuedRequests: String?
+    @Option(name: .customLong(GantrySetting.role.flag), help: ArgumentHelp(GantrySetting.role.helpText))
+    var role: String?
+    @Option(name: .customLong(GantrySetting.controlURL.flag), help: ArgumentHelp(GantrySetting.controlURL.helpText))
+    var controlURL: String?
     @Option(name: .customLong(GantrySetting.maxRequestBytes.flag), help: ArgumentHelp(GantrySetting.maxRequestBytes.helpText))
     var maxRequestBytes: String?
     @Option(name: .customLong(GantrySetting.upstreamTimeout.flag), help: ArgumentHelp(GantrySetting.upstreamTimeout.helpText))
@@ -128,7 +132,7 @@ public struct ServerOptions: ParsableArguments {
             (.maxRequestBytes, maxRequestBytes), (.upstreamTimeout, upstreamTimeout),
             (.vllmProgram, vllmProgram), (.sglangPython, sglangPython), (.tgiProgram, tgiProgram),
             (.customEngineCommand, customEngineCommand), (.engineLogMaxBytes, engineLogMaxBytes), (.queueTimeout, queueTimeout),
-            (.maxQueuedRequests, maxQueuedRequests),
+            (.maxQueuedRequests, maxQueuedRequests), (.role, role), (.controlURL, controlURL),
             (.reconcileInterval, reconcileInterval), (.logLevel, logLevel), (.publicURL, publicURL), (.oidcIssuer, oidcIssuer),
             (.oidcClientID, oidcClientID), (.oidcClientSecret, oidcClientSecret), (.oidcScopes, oidcScopes),
             (.oidcAdminClaim, oidcAdminClaim), (.oidcAdminValue, oidcAdminValue),

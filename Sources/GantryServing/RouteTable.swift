@@ -49,6 +49,14 @@ public actor RouteTable: RoutePublisher {
         resumeWaiters(of: deployment, with: nil)
     }
 
+    /// Makes the table exactly `entries`: what a gateway in its own process receives from the
+    /// control role's route watch.
+    public func replaceAll(with entries: [RouteEntry]) {
+        let names = Set(entries.map(\.deployment))
+        for gone in self.entries.keys where !names.contains(gone) { withdraw(deployment: gone) }
+        for entry in entries { publish(entry) }
+    }
+
     public func takeLoad(deployment: String) -> DeploymentLoad {
         let current = deploymentInFlight[deployment, default: 0]
         let peak = max(peakInFlight[deployment, default: 0], current)

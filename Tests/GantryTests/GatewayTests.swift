@@ -1,8 +1,11 @@
+import AsyncHTTPClient
 import Foundation
 import GantryCore
+import GantryServing
 import GantryTestSupport
 import Hummingbird
 import HummingbirdTesting
+import Logging
 import Testing
 
 /// The HTTP surface through the real router: authentication, error formats, operations routes and
@@ -316,6 +319,46 @@ struct GatewayTests {
             let user = try await test.server.identity.ensureUser(name: "eve", role: .user)
             let (_, key) = try await test.server.identity.issueKey(userID: user.id, name: "k", expiresAt: nil)
             #expect(try await LiveAPI(key: key).send("GET", base + "/api/v1/routes").status == 403)
+        }
+    }
+}
+
+@Suite("Gateway role: route watch and service credential")
+struct GatewayRoleTests {
+    @Test("a gateway's route watch follows the control role's table; the service credential opens only the route watch")
+    func routeWatch() async throws {
+        let secret = "route-watch-secret-for-tests-0123456789"
+        let port = try FreePort.find()
+        try await TestServer.running(port: port, flags: [.introspectionSecret: secret]) { test, base in
+            let service = LiveAPI(key: secret)
+            #expect(try await service.send("GET", base + "/api/v1/routes").status == 200)
+            #expect(try await service.send("GET", base + "/api/v1/models").status == 401, "only the route watch")
+            #expect(try await LiveAPI(key: "wrong" + secret).send("GET", base + "/api/v1/routes").status == 401)
+
+            let gatewayTable = RouteTable()
+            let watcher = RouteWatcher(
+                controlURL: base, serviceSecret: secret, routes: gatewayTable, httpClient: .shared,
+                logger: Logger(label: "watch"), pollSeconds: 5)
+            let published = RouteEntry(
+                deployment: "chat", version: "2", contextLimit: 256, engine: "llama-cpp",
+                createdAt: Date(timeIntervalSince1970: 1_800_000_000),
+                targets: [RouteTarget(instanceID: "ins_a", endpoint: "http://127.0.0.1:9", canary: true)],
+                access: AccessPolicy(users: ["ann"]), limits: FrequencyLimits(tokensPerMinutePerKey: 100),
+                timeouts: ServiceTimeouts(firstByteSeconds: 2, idleSeconds: 3), canaryVersion: "3", canaryWeight: 10)
+            try await LocalTestServer.running(watcher, logger: Logger(label: "watch")) {
+                await test.server.routeTable.publish(published)
+                let deadline = ContinuousClock.now + .seconds(5)
+                while ContinuousClock.now < deadline, await gatewayTable.entry(for: "chat") == nil {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                #expect(await gatewayTable.entry(for: "chat") == published, "every field arrives, instance ids included")
+                await test.server.routeTable.withdraw(deployment: "chat")
+                let gone = ContinuousClock.now + .seconds(5)
+                while ContinuousClock.now < gone, await gatewayTable.entry(for: "chat") != nil {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                #expect(await gatewayTable.entry(for: "chat") == nil, "a withdrawn deployment leaves the gateway's table")
+            }
         }
     }
 }

@@ -1,0 +1,92 @@
+import AsyncHTTPClient
+import Foundation
+import GantryAuth
+import GantryCore
+import GantryGateway
+public import GantryHTTP
+public import GantryServing
+import GantryStore
+public import Hummingbird
+public import Logging
+import Prometheus
+
+/// A gateway process (`gantry serve --role gateway`): the `/v1` data plane alone, in front of a
+/// control process. It verifies keys by introspection (remembered for 5 s), follows the control
+/// role's route table with a long-poll watch, enforces limits and quotas, writes usage records to
+/// the shared database, and proxies every other path to the control role.
+public struct GantryGatewayServer: Sendable {
+    public var application: Application<RouterResponder<GantryRequestContext>>
+    public let routeTable: RouteTable
+    public let usage: UsageRecorder
+}
+
+public func buildGatewayApplication(
+    configuration: GantryConfiguration, logger: Logger, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) async throws -> GantryGatewayServer {
+    var logger = logger
+    logger.logLevel = configuration.logLevel
+    guard let controlURL = configuration.gateway.controlURL else {
+        throw ConfigurationError(setting: .controlURL, problem: "is required with --role gateway")
+    }
+    guard let serviceSecret = configuration.auth.introspectionSecret else {
+        throw ConfigurationError(
+            setting: .introspectionSecret, problem: "is required with --role gateway (the same as the control role's)")
+    }
+    // The control role owns the schema: a gateway opens the shared database without migrating it.
+    let store = try await SQLStore.open(configuration.database, logger: logger)
+    let repositories = store.repositories
+    let metrics = PrometheusCollectorRegistry()
+
+    var clientConfiguration = HTTPClient.Configuration()
+    clientConfiguration.timeout = .init(
+        connect: .seconds(2), read: .seconds(Int64(configuration.gateway.upstreamTimeout.components.seconds)))
+    clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
+    clientConfiguration.connectionPool.retryConnectionEstablishment = false
+    clientConfiguration.decompression = .disabled
+    let engineClients = EngineClients(configuration: clientConfiguration)
+    // The proxy relays the control role's answers as they are, redirects included.
+    var controlConfiguration = clientConfiguration
+    controlConfiguration.redirectConfiguration = .disallow
+    let controlClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: controlConfiguration)
+
+    let routeTable = RouteTable()
+    let usage = UsageRecorder(repository: repositories.usage, logger: logger)
+    let verifier = IntrospectionClient(
+        controlURL: controlURL, serviceSecret: serviceSecret, httpClient: controlClient, cacheLifetime: .seconds(5))
+
+    let router = Router(context: GantryRequestContext.self)
+    router.add(middleware: RequestIDMiddleware())
+    router.add(middleware: AccessLogMiddleware())
+    router.add(middleware: HTTPMetricsMiddleware(registry: metrics))
+    router.add(middleware: APIErrorMiddleware())
+    router.add(
+        middleware: ControlProxyMiddleware(
+            controlURL: controlURL, client: controlClient, maxBodyBytes: max(configuration.gateway.maxRequestBytes, 64 << 20)))
+    router.add(
+        middleware: AuthenticationMiddleware(
+            verifier: verifier,
+            limiter: FailedAuthenticationLimiter(maximumFailures: configuration.auth.maxFailedAttemptsPerMinute, window: 60)))
+    OperationsRoutes.add(to: router, registry: metrics, readiness: [ReadinessCheck(name: "store") { await store.ping() }])
+    InferenceRoutes(
+        routes: routeTable, clients: engineClients,
+        configuration: .init(
+            maxRequestBytes: configuration.gateway.maxRequestBytes, maxResponseBytes: 64 << 20,
+            upstreamTimeout: configuration.gateway.upstreamTimeout, queueTimeout: configuration.gateway.queueTimeout,
+            maxQueuedPerModel: configuration.gateway.maxQueuedRequests),
+        limiter: RateLimiter(), quotas: QuotaLedger(repository: repositories.usage), usage: usage,
+        metrics: GatewayMetrics(registry: metrics)
+    ).add(to: router)
+
+    let watcher = RouteWatcher(
+        controlURL: controlURL, serviceSecret: serviceSecret, routes: routeTable, httpClient: controlClient, logger: logger)
+    // Shut down in reverse: the server, the route watch, the usage records still waiting
+    // (written), the engines' clients, the store, the control role's client.
+    let application = Application(
+        router: router,
+        configuration: .init(
+            address: .hostname(configuration.http.host, port: configuration.http.port), serverName: "gantry-gateway"),
+        services: [HTTPClientService(client: controlClient), StoreService(store: store), engineClients, usage, watcher],
+        onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.http.port) },
+        logger: logger)
+    return GantryGatewayServer(application: application, routeTable: routeTable, usage: usage)
+}

@@ -1,0 +1,100 @@
+public import AsyncHTTPClient
+import Foundation
+public import GantryCore
+public import Logging
+import NIOCore
+public import ServiceLifecycle
+
+/// Keeps a gateway's route table equal to the control role's: long-polls
+/// `GET /api/v1/routes?after=<generation>` with the service credential, so a deploy, a scale or an
+/// instance that leaves rotation reaches the gateway as soon as it happens. While the control role
+/// cannot be reached the last table stays in use, and the watch retries every second.
+public struct RouteWatcher: Service {
+    let controlURL: String
+    let serviceSecret: String
+    let routes: RouteTable
+    let httpClient: HTTPClient
+    let logger: Logger
+    let pollSeconds: Int
+
+    public init(
+        controlURL: String, serviceSecret: String, routes: RouteTable, httpClient: HTTPClient, logger: Logger,
+        pollSeconds: Int = 30
+    ) {
+        self.controlURL = controlURL.hasSuffix("/") ? String(controlURL.dropLast()) : controlURL
+        self.serviceSecret = serviceSecret
+        self.routes = routes
+        self.httpClient = httpClient
+        self.logger = logger
+        self.pollSeconds = pollSeconds
+    }
+
+    struct Snapshot: Decodable {
+        var generation: UInt64
+        var data: [RouteEntry]
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            var generation: UInt64?
+            var failing = false
+            while !Task.isCancelled {
+                do {
+                    let snapshot = try await fetch(after: generation)
+                    // Also when nothing changed (a poll that timed out): publishing again returns
+                    // instances this gateway ejected to rotation, as the control role's probes
+                    // still find them healthy.
+                    await routes.replaceAll(with: snapshot.data)
+                    generation = snapshot.generation
+                    if failing {
+                        logger.info("route watch restored", metadata: ["generation": "\(snapshot.generation)"])
+                        failing = false
+                    }
+                } catch {
+                    if Task.isCancelled { return }
+                    if !failing {
+                        logger.warning("route watch failed; keeping the last routes", metadata: ["error": "\(error)"])
+                        failing = true
+                    }
+                    // A new control process starts its generations again: ask for everything.
+                    generation = nil
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            }
+        }
+    }
+
+    func fetch(after generation: UInt64?) async throws -> Snapshot {
+        var url = controlURL + "/api/v1/routes"
+        if let generation { url += "?after=\(generation)&timeout_seconds=\(pollSeconds)" }
+        var request = HTTPClientRequest(url: url)
+        request.headers.add(name: "authorization", value: "Bearer \(serviceSecret)")
+        let response = try await httpClient.execute(request, timeout: .seconds(Int64(pollSeconds + 10)))
+        let body = try await response.body.collect(upTo: 64 << 20)
+        guard response.status == .ok else {
+            throw GantryError(.unavailable, "the control role answered \(response.status.code) to the route watch")
+        }
+        return try Self.decoder.decode(Snapshot.self, from: Data(buffer: body))
+    }
+
+    /// Reads the snake_case the API writes back into the Swift names, where `_id` is `ID`
+    /// (`instance_id` → `instanceID`), which `.convertFromSnakeCase` would make `instanceId`.
+    static var decoder: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        decoder.keyDecodingStrategy = .custom { path in
+            let parts = (path.last?.stringValue ?? "").split(separator: "_").map(String.init)
+            var name = parts.first ?? ""
+            for part in parts.dropFirst() { name += part == "id" ? "ID" : part.prefix(1).uppercased() + part.dropFirst() }
+            return SnakeKey(stringValue: name)
+        }
+        return decoder
+    }
+
+    struct SnakeKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+}

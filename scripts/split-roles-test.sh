@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# End-to-end check of split roles with the real binary: one `gantry serve --role control` and two
+# `gantry serve --role gateway` processes sharing a PostgreSQL database. Everything goes through
+# the gateways: the admin registers and deploys the demo model through gateway 1 (proxied /api),
+# the deploy reaches both gateways' route tables, a user's key works through both, a limit set on
+# the deployment takes effect in both, a key revoked through gateway 2 stops working in both,
+# and both gateways' usage records reach the shared database. Needs PG_URL (a superuser URL),
+# GANTRY_TEST_LLAMA_SERVER and GANTRY_TEST_MODEL (scripts/test.sh sets them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+GANTRY=${1:-.build/debug/gantry}
+: "${PG_URL:?}" "${GANTRY_TEST_LLAMA_SERVER:?}" "${GANTRY_TEST_MODEL:?}"
+
+DATA=$(mktemp -d /tmp/gantry-split.XXXXXX)
+SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+DB="split_$$"
+psql -q "$PG_URL" -c "CREATE DATABASE $DB" >/dev/null
+DB_URL="${PG_URL/\/postgres\?/\/$DB?}"
+CONTROL_PORT=$(free_port)
+CONTROL="http://127.0.0.1:$CONTROL_PORT"
+PIDS=()
+fail() {
+  echo "split-roles test FAILED: $*" >&2
+  for log in "$DATA"/*.stderr; do echo "--- $log (last 15 lines)" >&2; tail -n 15 "$log" >&2 || true; done
+  exit 1
+}
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  pkill -9 -f "$DATA/control" 2>/dev/null || true
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
+
+wait_healthy() {
+  for _ in $(seq 1 150); do curl -sf "$1/healthz" >/dev/null && return 0; sleep 0.2; done
+  fail "$1 did not become healthy"
+}
+
+"$GANTRY" serve --role control --host 127.0.0.1 --port "$CONTROL_PORT" --data-dir "$DATA/control" \
+  --database-url "$DB_URL" --introspection-secret "$SECRET" --engine-threads 1 \
+  --llama-server "$GANTRY_TEST_LLAMA_SERVER" >"$DATA/control.stdout" 2>"$DATA/control.stderr" &
+CONTROL_PID=$!
+PIDS+=("$CONTROL_PID")
+wait_healthy "$CONTROL"
+ADMIN=$(grep -o 'gk_[A-Za-z0-9_-]*' "$DATA/control.stdout" | head -n 1 || true)
+[ -n "$ADMIN" ] || fail "no bootstrap admin key printed"
+
+GATEWAYS=()
+for name in g1 g2; do
+  port=$(free_port)
+  "$GANTRY" serve --role gateway --host 127.0.0.1 --port "$port" --data-dir "$DATA/$name" \
+    --database-url "$DB_URL" --introspection-secret "$SECRET" --control-url "$CONTROL" \
+    >"$DATA/$name.stdout" 2>"$DATA/$name.stderr" &
+  PIDS+=("$!")
+  GATEWAYS+=("http://127.0.0.1:$port")
+done
+G1=${GATEWAYS[0]}
+G2=${GATEWAYS[1]}
+wait_healthy "$G1"
+wait_healthy "$G2"
+grep -q 'gk_' "$DATA/g1.stdout" && fail "a gateway printed an admin key"
+
+api() { # api GATEWAY KEY METHOD PATH [JSON] -> body; fails on a status >= 400
+  local body
+  body=$(curl -sS -f -X "$3" "$1$4" -H "Authorization: Bearer $2" -H 'Content-Type: application/json' ${5:+-d "$5"}) \
+    || fail "$3 $4 through $1 failed"
+  printf '%s' "$body"
+}
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+status() { # status GATEWAY KEY BODY -> HTTP status of a chat completion
+  curl -s -o /dev/null -w '%{http_code}' "$1/v1/chat/completions" -H "Authorization: Bearer $2" \
+    -H 'Content-Type: application/json' -d "$3"
+}
+CHAT='{"model":"chat","messages":[{"role":"user","content":"Hi"}],"max_tokens":2}'
+
+# The admin works through gateway 1: every /api call is proxied to the control role.
+api "$G1" "$ADMIN" POST /api/v1/models '{"name":"smollm2","task":"chat"}' >/dev/null
+api "$G1" "$ADMIN" POST /api/v1/models/smollm2/versions \
+  "{\"format\":\"gguf\",\"context_limit\":1024,\"artifact_uri\":\"file://$GANTRY_TEST_MODEL\"}" >/dev/null
+api "$G1" "$ADMIN" POST /api/v1/deployments '{"name":"chat","model":"smollm2"}' >/dev/null
+for _ in $(seq 1 300); do
+  state=$(api "$G2" "$ADMIN" GET /api/v1/deployments/chat | json 'd["status"]')
+  [ "$state" = ready ] && break
+  sleep 0.2
+done
+[ "$state" = ready ] || fail "the deployment never became ready (last status: $state)"
+ready_at=$(date +%s.%N)
+
+api "$G1" "$ADMIN" POST /api/v1/users '{"name":"ann"}' >/dev/null
+KEY=$(api "$G2" "$ADMIN" POST /api/v1/keys '{"name":"ann-key","user":"ann"}' | json 'd["key"]')
+KEY_ID=$(api "$G2" "$ADMIN" GET "/api/v1/keys?all=true" | json '[k["id"] for k in d["data"] if k["name"]=="ann-key"][0]')
+
+# The deploy reached both gateways' route tables (the route watch), and the key works in both.
+for gateway in "$G1" "$G2"; do
+  for _ in $(seq 1 50); do [ "$(status "$gateway" "$KEY" "$CHAT")" = 200 ] && break; sleep 0.1; done
+  [ "$(status "$gateway" "$KEY" "$CHAT")" = 200 ] || fail "chat through $gateway did not answer 200"
+  models=$(api "$gateway" "$KEY" GET /v1/models | json '[m["id"] for m in d["data"]]')
+  [ "$models" = "['chat']" ] || fail "/v1/models through $gateway: $models"
+done
+echo "deploy reached both gateways within $(python3 -c "print(round($(date +%s.%N) - $ready_at, 2))") s of ready"
+
+# A limit set on the deployment (through gateway 2) reaches both gateways with the routes: one
+# request per minute per key. Each gateway enforces it on the requests it serves.
+api "$G2" "$ADMIN" PATCH /api/v1/deployments/chat '{"limits":{"requests_per_minute_per_key":1}}' >/dev/null
+for gateway in "$G1" "$G2"; do
+  seen=""
+  for _ in $(seq 1 50); do
+    first=$(status "$gateway" "$KEY" "$CHAT")
+    second=$(status "$gateway" "$KEY" "$CHAT")
+    seen="$seen $first/$second"
+    [ "$second" = 429 ] && break
+    sleep 0.1
+  done
+  [ "$second" = 429 ] || fail "the per-key limit did not take effect through $gateway ($seen)"
+  headers=$(curl -s -D - -o /dev/null "$gateway/v1/chat/completions" -H "Authorization: Bearer $KEY" \
+    -H 'Content-Type: application/json' -d "$CHAT")
+  grep -qi '^x-ratelimit-limit-requests: 1' <<<"$headers" || fail "no x-ratelimit headers through $gateway"
+done
+echo "a limit set through gateway 2 took effect in both gateways"
+
+# Revoked through gateway 2 (proxied to the control role): both gateways refuse the key once their
+# remembered verification (5 s) runs out.
+api "$G2" "$ADMIN" DELETE "/api/v1/keys/$KEY_ID" >/dev/null
+revoked_at=$(date +%s.%N)
+for gateway in "$G1" "$G2"; do
+  code=""
+  for _ in $(seq 1 100); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$gateway/v1/models" -H "Authorization: Bearer $KEY")
+    [ "$code" = 401 ] && break
+    sleep 0.1
+  done
+  [ "$code" = 401 ] || fail "the revoked key still works through $gateway ($code)"
+done
+echo "revocation reached both gateways within $(python3 -c "print(round($(date +%s.%N) - $revoked_at, 2))") s"
+
+# Both gateways wrote usage records to the shared database (flushed every second).
+sleep 1.5
+records=$(api "$G1" "$ADMIN" GET "/api/v1/usage?limit=1000" | json 'len([r for r in d["data"] if r["status"] == 200])')
+[ "$records" -ge 4 ] || fail "only $records successful requests are in the shared usage records"
+
+# SIGTERM: the gateways flush and stop; the control role stops its engine.
+for pid in "${PIDS[@]}"; do kill -TERM "$pid"; done
+for pid in "${PIDS[@]}"; do wait "$pid" || fail "process $pid did not exit cleanly after SIGTERM"; done
+PIDS=()
+pgrep -f "$DATA/control" >/dev/null && fail "an engine outlived the control role"
+psql -q "$PG_URL" -c "DROP DATABASE $DB" >/dev/null || true
+echo "split-roles test passed: deploy, limit and revocation through two gateway processes in front of one control process"
