@@ -17,8 +17,17 @@ public enum RandomToken {
     }
 
     /// Hex SHA-256, the form in which secrets are stored.
+    /// Lower-case hex of the SHA-256 digest; on every key check, so built from a table rather
+    /// than 32 `String(format:)` calls.
     static func sha256Hex(_ text: String) -> String {
-        SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+        let digits = Array("0123456789abcdef".utf8)
+        var hex: [UInt8] = []
+        hex.reserveCapacity(64)
+        for byte in SHA256.hash(data: Array(text.utf8)) {
+            hex.append(digits[Int(byte >> 4)])
+            hex.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: hex, as: UTF8.self)
     }
 
     /// PKCE S256 (RFC 7636): the challenge sent to the provider for a verifier kept here.

@@ -89,7 +89,11 @@ public func buildApplication(
     let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
     // Engines get clients of their own: a model service with its own idle timeout needs its own
     // client (see EngineClients).
-    let engineClients = EngineClients(configuration: clientConfiguration)
+    // One connection per request in flight (HTTP/1.1): the pool must hold as many as streams a
+    // gateway keeps open (bench/gateway.sh holds 1,000; 256 made the rest fail).
+    var engineConfiguration = clientConfiguration
+    engineConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 4096
+    let engineClients = EngineClients(configuration: engineConfiguration)
 
     let oidc = configuration.auth.oidc.map { OIDCClient(settings: $0, httpClient: httpClient, logger: logger) }
     let identity = IdentityService(repositories: repositories, logger: logger, providerTokens: oidc)

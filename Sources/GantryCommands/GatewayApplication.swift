@@ -43,7 +43,11 @@ public func buildGatewayApplication(
     clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
     clientConfiguration.connectionPool.retryConnectionEstablishment = false
     clientConfiguration.decompression = .disabled
-    let engineClients = EngineClients(configuration: clientConfiguration)
+    // One connection per request in flight (HTTP/1.1): the pool must hold as many as streams a
+    // gateway keeps open (bench/gateway.sh holds 1,000; 256 made the rest fail).
+    var engineConfiguration = clientConfiguration
+    engineConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 4096
+    let engineClients = EngineClients(configuration: engineConfiguration)
     // The proxy relays the control role's answers as they are, redirects included.
     var controlConfiguration = clientConfiguration
     controlConfiguration.redirectConfiguration = .disallow

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 public import Hummingbird
 public import Prometheus
+import Synchronization
 
 /// Counts requests and records their latency by route template and status.
 ///
@@ -9,6 +10,12 @@ public import Prometheus
 /// raw path, and unmatched paths share one label.
 public struct HTTPMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
     let registry: PrometheusCollectorRegistry
+    /// Each label set's counter and histogram, looked up in the registry once.
+    let handles = HandleCache()
+
+    final class HandleCache: Sendable {
+        let entries = Mutex<[String: (Counter, DurationHistogram)]>([:])
+    }
 
     static var buckets: [Duration] {
         [
@@ -37,17 +44,27 @@ public struct HTTPMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     private func record(method: String, route: String, status: HTTPResponse.Status, duration: Duration) {
-        let labels = [("method", method), ("route", route), ("status", String(status.code))]
-        registry.makeCounter(
-            descriptor: .init(
-                namespace: "gantry", metricName: "http_requests", unitName: "total", helpText: "HTTP requests served"),
-            labels: labels
-        ).increment()
-        registry.makeDurationHistogram(
-            descriptor: .init(
-                namespace: "gantry", metricName: "http_request_duration", unitName: "seconds",
-                helpText: "Time from request head to the last byte of the response"),
-            labels: labels, buckets: Self.buckets
-        ).record(duration)
+        let key = "\(method) \(status.code) \(route)"
+        let (counter, histogram) =
+            handles.entries.withLock { $0[key] }
+            ?? {
+                let labels = [("method", method), ("route", route), ("status", String(status.code))]
+                let made = (
+                    registry.makeCounter(
+                        descriptor: .init(
+                            namespace: "gantry", metricName: "http_requests", unitName: "total",
+                            helpText: "HTTP requests served"),
+                        labels: labels),
+                    registry.makeDurationHistogram(
+                        descriptor: .init(
+                            namespace: "gantry", metricName: "http_request_duration", unitName: "seconds",
+                            helpText: "Time from request head to the last byte of the response"),
+                        labels: labels, buckets: Self.buckets)
+                )
+                handles.entries.withLock { $0[key] = made }
+                return made
+            }()
+        counter.increment()
+        histogram.record(duration)
     }
 }

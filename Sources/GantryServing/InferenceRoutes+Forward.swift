@@ -161,6 +161,12 @@ extension InferenceRoutes {
                 response = try await client.execute(upstream, timeout: .init(firstByteTimeout))
                 lease = current
                 break
+            } catch let error as HTTPClientError where error == .getConnectionFromPoolTimeout {
+                // Every connection the gateway may open to this engine is busy: the engine is not
+                // at fault, and the request never reached it.
+                current.end()
+                throw GantryError(
+                    .unavailable, "the model's engines are busy; retry shortly", code: "engine_overloaded", retryAfter: 1)
             } catch {
                 current.end()
                 // Any transport failure is a passive health report (a killed engine's pooled

@@ -93,30 +93,33 @@ public struct RateLimitRejection: Error, Sendable {
 /// Requests admitted into some scopes; settled to the tokens actually used, and released when the
 /// request ends.
 public struct RateLimitAdmission: Sendable {
-    let reservation: RateLimiter.Reservation?
+    /// The second (since the limiter started) whose bucket holds the reservation.
+    let second: Int64
+    let tokens: Int
     let scopeIDs: [String]
     let concurrencyScopeIDs: [String]
     public let status: RateLimitStatus
 }
 
-/// Exact requests-per-minute, tokens-per-minute and concurrency limits over sliding 60-second
-/// windows. Tokens are reserved at admission (the prompt's upper bound plus the most the
-/// completion may use) and settled to the real usage when the request ends; a request is admitted
-/// only if every scope's window still has room for its whole reservation, so what is admitted
-/// never exceeds a limit, however many requests arrive at once (the actor serialises admission).
+/// Requests-per-minute, tokens-per-minute and concurrency limits over sliding 60-second windows,
+/// never exceeded however many requests arrive at once (the actor serialises admission).
+///
+/// Tokens are reserved at admission (the prompt's upper bound plus the most the completion may
+/// use) and settled to the real usage when the request ends; a request is admitted only if every
+/// scope's window still has room for its whole reservation. A window is 61 one-second buckets:
+/// the oldest bucket counts whole until all of it is older than 60 s, so a request may be refused
+/// up to a second early but what is admitted in any 60 s never exceeds a limit, and memory per
+/// scope stays bounded at any request rate.
 public actor RateLimiter {
-    final class Reservation: Sendable {
-        let time: ContinuousClock.Instant
-        nonisolated(unsafe) var tokens: Int
-
-        init(time: ContinuousClock.Instant, tokens: Int) {
-            self.time = time
-            self.tokens = tokens
-        }
+    struct Bucket {
+        let second: Int64
+        var requests: Int
+        var tokens: Int
     }
 
     struct Window {
-        var entries = FIFO<Reservation>()
+        var buckets = FIFO<Bucket>()
+        var requests = 0
         var tokens = 0
         var inFlight = 0
     }
@@ -124,13 +127,22 @@ public actor RateLimiter {
     static let window: Duration = .seconds(60)
     private var windows: [String: Window] = [:]
     private let clock = ContinuousClock()
+    private let origin: ContinuousClock.Instant
 
-    public init() {}
+    public init() {
+        origin = clock.now
+    }
+
+    private func second(of instant: ContinuousClock.Instant) -> Int64 { (instant - origin).components.seconds }
+
+    /// When the bucket of `second` stops counting: once all of it is more than 60 s old.
+    private func expiry(of second: Int64) -> ContinuousClock.Instant { origin + .seconds(second + 61) }
 
     /// Admits a request reserving `tokens` in every scope, or says why not and when to retry.
     public func admit(_ scopes: [LimitScope], tokens: Int) -> Result<RateLimitAdmission, RateLimitRejection> {
         let now = clock.now
-        for scope in scopes { prune(scope.id, now: now) }
+        let current = second(of: now)
+        for scope in scopes { prune(scope.id, now: current) }
         var status = RateLimitStatus()
         for scope in scopes {
             let window = windows[scope.id] ?? Window()
@@ -140,8 +152,8 @@ public actor RateLimiter {
                         message: "Rate limit reached for \(scope.kind): \(limit) concurrent requests. Retry when one finishes.",
                         retryAfter: .seconds(1), status: status, scopeKind: scope.kind))
             }
-            if let limit = scope.requestsPerMinute, window.entries.count >= limit {
-                let wait = window.entries.first!.time + Self.window - now
+            if let limit = scope.requestsPerMinute, window.requests >= limit {
+                let wait = timeUntilFree(window, needed: window.requests + 1 - limit, now: now) { $0.requests }
                 var rejected = status
                 rejected.limitRequests = limit
                 rejected.remainingRequests = 0
@@ -160,7 +172,7 @@ public actor RateLimiter {
                             retryAfter: Self.window, status: status, scopeKind: scope.kind))
                 }
                 if window.tokens + tokens > limit {
-                    let wait = timeUntilFree(window, needed: window.tokens + tokens - limit, now: now)
+                    let wait = timeUntilFree(window, needed: window.tokens + tokens - limit, now: now) { $0.tokens }
                     var rejected = status
                     rejected.limitTokens = limit
                     rejected.remainingTokens = max(0, limit - window.tokens)
@@ -172,51 +184,61 @@ public actor RateLimiter {
                             retryAfter: wait, status: rejected, scopeKind: scope.kind))
                 }
             }
-            status.tighten(with: scope, window: window, adding: tokens, now: now)
+            status.tighten(with: scope, window: window, adding: tokens, reset: resetTime(window, now: now))
         }
         let windowed = scopes.filter { $0.requestsPerMinute != nil || $0.tokensPerMinute != nil }.map(\.id)
         let concurrent = scopes.filter { $0.concurrentRequests != nil }.map(\.id)
-        let reservation = windowed.isEmpty ? nil : Reservation(time: now, tokens: tokens)
         for id in windowed {
-            windows[id, default: Window()].entries.append(reservation!)
-            windows[id, default: Window()].tokens += tokens
+            var window = windows[id] ?? Window()
+            if var last = window.buckets.last, last.second == current {
+                last.requests += 1
+                last.tokens += tokens
+                window.buckets.replaceLast(with: last)
+            } else {
+                window.buckets.append(Bucket(second: current, requests: 1, tokens: tokens))
+            }
+            window.requests += 1
+            window.tokens += tokens
+            windows[id] = window
         }
         for id in concurrent { windows[id, default: Window()].inFlight += 1 }
         return .success(
-            RateLimitAdmission(reservation: reservation, scopeIDs: windowed, concurrencyScopeIDs: concurrent, status: status))
+            RateLimitAdmission(
+                second: current, tokens: tokens, scopeIDs: windowed, concurrencyScopeIDs: concurrent, status: status))
     }
 
     /// Replaces the reservation with the tokens the request really used (which may be fewer, or,
     /// when the engine ignored `max_tokens`, more) and ends its concurrency slot.
     public func settle(_ admission: RateLimitAdmission, tokens: Int) {
         for id in admission.concurrencyScopeIDs { windows[id]?.inFlight -= 1 }
-        if let reservation = admission.reservation {
-            let now = clock.now
-            for id in admission.scopeIDs { prune(id, now: now) }
-            // Every scope uses the same window, so after pruning the reservation is either still
-            // counted in all of them or in none.
-            if reservation.time + Self.window > now {
-                let delta = tokens - reservation.tokens
-                for id in admission.scopeIDs { windows[id]?.tokens += delta }
-            }
-            reservation.tokens = tokens
+        let current = second(of: clock.now)
+        let delta = tokens - admission.tokens
+        for id in admission.scopeIDs {
+            prune(id, now: current)
+            // Every scope prunes by the same rule, so the reservation's bucket is either still in
+            // all of them or in none.
+            guard delta != 0, var window = windows[id],
+                window.buckets.update(where: { $0.second == admission.second }, { $0.tokens += delta })
+            else { continue }
+            window.tokens += delta
+            windows[id] = window
         }
         for id in admission.scopeIDs + admission.concurrencyScopeIDs { dropIfIdle(id) }
     }
 
     /// Tokens admitted into a scope's current window, for tests and metrics.
     public func tokensInWindow(_ scopeID: String) -> Int {
-        prune(scopeID, now: clock.now)
+        prune(scopeID, now: second(of: clock.now))
         return windows[scopeID]?.tokens ?? 0
     }
 
-    private func prune(_ id: String, now: ContinuousClock.Instant) {
+    private func prune(_ id: String, now current: Int64) {
         guard var window = windows[id] else { return }
-        let cutoff = now - Self.window
         var changed = false
-        while let first = window.entries.first, first.time <= cutoff {
+        while let first = window.buckets.first, first.second < current - 60 {
+            window.requests -= first.requests
             window.tokens -= first.tokens
-            window.entries.removeFirst()
+            window.buckets.removeFirst()
             changed = true
         }
         if changed { windows[id] = window }
@@ -224,15 +246,21 @@ public actor RateLimiter {
     }
 
     private func dropIfIdle(_ id: String) {
-        if let window = windows[id], window.entries.isEmpty, window.inFlight == 0 { windows[id] = nil }
+        if let window = windows[id], window.buckets.isEmpty, window.inFlight == 0 { windows[id] = nil }
     }
 
-    /// How long until enough of the oldest reservations leave the window to free `needed` tokens.
-    private func timeUntilFree(_ window: Window, needed: Int, now: ContinuousClock.Instant) -> Duration {
+    private func resetTime(_ window: Window, now: ContinuousClock.Instant) -> Duration {
+        window.buckets.first.map { expiry(of: $0.second) - now } ?? Self.window
+    }
+
+    /// How long until enough of the oldest buckets leave the window to free `needed` requests or tokens.
+    private func timeUntilFree(
+        _ window: Window, needed: Int, now: ContinuousClock.Instant, _ amount: (Bucket) -> Int
+    ) -> Duration {
         var freed = 0
-        for entry in window.entries {
-            freed += entry.tokens
-            if freed >= needed { return max(.milliseconds(1), entry.time + Self.window - now) }
+        for bucket in window.buckets {
+            freed += amount(bucket)
+            if freed >= needed { return max(.milliseconds(1), expiry(of: bucket.second) - now) }
         }
         return Self.window
     }
@@ -240,10 +268,9 @@ public actor RateLimiter {
 
 extension RateLimitStatus {
     /// Keeps, per kind of limit, the scope with the least room left after this request.
-    mutating func tighten(with scope: LimitScope, window: RateLimiter.Window, adding tokens: Int, now: ContinuousClock.Instant) {
-        let reset = window.entries.first.map { $0.time + RateLimiter.window - now } ?? RateLimiter.window
+    mutating func tighten(with scope: LimitScope, window: RateLimiter.Window, adding tokens: Int, reset: Duration) {
         if let limit = scope.requestsPerMinute {
-            let remaining = limit - window.entries.count - 1
+            let remaining = limit - window.requests - 1
             if remainingRequests.map({ remaining < $0 }) ?? true {
                 limitRequests = limit
                 remainingRequests = remaining
@@ -270,6 +297,16 @@ struct FIFO<Element>: Sequence {
     var count: Int { storage.count - head }
     var isEmpty: Bool { head == storage.count }
     var first: Element? { isEmpty ? nil : storage[head] }
+    var last: Element? { isEmpty ? nil : storage[storage.count - 1] }
+
+    mutating func replaceLast(with element: Element) { storage[storage.count - 1] = element }
+
+    /// Changes the first element matching `predicate`; false when there is none.
+    mutating func update(where predicate: (Element) -> Bool, _ change: (inout Element) -> Void) -> Bool {
+        guard let index = storage[head...].firstIndex(where: predicate) else { return false }
+        change(&storage[index])
+        return true
+    }
 
     mutating func append(_ element: Element) { storage.append(element) }
 
