@@ -76,24 +76,9 @@ public func buildApplication(
         throw error
     }
 
-    var clientConfiguration = HTTPClient.Configuration()
-    clientConfiguration.timeout = .init(
-        connect: .seconds(2), read: .seconds(Int64(configuration.gateway.upstreamTimeout.components.seconds)))
-    clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
-    // A refused connection fails at once instead of being retried until the connect timeout:
-    // a dead engine must be reported to the orchestrator (and the request tried on another
-    // instance) now, not two seconds later. Measured: failover after kill -9 went from 2.3 s to
-    // well under one.
-    clientConfiguration.connectionPool.retryConnectionEstablishment = false
-    clientConfiguration.decompression = .disabled
+    let clientConfiguration = configuration.gateway.httpClientConfiguration
     let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
-    // Engines get clients of their own: a model service with its own idle timeout needs its own
-    // client (see EngineClients).
-    // One connection per request in flight (HTTP/1.1): the pool must hold as many as streams a
-    // gateway keeps open (bench/gateway.sh holds 1,000; 256 made the rest fail).
-    var engineConfiguration = clientConfiguration
-    engineConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 4096
-    let engineClients = EngineClients(configuration: engineConfiguration)
+    let engineClients = EngineClients(configuration: configuration.gateway.engineClientConfiguration)
 
     let oidc = configuration.auth.oidc.map { OIDCClient(settings: $0, httpClient: httpClient, logger: logger) }
     let identity = IdentityService(repositories: repositories, logger: logger, providerTokens: oidc)
@@ -152,14 +137,9 @@ public func buildApplication(
         to: router, registry: metrics, readiness: [ReadinessCheck(name: "store") { await store.ping() }])
     let usage = UsageRecorder(repository: repositories.usage, logger: logger)
     let limiter = RateLimiter()
-    InferenceRoutes(
-        routes: routeTable, clients: engineClients,
-        configuration: .init(
-            maxRequestBytes: configuration.gateway.maxRequestBytes, maxResponseBytes: 64 << 20,
-            upstreamTimeout: configuration.gateway.upstreamTimeout, queueTimeout: configuration.gateway.queueTimeout,
-            maxQueuedPerModel: configuration.gateway.maxQueuedRequests),
-        limiter: limiter, quotas: QuotaLedger(repository: repositories.usage), usage: usage,
-        metrics: GatewayMetrics(registry: metrics)
+    configuration.gateway.inferenceRoutes(
+        routes: routeTable, clients: engineClients, limiter: limiter, usage: usage, usageRepository: repositories.usage,
+        metrics: metrics
     ).add(to: router)
     UsageRoutes(repository: repositories.usage, recorder: usage).add(to: router)
     RegistryRoutes(registry: registry).add(to: router)
@@ -188,4 +168,44 @@ public func buildApplication(
         identity: identity, login: login, registry: registry, objects: objects, deployments: deployments, metrics: metrics,
         allocations: allocations, usage: usage, limiter: limiter,
         bootstrapAdminKey: bootstrapKey)
+}
+
+extension GantryConfiguration.Gateway {
+    /// The HTTP client settings for engines and the control role.
+    var httpClientConfiguration: HTTPClient.Configuration {
+        var client = HTTPClient.Configuration()
+        client.timeout = .init(connect: .seconds(2), read: .seconds(Int64(upstreamTimeout.components.seconds)))
+        client.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
+        // A refused connection fails at once instead of being retried until the connect timeout:
+        // a dead engine must be reported to the orchestrator (and the request tried on another
+        // instance) now, not two seconds later. Measured: failover after kill -9 went from 2.3 s to
+        // well under one.
+        client.connectionPool.retryConnectionEstablishment = false
+        client.decompression = .disabled
+        return client
+    }
+
+    /// Engines get clients of their own (a model service with its own idle timeout needs its own
+    /// client: see EngineClients), with one connection per request in flight (HTTP/1.1): the pool
+    /// must hold as many as the streams a gateway keeps open (bench/gateway.sh holds 1,000; 256 made
+    /// the rest fail).
+    var engineClientConfiguration: HTTPClient.Configuration {
+        var client = httpClientConfiguration
+        client.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 4096
+        return client
+    }
+
+    /// The `/v1` routes with these settings, for the all-in-one server and gateway processes alike.
+    func inferenceRoutes(
+        routes: RouteTable, clients: EngineClients, limiter: RateLimiter, usage: UsageRecorder,
+        usageRepository: any UsageRepository, metrics: PrometheusCollectorRegistry
+    ) -> InferenceRoutes {
+        InferenceRoutes(
+            routes: routes, clients: clients,
+            configuration: .init(
+                maxRequestBytes: maxRequestBytes, maxResponseBytes: 64 << 20, upstreamTimeout: upstreamTimeout,
+                queueTimeout: queueTimeout, maxQueuedPerModel: maxQueuedRequests),
+            limiter: limiter, quotas: QuotaLedger(repository: usageRepository), usage: usage,
+            metrics: GatewayMetrics(registry: metrics))
+    }
 }

@@ -37,19 +37,9 @@ public func buildGatewayApplication(
     let repositories = store.repositories
     let metrics = PrometheusCollectorRegistry()
 
-    var clientConfiguration = HTTPClient.Configuration()
-    clientConfiguration.timeout = .init(
-        connect: .seconds(2), read: .seconds(Int64(configuration.gateway.upstreamTimeout.components.seconds)))
-    clientConfiguration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
-    clientConfiguration.connectionPool.retryConnectionEstablishment = false
-    clientConfiguration.decompression = .disabled
-    // One connection per request in flight (HTTP/1.1): the pool must hold as many as streams a
-    // gateway keeps open (bench/gateway.sh holds 1,000; 256 made the rest fail).
-    var engineConfiguration = clientConfiguration
-    engineConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 4096
-    let engineClients = EngineClients(configuration: engineConfiguration)
+    let engineClients = EngineClients(configuration: configuration.gateway.engineClientConfiguration)
     // The proxy relays the control role's answers as they are, redirects included.
-    var controlConfiguration = clientConfiguration
+    var controlConfiguration = configuration.gateway.httpClientConfiguration
     controlConfiguration.redirectConfiguration = .disallow
     let controlClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: controlConfiguration)
 
@@ -71,14 +61,9 @@ public func buildGatewayApplication(
             verifier: verifier,
             limiter: FailedAuthenticationLimiter(maximumFailures: configuration.auth.maxFailedAttemptsPerMinute, window: 60)))
     OperationsRoutes.add(to: router, registry: metrics, readiness: [ReadinessCheck(name: "store") { await store.ping() }])
-    InferenceRoutes(
-        routes: routeTable, clients: engineClients,
-        configuration: .init(
-            maxRequestBytes: configuration.gateway.maxRequestBytes, maxResponseBytes: 64 << 20,
-            upstreamTimeout: configuration.gateway.upstreamTimeout, queueTimeout: configuration.gateway.queueTimeout,
-            maxQueuedPerModel: configuration.gateway.maxQueuedRequests),
-        limiter: RateLimiter(), quotas: QuotaLedger(repository: repositories.usage), usage: usage,
-        metrics: GatewayMetrics(registry: metrics)
+    configuration.gateway.inferenceRoutes(
+        routes: routeTable, clients: engineClients, limiter: RateLimiter(), usage: usage,
+        usageRepository: repositories.usage, metrics: metrics
     ).add(to: router)
 
     let watcher = RouteWatcher(
