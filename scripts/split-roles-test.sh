@@ -3,8 +3,9 @@
 # `gantry serve --role gateway` processes sharing a PostgreSQL database. Everything goes through
 # the gateways: the admin registers and deploys the demo model through gateway 1 (proxied /api),
 # the deploy reaches both gateways' route tables, a user's key works through both, a limit set on
-# the deployment takes effect in both, a key revoked through gateway 2 stops working in both,
-# and both gateways' usage records reach the shared database. Needs PG_URL (a superuser URL),
+# the deployment takes effect in both, a service scaled to zero is woken by a request through a
+# gateway (its report reaches the control role), a key revoked through gateway 2 stops working in
+# both, and both gateways' usage records reach the shared database. Needs PG_URL (a superuser URL),
 # GANTRY_TEST_LLAMA_SERVER and GANTRY_TEST_MODEL (scripts/test.sh sets them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -119,6 +120,21 @@ for gateway in "$G1" "$G2"; do
 done
 echo "a limit set through gateway 2 took effect in both gateways"
 
+# Scale from zero through a gateway: the request waits in the gateway's queue, the gateway reports
+# it to the control role, which starts an instance; the route watch brings it back to the gateway.
+api "$G1" "$ADMIN" POST /api/v1/deployments \
+  '{"name":"zero","model":"smollm2","min_replicas":0,"max_replicas":1,"autoscaling":{"scale_down_window_seconds":1}}' >/dev/null
+for _ in $(seq 1 300); do
+  zero=$(api "$G1" "$ADMIN" GET /api/v1/deployments/zero | json 'd["status"] + "/" + str(len(d["instances"]))')
+  [ "$zero" = idle/0 ] && break
+  sleep 0.2
+done
+[ "$zero" = idle/0 ] || fail "the zero deployment never went idle with no instance ($zero)"
+woke_at=$(date +%s.%N)
+[ "$(status "$G2" "$ADMIN" '{"model":"zero","messages":[{"role":"user","content":"Hi"}],"max_tokens":2}')" = 200 ] \
+  || fail "a request through gateway 2 did not wake the zero deployment"
+echo "scale from zero through a gateway: answered in $(python3 -c "print(round($(date +%s.%N) - $woke_at, 2))") s"
+
 # Revoked through gateway 2 (proxied to the control role): both gateways refuse the key once their
 # remembered verification (5 s) runs out.
 api "$G2" "$ADMIN" DELETE "/api/v1/keys/$KEY_ID" >/dev/null
@@ -145,4 +161,4 @@ for pid in "${PIDS[@]}"; do wait "$pid" || fail "process $pid did not exit clean
 PIDS=()
 pgrep -f "$DATA/control" >/dev/null && fail "an engine outlived the control role"
 psql -q "$PG_URL" -c "DROP DATABASE $DB" >/dev/null || true
-echo "split-roles test passed: deploy, limit and revocation through two gateway processes in front of one control process"
+echo "split-roles test passed: deploy, limit, scale from zero and revocation through two gateway processes in front of one control process"

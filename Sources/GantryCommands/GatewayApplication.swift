@@ -12,8 +12,9 @@ import Prometheus
 
 /// A gateway process (`gantry serve --role gateway`): the `/v1` data plane alone, in front of a
 /// control process. It verifies keys by introspection (remembered for 5 s), follows the control
-/// role's route table with a long-poll watch, enforces limits and quotas, writes usage records to
-/// the shared database, and proxies every other path to the control role.
+/// role's route table with a long-poll watch, reports unreachable instances and its load back,
+/// enforces limits and quotas, writes usage records to the shared database, and proxies every
+/// other path to the control role.
 public struct GantryGatewayServer: Sendable {
     public var application: Application<RouterResponder<GantryRequestContext>>
     public let routeTable: RouteTable
@@ -74,7 +75,12 @@ public func buildGatewayApplication(
         router: router,
         configuration: .init(
             address: .hostname(configuration.http.host, port: configuration.http.port), serverName: "gantry-gateway"),
-        services: [HTTPClientService(client: controlClient), StoreService(store: store), engineClients, usage, watcher],
+        services: [
+            HTTPClientService(client: controlClient), StoreService(store: store), engineClients, usage, watcher,
+            GatewayReporter(
+                controlURL: controlURL, serviceSecret: serviceSecret, routes: routeTable, httpClient: controlClient,
+                logger: logger),
+        ],
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.http.port) },
         logger: logger)
     return GantryGatewayServer(application: application, routeTable: routeTable, usage: usage)

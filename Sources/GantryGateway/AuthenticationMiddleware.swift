@@ -23,14 +23,14 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     /// Paths that authenticate their callers themselves (introspection takes a service credential).
     let exemptPaths: Set<String>
     /// The credential gateway processes present (`auth.introspectionSecret`), accepted as an admin
-    /// on `servicePaths` only (the route watch).
+    /// on `servicePaths` only (the route watch and the gateways' reports).
     let serviceCredential: String?
     let servicePaths: Set<String>
 
     public init(
         verifier: any CredentialVerifier, limiter: FailedAuthenticationLimiter = FailedAuthenticationLimiter(),
         protectedPrefixes: [String] = ["/v1/", "/api/"], exemptPaths: Set<String> = ["/auth/introspect"],
-        serviceCredential: String? = nil, servicePaths: Set<String> = ["/api/v1/routes"]
+        serviceCredential: String? = nil, servicePaths: Set<String> = ["/api/v1/routes", "/api/v1/routes/reports"]
     ) {
         self.verifier = verifier
         self.limiter = limiter

@@ -101,6 +101,20 @@ public struct InferenceRoutes: Sendable {
                 }
             return JSONResponse(RouteSnapshot(generation: generation, data: entries))
         }
+        // What a gateway in its own process saw: unreachable instances and its load.
+        router.post("/api/v1/routes/reports") { request, context in
+            _ = try context.requireAdmin()
+            var request = request
+            let body = try await request.collectBody(upTo: 4 << 20)
+            let report: GatewayReport
+            do {
+                report = try JSONDecoder().decode(GatewayReport.self, from: Data(buffer: body))
+            } catch {
+                throw GantryError.invalid("the body is not a gateway report")
+            }
+            await routes.receive(report)
+            return Response(status: .noContent)
+        }
     }
 
     struct ModelItem: Encodable {

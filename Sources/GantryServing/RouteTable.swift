@@ -17,6 +17,10 @@ public actor RouteTable: RoutePublisher {
     private var waiters: [String: [Waiter]] = [:]
     private var nextWaiterID: UInt64 = 0
     private var attention: (@Sendable () -> Void)?
+    /// The latest load each gateway process reported, by gateway id (see `receive`).
+    private var reported: [String: (at: ContinuousClock.Instant, load: [String: ReportedLoad])] = [:]
+    /// A gateway silent for this long is assumed gone and its load no longer counts.
+    static let reportLifetime: Duration = .seconds(10)
     /// Counts changes to the published routes, for watchers in other processes.
     public private(set) var generation: UInt64 = 0
     private var watchers: [CheckedContinuation<Void, Never>] = []
@@ -57,12 +61,51 @@ public actor RouteTable: RoutePublisher {
         for entry in entries { publish(entry) }
     }
 
+    /// The load seen here plus the latest that each live gateway process reported.
     public func takeLoad(deployment: String) -> DeploymentLoad {
         let current = deploymentInFlight[deployment, default: 0]
-        let peak = max(peakInFlight[deployment, default: 0], current)
+        var peak = max(peakInFlight[deployment, default: 0], current)
         peakInFlight[deployment] = current
-        let byInstance = inFlight.filter { $0.value.deployment == deployment }.mapValues(\.count)
-        return DeploymentLoad(peakInFlight: peak, queued: waiters[deployment]?.count ?? 0, inFlightByInstance: byInstance)
+        var byInstance = inFlight.filter { $0.value.deployment == deployment }.mapValues(\.count)
+        var queued = waiters[deployment]?.count ?? 0
+        let now = ContinuousClock.now
+        reported = reported.filter { now - $0.value.at < Self.reportLifetime }
+        for (_, report) in reported {
+            guard let load = report.load[deployment] else { continue }
+            peak += load.peakInFlight
+            queued += load.queued
+            byInstance.merge(load.inFlightByInstance, uniquingKeysWith: +)
+        }
+        return DeploymentLoad(peakInFlight: peak, queued: queued, inFlightByInstance: byInstance)
+    }
+
+    /// A gateway process's report: instances it could not reach (ejected here too, and probed),
+    /// and its load per deployment, which replaces its previous report and counts for autoscaling,
+    /// scale from zero and draining until it is `reportLifetime` old.
+    public func receive(_ report: GatewayReport) {
+        for instanceID in report.unreachable {
+            ejected.insert(instanceID)
+            unreachable.insert(instanceID)
+        }
+        reported[report.gateway] = (ContinuousClock.now, report.load)
+        if !report.unreachable.isEmpty || report.load.values.contains(where: { $0.queued > 0 }) { attention?() }
+    }
+
+    /// This process's load per deployment with any activity since the last call, for a gateway's
+    /// report to the control role.
+    public func takeActiveLoads() -> [String: ReportedLoad] {
+        var loads: [String: ReportedLoad] = [:]
+        let names = Set(entries.keys).union(waiters.keys).union(peakInFlight.keys)
+        for deployment in names {
+            let current = deploymentInFlight[deployment, default: 0]
+            let peak = max(peakInFlight[deployment, default: 0], current)
+            peakInFlight[deployment] = current
+            let queued = waiters[deployment]?.count ?? 0
+            guard peak > 0 || queued > 0 else { continue }
+            let byInstance = inFlight.filter { $0.value.deployment == deployment }.mapValues(\.count)
+            loads[deployment] = ReportedLoad(peakInFlight: peak, queued: queued, inFlightByInstance: byInstance)
+        }
+        return loads
     }
 
     public func takeUnreachableInstances() -> Set<String> {

@@ -362,3 +362,43 @@ struct GatewayRoleTests {
         }
     }
 }
+
+@Suite("Gateway reports")
+struct GatewayReportTests {
+    @Test("a gateway's report adds its load to the control role's, ejects what it could not reach, and expires")
+    func reportsMerge() async throws {
+        let control = RouteTable()
+        await control.publish(
+            RouteEntry(
+                deployment: "chat", version: "1", contextLimit: 64, createdAt: Date(),
+                targets: [RouteTarget(instanceID: "ins_a", endpoint: "http://127.0.0.1:9")]))
+        _ = try await control.acquire(deployment: "chat", timeout: .seconds(1), maxQueued: 0)
+        // The gateway side: one request in flight and its load taken for a report.
+        let gateway = RouteTable()
+        await gateway.replaceAll(with: await control.allEntries())
+        _ = try await gateway.acquire(deployment: "chat", timeout: .seconds(1), maxQueued: 0)
+        _ = try await gateway.acquire(deployment: "chat", timeout: .seconds(1), maxQueued: 0)
+        let loads = await gateway.takeActiveLoads()
+        #expect(loads["chat"] == ReportedLoad(peakInFlight: 2, queued: 0, inFlightByInstance: ["ins_a": 2]))
+
+        await control.receive(GatewayReport(gateway: "gw_1", unreachable: ["ins_b"], load: loads))
+        await control.receive(
+            GatewayReport(
+                gateway: "gw_2", unreachable: [],
+                load: ["chat": ReportedLoad(peakInFlight: 3, queued: 4, inFlightByInstance: ["ins_a": 3])]))
+        let merged = await control.takeLoad(deployment: "chat")
+        #expect(merged.peakInFlight == 1 + 2 + 3)
+        #expect(merged.queued == 4)
+        #expect(merged.inFlightByInstance == ["ins_a": 6], "draining waits for the gateways' requests too")
+        #expect(await control.isEjected(instanceID: "ins_b"))
+        #expect(await control.takeUnreachableInstances() == ["ins_b"], "the orchestrator probes it")
+        // A later report replaces the gateway's earlier one.
+        await control.receive(GatewayReport(gateway: "gw_2", unreachable: [], load: [:]))
+        #expect(await control.takeLoad(deployment: "chat").inFlightByInstance == ["ins_a": 3])
+
+        let encoded = try JSONEncoder().encode(GatewayReport(gateway: "gw_1", unreachable: ["ins_b"], load: loads))
+        #expect(
+            try JSONDecoder().decode(GatewayReport.self, from: encoded).load["chat"]?.inFlightByInstance == ["ins_a": 2],
+            "instance ids survive the wire unchanged")
+    }
+}

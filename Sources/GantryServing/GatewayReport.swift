@@ -1,0 +1,120 @@
+public import AsyncHTTPClient
+import Foundation
+public import Logging
+import NIOCore
+public import ServiceLifecycle
+
+/// Load one gateway process saw for one deployment since its previous report.
+public struct ReportedLoad: Codable, Sendable, Equatable {
+    public var peakInFlight: Int
+    public var queued: Int
+    public var inFlightByInstance: [String: Int]
+
+    public init(peakInFlight: Int, queued: Int, inFlightByInstance: [String: Int]) {
+        self.peakInFlight = peakInFlight
+        self.queued = queued
+        self.inFlightByInstance = inFlightByInstance
+    }
+}
+
+/// What a gateway process tells the control role (`POST /api/v1/routes/reports`): the
+/// instances it failed to reach and its load, so passive health, autoscaling, scale from zero
+/// and draining work for traffic that never passes through the control role.
+public struct GatewayReport: Codable, Sendable, Equatable {
+    /// Random per gateway process: reports of one gateway replace each other.
+    public var gateway: String
+    public var unreachable: [String]
+    public var load: [String: ReportedLoad]
+
+    public init(gateway: String, unreachable: [String], load: [String: ReportedLoad]) {
+        self.gateway = gateway
+        self.unreachable = unreachable
+        self.load = load
+    }
+}
+
+/// Sends this gateway's reports to the control role: every `interval` while there is load to
+/// report (and once more after it ends, so the control role sees it end), and at once when an
+/// instance fails or a request waits for a deployment with no ready instance.
+public actor GatewayReporter: Service {
+    let endpoint: String
+    let serviceSecret: String
+    let routes: RouteTable
+    let httpClient: HTTPClient
+    let logger: Logger
+    let interval: Duration
+    let gatewayID = "gw_" + UUID().uuidString.lowercased().prefix(12)
+    private var wakeUp: CheckedContinuation<Void, Never>?
+    private var woken = false
+
+    public init(
+        controlURL: String, serviceSecret: String, routes: RouteTable, httpClient: HTTPClient, logger: Logger,
+        interval: Duration = .seconds(1)
+    ) {
+        self.endpoint = (controlURL.hasSuffix("/") ? String(controlURL.dropLast()) : controlURL) + "/api/v1/routes/reports"
+        self.serviceSecret = serviceSecret
+        self.routes = routes
+        self.httpClient = httpClient
+        self.logger = logger
+        self.interval = interval
+    }
+
+    public func run() async throws {
+        await routes.onAttentionNeeded { [weak self] in
+            guard let self else { return }
+            Task { await self.wake() }
+        }
+        await cancelWhenGracefulShutdown {
+            var lastWasEmpty = true
+            while !Task.isCancelled {
+                await self.sleepOrWake()
+                let report = GatewayReport(
+                    gateway: self.gatewayID, unreachable: Array(await self.routes.takeUnreachableInstances()),
+                    load: await self.routes.takeActiveLoads())
+                let empty = report.unreachable.isEmpty && report.load.isEmpty
+                if empty, lastWasEmpty { continue }
+                lastWasEmpty = empty
+                await self.send(report)
+            }
+        }
+    }
+
+    func send(_ report: GatewayReport) async {
+        var request = HTTPClientRequest(url: endpoint)
+        request.method = .POST
+        request.headers.add(name: "authorization", value: "Bearer \(serviceSecret)")
+        request.headers.add(name: "content-type", value: "application/json")
+        do {
+            // Plain keys: a key strategy would also rewrite the instance ids used as dictionary keys.
+            request.body = .bytes(ByteBuffer(data: try JSONEncoder().encode(report)))
+            let response = try await httpClient.execute(request, timeout: .seconds(5))
+            _ = try await response.body.collect(upTo: 1 << 16)
+            if response.status != .noContent {
+                logger.warning("the control role refused a gateway report", metadata: ["status": "\(response.status.code)"])
+            }
+        } catch {
+            logger.warning("gateway report not delivered", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func wake() {
+        woken = true
+        wakeUp?.resume()
+        wakeUp = nil
+    }
+
+    private func sleepOrWake() async {
+        if woken {
+            woken = false
+            return
+        }
+        let interval = interval
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: interval)
+            await self?.wake()
+        }
+        await withCheckedContinuation { wakeUp = $0 }
+        timer.cancel()
+        woken = false
+    }
+}
