@@ -41,6 +41,7 @@ def expect_error(name, cls, code, call):
 
 models = [m.id for m in client.models.list().data]
 check("models.list lists the chat model", chat_model in models, str(models))
+check("models.retrieve finds it", client.models.retrieve(chat_model).id == chat_model)
 
 chat = client.chat.completions.create(
     model=chat_model, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8)
@@ -94,6 +95,8 @@ expect_error("a bad n is BadRequestError", openai.BadRequestError, None,
                  model=chat_model, messages=[{"role": "user", "content": "Hi"}], n=1000))
 expect_error("an unknown model is NotFoundError", openai.NotFoundError, "model_not_found",
              lambda: client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "Hi"}]))
+expect_error("retrieving an unknown model is NotFoundError", openai.NotFoundError, "model_not_found",
+             lambda: client.models.retrieve("no-such-model"))
 bad_key = openai.OpenAI(base_url=base, api_key="gk_aaaaaaaaaaaa_" + "b" * 43, max_retries=0)
 expect_error("a wrong key is AuthenticationError", openai.AuthenticationError, "invalid_api_key",
              lambda: bad_key.models.list())
