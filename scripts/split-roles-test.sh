@@ -14,7 +14,8 @@ GANTRY=${1:-.build/debug/gantry}
 : "${PG_URL:?}" "${GANTRY_TEST_LLAMA_SERVER:?}" "${GANTRY_TEST_MODEL:?}"
 
 DATA=$(mktemp -d /tmp/gantry-split.XXXXXX)
-SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+# Hex: a secret starting with '-' would read as a flag.
+SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
 DB="split_$$"
 psql -q "$PG_URL" -c "CREATE DATABASE $DB" >/dev/null
 DB_URL="${PG_URL/\/postgres\?/\/$DB?}"
@@ -39,7 +40,7 @@ wait_healthy() {
 }
 
 "$GANTRY" serve --role control --host 127.0.0.1 --port "$CONTROL_PORT" --data-dir "$DATA/control" \
-  --database-url "$DB_URL" --introspection-secret "$SECRET" --engine-threads 1 \
+  --database-url "$DB_URL" --introspection-secret="$SECRET" --engine-threads 1 \
   --llama-server "$GANTRY_TEST_LLAMA_SERVER" >"$DATA/control.stdout" 2>"$DATA/control.stderr" &
 CONTROL_PID=$!
 PIDS+=("$CONTROL_PID")
@@ -51,7 +52,7 @@ GATEWAYS=()
 for name in g1 g2; do
   port=$(free_port)
   "$GANTRY" serve --role gateway --host 127.0.0.1 --port "$port" --data-dir "$DATA/$name" \
-    --database-url "$DB_URL" --introspection-secret "$SECRET" --control-url "$CONTROL" \
+    --database-url "$DB_URL" --introspection-secret="$SECRET" --control-url "$CONTROL" \
     >"$DATA/$name.stdout" 2>"$DATA/$name.stderr" &
   PIDS+=("$!")
   GATEWAYS+=("http://127.0.0.1:$port")
