@@ -118,6 +118,12 @@ second=$(curl -s -D "$DATA/limited.headers" -o "$DATA/limited.body" -w '%{http_c
 [ "$first" = 200 ] && [ "$second" = 429 ] || fail "a 1-per-minute key answered $first then $second"
 grep -qi '^retry-after: [1-9]' "$DATA/limited.headers" || fail "the 429 has no retry-after"
 grep -q '"code":"rate_limit_exceeded"' "$DATA/limited.body" || fail "the 429 is not rate_limit_exceeded"
+# The admin lifts the key's limit from the CLI: the next request is admitted at once.
+GANTRY_SERVER="$BASE" GANTRY_API_KEY="$ADMIN" "$GANTRY" keys limit "$(cut -d_ -f2 <<<"$LIMITED")" --rpm 100 >/dev/null \
+  || fail "gantry keys limit"
+third=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $LIMITED" -H 'Content-Type: application/json' \
+  "$BASE/v1/chat/completions" -d "$chat_body")
+[ "$third" = 200 ] || fail "after gantry keys limit --rpm 100 the key answered $third"
 usage=$(GANTRY_SERVER="$BASE" GANTRY_API_KEY="$ADMIN" "$GANTRY" usage --daily) || fail "gantry usage --daily"
 grep -q ' smollm2 ' <<<"$usage" || fail "gantry usage --daily does not show smollm2: $usage"
 

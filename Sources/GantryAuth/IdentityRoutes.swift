@@ -57,6 +57,11 @@ public struct IdentityRoutes: Sendable {
         var user: String?
     }
 
+    struct UpdateKey: Decodable {
+        /// The key's new limits and quota; `null` removes them.
+        var limits: KeyLimits?
+    }
+
     struct UpdateUser: Decodable {
         var role: Role?
         var disabled: Bool?
@@ -91,6 +96,18 @@ public struct IdentityRoutes: Sendable {
             if everyone { _ = try context.requireAdmin() }
             let records = try await keys.listKeys(userID: everyone ? nil : principal.userID)
             return JSONResponse(ListResponse(records.map { KeyView($0) }))
+        }
+        // Only admins change a key's limits: they are how an admin meters a user.
+        keysGroup.patch("{id}") { request, context in
+            _ = try context.requireAdmin()
+            let id = try context.parameters.require("id")
+            let body = try await request.decodeJSON(as: UpdateKey.self)
+            try body.limits?.validate()
+            guard var record = try await keys.key(id: id) else { throw GantryError.notFound("API key '\(id)' not found") }
+            try await keys.updateKeyLimits(id: id, limits: body.limits)
+            record.limits = body.limits
+            identity.forgetVerifiedKeys()
+            return JSONResponse(KeyView(record))
         }
         keysGroup.delete("{id}") { _, context in
             let principal = try context.requirePrincipal()

@@ -66,7 +66,7 @@ func saveLogin(_ answer: [String: Any], server: String) throws {
 struct KeysCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keys", abstract: "List, create and revoke your API keys.",
-        subcommands: [List.self, Create.self, Revoke.self])
+        subcommands: [List.self, Create.self, Limit.self, Revoke.self])
 
     /// GANTRY_SERVER and GANTRY_API_KEY when set, else the credential `gantry login` stored.
     static func client() throws -> APIClient {
@@ -115,6 +115,31 @@ struct KeysCommand: AsyncParsableCommand {
             if let scope { body["scope"] = scope.split(separator: ",").map(String.init) }
             let answer = try await KeysCommand.client().expect("POST", "/api/v1/keys", json: APIClient.json(body))
             print(answer["key"] as? String ?? "")
+        }
+    }
+
+    struct Limit: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Set a key's limits and token quota (admins); with no option, remove them.")
+        @Argument(help: "The key's id.") var id: String
+        @Option(help: "Requests per minute, across all deployments.") var rpm: Int?
+        @Option(help: "Tokens per minute, across all deployments.") var tpm: Int?
+        @Option(help: "Concurrent requests.") var concurrency: Int?
+        @Option(help: "Tokens per quota period.") var tokenQuota: Int?
+        @Option(help: "The quota's period: day or month (default month).") var quotaPeriod: String?
+
+        func run() async throws {
+            var limits: [String: Any] = [:]
+            for (field, value) in [
+                ("requests_per_minute", rpm), ("tokens_per_minute", tpm), ("concurrent_requests", concurrency),
+                ("token_quota", tokenQuota),
+            ] {
+                if let value { limits[field] = value }
+            }
+            if let quotaPeriod { limits["quota_period"] = quotaPeriod }
+            let body: [String: Any] = ["limits": limits.isEmpty ? NSNull() : limits]
+            _ = try await KeysCommand.client().expect("PATCH", "/api/v1/keys/\(id)", json: APIClient.json(body))
+            print(limits.isEmpty ? "removed the limits of \(id)" : "set the limits of \(id)")
         }
     }
 

@@ -121,6 +121,8 @@ public protocol APIKeyRepository: Sendable {
     func key(id: String) async throws -> APIKeyRecord?
     func listKeys(userID: String?) async throws -> [APIKeyRecord]
     func revokeKey(id: String, at: Date) async throws
+    /// Replaces a key's limits and quota (nil removes them).
+    func updateKeyLimits(id: String, limits: KeyLimits?) async throws
     func touchKey(id: String, at: Date) async throws
     func countKeys() async throws -> Int
 }

@@ -89,6 +89,11 @@ struct SQLAPIKeyRepository: APIKeyRepository {
             .where("id", .equal, id).where("revoked_at", .is, SQLLiteral.null).run()
     }
 
+    func updateKeyLimits(id: String, limits: KeyLimits?) async throws {
+        let text = try limits.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
+        try await db.update("api_keys").set("limits", to: SQLBind(text)).where("id", .equal, id).run()
+    }
+
     func touchKey(id: String, at date: Date) async throws {
         try await db.update("api_keys").set("last_used_at", to: SQLBind(date.millisecondsSince1970)).where("id", .equal, id)
             .run()

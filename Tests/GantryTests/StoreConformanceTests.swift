@@ -169,6 +169,10 @@ struct StoreConformanceTests {
                 lastUsedAt: nil, limits: KeyLimits(requestsPerMinute: 60, tokenQuota: 1000, quotaPeriod: .day))
             try await repos.keys.createKey(limited)
             #expect(try await repos.keys.key(id: "k2") == limited, "limits round-trip")
+            try await repos.keys.updateKeyLimits(id: "k2", limits: KeyLimits(tokensPerMinute: 5))
+            #expect(try await repos.keys.key(id: "k2")?.limits == KeyLimits(tokensPerMinute: 5))
+            try await repos.keys.updateKeyLimits(id: "k2", limits: nil)
+            #expect(try await repos.keys.key(id: "k2")?.limits == nil)
         }
     }
 
