@@ -1,4 +1,5 @@
 import Foundation
+import GantryCore
 
 /// The shape of a Gantry API key: `gk_<id>_<secret>`.
 ///
@@ -44,11 +45,6 @@ public struct APIKeyFormat: Sendable {
 
     /// Compares two digests in time independent of where they differ.
     public static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8)
-        let y = Array(b.utf8)
-        guard x.count == y.count else { return false }
-        var difference: UInt8 = 0
-        for index in x.indices { difference |= x[index] ^ y[index] }
-        return difference == 0
+        GantryCore.constantTimeEqual(a, b)
     }
 }

@@ -6,15 +6,13 @@ public import Hummingbird
 import NIOCore
 
 /// `POST /auth/introspect` (RFC 7662): lets a gateway running as its own process ask whether a
-/// credential is active. The caller authenticates with the service credential
-/// (`auth.introspectionSecret`) or an admin API key.
+/// credential is active. The caller is the gateway's service credential (`auth.introspectionSecret`,
+/// recognised by the authentication middleware) or an admin presenting a bearer credential.
 public struct IntrospectionRoutes: Sendable {
     let verifier: any CredentialVerifier
-    let serviceSecret: String?
 
-    public init(verifier: any CredentialVerifier, serviceSecret: String?) {
+    public init(verifier: any CredentialVerifier) {
         self.verifier = verifier
-        self.serviceSecret = serviceSecret
     }
 
     struct IntrospectionRequest: Decodable {
@@ -46,7 +44,14 @@ public struct IntrospectionRoutes: Sendable {
 
     public func add(to router: Router<GantryRequestContext>) {
         router.post("/auth/introspect") { request, context in
-            try await authenticateCaller(request)
+            let caller = try context.requirePrincipal()
+            // Not with a browser session: introspection takes no CSRF token.
+            if case .session = caller.credential {
+                throw GantryError(.forbidden, "introspection needs the service credential or an admin key")
+            }
+            guard caller.isAdmin else {
+                throw GantryError(.forbidden, "introspection needs the service credential or an admin key")
+            }
             guard let token = try await request.decodeForm(as: IntrospectionRequest.self, limit: 8192).token, !token.isEmpty
             else {
                 throw GantryError.invalid("the token parameter is required", param: "token")
@@ -66,22 +71,6 @@ public struct IntrospectionRoutes: Sendable {
             return Response(
                 status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
                 body: .init(byteBuffer: ByteBuffer(data: data)))
-        }
-    }
-
-    func authenticateCaller(_ request: Request) async throws {
-        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer ") else {
-            throw GantryError(.unauthorized, "introspection needs the service credential or an admin key")
-        }
-        let presented = String(header.dropFirst(7))
-        if let serviceSecret,
-            APIKeyFormat.constantTimeEqual(RandomToken.sha256Hex(presented), RandomToken.sha256Hex(serviceSecret))
-        {
-            return
-        }
-        let principal = try await verifier.verify(bearer: presented)
-        guard principal.isAdmin else {
-            throw GantryError(.forbidden, "introspection needs the service credential or an admin key")
         }
     }
 }

@@ -146,7 +146,7 @@ public func buildApplication(
     DeploymentRoutes(service: deployments, repositories: repositories, runtime: runtime).add(to: router)
     IdentityRoutes(identity: identity, repositories: repositories).add(to: router)
     AuthRoutes(login: login, secureCookies: configuration.auth.publicURL.hasPrefix("https://")).add(to: router)
-    IntrospectionRoutes(verifier: identity, serviceSecret: configuration.auth.introspectionSecret).add(to: router)
+    IntrospectionRoutes(verifier: identity).add(to: router)
     SelfServicePage(identity: identity, repositories: repositories, loginAvailable: login != nil).add(to: router)
     ResourceRoutes(inventory: inventory, allocations: allocations).add(to: router)
 

@@ -182,3 +182,14 @@ public struct Principal: Sendable, Equatable {
         allowedDeployments?.contains(deployment) ?? true
     }
 }
+
+/// Compares secrets (or their digests) without stopping at the first difference, so the time taken
+/// does not reveal how much of a guess was right. Lengths may differ in time; digests all have one.
+public func constantTimeEqual(_ a: some StringProtocol, _ b: some StringProtocol) -> Bool {
+    let x = Array(a.utf8)
+    let y = Array(b.utf8)
+    guard x.count == y.count else { return false }
+    var difference: UInt8 = 0
+    for index in x.indices { difference |= x[index] ^ y[index] }
+    return difference == 0
+}

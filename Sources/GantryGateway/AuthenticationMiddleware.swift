@@ -20,22 +20,19 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     let verifier: any CredentialVerifier
     let limiter: FailedAuthenticationLimiter
     let protectedPrefixes: [String]
-    /// Paths that authenticate their callers themselves (introspection takes a service credential).
-    let exemptPaths: Set<String>
     /// The credential gateway processes present (`auth.introspectionSecret`), accepted as an admin
-    /// on `servicePaths` only (the route watch and the gateways' reports).
+    /// on `servicePaths` only: introspection, the route watch and the gateways' reports.
     let serviceCredential: String?
     let servicePaths: Set<String>
 
     public init(
         verifier: any CredentialVerifier, limiter: FailedAuthenticationLimiter = FailedAuthenticationLimiter(),
-        protectedPrefixes: [String] = ["/v1/", "/api/"], exemptPaths: Set<String> = ["/auth/introspect"],
-        serviceCredential: String? = nil, servicePaths: Set<String> = ["/api/v1/routes", "/api/v1/routes/reports"]
+        protectedPrefixes: [String] = ["/v1/", "/api/"], serviceCredential: String? = nil,
+        servicePaths: Set<String> = ["/auth/introspect", "/api/v1/routes", "/api/v1/routes/reports"]
     ) {
         self.verifier = verifier
         self.limiter = limiter
         self.protectedPrefixes = protectedPrefixes
-        self.exemptPaths = exemptPaths
         self.serviceCredential = serviceCredential
         self.servicePaths = servicePaths
     }
@@ -44,21 +41,10 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     static let gatewayService = Principal(
         userID: "gantry-gateway", userName: "gantry-gateway", role: .admin, credential: .providerToken)
 
-    /// Compares without stopping at the first difference, so timing does not reveal a prefix.
-    static func sameSecret(_ presented: Substring, _ expected: String) -> Bool {
-        let a = Array(presented.utf8)
-        let b = Array(expected.utf8)
-        guard a.count == b.count else { return false }
-        var difference: UInt8 = 0
-        for index in a.indices { difference |= a[index] ^ b[index] }
-        return difference == 0
-    }
-
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
         let path = request.uri.path
-        if exemptPaths.contains(path) { return try await next(request, context) }
         let isProtected = protectedPrefixes.contains { path.hasPrefix($0) }
         let header = request.headers[.authorization]
         let cookie = request.cookies[Self.sessionCookie]?.value
@@ -76,7 +62,7 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         }
         var context = context
         if let serviceCredential, let header, servicePaths.contains(path), header.count > 7,
-            header.prefix(7).lowercased() == "bearer ", Self.sameSecret(header.dropFirst(7), serviceCredential)
+            header.prefix(7).lowercased() == "bearer ", constantTimeEqual(header.dropFirst(7), serviceCredential)
         {
             context.principal = Self.gatewayService
             return try await next(request, context)

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import GantryAuth
 import GantryCore
 import GantryServing
 import GantryTestSupport
@@ -160,7 +161,7 @@ struct DataPlaneTests {
                 let retry = try #require(spent.headers.first(name: "retry-after").flatMap(Int.init))
                 #expect(retry >= 1 && retry <= 86_400, "retry after the day ends")
                 // An admin raises the quota: the key works again at once; the key's owner may not.
-                let keyRecordID = try #require(APIKeyFormatProbe.id(of: key))
+                let keyRecordID = try #require(APIKeyFormat.parse(key)?.id)
                 var patch = HTTPClientRequest(url: base + "/api/v1/keys/\(keyRecordID)")
                 patch.method = .PATCH
                 patch.headers.add(name: "content-type", value: "application/json")
@@ -182,7 +183,7 @@ struct DataPlaneTests {
                 // The quota survives a restart of the ledger: it is read back from stored usage.
                 await test.server.usage.flush()
                 let ledger = QuotaLedger(repository: test.server.store.repositories.usage)
-                let keyID = try #require(APIKeyFormatProbe.id(of: key))
+                let keyID = try #require(APIKeyFormat.parse(key)?.id)
                 await #expect(throws: GantryError.self) {
                     try await ledger.check(keyID: keyID, limits: KeyLimits(tokenQuota: 20, quotaPeriod: .day))
                 }
@@ -416,18 +417,10 @@ struct DataPlaneTests {
                 #expect(text.contains("gantry_inference_request_duration_seconds_bucket"))
                 #expect(text.contains("gantry_inference_time_to_first_token_seconds_bucket"))
                 #expect(text.contains(#"gantry_inference_in_flight{model="fake"} 0"#))
-                let keyID = try #require(APIKeyFormatProbe.id(of: key))
+                let keyID = try #require(APIKeyFormat.parse(key)?.id)
                 #expect(!text.contains(keyID), "no key id in any label")
             }
         }
-    }
-}
-
-/// A key's public id, read from its text the way the server does.
-enum APIKeyFormatProbe {
-    static func id(of key: String) -> String? {
-        let parts = key.split(separator: "_")
-        return parts.count >= 3 ? String(parts[1]) : nil
     }
 }
 
