@@ -205,7 +205,8 @@ extension GantryConfiguration.Gateway {
             configuration: .init(
                 maxRequestBytes: maxRequestBytes, maxResponseBytes: 64 << 20, upstreamTimeout: upstreamTimeout,
                 queueTimeout: queueTimeout, maxQueuedPerModel: maxQueuedRequests),
-            limiter: limiter, quotas: QuotaLedger(repository: usageRepository), usage: usage,
-            metrics: GatewayMetrics(registry: metrics))
+            metering: Metering(
+                limiter: limiter, quotas: QuotaLedger(repository: usageRepository), usage: usage,
+                metrics: GatewayMetrics(registry: metrics)))
     }
 }

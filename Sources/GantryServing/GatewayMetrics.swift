@@ -99,13 +99,15 @@ public final class GatewayMetrics: Sendable {
         ).increment()
     }
 
-    func inFlight(model: String, instanceID: String, by delta: Double) {
-        metrics(for: model).inFlight.increment(by: delta)
-        registry.makeGauge(
-            descriptor: .init(
-                namespace: "gantry", metricName: "inference_instance_in_flight",
-                helpText: "Inference requests in flight per engine instance"),
-            labels: [("model", model), ("instance", instanceID)]
-        ).increment(by: delta)
+    /// The in-flight gauges of a model and one of its instances, for a lease to move up and down.
+    func inFlightGauges(model: String, instanceID: String) -> [Gauge] {
+        [
+            metrics(for: model).inFlight,
+            registry.makeGauge(
+                descriptor: .init(
+                    namespace: "gantry", metricName: "inference_instance_in_flight",
+                    helpText: "Inference requests in flight per engine instance"),
+                labels: [("model", model), ("instance", instanceID)]),
+        ]
     }
 }

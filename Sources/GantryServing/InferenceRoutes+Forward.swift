@@ -28,9 +28,13 @@ extension InferenceRoutes {
         guard let entry = await routes.entry(for: parsed.deployment), entry.admits(principal) else {
             throw Self.modelNotFound(parsed.deployment)
         }
+        if let version = parsed.pinnedVersion, version != entry.version, version != entry.canaryVersion {
+            throw GantryError.notFound(
+                "version '\(version)' of model '\(parsed.deployment)' is not deployed", code: "model_not_found")
+        }
         let meter = RequestMeter(
-            principal: principal, entry: entry, endpoint: endpoint, started: started, limiter: limiter, quotas: quotas,
-            usage: usage, metrics: metrics)
+            MeteredRequest(principal: principal, deployment: entry.deployment, endpoint: endpoint, started: started),
+            metering: metering)
         do {
             return try await admitAndRelay(parsed, body: body, entry: entry, principal: principal, meter: meter, context: context)
         } catch {
@@ -51,60 +55,56 @@ extension InferenceRoutes {
         }
         if let keyID = principal.keyID, let keyLimits = principal.keyLimits {
             do {
-                try await quotas.check(keyID: keyID, limits: keyLimits)
+                try await metering.quotas.check(keyID: keyID, limits: keyLimits)
             } catch let error as GantryError where error.kind == .rateLimited {
-                metrics.limitRejected(model: entry.deployment, scope: "quota")
+                metering.metrics.limitRejected(model: entry.deployment, scope: "quota")
                 throw error
             }
         }
 
-        // The prompt's size: a cheap upper bound first; only when that says it might not fit
-        // does the engine's tokenizer count it (on the instance that will then serve it).
-        var lease: InFlightLease?
-        var promptTokens = parsed.promptTokenBound
-        var exact = false
-        if parsed.endpoint != .embeddings, promptTokens + (parsed.maxTokens ?? 1) > limit {
-            let target = try await acquire(parsed, entry: entry, attempt: 1)
-            lease = target
-            meter.counted(on: target)
-            let counted = try? await tokenizer.countPromptTokens(
-                engine: entry.engine, baseURL: target.endpoint, endpoint: parsed.endpoint, body: body)
-            if let counted {
-                promptTokens = counted
-                exact = true
-                if counted + (parsed.maxTokens ?? 1) > limit {
-                    throw Self.contextExceeded(
-                        "This model's maximum context length is \(limit) tokens. However, you requested \(counted + (parsed.maxTokens ?? 0)) tokens (\(counted) in the messages, \(parsed.maxTokens ?? 0) in the completion). Please reduce the length of the messages or completion.",
-                        param: parsed.endpoint.promptField)
-                }
-            }
-        }
-
-        // Tokens reserved in the frequency limits: the prompt (its bound, or its exact count) and
-        // the most the completion may use; no sequence can exceed the context limit.
-        let promptReserve = exact ? promptTokens : min(promptTokens, limit)
+        // Tokens reserved in the frequency limits: the prompt's cheap upper bound (no prompt can
+        // exceed the context) and the most the completion may use; no sequence can exceed the
+        // context limit. Admission comes before any instance is asked for anything: a caller over
+        // a limit never waits in a queue, wakes a service at zero or holds an instance.
+        let promptBound = parsed.promptTokenBound
         let reservation: Int
         switch parsed.endpoint {
         case .embeddings:
-            reservation = promptReserve
+            reservation = promptBound
         case .chatCompletions, .completions:
             let contextCap = limit * parsed.choices
-            reservation = min(contextCap, promptReserve + (parsed.completionBudget ?? contextCap))
+            reservation = min(contextCap, min(promptBound, limit) + (parsed.completionBudget ?? contextCap))
         }
         let scopes = LimitScope.scopes(principal: principal, entry: entry)
         if !scopes.isEmpty {
-            switch await limiter.admit(scopes, tokens: reservation) {
+            switch await metering.limiter.admit(scopes, tokens: reservation) {
             case .success(let admission):
                 meter.admitted(admission, reservation: reservation)
             case .failure(let rejection):
-                lease?.end()
-                metrics.limitRejected(model: entry.deployment, scope: rejection.scopeKind)
+                metering.metrics.limitRejected(model: entry.deployment, scope: rejection.scopeKind)
                 var headers = Dictionary(rejection.status.headers, uniquingKeysWith: { first, _ in first })
                 headers["retry-after-ms"] = String(Int(rejection.retryAfter.inSeconds * 1000))
                 throw GantryError(
                     .rateLimited, rejection.message, code: "rate_limit_exceeded",
                     retryAfter: max(1, Int(rejection.retryAfter.inSeconds.rounded(.up))), headers: headers)
             }
+        }
+
+        // Only when the bound says the prompt might not fit does the engine's tokenizer count it,
+        // on the instance that will then serve it.
+        var lease: InFlightLease?
+        if parsed.endpoint != .embeddings, promptBound + (parsed.maxTokens ?? 1) > limit {
+            let target = try await acquire(parsed, entry: entry, attempt: 1)
+            meter.counted(on: target)
+            let counted = try? await tokenizer.countPromptTokens(
+                engine: entry.engine, baseURL: target.endpoint, endpoint: parsed.endpoint, body: body)
+            if let counted, counted + (parsed.maxTokens ?? 1) > limit {
+                target.end()
+                throw Self.contextExceeded(
+                    "This model's maximum context length is \(limit) tokens. However, you requested \(counted + (parsed.maxTokens ?? 0)) tokens (\(counted) in the messages, \(parsed.maxTokens ?? 0) in the completion). Please reduce the length of the messages or completion.",
+                    param: parsed.endpoint.promptField)
+            }
+            lease = target
         }
         return try await relay(parsed, body: body, entry: entry, lease: lease, meter: meter, context: context)
     }
@@ -122,7 +122,7 @@ extension InferenceRoutes {
         guard let target = found else { throw Self.modelNotFound(parsed.deployment) }
         let version = target.canary ? (entry.canaryVersion ?? entry.version) : entry.version
         return InFlightLease(
-            routes: routes, metrics: metrics, deployment: entry.deployment, instanceID: target.instanceID,
+            routes: routes, metrics: metering.metrics, deployment: entry.deployment, instanceID: target.instanceID,
             endpoint: target.endpoint, version: version)
     }
 
@@ -135,9 +135,9 @@ extension InferenceRoutes {
         upstream.headers.add(name: "content-type", value: "application/json")
         upstream.headers.add(name: "x-request-id", value: context.requestID)
         upstream.body = .bytes(try parsed.upstreamBody(body))
-        let client = clients.client(idleTimeout: entry.timeouts.idleSeconds.map { .milliseconds(Int64($0 * 1000)) })
+        let client = clients.client(idleTimeout: entry.timeouts.idleSeconds.map { Duration.seconds($0) })
         let firstByteTimeout =
-            entry.timeouts.firstByteSeconds.map { Duration.milliseconds(Int64($0 * 1000)) }
+            entry.timeouts.firstByteSeconds.map { Duration.seconds($0) }
             ?? configuration.upstreamTimeout
 
         // One retry on another instance, only when the first could not even be connected to:

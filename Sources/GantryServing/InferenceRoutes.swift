@@ -39,23 +39,16 @@ public struct InferenceRoutes: Sendable {
     let routes: RouteTable
     let clients: EngineClients
     let configuration: Configuration
-    let limiter: RateLimiter
-    let quotas: QuotaLedger
-    let usage: UsageRecorder
-    let metrics: GatewayMetrics
+    let metering: Metering
     let tokenizer: EngineTokenizer
 
     public init(
-        routes: RouteTable, clients: EngineClients, configuration: Configuration, limiter: RateLimiter, quotas: QuotaLedger,
-        usage: UsageRecorder, metrics: GatewayMetrics
+        routes: RouteTable, clients: EngineClients, configuration: Configuration, metering: Metering
     ) {
         self.routes = routes
         self.clients = clients
         self.configuration = configuration
-        self.limiter = limiter
-        self.quotas = quotas
-        self.usage = usage
-        self.metrics = metrics
+        self.metering = metering
         self.tokenizer = EngineTokenizer(client: clients.defaultClient)
     }
 
@@ -66,7 +59,7 @@ public struct InferenceRoutes: Sendable {
             }
         }
         router.get("/v1/models") { _, context in
-            try await listModels(for: try context.requirePrincipal())
+            await listModels(for: try context.requirePrincipal())
         }
         router.get("/v1/models/{name}") { _, context in
             let principal = try context.requirePrincipal()
@@ -74,7 +67,7 @@ public struct InferenceRoutes: Sendable {
             guard let entry = await routes.entry(for: name), entry.admits(principal) else {
                 throw Self.modelNotFound(name)
             }
-            return try Self.json(ModelItem(entry))
+            return JSONResponse(ModelItem(entry))
         }
         // The route table for a gateway in its own process: `?after=<generation>` waits (up to
         // `timeout_seconds`, default 30) until the routes change, so changes arrive at once.
@@ -117,7 +110,12 @@ public struct InferenceRoutes: Sendable {
         }
     }
 
-    struct ModelItem: Encodable {
+    struct ModelList: Encodable, Sendable {
+        var object = "list"
+        var data: [ModelItem]
+    }
+
+    struct ModelItem: Encodable, Sendable {
         var id: String
         var object = "model"
         var created: Int
@@ -130,18 +128,8 @@ public struct InferenceRoutes: Sendable {
     }
 
     /// Only the deployments the caller may use are listed.
-    func listModels(for principal: Principal) async throws -> Response {
-        struct List: Encodable {
-            var object = "list"
-            var data: [ModelItem]
-        }
-        let items = await routes.allEntries().filter { $0.admits(principal) }.map(ModelItem.init)
-        return try Self.json(List(data: items))
-    }
-
-    static func json(_ value: some Encodable) throws -> Response {
-        let data = try JSONEncoder().encode(value)
-        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: data)))
+    func listModels(for principal: Principal) async -> JSONResponse<ModelList> {
+        JSONResponse(ModelList(data: await routes.allEntries().filter { $0.admits(principal) }.map(ModelItem.init)))
     }
 
     /// A deployment the caller may not use answers exactly like one that does not exist.

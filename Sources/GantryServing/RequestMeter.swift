@@ -1,12 +1,72 @@
 import Foundation
 import GantryCore
 import GantryHTTP
+import Prometheus
 import Synchronization
 
-/// Follows one inference request from admission to its end and then, exactly once: settles its
-/// token reservation to what the engine reported, counts the tokens against the key's quota,
-/// writes its usage record and its metrics. A request whose client vanished before its body was
-/// written is finished when the meter is dropped.
+/// Where finished requests are accounted: the limiter their reservations are settled in, the
+/// quota ledger, the usage recorder and the metrics. One per data plane.
+public struct Metering: Sendable {
+    let limiter: RateLimiter
+    let quotas: QuotaLedger
+    let usage: UsageRecorder
+    let metrics: GatewayMetrics
+
+    public init(limiter: RateLimiter, quotas: QuotaLedger, usage: UsageRecorder, metrics: GatewayMetrics) {
+        self.limiter = limiter
+        self.quotas = quotas
+        self.usage = usage
+        self.metrics = metrics
+    }
+
+    /// Settles the reservation to what the engine reported, counts the reported tokens against the
+    /// key's quota (as the stored records do), writes the usage record and the metrics. Without
+    /// the engine's usage, a request that may have run on an engine (answered, failed there, timed
+    /// out, or abandoned by its client) keeps its whole reservation, since what it used is
+    /// unknown; one that never reached an engine, or that the engine refused (4xx), frees it.
+    func account(
+        _ request: MeteredRequest, _ state: RequestMeter.State, status: Int, usage reported: TokenUsage?,
+        errorType: String?
+    ) async {
+        let now = ContinuousClock.now
+        let reportedTokens = reported.map { $0.promptTokens + $0.completionTokens }
+        let mayHaveRun = state.sentAt != nil && !(400..<499).contains(status)
+        if let admission = state.admission {
+            await limiter.settle(admission, tokens: reportedTokens ?? (mayHaveRun ? state.reservation : 0))
+        }
+        let principal = request.principal
+        if let keyID = principal.keyID, let limits = principal.keyLimits, let reportedTokens {
+            await quotas.add(keyID: keyID, limits: limits, tokens: reportedTokens)
+        }
+        // Time to first token: to the first byte of the answer's body (a stream's first event).
+        let firstByte = (state.firstByteAt ?? state.headAt).map { $0 - request.started }
+        let latency = now - request.started
+        await usage.record(
+            UsageRecord(
+                id: Identifier.make("use"), createdAt: Date(), keyID: principal.keyID, userID: principal.userID,
+                deployment: request.deployment, version: state.version, instanceID: state.instanceID,
+                endpoint: request.endpoint.rawValue, promptTokens: reported?.promptTokens ?? 0,
+                completionTokens: reported?.completionTokens ?? 0,
+                timeToFirstTokenMs: firstByte.map { Int(($0.inSeconds * 1000).rounded()) },
+                latencyMs: Int((latency.inSeconds * 1000).rounded()), status: status, errorType: errorType,
+                engineSeconds: (state.sentAt.map { now - $0 } ?? .zero).inSeconds))
+        metrics.requestFinished(
+            model: request.deployment, status: status, errorType: errorType, latency: latency, timeToFirstByte: firstByte,
+            usage: reported)
+    }
+}
+
+/// What is fixed about a request once its deployment is known.
+struct MeteredRequest: Sendable {
+    let principal: Principal
+    let deployment: String
+    let endpoint: InferenceEndpoint
+    let started: ContinuousClock.Instant
+}
+
+/// Follows one inference request from admission to its end and accounts for it exactly once
+/// (`Metering.account`). A request whose client vanished before its body was written is
+/// accounted when the meter is dropped.
 final class RequestMeter: Sendable {
     struct State {
         var admission: RateLimitAdmission?
@@ -19,28 +79,13 @@ final class RequestMeter: Sendable {
         var finished = false
     }
 
-    let principal: Principal
-    let entry: RouteEntry
-    let endpoint: InferenceEndpoint
-    let started: ContinuousClock.Instant
-    let limiter: RateLimiter
-    let quotas: QuotaLedger
-    let usage: UsageRecorder
-    let metrics: GatewayMetrics
+    let request: MeteredRequest
+    let metering: Metering
     private let state = Mutex(State())
 
-    init(
-        principal: Principal, entry: RouteEntry, endpoint: InferenceEndpoint, started: ContinuousClock.Instant,
-        limiter: RateLimiter, quotas: QuotaLedger, usage: UsageRecorder, metrics: GatewayMetrics
-    ) {
-        self.principal = principal
-        self.entry = entry
-        self.endpoint = endpoint
-        self.started = started
-        self.limiter = limiter
-        self.quotas = quotas
-        self.usage = usage
-        self.metrics = metrics
+    init(_ request: MeteredRequest, metering: Metering) {
+        self.request = request
+        self.metering = metering
     }
 
     func admitted(_ admission: RateLimitAdmission, reservation: Int) {
@@ -52,20 +97,17 @@ final class RequestMeter: Sendable {
 
     var rateLimitHeaders: [(String, String)] { state.withLock { $0.admission?.status.headers ?? [] } }
 
-    func sent(to lease: InFlightLease) {
-        state.withLock {
-            $0.instanceID = lease.instanceID
-            $0.version = lease.version
-            $0.sentAt = .now
-        }
-    }
-
     /// The instance whose tokenizer counted the prompt (it then serves the request, if admitted).
     func counted(on lease: InFlightLease) {
         state.withLock {
             $0.instanceID = lease.instanceID
             $0.version = lease.version
         }
+    }
+
+    func sent(to lease: InFlightLease) {
+        counted(on: lease)
+        state.withLock { $0.sentAt = .now }
     }
 
     /// The request was not delivered and goes to another instance.
@@ -90,73 +132,24 @@ final class RequestMeter: Sendable {
             errorType: error.code ?? ErrorResponse.openAIType(for: error.kind))
     }
 
-    /// Ends the request. Without the engine's usage, a request that reached an engine keeps its
-    /// whole reservation (what it really used is unknown) and one that never did frees it.
     func finish(status: Int, usage reported: TokenUsage?, errorType: String?) async {
-        guard
-            let saved = state.withLock({ state -> State? in
-                guard !state.finished else { return nil }
-                state.finished = true
-                return state
-            })
-        else { return }
-        await Parts(self).complete(saved, status: status, usage: reported, errorType: errorType)
+        guard let saved = takeUnfinished() else { return }
+        await metering.account(request, saved, status: status, usage: reported, errorType: errorType)
     }
 
-    /// The meter's fixed parts, which its `deinit` can hand to a task.
-    struct Parts: Sendable {
-        let principal: Principal
-        let entry: RouteEntry
-        let endpoint: InferenceEndpoint
-        let started: ContinuousClock.Instant
-        let limiter: RateLimiter
-        let quotas: QuotaLedger
-        let usage: UsageRecorder
-        let metrics: GatewayMetrics
-
-        init(_ meter: RequestMeter) {
-            principal = meter.principal
-            entry = meter.entry
-            endpoint = meter.endpoint
-            started = meter.started
-            limiter = meter.limiter
-            quotas = meter.quotas
-            usage = meter.usage
-            metrics = meter.metrics
-        }
-
-        func complete(_ state: State, status: Int, usage reported: TokenUsage?, errorType: String?) async {
-            let now = ContinuousClock.now
-            let used =
-                reported.map { $0.promptTokens + $0.completionTokens } ?? (state.sentAt != nil ? state.reservation : 0)
-            if let admission = state.admission { await limiter.settle(admission, tokens: used) }
-            if let keyID = principal.keyID, let limits = principal.keyLimits {
-                await quotas.add(keyID: keyID, limits: limits, tokens: used)
-            }
-            // Time to first token: to the first byte of the answer's body (a stream's first event).
-            let firstByte = (state.firstByteAt ?? state.headAt).map { $0 - started }
-            let engineTime = state.sentAt.map { now - $0 } ?? .zero
-            await usage.record(
-                UsageRecord(
-                    id: Identifier.make("use"), createdAt: Date(), keyID: principal.keyID, userID: principal.userID,
-                    deployment: entry.deployment, version: state.version, instanceID: state.instanceID,
-                    endpoint: endpoint.rawValue, promptTokens: reported?.promptTokens ?? 0,
-                    completionTokens: reported?.completionTokens ?? 0,
-                    timeToFirstTokenMs: firstByte.map { Int(($0.inSeconds * 1000).rounded()) },
-                    latencyMs: Int(((now - started).inSeconds * 1000).rounded()), status: status, errorType: errorType,
-                    engineSeconds: engineTime.inSeconds))
-            metrics.requestFinished(
-                model: entry.deployment, status: status, errorType: errorType, latency: now - started,
-                timeToFirstByte: firstByte, usage: reported)
+    private func takeUnfinished() -> State? {
+        state.withLock { state in
+            guard !state.finished else { return nil }
+            state.finished = true
+            return state
         }
     }
 
     deinit {
-        let saved = state.withLock { $0 }
-        guard !saved.finished else { return }
+        guard let saved = takeUnfinished() else { return }
         // Nobody finished it: the client vanished before its response was written.
-        let parts = Parts(self)
-        Task { await parts.complete(saved, status: 499, usage: nil, errorType: "client_closed") }
+        let (request, metering) = (request, metering)
+        Task { await metering.account(request, saved, status: 499, usage: nil, errorType: "client_closed") }
     }
 }
 
@@ -164,21 +157,20 @@ final class RequestMeter: Sendable {
 /// (a client gone before its response body was written).
 final class InFlightLease: Sendable {
     let routes: RouteTable
-    let metrics: GatewayMetrics
-    let deployment: String
     let instanceID: String
     let endpoint: String
     let version: String
+    /// The model's and the instance's in-flight gauges, looked up once.
+    private let gauges: [Gauge]
     private let ended = Mutex(false)
 
     init(routes: RouteTable, metrics: GatewayMetrics, deployment: String, instanceID: String, endpoint: String, version: String) {
         self.routes = routes
-        self.metrics = metrics
-        self.deployment = deployment
         self.instanceID = instanceID
         self.endpoint = endpoint
         self.version = version
-        metrics.inFlight(model: deployment, instanceID: instanceID, by: 1)
+        gauges = metrics.inFlightGauges(model: deployment, instanceID: instanceID)
+        for gauge in gauges { gauge.increment(by: 1) }
     }
 
     func end() {
@@ -188,7 +180,7 @@ final class InFlightLease: Sendable {
                 return !done
             })
         else { return }
-        metrics.inFlight(model: deployment, instanceID: instanceID, by: -1)
+        for gauge in gauges { gauge.decrement(by: 1) }
         let routes = routes
         let instanceID = instanceID
         Task { await routes.finish(instanceID: instanceID) }
