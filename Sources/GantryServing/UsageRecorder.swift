@@ -15,7 +15,8 @@ public actor UsageRecorder: Service {
     private let maxPending: Int
     private let logger: Logger
     private var pending: [UsageRecord] = []
-    private var flushing = false
+    /// The write in progress; a second flush waits for it instead of writing beside it.
+    private var writing: Task<Void, Never>?
     private var wakeUp: CheckedContinuation<Void, Never>?
 
     public init(
@@ -32,7 +33,8 @@ public actor UsageRecorder: Service {
     public func record(_ record: UsageRecord) {
         pending.append(record)
         if pending.count > maxPending {
-            let dropped = pending.count - maxPending
+            // The oldest tenth at once, so a full buffer does not shift on every record.
+            let dropped = max(1, maxPending / 10)
             pending.removeFirst(dropped)
             logger.error("usage records dropped: the database has not taken them", metadata: ["dropped": "\(dropped)"])
         }
@@ -45,15 +47,19 @@ public actor UsageRecorder: Service {
     /// Writes every waiting record now (the usage API calls this first, so a caller reads their
     /// own requests).
     public func flush() async {
-        while flushing { await Task.yield() }
-        flushing = true
-        defer { flushing = false }
+        while let current = writing { await current.value }
+        // In a task of its own: a cancelled caller (shutdown) must not abort the write.
+        let task = Task { await writePending() }
+        writing = task
+        await task.value
+        writing = nil
+    }
+
+    private func writePending() async {
         while !pending.isEmpty {
             let batch = Array(pending.prefix(batchSize))
             do {
-                // In a task of its own: a cancelled caller (shutdown) must not abort the write.
-                let repository = repository
-                try await Task { try await repository.recordUsage(batch) }.value
+                try await repository.recordUsage(batch)
                 pending.removeFirst(batch.count)
             } catch {
                 logger.error(
