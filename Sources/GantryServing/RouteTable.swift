@@ -41,7 +41,7 @@ public actor RouteTable: RoutePublisher {
         // The orchestrator's word replaces the gateway's: published targets passed their probe,
         // and instances no longer published need no ejection.
         for target in (previous?.targets ?? []) + entry.targets { ejected.remove(target.instanceID) }
-        if !entry.targets.isEmpty { resumeWaiters(of: entry.deployment, with: nil) }
+        if !entry.targets.isEmpty { resumeWaiters(of: entry.deployment) }
     }
 
     public func withdraw(deployment: String) {
@@ -50,7 +50,7 @@ public actor RouteTable: RoutePublisher {
             for target in previous.targets { ejected.remove(target.instanceID) }
         }
         peakInFlight[deployment] = nil
-        resumeWaiters(of: deployment, with: nil)
+        resumeWaiters(of: deployment)
     }
 
     /// Makes the table exactly `entries`: what a gateway in its own process receives from the
@@ -63,20 +63,28 @@ public actor RouteTable: RoutePublisher {
 
     /// The load seen here plus the latest that each live gateway process reported.
     public func takeLoad(deployment: String) -> DeploymentLoad {
-        let current = deploymentInFlight[deployment, default: 0]
-        var peak = max(peakInFlight[deployment, default: 0], current)
-        peakInFlight[deployment] = current
-        var byInstance = inFlight.filter { $0.value.deployment == deployment }.mapValues(\.count)
-        var queued = waiters[deployment]?.count ?? 0
+        let local = takeLocalLoad(deployment)
+        var load = DeploymentLoad(
+            peakInFlight: local.peakInFlight, queued: local.queued, inFlightByInstance: local.inFlightByInstance)
         let now = ContinuousClock.now
         reported = reported.filter { now - $0.value.at < Self.reportLifetime }
         for (_, report) in reported {
-            guard let load = report.load[deployment] else { continue }
-            peak += load.peakInFlight
-            queued += load.queued
-            byInstance.merge(load.inFlightByInstance, uniquingKeysWith: +)
+            guard let remote = report.load[deployment] else { continue }
+            load.peakInFlight += remote.peakInFlight
+            load.queued += remote.queued
+            load.inFlightByInstance.merge(remote.inFlightByInstance, uniquingKeysWith: +)
         }
-        return DeploymentLoad(peakInFlight: peak, queued: queued, inFlightByInstance: byInstance)
+        return load
+    }
+
+    /// This process's own load on a deployment since the last call (which resets the peak).
+    private func takeLocalLoad(_ deployment: String) -> ReportedLoad {
+        let current = deploymentInFlight[deployment, default: 0]
+        let peak = max(peakInFlight[deployment, default: 0], current)
+        peakInFlight[deployment] = current
+        return ReportedLoad(
+            peakInFlight: peak, queued: waiters[deployment]?.count ?? 0,
+            inFlightByInstance: inFlight.filter { $0.value.deployment == deployment }.mapValues(\.count))
     }
 
     /// A gateway process's report: instances it could not reach (ejected here too, and probed),
@@ -95,15 +103,9 @@ public actor RouteTable: RoutePublisher {
     /// report to the control role.
     public func takeActiveLoads() -> [String: ReportedLoad] {
         var loads: [String: ReportedLoad] = [:]
-        let names = Set(entries.keys).union(waiters.keys).union(peakInFlight.keys)
-        for deployment in names {
-            let current = deploymentInFlight[deployment, default: 0]
-            let peak = max(peakInFlight[deployment, default: 0], current)
-            peakInFlight[deployment] = current
-            let queued = waiters[deployment]?.count ?? 0
-            guard peak > 0 || queued > 0 else { continue }
-            let byInstance = inFlight.filter { $0.value.deployment == deployment }.mapValues(\.count)
-            loads[deployment] = ReportedLoad(peakInFlight: peak, queued: queued, inFlightByInstance: byInstance)
+        for deployment in Set(entries.keys).union(waiters.keys).union(peakInFlight.keys) {
+            let load = takeLocalLoad(deployment)
+            if load.peakInFlight > 0 || load.queued > 0 { loads[deployment] = load }
         }
         return loads
     }
@@ -263,10 +265,7 @@ public actor RouteTable: RoutePublisher {
         waiter.continuation.resume(throwing: error)
     }
 
-    private func resumeWaiters(of deployment: String, with error: (any Error)?) {
-        guard let list = waiters.removeValue(forKey: deployment) else { return }
-        for waiter in list {
-            if let error { waiter.continuation.resume(throwing: error) } else { waiter.continuation.resume() }
-        }
+    private func resumeWaiters(of deployment: String) {
+        for waiter in waiters.removeValue(forKey: deployment) ?? [] { waiter.continuation.resume() }
     }
 }
