@@ -49,13 +49,7 @@ public struct DeploymentRoutes: Sendable {
         group.get("{name}/events") { request, context in
             _ = try context.requirePrincipal()
             let deployment = try await find(try context.parameters.require("name"))
-            let limit =
-                try request.uri.queryParameters["limit"].map { text in
-                    guard let value = Int(text), (1...1000).contains(value) else {
-                        throw GantryError.invalid("limit must be 1-1000", param: "limit")
-                    }
-                    return value
-                } ?? 100
+            let limit = try PageCursor.limit(request.uri.queryParameters["limit"].map(String.init))
             return JSONResponse(
                 ListResponse(try await repositories.deployments.events(deploymentID: deployment.id, limit: limit)))
         }

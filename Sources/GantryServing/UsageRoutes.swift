@@ -52,13 +52,7 @@ public struct UsageRoutes: Sendable {
             case let other?:
                 throw GantryError.invalid("group_by must be 'day', not '\(other)'", param: "group_by")
             }
-            let limit =
-                try parameters["limit"].map { text in
-                    guard let value = Int(text), (1...1000).contains(value) else {
-                        throw GantryError.invalid("limit must be 1-1000", param: "limit")
-                    }
-                    return value
-                } ?? 100
+            let limit = try PageCursor.limit(parameters["limit"].map(String.init))
             query.limit = limit + 1
             query.before = parameters["before"].map(String.init)
             let records = try await repository.usage(query)
