@@ -97,7 +97,16 @@ struct StreamMeter {
 
     static let usageObject = Array(#""usage":{"#.utf8)
     static let noChoices = Array(#""choices":[]"#.utf8)
-    static let eventEnd = Array("\n\n".utf8)
+    /// An event ends at a blank line: `\n\n`, or `\r\n\r\n` from servers that write CRLF.
+    static let eventEnds = [Array("\n\n".utf8), Array("\r\n\r\n".utf8)]
+    /// Bytes held while waiting for an event's end; past this they go on unexamined (an engine
+    /// that never ends events must still stream, and the hold must not grow without bound).
+    static let maxHeld = 64 * 1024
+
+    /// Where the first event in `raw` ends (just past its blank line), if one does.
+    static func firstEventEnd(in raw: UnsafeRawBufferPointer) -> Int? {
+        eventEnds.compactMap { end in ByteSearch.find(end, in: raw).map { $0 + end.count } }.min()
+    }
 
     /// Takes the next bytes from the engine and returns what to send to the caller now.
     mutating func relay(_ chunk: ByteBuffer) -> ByteBuffer {
@@ -113,15 +122,15 @@ struct StreamMeter {
         let lastEnd = bytes.withUnsafeReadableBytes { raw -> Int? in
             var searchFrom = 0
             var last: Int?
-            while searchFrom < raw.count,
-                let found = ByteSearch.find(Self.eventEnd, in: UnsafeRawBufferPointer(rebasing: raw[searchFrom...]))
+            while searchFrom < raw.count, let found = Self.firstEventEnd(in: UnsafeRawBufferPointer(rebasing: raw[searchFrom...]))
             {
-                last = searchFrom + found + Self.eventEnd.count
+                last = searchFrom + found
                 searchFrom = last!
             }
             return last
         }
         guard let lastEnd else {
+            if bytes.readableBytes > Self.maxHeld { return bytes }
             partial = bytes
             return ByteBuffer()
         }
@@ -147,9 +156,7 @@ struct StreamMeter {
         output.reserveCapacity(bytes.readableBytes)
         var rest = bytes
         while rest.readableBytes > 0 {
-            let length = rest.withUnsafeReadableBytes { raw in
-                ByteSearch.find(Self.eventEnd, in: raw).map { $0 + Self.eventEnd.count } ?? raw.count
-            }
+            let length = rest.withUnsafeReadableBytes { raw in Self.firstEventEnd(in: raw) ?? raw.count }
             let event = rest.readSlice(length: length)!
             if ByteSearch.contains(Self.usageObject, in: event), let found = TokenUsage.find(in: event) {
                 usage = found
