@@ -165,8 +165,14 @@ struct TextWeight: Decodable, Sendable {
         self.parts = parts
     }
 
+    /// Strings first: they are most of a body's values, and each failed attempt costs a thrown error.
     init(from decoder: any Decoder) throws {
-        if var list = try? decoder.unkeyedContainer() {
+        let value = try decoder.singleValueContainer()
+        if value.decodeNil() {
+            self.init(bytes: 0, parts: 0)
+        } else if let text = try? value.decode(String.self) {
+            self.init(bytes: text.utf8.count, parts: 1)
+        } else if var list = try? decoder.unkeyedContainer() {
             var bytes = 0
             var parts = 0
             while !list.isAtEnd {
@@ -174,19 +180,10 @@ struct TextWeight: Decodable, Sendable {
                 parts += 1
             }
             self.init(bytes: bytes, parts: parts)
-            return
-        }
-        if let object = try? decoder.container(keyedBy: AnyKey.self) {
+        } else if let object = try? decoder.container(keyedBy: AnyKey.self) {
             var bytes = 0
             for key in object.allKeys { bytes += try object.decode(TextWeight.self, forKey: key).bytes }
             self.init(bytes: bytes, parts: 1)
-            return
-        }
-        let value = try decoder.singleValueContainer()
-        if value.decodeNil() {
-            self.init(bytes: 0, parts: 0)
-        } else if let text = try? value.decode(String.self) {
-            self.init(bytes: text.utf8.count, parts: 1)
         } else if (try? value.decode(Double.self)) != nil || (try? value.decode(Bool.self)) != nil {
             self.init(bytes: 1, parts: 1)
         } else {
