@@ -77,6 +77,9 @@ public protocol DeploymentRepository: Sendable {
     func listDeployments() async throws -> [Deployment]
     /// Stores the spec: revisions, scaling, replicas, access and limits (not the status).
     func updateSpec(_ deployment: Deployment) async throws
+    /// Stores only the replica count (the autoscaler's decision), leaving the rest of the spec as
+    /// an API call may have just changed it.
+    func updateReplicas(deploymentID: String, replicas: Int) async throws
     /// Sets the status and its message, unless the deployment is being deleted (nothing brings one
     /// back) or they are already so (its `updated_at` stays).
     func updateStatus(deploymentID: String, status: DeploymentStatus, message: String) async throws

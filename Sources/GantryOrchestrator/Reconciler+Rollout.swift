@@ -47,13 +47,12 @@ extension Reconciler {
                 }
                 // Placement failed: scale only as far as placement allows.
                 if deployment.replicas > deployment.scaling.minReplicas, current.count + started < deployment.replicas {
-                    var scaled = deployment
-                    scaled.replicas = max(deployment.scaling.minReplicas, current.count + started)
-                    if scaled.replicas != deployment.replicas {
-                        try await repositories.deployments.updateSpec(scaled)
+                    let kept = max(deployment.scaling.minReplicas, current.count + started)
+                    if kept != deployment.replicas {
+                        try await repositories.deployments.updateReplicas(deploymentID: deployment.id, replicas: kept)
                         await event(
                             deployment, nil, "scale_blocked",
-                            "kept \(scaled.replicas) replicas: \(backoff[deployment.id]?.reason ?? "placement failed")")
+                            "kept \(kept) replicas: \(backoff[deployment.id]?.reason ?? "placement failed")")
                     }
                 }
                 break
@@ -103,8 +102,16 @@ extension Reconciler {
     func maintainCanary(_ deployment: inout Deployment, instances: inout [EngineInstance]) async throws -> Bool {
         guard let canary = deployment.canary else { return false }
         if canaryFailures[deployment.id, default: 0] >= 2 || instances.contains(where: { $0.state == .failed }) {
-            deployment.canary = nil
-            try await repositories.deployments.updateSpec(deployment)
+            guard
+                try await changeSpec(
+                    &deployment,
+                    { fresh in
+                        // An admin may have replaced the canary during this pass: only this one goes.
+                        guard fresh.canary?.revision.id == canary.revision.id else { return false }
+                        fresh.canary = nil
+                        return true
+                    })
+            else { return false }
             canaryFailures[deployment.id] = nil
             for var instance in instances where instance.state != .ready {
                 try await stopInstance(&instance, deployment: deployment, reason: "its canary was removed")
@@ -149,9 +156,17 @@ extension Reconciler {
         let newFailed = instances.contains { $0.revisionID == deployment.revision.id && $0.state == .failed }
         guard rolloutFailures[deployment.id, default: 0] >= 2 || newFailed else { return false }
         let failed = deployment.revision
-        deployment.revision = previous
-        deployment.previousRevision = nil
-        try await repositories.deployments.updateSpec(deployment)
+        guard
+            try await changeSpec(
+                &deployment,
+                { fresh in
+                    // An admin may have changed the revision during this pass: then theirs stands.
+                    guard fresh.revision.id == failed.id else { return false }
+                    fresh.revision = previous
+                    fresh.previousRevision = nil
+                    return true
+                })
+        else { return false }
         rolloutFailures[deployment.id] = nil
         for var instance in instances where instance.revisionID == failed.id {
             try await stopInstance(&instance, deployment: deployment, reason: "its revision was rolled back")
@@ -169,7 +184,7 @@ extension Reconciler {
         guard policy.autoscales else {
             if deployment.replicas != policy.minReplicas {
                 deployment.replicas = policy.minReplicas
-                try await repositories.deployments.updateSpec(deployment)
+                try await repositories.deployments.updateReplicas(deploymentID: deployment.id, replicas: policy.minReplicas)
             }
             return
         }
@@ -191,23 +206,38 @@ extension Reconciler {
             // Up once the recommendation has stayed above the size for the whole up window.
             let window = Duration.seconds(policy.scaleUpWindowSeconds)
             if let oldest = history.first, now - oldest.at >= window {
-                wanted = history.filter { now - $0.at <= window }.map(\.replicas).min() ?? current
+                // Never below the current size: going down is the down window's decision.
+                wanted = max(current, history.filter { now - $0.at <= window }.map(\.replicas).min() ?? current)
             }
         } else if recommended < current {
             // Down to the highest recommendation of the down window, once a whole window was seen.
             let window = Duration.seconds(policy.scaleDownWindowSeconds)
             if let oldest = history.first, now - oldest.at >= window {
-                wanted = history.filter { now - $0.at <= window }.map(\.replicas).max() ?? current
+                // Never above the current size: going up is the up window's decision.
+                wanted = min(current, history.filter { now - $0.at <= window }.map(\.replicas).max() ?? current)
             }
         }
         guard wanted != current else { return }
         deployment.replicas = wanted
-        try await repositories.deployments.updateSpec(deployment)
+        try await repositories.deployments.updateReplicas(deploymentID: deployment.id, replicas: wanted)
         let why =
             load.queued > 0 && current == 0
             ? "\(load.queued) request(s) waiting" : "peak \(demand) request(s) in flight for a target of \(target) per replica"
         await event(deployment, nil, "scaled", "scaled from \(current) to \(wanted) replicas: \(why)")
         logger.info(
             "deployment scaled", metadata: ["deployment": "\(deployment.name)", "from": "\(current)", "to": "\(wanted)"])
+    }
+
+    /// Changes the spec as stored now, not as read at the start of this pass: an API call may
+    /// have changed it since (a pass can take seconds), and writing back the pass's copy would
+    /// undo that. `change` says whether it still applies; `deployment` becomes what was stored.
+    /// Returns whether it changed.
+    func changeSpec(_ deployment: inout Deployment, _ change: (inout Deployment) -> Bool) async throws -> Bool {
+        guard var fresh = try await repositories.deployments.deployment(named: deployment.name), fresh.id == deployment.id
+        else { return false }
+        let changed = change(&fresh)
+        if changed { try await repositories.deployments.updateSpec(fresh) }
+        deployment = fresh
+        return changed
     }
 }

@@ -83,6 +83,14 @@ struct SQLDeploymentRepository: DeploymentRepository {
             .run()
     }
 
+    func updateReplicas(deploymentID: String, replicas: Int) async throws {
+        try await db.update("deployments")
+            .set("replicas", to: SQLBind(Int64(replicas)))
+            .set("updated_at", to: SQLBind(Date().millisecondsSince1970))
+            .where("id", .equal, deploymentID)
+            .run()
+    }
+
     func updateStatus(deploymentID: String, status: DeploymentStatus, message: String) async throws {
         try await db.update("deployments")
             .set("status", to: SQLBind(status.rawValue))
