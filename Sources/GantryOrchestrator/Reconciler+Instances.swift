@@ -100,7 +100,8 @@ extension Reconciler {
         _ instance: inout EngineInstance, deployment: Deployment, reason: String, memory remembered: inout InstanceMemory
     ) async throws {
         await runtime.stop(instanceID: instance.id)
-        let wasStarting = instance.state == .starting
+        // A failed spawn (still `fetching`) is a failed start as much as an engine that died starting.
+        let wasStarting = instance.state == .starting || instance.state == .fetching
         remembered.consecutiveCrashes += 1
         remembered.readySince = nil
         remembered.healthy = false
@@ -191,7 +192,11 @@ extension Reconciler {
         } catch {
             let reason = "cannot fetch the model files: \((error as? GantryError)?.message ?? "\(error)")"
             await event(deployment, instance, "fetch_failed", reason)
+            // Stopping clears the back-off (freed resources may let a placement succeed); a fetch
+            // that failed is no such case, so its count carries on and the delay grows.
+            let failures = backoff[deployment.id]
             try await stopInstance(&instance, deployment: deployment, reason: "its model files could not be fetched")
+            backoff[deployment.id] = failures
             recordBackoff(deployment, reason: reason)
             return
         }
