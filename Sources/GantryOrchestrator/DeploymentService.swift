@@ -285,7 +285,9 @@ public struct DeploymentService: Sendable {
         if let memory = resources.minFreeMemoryMib, memory < 0 {
             throw GantryError.invalid("resources.min_free_memory_mib cannot be negative", param: "resources.min_free_memory_mib")
         }
-        try await allocator.checkSatisfiable(resources)
+        // Only for resources being asked for now: an unchanged revision's own instances hold
+        // what it needs, and a PATCH of its access or limits must not fail on their account.
+        if resources != base?.resources { try await allocator.checkSatisfiable(resources) }
         let candidate = DeploymentRevision(
             id: Identifier.make("rev"), versionID: version.id, version: version.version, engine: engine,
             contextLimit: contextLimit, engineArgs: engineArgs, resources: resources, createdAt: Date())
