@@ -37,37 +37,62 @@ struct DeploymentSpecOptions: ParsableArguments {
     @Option(help: "Percent of requests for the canary, 1-99; 0 removes it.") var canaryWeight: Int?
     @Option(help: "Canary replicas (default 1).") var canaryReplicas: Int?
 
-    /// The API's own request type, so the CLI sends exactly what the server decodes.
-    func request(name: String? = nil, model: String? = nil) throws -> DeploymentRequest {
-        let methods = try (auth ?? "api_key").split(separator: ",").map { word in
-            guard let method = AuthenticationMethod(rawValue: String(word)) else {
-                throw ValidationError("--auth takes api_key, oidc or both, not '\(word)'")
+    /// What an update changes as whole objects on the server, as the deployment has it now.
+    struct Current: Decodable {
+        struct Revision: Decodable { var resources: ReplicaResources }
+        var revision: Revision
+        var access: AccessPolicy
+        var limits: FrequencyLimits
+        var timeouts: ServiceTimeouts?
+    }
+
+    /// The API's own request type, so the CLI sends exactly what the server decodes. The server
+    /// replaces resources, access, limits and timeouts as whole objects, so for an update each is
+    /// sent as `current` has it with only the given options changed: `--rpm 5` leaves the other
+    /// limits, `--cpu-threads 8` the GPUs.
+    func request(name: String? = nil, model: String? = nil, over current: Current? = nil) throws -> DeploymentRequest {
+        let methods = try auth.map { text in
+            try text.split(separator: ",").map { word in
+                guard let method = AuthenticationMethod(rawValue: String(word)) else {
+                    throw ValidationError("--auth takes api_key, oidc or both, not '\(word)'")
+                }
+                return method
             }
-            return method
         }
-        let anyResources = gpus != nil || gpuName != nil || minFreeMemoryMib != nil || cpuThreads != nil
-        let anyAutoscaling = targetInFlight != nil || scaleUpWindow != nil || scaleDownWindow != nil
         let list = { (text: String) in text.split(separator: ",").map(String.init) }
+
+        var resources = current?.revision.resources ?? ReplicaResources()
+        if let gpus { resources.gpus = gpus }
+        if let gpuName { resources.gpuName = gpuName }
+        if let minFreeMemoryMib { resources.minFreeMemoryMib = minFreeMemoryMib }
+        if let cpuThreads { resources.cpuThreads = cpuThreads }
+        var access = current?.access ?? AccessPolicy()
+        if let methods { access.methods = methods }
+        if let users { access.users = list(users) }
+        var limits = current?.limits ?? FrequencyLimits()
+        if let rpmPerKey { limits.requestsPerMinutePerKey = rpmPerKey }
+        if let tpmPerKey { limits.tokensPerMinutePerKey = tpmPerKey }
+        if let concurrencyPerKey { limits.concurrentRequestsPerKey = concurrencyPerKey }
+        if let rpm { limits.requestsPerMinute = rpm }
+        if let tpm { limits.tokensPerMinute = tpm }
+        if let concurrency { limits.concurrentRequests = concurrency }
+        var timeouts = current?.timeouts ?? ServiceTimeouts()
+        if let firstByteTimeout { timeouts.firstByteSeconds = firstByteTimeout }
+        if let idleTimeout { timeouts.idleSeconds = idleTimeout }
+
+        let anyResources = gpus != nil || gpuName != nil || minFreeMemoryMib != nil || cpuThreads != nil
+        let anyLimits = [rpmPerKey, tpmPerKey, concurrencyPerKey, rpm, tpm, concurrency].contains { $0 != nil }
+        let anyAutoscaling = targetInFlight != nil || scaleUpWindow != nil || scaleDownWindow != nil
         return DeploymentRequest(
             name: name, model: model, version: version, engine: engine, engineArgs: engineArgs.isEmpty ? nil : engineArgs,
-            contextLimit: contextLimit,
-            resources: anyResources
-                ? ReplicaResources(gpus: gpus ?? 0, gpuName: gpuName, minFreeMemoryMib: minFreeMemoryMib, cpuThreads: cpuThreads)
-                : nil,
+            contextLimit: contextLimit, resources: anyResources ? resources : nil,
             replicas: replicas, minReplicas: minReplicas, maxReplicas: maxReplicas,
             autoscaling: anyAutoscaling
                 ? .init(
                     targetInFlightPerReplica: targetInFlight, scaleUpWindowSeconds: scaleUpWindow,
                     scaleDownWindowSeconds: scaleDownWindow) : nil,
-            access: auth != nil || users != nil
-                ? AccessPolicy(methods: methods, users: users.map(list))
-                : nil,
-            limits: [rpmPerKey, tpmPerKey, concurrencyPerKey, rpm, tpm, concurrency].contains { $0 != nil }
-                ? FrequencyLimits(
-                    requestsPerMinutePerKey: rpmPerKey, tokensPerMinutePerKey: tpmPerKey, requestsPerMinute: rpm,
-                    tokensPerMinute: tpm, concurrentRequests: concurrency, concurrentRequestsPerKey: concurrencyPerKey) : nil,
-            timeouts: firstByteTimeout != nil || idleTimeout != nil
-                ? ServiceTimeouts(firstByteSeconds: firstByteTimeout, idleSeconds: idleTimeout) : nil,
+            access: auth != nil || users != nil ? access : nil, limits: anyLimits ? limits : nil,
+            timeouts: firstByteTimeout != nil || idleTimeout != nil ? timeouts : nil,
             canary: canaryVersion != nil || canaryWeight != nil
                 ? .init(version: canaryVersion, weight: canaryWeight ?? 10, replicas: canaryReplicas) : nil)
     }
@@ -137,9 +162,12 @@ struct DeploymentsCommand: AsyncParsableCommand {
         @OptionGroup var spec: DeploymentSpecOptions
         @Flag(help: "Return at once instead of waiting for the roll-out.") var noWait = false
         func run() async throws {
-            let body = try DeploymentSpecOptions.json(try spec.request())
-            guard body != "{}" else { throw ValidationError("nothing to change: give at least one option") }
             let client = try APIClient.configured()
+            let (status, data) = try await client.call("GET", path(name))
+            guard status == 200 else { throw APIClient.failure(status: status, body: data) }
+            let current = try JSONCoding.decoder().decode(DeploymentSpecOptions.Current.self, from: data)
+            let body = try DeploymentSpecOptions.json(try spec.request(over: current))
+            guard body != "{}" else { throw ValidationError("nothing to change: give at least one option") }
             _ = try await client.expect("PATCH", path(name), json: body)
             print("updating \(name)")
             if !noWait { try await DeploymentsCommand.waitUntilSettled(client, name) }
