@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GantryCore
+import GantryHTTP
 
 /// `gantry login`: signs in through the server's OIDC provider with the device authorization
 /// grant (RFC 8628) and stores an API key for the other commands.
@@ -90,25 +91,12 @@ struct KeysCommand: AsyncParsableCommand {
         @Option(help: "Days until the key expires.") var expiresDays: Int?
         @Option(help: "Comma-separated deployments the key may call (default: all).") var scope: String?
         @Option(help: "Issue the key for this user (admins only).") var user: String?
-        @Option(help: "Requests per minute for this key, across all deployments.") var rpm: Int?
-        @Option(help: "Tokens per minute for this key, across all deployments.") var tpm: Int?
-        @Option(help: "Concurrent requests for this key.") var concurrency: Int?
-        @Option(help: "Tokens this key may use per quota period; then requests get insufficient_quota.")
-        var tokenQuota: Int?
-        @Option(help: "The quota's period: day or month (default month).") var quotaPeriod: String?
+        @OptionGroup var limits: KeyLimitOptions
 
         func run() async throws {
             var body: [String: Any] = ["name": name]
             if let user { body["user"] = user }
-            var limits: [String: Any] = [:]
-            for (field, value) in [
-                ("requests_per_minute", rpm), ("tokens_per_minute", tpm), ("concurrent_requests", concurrency),
-                ("token_quota", tokenQuota),
-            ] {
-                if let value { limits[field] = value }
-            }
-            if let quotaPeriod { limits["quota_period"] = quotaPeriod }
-            if !limits.isEmpty { body["limits"] = limits }
+            if let limits = try limits.limits { body["limits"] = try limits.jsonObject() }
             if let expiresDays {
                 body["expires_at"] = Date().addingTimeInterval(TimeInterval(expiresDays) * 86400).formatted(.iso8601)
             }
@@ -122,24 +110,14 @@ struct KeysCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Set a key's limits and token quota (admins); with no option, remove them.")
         @Argument(help: "The key's id.") var id: String
-        @Option(help: "Requests per minute, across all deployments.") var rpm: Int?
-        @Option(help: "Tokens per minute, across all deployments.") var tpm: Int?
-        @Option(help: "Concurrent requests.") var concurrency: Int?
-        @Option(help: "Tokens per quota period.") var tokenQuota: Int?
-        @Option(help: "The quota's period: day or month (default month).") var quotaPeriod: String?
+        @OptionGroup var limits: KeyLimitOptions
 
         func run() async throws {
-            var limits: [String: Any] = [:]
-            for (field, value) in [
-                ("requests_per_minute", rpm), ("tokens_per_minute", tpm), ("concurrent_requests", concurrency),
-                ("token_quota", tokenQuota),
-            ] {
-                if let value { limits[field] = value }
-            }
-            if let quotaPeriod { limits["quota_period"] = quotaPeriod }
-            let body: [String: Any] = ["limits": limits.isEmpty ? NSNull() : limits]
-            _ = try await KeysCommand.client().expect("PATCH", "/api/v1/keys/\(id)", json: APIClient.json(body))
-            print(limits.isEmpty ? "removed the limits of \(id)" : "set the limits of \(id)")
+            let limits = try limits.limits
+            let body: [String: Any] = ["limits": try limits?.jsonObject() ?? NSNull()]
+            _ = try await KeysCommand.client().expect(
+                "PATCH", APIClient.resourcePath("keys", [id]), json: APIClient.json(body))
+            print(limits == nil ? "removed the limits of \(id)" : "set the limits of \(id)")
         }
     }
 
@@ -147,8 +125,46 @@ struct KeysCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Revoke one of your API keys.")
         @Argument(help: "The key's id.") var id: String
         func run() async throws {
-            _ = try await KeysCommand.client().expect("DELETE", "/api/v1/keys/\(id)")
+            _ = try await KeysCommand.client().expect("DELETE", APIClient.resourcePath("keys", [id]))
             print("revoked \(id)")
         }
+    }
+}
+
+/// A key's limits and token quota as options, shared by `keys create` and `keys limit`.
+struct KeyLimitOptions: ParsableArguments {
+    @Option(help: "Requests per minute for the key, across all deployments.") var rpm: Int?
+    @Option(help: "Tokens per minute for the key, across all deployments.") var tpm: Int?
+    @Option(help: "Concurrent requests for the key.") var concurrency: Int?
+    @Option(help: "Tokens the key may use per quota period; then requests get insufficient_quota.") var tokenQuota: Int?
+    @Option(help: "The quota's period: day or month (default month).") var quotaPeriod: String?
+
+    /// The API's own type, checked as the server checks it; nil when no option is given.
+    var limits: KeyLimits? {
+        get throws {
+            guard [rpm, tpm, concurrency, tokenQuota].contains(where: { $0 != nil }) || quotaPeriod != nil else { return nil }
+            let period = try quotaPeriod.map { text in
+                guard let period = QuotaPeriod(rawValue: text) else {
+                    throw ValidationError("--quota-period takes day or month, not '\(text)'")
+                }
+                return period
+            }
+            let limits = KeyLimits(
+                requestsPerMinute: rpm, tokensPerMinute: tpm, concurrentRequests: concurrency, tokenQuota: tokenQuota,
+                quotaPeriod: period)
+            do {
+                try limits.validate()
+            } catch let error as GantryError {
+                throw ValidationError(error.message)
+            }
+            return limits
+        }
+    }
+}
+
+extension KeyLimits {
+    /// As the API's JSON (snake_case), to put into a request body built as a dictionary.
+    func jsonObject() throws -> Any {
+        try JSONSerialization.jsonObject(with: JSONCoding.encoder().encode(self))
     }
 }
