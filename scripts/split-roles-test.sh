@@ -30,6 +30,7 @@ fail() {
 cleanup() {
   for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   pkill -9 -f "$DATA/control" 2>/dev/null || true
+  psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1 || true
   rm -rf "$DATA"
 }
 trap cleanup EXIT
@@ -152,8 +153,11 @@ done
 echo "revocation reached both gateways within $(python3 -c "print(round($(date +%s.%N) - $revoked_at, 2))") s"
 
 # Both gateways wrote usage records to the shared database (flushed every second).
-sleep 1.5
-records=$(api "$G1" "$ADMIN" GET "/api/v1/usage?limit=1000" | json 'len([r for r in d["data"] if r["status"] == 200])')
+for _ in $(seq 1 50); do
+  records=$(api "$G1" "$ADMIN" GET "/api/v1/usage?limit=1000" | json 'len([r for r in d["data"] if r["status"] == 200])')
+  [ "$records" -ge 4 ] && break
+  sleep 0.2
+done
 [ "$records" -ge 4 ] || fail "only $records successful requests are in the shared usage records"
 
 # SIGTERM: the gateways flush and stop; the control role stops its engine.
@@ -161,5 +165,4 @@ for pid in "${PIDS[@]}"; do kill -TERM "$pid"; done
 for pid in "${PIDS[@]}"; do wait "$pid" || fail "process $pid did not exit cleanly after SIGTERM"; done
 PIDS=()
 pgrep -f "$DATA/control" >/dev/null && fail "an engine outlived the control role"
-psql -q "$PG_URL" -c "DROP DATABASE $DB" >/dev/null || true
 echo "split-roles test passed: deploy, limit, scale from zero and revocation through two gateway processes in front of one control process"
