@@ -53,12 +53,15 @@ extension Reconciler {
             case .ready:
                 remembered.healthy = true
                 remembered.failedProbes = 0
+                remembered.lastFailedProbeAt = nil
                 if let since = remembered.readySince, now - since > timing.stableAfter { remembered.consecutiveCrashes = 0 }
             case .exited(let reason):
                 try await crashed(&instance, deployment: deployment, reason: reason, memory: &remembered)
             case .unhealthy, .starting:
                 let why = if case .unhealthy(let text) = health { text } else { "the engine reports it is loading" }
                 remembered.healthy = false
+                if let last = remembered.lastFailedProbeAt, now - last < timing.interval { break }
+                remembered.lastFailedProbeAt = now
                 remembered.failedProbes += 1
                 await event(deployment, instance, "instance_unhealthy", "out of routing: \(why)")
                 if remembered.failedProbes >= timing.unhealthyRestartAfter {

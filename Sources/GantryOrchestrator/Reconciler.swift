@@ -71,6 +71,9 @@ public actor Reconciler: Service {
         var startedAt: ContinuousClock.Instant?
         var readySince: ContinuousClock.Instant?
         var failedProbes = 0
+        /// When the last failed probe was counted: failures count once per `interval`, so busy
+        /// passes (every 100 ms while anything changes) cannot add up to a restart in 300 ms.
+        var lastFailedProbeAt: ContinuousClock.Instant?
         var healthy = true
         var consecutiveCrashes = 0
         var retryAt: ContinuousClock.Instant?
