@@ -35,11 +35,11 @@ struct StoredDeploymentSpec: Codable {
     }
 
     func encoded() throws -> String {
-        String(decoding: try JSONEncoder().encode(self), as: UTF8.self)
+        try jsonText(self)!
     }
 
     static func decode(_ text: String) throws -> StoredDeploymentSpec {
-        try JSONDecoder().decode(StoredDeploymentSpec.self, from: Data(text.utf8))
+        try decodeJSONText(text, as: StoredDeploymentSpec.self)
     }
 }
 
@@ -167,7 +167,7 @@ struct SQLInstanceRepository: InstanceRepository {
                 .values(
                     SQLBind(i.id), SQLBind(i.deploymentID), SQLBind(i.revisionID), SQLBind(i.node), SQLBind(i.state.rawValue),
                     SQLBind(i.stateMessage), SQLBind(i.endpoint), SQLBind(i.pid.map(Int64.init)),
-                    SQLBind(try Self.encode(i.gpuUUIDs)), SQLBind(Int64(i.restarts)),
+                    SQLBind(try jsonText(i.gpuUUIDs)), SQLBind(Int64(i.restarts)),
                     SQLBind(i.createdAt.millisecondsSince1970), SQLBind(i.updatedAt.millisecondsSince1970)
                 )
                 .run()
@@ -182,7 +182,7 @@ struct SQLInstanceRepository: InstanceRepository {
             .set("state_message", to: SQLBind(i.stateMessage))
             .set("endpoint", to: SQLBind(i.endpoint))
             .set("pid", to: SQLBind(i.pid.map(Int64.init)))
-            .set("gpu_uuids", to: SQLBind(try Self.encode(i.gpuUUIDs)))
+            .set("gpu_uuids", to: SQLBind(try jsonText(i.gpuUUIDs)))
             .set("restarts", to: SQLBind(Int64(i.restarts)))
             .set("updated_at", to: SQLBind(i.updatedAt.millisecondsSince1970))
             .where("id", .equal, i.id)
@@ -203,17 +203,13 @@ struct SQLInstanceRepository: InstanceRepository {
         try await db.delete(from: "instances").where("id", .equal, id).run()
     }
 
-    static func encode(_ uuids: [String]) throws -> String {
-        String(decoding: try JSONEncoder().encode(uuids), as: UTF8.self)
-    }
-
     static func instance(_ row: any SQLRow) throws -> EngineInstance {
         EngineInstance(
             id: try row.string("id"), deploymentID: try row.string("deployment_id"),
             revisionID: try row.string("revision_id"), node: try row.string("node"),
             state: try row.enumValue("state", as: InstanceState.self), stateMessage: try row.string("state_message"),
             endpoint: try row.string("endpoint"), pid: try row.decode(column: "pid", as: Int64?.self).map { Int32($0) },
-            gpuUUIDs: try JSONDecoder().decode([String].self, from: Data(try row.string("gpu_uuids").utf8)),
+            gpuUUIDs: try decodeJSONText(try row.string("gpu_uuids"), as: [String].self),
             restarts: try row.int("restarts"), createdAt: try row.date("created_at"), updatedAt: try row.date("updated_at"))
     }
 }

@@ -67,8 +67,8 @@ struct SQLAPIKeyRepository: APIKeyRepository {
                     SQLBind(k.id), SQLBind(k.userID), SQLBind(k.name), SQLBind(k.secretHash),
                     SQLBind(k.createdAt.millisecondsSince1970), SQLBind(k.expiresAt?.millisecondsSince1970),
                     SQLBind(k.revokedAt?.millisecondsSince1970), SQLBind(k.lastUsedAt?.millisecondsSince1970),
-                    SQLBind(try Self.encodeScope(k.scope)),
-                    SQLBind(try k.limits.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) })
+                    SQLBind(try jsonText(k.scope)),
+                    SQLBind(try jsonText(k.limits))
                 )
                 .run()
         }
@@ -90,7 +90,7 @@ struct SQLAPIKeyRepository: APIKeyRepository {
     }
 
     func updateKeyLimits(id: String, limits: KeyLimits?) async throws {
-        let text = try limits.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
+        let text = try jsonText(limits)
         try await db.update("api_keys").set("limits", to: SQLBind(text)).where("id", .equal, id).run()
     }
 
@@ -110,22 +110,10 @@ struct SQLAPIKeyRepository: APIKeyRepository {
             secretHash: try row.string("secret_hash"), createdAt: try row.date("created_at"),
             expiresAt: try row.optionalDate("expires_at"), revokedAt: try row.optionalDate("revoked_at"),
             lastUsedAt: try row.optionalDate("last_used_at"),
-            scope: try Self.decodeScope(row.decode(column: "scope", as: String?.self)),
-            limits: try row.decode(column: "limits", as: String?.self).map {
-                try JSONDecoder().decode(KeyLimits.self, from: Data($0.utf8))
-            })
+            scope: try row.json("scope", as: [String].self),
+            limits: try row.json("limits", as: KeyLimits.self))
     }
 
-    /// A scope is stored as a JSON array of deployment names; NULL means every deployment.
-    static func encodeScope(_ scope: [String]?) throws -> String? {
-        guard let scope else { return nil }
-        return String(decoding: try JSONEncoder().encode(scope), as: UTF8.self)
-    }
-
-    static func decodeScope(_ text: String?) throws -> [String]? {
-        guard let text else { return nil }
-        return try JSONDecoder().decode([String].self, from: Data(text.utf8))
-    }
 }
 
 struct SQLSessionRepository: SessionRepository {

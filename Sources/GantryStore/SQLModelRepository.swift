@@ -88,9 +88,9 @@ struct SQLModelRepository: ModelRepository {
                 )
                 .values(
                     SQLBind(version.id), SQLBind(version.modelID), SQLBind(version.version), SQLBind(version.description),
-                    SQLBind(version.format), SQLBind(Int64(version.contextLimit)), SQLBind(try Self.json(version.inputSchema)),
-                    SQLBind(try Self.json(version.outputSchema)), SQLBind(version.defaultEngine),
-                    SQLBind(try Self.json(version.engineArgs)), SQLBind(version.artifactURI ?? ""),
+                    SQLBind(version.format), SQLBind(Int64(version.contextLimit)), SQLBind(try jsonText(version.inputSchema)),
+                    SQLBind(try jsonText(version.outputSchema)), SQLBind(version.defaultEngine),
+                    SQLBind(try jsonText(version.engineArgs)), SQLBind(version.artifactURI ?? ""),
                     SQLBind(version.status.rawValue), SQLBind(version.statusMessage), SQLBind(Int64(version.deprecated ? 1 : 0)),
                     SQLBind(version.createdAt.millisecondsSince1970), SQLBind(version.updatedAt.millisecondsSince1970)
                 )
@@ -128,10 +128,10 @@ struct SQLModelRepository: ModelRepository {
             .set("description", to: SQLBind(version.description))
             .set("format", to: SQLBind(version.format))
             .set("context_limit", to: SQLBind(Int64(version.contextLimit)))
-            .set("input_schema", to: SQLBind(try Self.json(version.inputSchema)))
-            .set("output_schema", to: SQLBind(try Self.json(version.outputSchema)))
+            .set("input_schema", to: SQLBind(try jsonText(version.inputSchema)))
+            .set("output_schema", to: SQLBind(try jsonText(version.outputSchema)))
             .set("default_engine", to: SQLBind(version.defaultEngine))
-            .set("engine_args", to: SQLBind(try Self.json(version.engineArgs)))
+            .set("engine_args", to: SQLBind(try jsonText(version.engineArgs)))
             .set("status", to: SQLBind(version.status.rawValue))
             .set("status_message", to: SQLBind(version.statusMessage))
             .set("deprecated", to: SQLBind(Int64(version.deprecated ? 1 : 0)))
@@ -247,10 +247,10 @@ struct SQLModelRepository: ModelRepository {
             id: try row.string("id"), modelID: try row.string("model_id"), version: try row.string("version"),
             description: try row.decode(column: "description", as: String?.self) ?? "",
             format: try row.string("format"), contextLimit: try row.int("context_limit"),
-            inputSchema: try decodeJSON(row, "input_schema", as: JSONValue.self),
-            outputSchema: try decodeJSON(row, "output_schema", as: JSONValue.self),
+            inputSchema: try row.json("input_schema", as: JSONValue.self),
+            outputSchema: try row.json("output_schema", as: JSONValue.self),
             defaultEngine: try row.decode(column: "default_engine", as: String?.self),
-            engineArgs: try decodeJSON(row, "engine_args", as: [String].self) ?? [],
+            engineArgs: try row.json("engine_args", as: [String].self) ?? [],
             artifactURI: artifact.isEmpty ? nil : artifact,
             status: try row.enumValue("status", as: ModelVersionStatus.self),
             statusMessage: try row.decode(column: "status_message", as: String?.self) ?? "",
@@ -258,14 +258,4 @@ struct SQLModelRepository: ModelRepository {
             createdAt: created, updatedAt: try row.optionalDate("updated_at") ?? created)
     }
 
-    /// JSON columns are TEXT on both databases; the plain encoder keeps keys exactly as written.
-    private static func json<T: Encodable>(_ value: T?) throws -> String? {
-        guard let value else { return nil }
-        return String(decoding: try JSONEncoder().encode(value), as: UTF8.self)
-    }
-
-    private static func decodeJSON<T: Decodable>(_ row: any SQLRow, _ column: String, as type: T.Type) throws -> T? {
-        guard let text = try row.decode(column: column, as: String?.self) else { return nil }
-        return try JSONDecoder().decode(T.self, from: Data(text.utf8))
-    }
 }

@@ -51,3 +51,21 @@ func insertUnique(_ what: String, _ body: () async throws -> Void) async throws 
         throw GantryError.conflict("\(what) already exists")
     }
 }
+
+/// JSON columns are TEXT on both databases; the plain encoder keeps keys exactly as written.
+func jsonText<T: Encodable>(_ value: T?) throws -> String? {
+    guard let value else { return nil }
+    return String(decoding: try JSONEncoder().encode(value), as: UTF8.self)
+}
+
+/// A value stored by `jsonText`.
+func decodeJSONText<T: Decodable>(_ text: String, as type: T.Type) throws -> T {
+    try JSONDecoder().decode(T.self, from: Data(text.utf8))
+}
+
+extension SQLRow {
+    /// A JSON column's value; nil when the column is NULL.
+    func json<T: Decodable>(_ column: String, as type: T.Type) throws -> T? {
+        try decode(column: column, as: String?.self).map { try decodeJSONText($0, as: T.self) }
+    }
+}
