@@ -263,3 +263,28 @@ public struct Deployment: Encodable, Sendable, Equatable {
         try container.encode(updatedAt, forKey: .updatedAt)
     }
 }
+
+extension FrequencyLimits {
+    /// These limits, refused when one is below 1 (no request could ever pass it).
+    public func validated() throws -> FrequencyLimits {
+        try GantryError.requirePositive(
+            [
+                ("requests_per_minute_per_key", requestsPerMinutePerKey), ("tokens_per_minute_per_key", tokensPerMinutePerKey),
+                ("requests_per_minute", requestsPerMinute), ("tokens_per_minute", tokensPerMinute),
+                ("concurrent_requests", concurrentRequests), ("concurrent_requests_per_key", concurrentRequestsPerKey),
+            ], in: "limits")
+        return self
+    }
+}
+
+extension ServiceTimeouts {
+    /// These timeouts, refused outside 0.1-3600 seconds.
+    public func validated() throws -> ServiceTimeouts {
+        for (name, value) in [("first_byte_seconds", firstByteSeconds), ("idle_seconds", idleSeconds)] {
+            if let value, !(0.1...3600).contains(value) {
+                throw GantryError.invalid("timeouts.\(name) must be 0.1-3600 seconds", param: "timeouts.\(name)")
+            }
+        }
+        return self
+    }
+}

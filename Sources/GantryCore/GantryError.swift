@@ -51,6 +51,13 @@ public struct GantryError: Error, Sendable, Equatable, CustomStringConvertible {
         GantryError(.invalidRequest, message, code: code, param: param)
     }
 
+    /// Refuses the first field set below 1, naming it `object.field`.
+    public static func requirePositive(_ fields: [(String, Int?)], in object: String) throws {
+        for (name, value) in fields {
+            if let value, value < 1 { throw invalid("\(object).\(name) must be at least 1", param: "\(object).\(name)") }
+        }
+    }
+
     public static func notFound(_ message: String, code: String? = nil) -> GantryError {
         GantryError(.notFound, message, code: code)
     }

@@ -88,12 +88,11 @@ public struct KeyLimits: Codable, Sendable, Equatable {
 
     /// Refuses limits no request could ever pass, with the field at fault.
     public func validate() throws {
-        for (name, value) in [
-            ("requests_per_minute", requestsPerMinute), ("tokens_per_minute", tokensPerMinute),
-            ("concurrent_requests", concurrentRequests), ("token_quota", tokenQuota),
-        ] {
-            if let value, value < 1 { throw GantryError.invalid("limits.\(name) must be at least 1", param: "limits.\(name)") }
-        }
+        try GantryError.requirePositive(
+            [
+                ("requests_per_minute", requestsPerMinute), ("tokens_per_minute", tokensPerMinute),
+                ("concurrent_requests", concurrentRequests), ("token_quota", tokenQuota),
+            ], in: "limits")
         if quotaPeriod != nil, tokenQuota == nil {
             throw GantryError.invalid("limits.quota_period needs limits.token_quota", param: "limits.quota_period")
         }

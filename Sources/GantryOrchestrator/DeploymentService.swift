@@ -108,8 +108,8 @@ public struct DeploymentService: Sendable {
         let deployment = Deployment(
             id: Identifier.make("dep"), name: name, modelID: model.id, revision: revision, scaling: scaling,
             replicas: max(1, scaling.minReplicas), access: try validated(request.access ?? AccessPolicy()),
-            limits: try validated(request.limits ?? FrequencyLimits()),
-            timeouts: try validated(request.timeouts ?? ServiceTimeouts()), status: .pending,
+            limits: try (request.limits ?? FrequencyLimits()).validated(),
+            timeouts: try (request.timeouts ?? ServiceTimeouts()).validated(), status: .pending,
             statusMessage: "waiting for the reconcile loop", createdAt: now, updatedAt: now)
         try await repositories.deployments.createDeployment(deployment)
         try await repositories.deployments.recordEvent(
@@ -170,11 +170,11 @@ public struct DeploymentService: Sendable {
             changes.append("access policy")
         }
         if let limits = request.limits {
-            deployment.limits = try validated(limits)
+            deployment.limits = try limits.validated()
             changes.append("limits")
         }
         if let timeouts = request.timeouts {
-            deployment.timeouts = try validated(timeouts)
+            deployment.timeouts = try timeouts.validated()
             changes.append("timeouts")
         }
         guard !changes.isEmpty else { return deployment }
@@ -346,26 +346,4 @@ public struct DeploymentService: Sendable {
         return access
     }
 
-    private func validated(_ limits: FrequencyLimits) throws -> FrequencyLimits {
-        let all = [
-            ("requests_per_minute_per_key", limits.requestsPerMinutePerKey),
-            ("tokens_per_minute_per_key", limits.tokensPerMinutePerKey),
-            ("requests_per_minute", limits.requestsPerMinute), ("tokens_per_minute", limits.tokensPerMinute),
-            ("concurrent_requests", limits.concurrentRequests),
-            ("concurrent_requests_per_key", limits.concurrentRequestsPerKey),
-        ]
-        for (name, value) in all {
-            if let value, value < 1 { throw GantryError.invalid("limits.\(name) must be at least 1", param: "limits.\(name)") }
-        }
-        return limits
-    }
-
-    private func validated(_ timeouts: ServiceTimeouts) throws -> ServiceTimeouts {
-        for (name, value) in [("first_byte_seconds", timeouts.firstByteSeconds), ("idle_seconds", timeouts.idleSeconds)] {
-            if let value, !(0.1...3600).contains(value) {
-                throw GantryError.invalid("timeouts.\(name) must be 0.1-3600 seconds", param: "timeouts.\(name)")
-            }
-        }
-        return timeouts
-    }
 }
