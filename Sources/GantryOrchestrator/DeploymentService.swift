@@ -345,5 +345,4 @@ public struct DeploymentService: Sendable {
         }
         return access
     }
-
 }
