@@ -23,12 +23,20 @@ public protocol EngineAdapter: Sendable {
     var metricsPath: String { get }
     /// Whether the program can be started on this machine.
     func isInstalled() async -> Bool
-    func command(for spec: EngineLaunchSpec, host: String, port: Int) -> EngineCommand
+    /// The program and the arguments Gantry sets (model, address, context, threads, GPUs).
+    func managedArguments(for spec: EngineLaunchSpec, host: String, port: Int) -> [String]
 }
 
 extension EngineAdapter {
     public var healthPath: String { "/health" }
     public var metricsPath: String { "/metrics" }
+
+    /// The managed arguments, then the deployment's own, with the engine pinned to its GPUs.
+    public func command(for spec: EngineLaunchSpec, host: String, port: Int) -> EngineCommand {
+        EngineCommand(
+            arguments: managedArguments(for: spec, host: host, port: port) + spec.extraArguments,
+            environment: Self.gpuEnvironment(spec))
+    }
 
     /// Pins the engine to its GPUs. CUDA takes UUIDs as well as indices, and UUIDs stay right when
     /// indices are renumbered; an empty value hides every GPU from a CPU instance.
@@ -53,7 +61,7 @@ public struct LlamaCppAdapter: EngineAdapter {
     /// The context limit becomes the context size, so the engine enforces it too; `--alias` makes
     /// it report the deployment name as its model. With GPUs every layer is offloaded. The
     /// revision's own arguments come last; the registry refuses those that would override these.
-    public func command(for spec: EngineLaunchSpec, host: String, port: Int) -> EngineCommand {
+    public func managedArguments(for spec: EngineLaunchSpec, host: String, port: Int) -> [String] {
         var arguments = [
             binary,
             "--model", spec.modelPath,
@@ -68,7 +76,7 @@ public struct LlamaCppAdapter: EngineAdapter {
             "--no-webui",
         ]
         if !spec.gpuUUIDs.isEmpty { arguments += ["--n-gpu-layers", "999"] }
-        return EngineCommand(arguments: arguments + spec.extraArguments, environment: Self.gpuEnvironment(spec))
+        return arguments
     }
 }
 
@@ -84,7 +92,7 @@ public struct VLLMAdapter: EngineAdapter {
 
     public func isInstalled() async -> Bool { ExternalCommand.exists(program) }
 
-    public func command(for spec: EngineLaunchSpec, host: String, port: Int) -> EngineCommand {
+    public func managedArguments(for spec: EngineLaunchSpec, host: String, port: Int) -> [String] {
         let arguments = [
             program, "serve", spec.modelPath,
             "--host", host,
@@ -93,7 +101,7 @@ public struct VLLMAdapter: EngineAdapter {
             "--max-model-len", String(spec.contextLimit),
             "--tensor-parallel-size", String(max(1, spec.gpuUUIDs.count)),
         ]
-        return EngineCommand(arguments: arguments + spec.extraArguments, environment: Self.gpuEnvironment(spec))
+        return arguments
     }
 }
 
@@ -114,7 +122,7 @@ public struct SGLangAdapter: EngineAdapter {
         return (try? await ExternalCommand.run([python, "-c", probe])) != nil
     }
 
-    public func command(for spec: EngineLaunchSpec, host: String, port: Int) -> EngineCommand {
+    public func managedArguments(for spec: EngineLaunchSpec, host: String, port: Int) -> [String] {
         let arguments = [
             python, "-m", "sglang.launch_server",
             "--model-path", spec.modelPath,
@@ -124,7 +132,7 @@ public struct SGLangAdapter: EngineAdapter {
             "--context-length", String(spec.contextLimit),
             "--tp-size", String(max(1, spec.gpuUUIDs.count)),
         ]
-        return EngineCommand(arguments: arguments + spec.extraArguments, environment: Self.gpuEnvironment(spec))
+        return arguments
     }
 }
 
@@ -141,7 +149,7 @@ public struct TGIAdapter: EngineAdapter {
 
     public func isInstalled() async -> Bool { ExternalCommand.exists(program) }
 
-    public func command(for spec: EngineLaunchSpec, host: String, port: Int) -> EngineCommand {
+    public func managedArguments(for spec: EngineLaunchSpec, host: String, port: Int) -> [String] {
         var arguments = [
             program,
             "--model-id", spec.modelPath,
@@ -151,7 +159,7 @@ public struct TGIAdapter: EngineAdapter {
             "--max-input-tokens", String(max(1, spec.contextLimit - 1)),
         ]
         if spec.gpuUUIDs.count > 1 { arguments += ["--num-shard", String(spec.gpuUUIDs.count)] }
-        return EngineCommand(arguments: arguments + spec.extraArguments, environment: Self.gpuEnvironment(spec))
+        return arguments
     }
 }
 
@@ -177,7 +185,7 @@ public struct CustomCommandAdapter: EngineAdapter {
         return ExternalCommand.exists(String(program))
     }
 
-    public func command(for spec: EngineLaunchSpec, host: String, port: Int) -> EngineCommand {
+    public func managedArguments(for spec: EngineLaunchSpec, host: String, port: Int) -> [String] {
         let values = [
             "{model}": spec.modelPath, "{host}": host, "{port}": String(port), "{context}": String(spec.contextLimit),
             "{name}": spec.deploymentName, "{threads}": String(spec.cpuThreads),
@@ -186,6 +194,6 @@ public struct CustomCommandAdapter: EngineAdapter {
         let arguments = template.split(separator: " ").map { word in
             values.reduce(String(word)) { text, pair in text.replacingOccurrences(of: pair.key, with: pair.value) }
         }
-        return EngineCommand(arguments: arguments + spec.extraArguments, environment: Self.gpuEnvironment(spec))
+        return arguments
     }
 }
