@@ -153,6 +153,10 @@ public struct GantryConfiguration: Sendable {
         }
         logLevel = parsedLevel
         auth = try Self.readAuth(values, http: http)
+        if role == .gateway, auth.introspectionSecret == nil {
+            throw ConfigurationError(
+                setting: .introspectionSecret, problem: "is required with --role gateway (the same as the control role's)")
+        }
         let gpuSource = try values.string(.gpuSource) ?? "auto"
         guard
             ["auto", "nvml", "nvidia-smi", "none"].contains(gpuSource) || (gpuSource.hasPrefix("fixture:") && gpuSource.count > 8)

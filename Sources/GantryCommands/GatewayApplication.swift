@@ -26,13 +26,9 @@ public func buildGatewayApplication(
 ) async throws -> GantryGatewayServer {
     var logger = logger
     logger.logLevel = configuration.logLevel
-    guard let controlURL = configuration.gateway.controlURL else {
-        throw ConfigurationError(setting: .controlURL, problem: "is required with --role gateway")
-    }
-    guard let serviceSecret = configuration.auth.introspectionSecret else {
-        throw ConfigurationError(
-            setting: .introspectionSecret, problem: "is required with --role gateway (the same as the control role's)")
-    }
+    // Both are required with this role; the configuration refused to load without them.
+    guard let controlURL = configuration.gateway.controlURL, let serviceSecret = configuration.auth.introspectionSecret
+    else { preconditionFailure("a gateway configuration always has a control URL and the service credential") }
     // The control role owns the schema: a gateway opens the shared database without migrating it.
     let store = try await SQLStore.open(configuration.database, logger: logger)
     let repositories = store.repositories
