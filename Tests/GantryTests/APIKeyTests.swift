@@ -28,10 +28,20 @@ struct APIKeyTests {
         #expect(!APIKeyFormat.constantTimeEqual("abc", "abcd"))
     }
 
+    /// Verified keys are remembered for an hour here, so a slow run cannot outlast the cache
+    /// between two steps that rely on it; the store is closed whether the body passes or throws.
     func withIdentity(_ body: (IdentityService, Repositories) async throws -> Void) async throws {
         let store = try await SQLStore.open(.sqliteInMemory, logger: Logger(label: "test"))
-        try await store.migrate(logger: Logger(label: "test"))
-        try await body(IdentityService(repositories: store.repositories, logger: Logger(label: "test")), store.repositories)
+        do {
+            try await store.migrate(logger: Logger(label: "test"))
+            try await body(
+                IdentityService(
+                    repositories: store.repositories, logger: Logger(label: "test"), keyCacheLifetime: .seconds(3600)),
+                store.repositories)
+        } catch {
+            try? await store.close()
+            throw error
+        }
         try await store.close()
     }
 
