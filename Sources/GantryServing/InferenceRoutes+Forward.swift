@@ -25,7 +25,7 @@ extension InferenceRoutes {
             throw GantryError(.payloadTooLarge, "request body is larger than \(configuration.maxRequestBytes) bytes")
         }
         let parsed = try InferenceRequest.parse(Data(buffer: body), endpoint: endpoint)
-        guard let entry = await routes.entry(for: parsed.deployment), entry.admits(principal) else {
+        guard let entry = routes.entry(for: parsed.deployment), entry.admits(principal) else {
             throw Self.modelNotFound(parsed.deployment)
         }
         if let version = parsed.pinnedVersion, version != entry.version, version != entry.canaryVersion {
@@ -38,7 +38,7 @@ extension InferenceRoutes {
         do {
             return try await admitAndRelay(parsed, body: body, entry: entry, principal: principal, meter: meter, context: context)
         } catch {
-            await meter.finish(failure: error)
+            meter.finish(failure: error)
             throw error
         }
     }
@@ -77,7 +77,7 @@ extension InferenceRoutes {
         }
         let scopes = LimitScope.scopes(principal: principal, entry: entry)
         if !scopes.isEmpty {
-            switch await metering.limiter.admit(scopes, tokens: reservation) {
+            switch metering.limiter.admit(scopes, tokens: reservation) {
             case .success(let admission):
                 meter.admitted(admission, reservation: reservation)
             case .failure(let rejection):
@@ -171,7 +171,7 @@ extension InferenceRoutes {
                 current.end()
                 // Any transport failure is a passive health report (a killed engine's pooled
                 // connection fails with a reset, not a refusal); only a refused connection is retried.
-                await routes.reportUnreachable(instanceID: current.instanceID)
+                routes.reportUnreachable(instanceID: current.instanceID)
                 context.logger.warning(
                     "engine request failed", metadata: ["instance_id": "\(current.instanceID)", "error": "\(error)"])
                 if Self.isTimeout(error) {
@@ -189,7 +189,7 @@ extension InferenceRoutes {
         meter.headReceived()
         // Passive health: an engine answering 5xx leaves rotation until the orchestrator's next
         // probe (woken at once) finds it healthy again.
-        if response.status.code >= 500 { await routes.reportUnreachable(instanceID: lease.instanceID) }
+        if response.status.code >= 500 { routes.reportUnreachable(instanceID: lease.instanceID) }
         var headers = HTTPFields()
         headers[.contentType] = response.headers.first(name: "content-type") ?? "application/json"
         for (name, value) in meter.rateLimitHeaders {
@@ -201,7 +201,7 @@ extension InferenceRoutes {
             do {
                 payload = try await response.body.collect(upTo: configuration.maxResponseBytes)
             } catch {
-                await routes.reportUnreachable(instanceID: lease.instanceID)
+                routes.reportUnreachable(instanceID: lease.instanceID)
                 context.logger.warning(
                     "engine response failed", metadata: ["instance_id": "\(lease.instanceID)", "error": "\(error)"])
                 if Self.isTimeout(error) {
@@ -215,7 +215,7 @@ extension InferenceRoutes {
                     param: parsed.endpoint.promptField)
             }
             let status = Int(response.status.code)
-            await meter.finish(
+            meter.finish(
                 status: status, usage: TokenUsage.find(in: payload), errorType: status >= 400 ? "engine_error" : nil)
             return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: payload))
         }
@@ -259,7 +259,7 @@ extension InferenceRoutes {
                     }
                 }
                 if clientGone {
-                    await meter.finish(status: 499, usage: stream.usage, errorType: "client_closed")
+                    meter.finish(status: 499, usage: stream.usage, errorType: "client_closed")
                     return
                 }
                 let rest = stream.finish()
@@ -270,7 +270,7 @@ extension InferenceRoutes {
                     let timedOut = Self.isTimeout(failure)
                     logger.warning(
                         "engine stream failed", metadata: ["instance_id": "\(lease.instanceID)", "error": "\(failure)"])
-                    await routes.reportUnreachable(instanceID: lease.instanceID)
+                    routes.reportUnreachable(instanceID: lease.instanceID)
                     let error =
                         timedOut
                         ? GantryError(.gatewayTimeout, "the model's engine stalled during the stream", code: "engine_timeout")
@@ -279,10 +279,10 @@ extension InferenceRoutes {
                     event.writeBytes(ErrorResponse(error: error, style: .openAI).body())
                     event.writeString("\n\n")
                     try? await writer.write(event)
-                    await meter.finish(
+                    meter.finish(
                         status: Int(ErrorResponse.status(for: error.kind).code), usage: stream.usage, errorType: error.code)
                 } else {
-                    await meter.finish(status: 200, usage: stream.usage, errorType: nil)
+                    meter.finish(status: 200, usage: stream.usage, errorType: nil)
                 }
                 try await writer.finish(nil)
             })

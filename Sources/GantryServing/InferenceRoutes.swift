@@ -64,7 +64,7 @@ public struct InferenceRoutes: Sendable {
         router.get("/v1/models/{name}") { _, context in
             let principal = try context.requirePrincipal()
             let name = try context.parameters.require("name")
-            guard let entry = await routes.entry(for: name), entry.admits(principal) else {
+            guard let entry = routes.entry(for: name), entry.admits(principal) else {
                 throw Self.modelNotFound(name)
             }
             return JSONResponse(ModelItem(entry))
@@ -90,7 +90,7 @@ public struct InferenceRoutes: Sendable {
                 if let after {
                     await routes.routes(after: after, timeout: .seconds(seconds))
                 } else {
-                    (await routes.generation, await routes.allEntries())
+                    (await routes.generation, routes.allEntries())
                 }
             return JSONResponse(RouteSnapshot(generation: generation, data: entries))
         }
@@ -129,7 +129,7 @@ public struct InferenceRoutes: Sendable {
 
     /// Only the deployments the caller may use are listed.
     func listModels(for principal: Principal) async -> JSONResponse<ModelList> {
-        JSONResponse(ModelList(data: await routes.allEntries().filter { $0.admits(principal) }.map(ModelItem.init)))
+        JSONResponse(ModelList(data: routes.allEntries().filter { $0.admits(principal) }.map(ModelItem.init)))
     }
 
     /// A deployment the caller may not use answers exactly like one that does not exist.

@@ -1,5 +1,6 @@
 import Foundation
 public import GantryCore
+import Synchronization
 
 /// One thing a limit applies to (a key, a key on one service, a service) and its limits.
 public struct LimitScope: Sendable, Equatable {
@@ -102,7 +103,7 @@ public struct RateLimitAdmission: Sendable {
 }
 
 /// Requests-per-minute, tokens-per-minute and concurrency limits over sliding 60-second windows,
-/// never exceeded however many requests arrive at once (the actor serialises admission).
+/// never exceeded however many requests arrive at once (admission is serialised by a lock).
 ///
 /// Tokens are reserved at admission (the prompt's upper bound plus the most the completion may
 /// use) and settled to the real usage when the request ends; a request is admitted only if every
@@ -110,7 +111,31 @@ public struct RateLimitAdmission: Sendable {
 /// the oldest bucket counts whole until all of it is older than 60 s, so a request may be refused
 /// up to a second early but what is admitted in any 60 s never exceeds a limit, and memory per
 /// scope stays bounded at any request rate.
-public actor RateLimiter {
+public final class RateLimiter: Sendable {
+    /// A lock, not an actor: the data plane admits and settles on its event loops without a hop.
+    private let core = Mutex(RateLimiterCore())
+
+    public init() {}
+
+    /// Admits a request reserving `tokens` in every scope, or says why not and when to retry.
+    public func admit(_ scopes: [LimitScope], tokens: Int) -> Result<RateLimitAdmission, RateLimitRejection> {
+        core.withLock { $0.admit(scopes, tokens: tokens) }
+    }
+
+    /// Replaces the reservation with the tokens the request really used (which may be fewer, or,
+    /// when the engine ignored `max_tokens`, more) and ends its concurrency slot.
+    public func settle(_ admission: RateLimitAdmission, tokens: Int) {
+        core.withLock { $0.settle(admission, tokens: tokens) }
+    }
+
+    /// Tokens admitted into a scope's current window, for tests and metrics.
+    public func tokensInWindow(_ scopeID: String) -> Int {
+        core.withLock { $0.tokensInWindow(scopeID) }
+    }
+}
+
+/// The limiter's windows, always used under its lock.
+struct RateLimiterCore {
     struct Bucket {
         let second: Int64
         var requests: Int
@@ -129,7 +154,7 @@ public actor RateLimiter {
     private let clock = ContinuousClock()
     private let origin: ContinuousClock.Instant
 
-    public init() {
+    init() {
         origin = clock.now
     }
 
@@ -139,7 +164,7 @@ public actor RateLimiter {
     private func expiry(of second: Int64) -> ContinuousClock.Instant { origin + .seconds(second + 61) }
 
     /// Admits a request reserving `tokens` in every scope, or says why not and when to retry.
-    public func admit(_ scopes: [LimitScope], tokens: Int) -> Result<RateLimitAdmission, RateLimitRejection> {
+    mutating func admit(_ scopes: [LimitScope], tokens: Int) -> Result<RateLimitAdmission, RateLimitRejection> {
         let now = clock.now
         let current = second(of: now)
         for scope in scopes { prune(scope.id, now: current) }
@@ -209,7 +234,7 @@ public actor RateLimiter {
 
     /// Replaces the reservation with the tokens the request really used (which may be fewer, or,
     /// when the engine ignored `max_tokens`, more) and ends its concurrency slot.
-    public func settle(_ admission: RateLimitAdmission, tokens: Int) {
+    mutating func settle(_ admission: RateLimitAdmission, tokens: Int) {
         for id in admission.concurrencyScopeIDs { windows[id]?.inFlight -= 1 }
         let current = second(of: clock.now)
         let delta = tokens - admission.tokens
@@ -227,12 +252,12 @@ public actor RateLimiter {
     }
 
     /// Tokens admitted into a scope's current window, for tests and metrics.
-    public func tokensInWindow(_ scopeID: String) -> Int {
+    mutating func tokensInWindow(_ scopeID: String) -> Int {
         prune(scopeID, now: second(of: clock.now))
         return windows[scopeID]?.tokens ?? 0
     }
 
-    private func prune(_ id: String, now current: Int64) {
+    private mutating func prune(_ id: String, now current: Int64) {
         guard var window = windows[id] else { return }
         var changed = false
         while let first = window.buckets.first, first.second < current - 60 {
@@ -245,7 +270,7 @@ public actor RateLimiter {
         dropIfIdle(id)
     }
 
-    private func dropIfIdle(_ id: String) {
+    private mutating func dropIfIdle(_ id: String) {
         if let window = windows[id], window.buckets.isEmpty, window.inFlight == 0 { windows[id] = nil }
     }
 
@@ -268,7 +293,7 @@ public actor RateLimiter {
 
 extension RateLimitStatus {
     /// Keeps, per kind of limit, the scope with the least room left after this request.
-    mutating func tighten(with scope: LimitScope, window: RateLimiter.Window, adding tokens: Int, reset: Duration) {
+    mutating func tighten(with scope: LimitScope, window: RateLimiterCore.Window, adding tokens: Int, reset: Duration) {
         if let limit = scope.requestsPerMinute {
             let remaining = limit - window.requests - 1
             if remainingRequests.map({ remaining < $0 }) ?? true {

@@ -27,21 +27,21 @@ public struct Metering: Sendable {
     func account(
         _ request: MeteredRequest, _ state: RequestMeter.State, status: Int, usage reported: TokenUsage?,
         errorType: String?
-    ) async {
+    ) {
         let now = ContinuousClock.now
         let reportedTokens = reported.map { $0.promptTokens + $0.completionTokens }
         let mayHaveRun = state.sentAt != nil && !(400..<499).contains(status)
         if let admission = state.admission {
-            await limiter.settle(admission, tokens: reportedTokens ?? (mayHaveRun ? state.reservation : 0))
+            limiter.settle(admission, tokens: reportedTokens ?? (mayHaveRun ? state.reservation : 0))
         }
         let principal = request.principal
         if let keyID = principal.keyID, let limits = principal.keyLimits, let reportedTokens {
-            await quotas.add(keyID: keyID, limits: limits, tokens: reportedTokens)
+            quotas.add(keyID: keyID, limits: limits, tokens: reportedTokens)
         }
         // Time to first token: to the first byte of the answer's body (a stream's first event).
         let firstByte = (state.firstByteAt ?? state.headAt).map { $0 - request.started }
         let latency = now - request.started
-        await usage.record(
+        usage.record(
             UsageRecord(
                 id: Identifier.make("use"), createdAt: Date(), keyID: principal.keyID, userID: principal.userID,
                 deployment: request.deployment, version: state.version, instanceID: state.instanceID,
@@ -125,16 +125,16 @@ final class RequestMeter: Sendable {
         }
     }
 
-    func finish(failure: any Error) async {
+    func finish(failure: any Error) {
         let error = (failure as? GantryError) ?? GantryError(.internal, "internal error")
-        await finish(
+        finish(
             status: Int(ErrorResponse.status(for: error.kind).code), usage: nil,
             errorType: error.code ?? ErrorResponse.openAIType(for: error.kind))
     }
 
-    func finish(status: Int, usage reported: TokenUsage?, errorType: String?) async {
+    func finish(status: Int, usage reported: TokenUsage?, errorType: String?) {
         guard let saved = takeUnfinished() else { return }
-        await metering.account(request, saved, status: status, usage: reported, errorType: errorType)
+        metering.account(request, saved, status: status, usage: reported, errorType: errorType)
     }
 
     private func takeUnfinished() -> State? {
@@ -148,8 +148,7 @@ final class RequestMeter: Sendable {
     deinit {
         guard let saved = takeUnfinished() else { return }
         // Nobody finished it: the client vanished before its response was written.
-        let (request, metering) = (request, metering)
-        Task { await metering.account(request, saved, status: 499, usage: nil, errorType: "client_closed") }
+        metering.account(request, saved, status: 499, usage: nil, errorType: "client_closed")
     }
 }
 
@@ -181,9 +180,7 @@ final class InFlightLease: Sendable {
             })
         else { return }
         for gauge in gauges { gauge.decrement(by: 1) }
-        let routes = routes
-        let instanceID = instanceID
-        Task { await routes.finish(instanceID: instanceID) }
+        routes.finish(instanceID: instanceID)
     }
 
     deinit { end() }

@@ -1,22 +1,31 @@
 public import GantryCore
+import Synchronization
 
 /// Where each deployment's ready instances are: written by the orchestrator, read on every `/v1`
 /// request. It also counts requests in flight per instance (for least-outstanding balancing,
 /// draining and autoscaling) and holds requests for deployments with no ready instance in a
 /// bounded queue until one is published.
+///
+/// What every request reads and counts (routes, ejections, requests in flight) is under a lock,
+/// so the data plane picks and releases instances on its event loops without a hop onto the
+/// actor; waiting (the queue, the route watch) is the actor's.
 public actor RouteTable: RoutePublisher {
-    private var entries: [String: RouteEntry] = [:]
-    /// Instances the gateway could not reach, kept out of rotation until the next publish.
-    private var ejected: Set<String> = []
-    private var unreachable: Set<String> = []
-    /// Requests in flight per instance, and whose instance it is; an instance leaves both when
-    /// its count reaches zero, so they stay as small as the traffic.
-    private var inFlight: [String: (deployment: String, count: Int)] = [:]
-    private var deploymentInFlight: [String: Int] = [:]
-    private var peakInFlight: [String: Int] = [:]
+    struct Routing {
+        var entries: [String: RouteEntry] = [:]
+        /// Instances the gateway could not reach, kept out of rotation until the next publish.
+        var ejected: Set<String> = []
+        var unreachable: Set<String> = []
+        /// Requests in flight per instance, and whose instance it is; an instance leaves both when
+        /// its count reaches zero, so they stay as small as the traffic.
+        var inFlight: [String: (deployment: String, count: Int)] = [:]
+        var deploymentInFlight: [String: Int] = [:]
+        var peakInFlight: [String: Int] = [:]
+        var attention: (@Sendable () -> Void)?
+    }
+
+    private let routing = Mutex(Routing())
     private var waiters: [String: [Waiter]] = [:]
     private var nextWaiterID: UInt64 = 0
-    private var attention: (@Sendable () -> Void)?
     /// The latest load each gateway process reported, by gateway id (see `receive`).
     private var reported: [String: (at: ContinuousClock.Instant, load: [String: ReportedLoad])] = [:]
     /// A gateway silent for this long is assumed gone and its load no longer counts.
@@ -35,21 +44,26 @@ public actor RouteTable: RoutePublisher {
     // MARK: - Orchestrator side
 
     public func publish(_ entry: RouteEntry) {
-        let previous = entries[entry.deployment]
+        let previous = routing.withLock { routing in
+            let previous = routing.entries[entry.deployment]
+            routing.entries[entry.deployment] = entry
+            // The orchestrator's word replaces the gateway's: published targets passed their probe,
+            // and instances no longer published need no ejection.
+            for target in (previous?.targets ?? []) + entry.targets { routing.ejected.remove(target.instanceID) }
+            return previous
+        }
         if previous != entry { changed() }
-        entries[entry.deployment] = entry
-        // The orchestrator's word replaces the gateway's: published targets passed their probe,
-        // and instances no longer published need no ejection.
-        for target in (previous?.targets ?? []) + entry.targets { ejected.remove(target.instanceID) }
         if !entry.targets.isEmpty { resumeWaiters(of: entry.deployment) }
     }
 
     public func withdraw(deployment: String) {
-        if let previous = entries.removeValue(forKey: deployment) {
-            changed()
-            for target in previous.targets { ejected.remove(target.instanceID) }
+        let previous = routing.withLock { routing in
+            let previous = routing.entries.removeValue(forKey: deployment)
+            for target in previous?.targets ?? [] { routing.ejected.remove(target.instanceID) }
+            routing.peakInFlight[deployment] = nil
+            return previous
         }
-        peakInFlight[deployment] = nil
+        if previous != nil { changed() }
         resumeWaiters(of: deployment)
     }
 
@@ -57,7 +71,8 @@ public actor RouteTable: RoutePublisher {
     /// control role's route watch.
     public func replaceAll(with entries: [RouteEntry]) {
         let names = Set(entries.map(\.deployment))
-        for gone in self.entries.keys where !names.contains(gone) { withdraw(deployment: gone) }
+        let known = routing.withLock { Array($0.entries.keys) }
+        for gone in known where !names.contains(gone) { withdraw(deployment: gone) }
         for entry in entries { publish(entry) }
     }
 
@@ -79,21 +94,27 @@ public actor RouteTable: RoutePublisher {
 
     /// This process's own load on a deployment since the last call (which resets the peak).
     private func takeLocalLoad(_ deployment: String) -> ReportedLoad {
-        let current = deploymentInFlight[deployment, default: 0]
-        let peak = max(peakInFlight[deployment, default: 0], current)
-        peakInFlight[deployment] = current
-        return ReportedLoad(
-            peakInFlight: peak, queued: waiters[deployment]?.count ?? 0,
-            inFlightByInstance: inFlight.filter { $0.value.deployment == deployment }.mapValues(\.count))
+        let queued = waiters[deployment]?.count ?? 0
+        return routing.withLock { routing in
+            let current = routing.deploymentInFlight[deployment, default: 0]
+            let peak = max(routing.peakInFlight[deployment, default: 0], current)
+            routing.peakInFlight[deployment] = current
+            return ReportedLoad(
+                peakInFlight: peak, queued: queued,
+                inFlightByInstance: routing.inFlight.filter { $0.value.deployment == deployment }.mapValues(\.count))
+        }
     }
 
     /// A gateway process's report: instances it could not reach (ejected here too, and probed),
     /// and its load per deployment, which replaces its previous report and counts for autoscaling,
     /// scale from zero and draining until it is `reportLifetime` old.
     public func receive(_ report: GatewayReport) {
-        for instanceID in report.unreachable {
-            ejected.insert(instanceID)
-            unreachable.insert(instanceID)
+        let attention = routing.withLock { routing in
+            for instanceID in report.unreachable {
+                routing.ejected.insert(instanceID)
+                routing.unreachable.insert(instanceID)
+            }
+            return routing.attention
         }
         reported[report.gateway] = (ContinuousClock.now, report.load)
         if !report.unreachable.isEmpty || report.load.values.contains(where: { $0.queued > 0 }) { attention?() }
@@ -103,7 +124,8 @@ public actor RouteTable: RoutePublisher {
     /// report to the control role.
     public func takeActiveLoads() -> [String: ReportedLoad] {
         var loads: [String: ReportedLoad] = [:]
-        for deployment in Set(entries.keys).union(waiters.keys).union(peakInFlight.keys) {
+        let known = routing.withLock { Set($0.entries.keys).union($0.peakInFlight.keys) }
+        for deployment in known.union(waiters.keys) {
             let load = takeLocalLoad(deployment)
             if load.peakInFlight > 0 || load.queued > 0 { loads[deployment] = load }
         }
@@ -111,22 +133,43 @@ public actor RouteTable: RoutePublisher {
     }
 
     public func takeUnreachableInstances() -> Set<String> {
-        defer { unreachable.removeAll() }
-        return unreachable
+        routing.withLock { routing in
+            defer { routing.unreachable.removeAll() }
+            return routing.unreachable
+        }
     }
 
     public func onAttentionNeeded(_ handler: @escaping @Sendable () -> Void) {
-        attention = handler
+        routing.withLock { $0.attention = handler }
     }
 
     // MARK: - Gateway side
 
-    public func entry(for deployment: String) -> RouteEntry? {
-        entries[deployment]
+    public nonisolated func entry(for deployment: String) -> RouteEntry? {
+        routing.withLock { $0.entries[deployment] }
     }
 
-    public func allEntries() -> [RouteEntry] {
-        entries.values.sorted { $0.deployment < $1.deployment }
+    public nonisolated func allEntries() -> [RouteEntry] {
+        routing.withLock { $0.entries.values }.sorted { $0.deployment < $1.deployment }
+    }
+
+    /// Picks a ready instance for one request and counts it in flight until `finish`, or nil
+    /// when none is ready now (the request must then wait in `acquire`'s queue). Throws for a
+    /// pinned version that is not deployed.
+    public nonisolated func acquireReady(deployment: String, version: String?) throws -> RouteTarget? {
+        try routing.withLock { routing in
+            guard let entry = routing.entries[deployment] else { return nil }
+            if let version, version != entry.version, version != entry.canaryVersion {
+                throw GantryError.notFound(
+                    "version '\(version)' of model '\(deployment)' is not deployed", code: "model_not_found")
+            }
+            guard let target = routing.leastOutstanding(of: entry, version: version) else { return nil }
+            routing.inFlight[target.instanceID, default: (deployment, 0)].count += 1
+            let now = routing.deploymentInFlight[deployment, default: 0] + 1
+            routing.deploymentInFlight[deployment] = now
+            routing.peakInFlight[deployment] = max(routing.peakInFlight[deployment, default: 0], now)
+            return target
+        }
     }
 
     /// Picks an instance for one request and counts it in flight until `finish`. With no ready
@@ -137,18 +180,8 @@ public actor RouteTable: RoutePublisher {
         -> RouteTarget?
     {
         while true {
-            guard let entry = entries[deployment] else { return nil }
-            if let version, version != entry.version, version != entry.canaryVersion {
-                throw GantryError.notFound(
-                    "version '\(version)' of model '\(deployment)' is not deployed", code: "model_not_found")
-            }
-            if let target = leastOutstanding(of: entry, version: version) {
-                inFlight[target.instanceID, default: (deployment, 0)].count += 1
-                let now = deploymentInFlight[deployment, default: 0] + 1
-                deploymentInFlight[deployment] = now
-                peakInFlight[deployment] = max(peakInFlight[deployment, default: 0], now)
-                return target
-            }
+            if let target = try acquireReady(deployment: deployment, version: version) { return target }
+            guard entry(for: deployment) != nil else { return nil }
             guard waiters[deployment, default: []].count < maxQueued else {
                 throw GantryError(
                     .unavailable, "model '\(deployment)' has no ready instance and its queue is full; retry shortly",
@@ -159,28 +192,33 @@ public actor RouteTable: RoutePublisher {
     }
 
     /// Ends a request started with `acquire`.
-    public func finish(instanceID: String) {
-        guard let (deployment, count) = inFlight[instanceID] else { return }
-        inFlight[instanceID] = count > 1 ? (deployment, count - 1) : nil
-        deploymentInFlight[deployment] = max(0, deploymentInFlight[deployment, default: 1] - 1)
+    public nonisolated func finish(instanceID: String) {
+        routing.withLock { routing in
+            guard let (deployment, count) = routing.inFlight[instanceID] else { return }
+            routing.inFlight[instanceID] = count > 1 ? (deployment, count - 1) : nil
+            routing.deploymentInFlight[deployment] = max(0, routing.deploymentInFlight[deployment, default: 1] - 1)
+        }
     }
 
     /// Passive health: the gateway could not reach this instance, or it answered 5xx. It leaves
     /// rotation at once and the orchestrator is asked to probe it.
-    public func reportUnreachable(instanceID: String) {
-        ejected.insert(instanceID)
-        unreachable.insert(instanceID)
+    public nonisolated func reportUnreachable(instanceID: String) {
+        let attention = routing.withLock { routing in
+            routing.ejected.insert(instanceID)
+            routing.unreachable.insert(instanceID)
+            return routing.attention
+        }
         attention?()
     }
 
     /// Whether the gateway took an instance out of rotation after failing to use it.
-    public func isEjected(instanceID: String) -> Bool {
-        ejected.contains(instanceID)
+    public nonisolated func isEjected(instanceID: String) -> Bool {
+        routing.withLock { $0.ejected.contains(instanceID) }
     }
 
     /// Requests in flight on an instance now.
-    public func inFlight(instanceID: String) -> Int {
-        inFlight[instanceID]?.count ?? 0
+    public nonisolated func inFlight(instanceID: String) -> Int {
+        routing.withLock { $0.inFlight[instanceID]?.count ?? 0 }
     }
 
     // MARK: - Watching
@@ -212,35 +250,10 @@ public actor RouteTable: RoutePublisher {
 
     // MARK: - Internals
 
-    /// The canary's share of requests goes to its instances (or to the main ones while it has
-    /// none ready, and the other way round); within the chosen group, power of two choices: of two
-    /// random ready instances, the one with fewer requests in flight.
-    private func leastOutstanding(of entry: RouteEntry, version: String?) -> RouteTarget? {
-        let live = entry.targets.filter { !ejected.contains($0.instanceID) }
-        let canaries = live.filter(\.canary)
-        let mains = live.filter { !$0.canary }
-        let targets: [RouteTarget]
-        if let version {
-            targets = version == entry.version ? mains : canaries
-        } else if entry.canaryWeight > 0, Int.random(in: 0..<100) < entry.canaryWeight {
-            targets = canaries.isEmpty ? mains : canaries
-        } else {
-            targets = mains.isEmpty ? canaries : mains
-        }
-        guard !targets.isEmpty else { return nil }
-        guard targets.count > 1 else { return targets[0] }
-        let first = Int.random(in: 0..<targets.count)
-        var second = Int.random(in: 0..<(targets.count - 1))
-        if second >= first { second += 1 }
-        let a = targets[first]
-        let b = targets[second]
-        return (inFlight[a.instanceID]?.count ?? 0) <= (inFlight[b.instanceID]?.count ?? 0) ? a : b
-    }
-
     private func wait(for deployment: String, timeout: Duration) async throws {
         nextWaiterID += 1
         let id = nextWaiterID
-        attention?()
+        routing.withLock { $0.attention }?()
         let timer = Task { [weak self] in
             try await Task.sleep(for: timeout)
             await self?.expire(
@@ -267,5 +280,32 @@ public actor RouteTable: RoutePublisher {
 
     private func resumeWaiters(of deployment: String) {
         for waiter in waiters.removeValue(forKey: deployment) ?? [] { waiter.continuation.resume() }
+    }
+}
+
+extension RouteTable.Routing {
+    /// The canary's share of requests goes to its instances (or to the main ones while it has
+    /// none ready, and the other way round); within the chosen group, power of two choices: of two
+    /// random ready instances, the one with fewer requests in flight.
+    func leastOutstanding(of entry: RouteEntry, version: String?) -> RouteTarget? {
+        let live = entry.targets.filter { !ejected.contains($0.instanceID) }
+        let canaries = live.filter(\.canary)
+        let mains = live.filter { !$0.canary }
+        let targets: [RouteTarget]
+        if let version {
+            targets = version == entry.version ? mains : canaries
+        } else if entry.canaryWeight > 0, Int.random(in: 0..<100) < entry.canaryWeight {
+            targets = canaries.isEmpty ? mains : canaries
+        } else {
+            targets = mains.isEmpty ? canaries : mains
+        }
+        guard !targets.isEmpty else { return nil }
+        guard targets.count > 1 else { return targets[0] }
+        let first = Int.random(in: 0..<targets.count)
+        var second = Int.random(in: 0..<(targets.count - 1))
+        if second >= first { second += 1 }
+        let a = targets[first]
+        let b = targets[second]
+        return (inFlight[a.instanceID]?.count ?? 0) <= (inFlight[b.instanceID]?.count ?? 0) ? a : b
     }
 }

@@ -2,6 +2,7 @@ public import Foundation
 public import GantryCore
 public import Logging
 public import ServiceLifecycle
+import Synchronization
 
 /// Collects usage records off the request path and writes them in batches: every `interval`, as
 /// soon as `batchSize` are waiting, and a last time on graceful shutdown (it is shut down after
@@ -14,7 +15,8 @@ public actor UsageRecorder: Service {
     /// counted in the log) so an outage cannot exhaust memory.
     private let maxPending: Int
     private let logger: Logger
-    private var pending: [UsageRecord] = []
+    /// Under a lock, so the data plane records without a hop onto this actor.
+    private let pending = Mutex<[UsageRecord]>([])
     /// The write in progress; a second flush waits for it instead of writing beside it.
     private var writing: Task<Void, Never>?
     private var wakeUp: CheckedContinuation<Void, Never>?
@@ -30,18 +32,20 @@ public actor UsageRecorder: Service {
         self.logger = logger
     }
 
-    public func record(_ record: UsageRecord) {
-        pending.append(record)
-        if pending.count > maxPending {
+    public nonisolated func record(_ record: UsageRecord) {
+        let (count, dropped) = pending.withLock { pending -> (Int, Int) in
+            pending.append(record)
+            guard pending.count > maxPending else { return (pending.count, 0) }
             // The oldest tenth at once, so a full buffer does not shift on every record.
             let dropped = max(1, maxPending / 10)
             pending.removeFirst(dropped)
+            return (pending.count, dropped)
+        }
+        if dropped > 0 {
             logger.error("usage records dropped: the database has not taken them", metadata: ["dropped": "\(dropped)"])
         }
-        if pending.count >= batchSize, let wakeUp {
-            self.wakeUp = nil
-            wakeUp.resume()
-        }
+        // One wake-up per batch: only the record that fills it asks.
+        if count == batchSize { Task { await self.cancelWait() } }
     }
 
     /// Writes every waiting record now (the usage API calls this first, so a caller reads their
@@ -56,14 +60,17 @@ public actor UsageRecorder: Service {
     }
 
     private func writePending() async {
-        while !pending.isEmpty {
-            let batch = Array(pending.prefix(batchSize))
+        while true {
+            let batch = pending.withLock { Array($0.prefix(batchSize)) }
+            if batch.isEmpty { return }
             do {
                 try await repository.recordUsage(batch)
-                pending.removeFirst(batch.count)
+                // Only this task removes records, and new ones are appended behind the batch.
+                pending.withLock { $0.removeFirst(min(batch.count, $0.count)) }
             } catch {
                 logger.error(
-                    "usage records not written; will retry", metadata: ["error": "\(error)", "waiting": "\(pending.count)"])
+                    "usage records not written; will retry",
+                    metadata: ["error": "\(error)", "waiting": "\(pending.withLock { $0.count })"])
                 return
             }
         }
@@ -91,10 +98,10 @@ public actor UsageRecorder: Service {
     }
 
     private func waitForBatch() async {
-        if pending.count >= batchSize { return }
+        if pending.withLock({ $0.count }) >= batchSize { return }
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                if Task.isCancelled || pending.count >= batchSize {
+                if Task.isCancelled || pending.withLock({ $0.count }) >= batchSize {
                     continuation.resume()
                 } else {
                     wakeUp = continuation
@@ -114,15 +121,24 @@ public actor UsageRecorder: Service {
 }
 
 /// Token quotas per API key: tokens used in the current period, read from the stored usage the
-/// first time a key is seen in a period and counted in memory from then on.
-public actor QuotaLedger {
+/// first time a key is seen in a period and counted in memory from then on. A lock, not an actor,
+/// so the data plane checks a loaded key on its event loop (`rememberedCheck`).
+public final class QuotaLedger: Sendable {
     struct Account {
         var periodStart: Date
         var used: Int
     }
 
+    /// What is known about a key's quota without reading the store.
+    enum Remembered {
+        case withinQuota
+        case spent(GantryError)
+        /// The key's use this period has not been read yet: `check` reads it.
+        case unknown
+    }
+
     private let repository: any UsageRepository
-    private var accounts: [String: Account] = [:]
+    private let accounts = Mutex<[String: Account]>([:])
 
     public init(repository: any UsageRepository) {
         self.repository = repository
@@ -130,36 +146,50 @@ public actor QuotaLedger {
 
     /// Throws `insufficient_quota` (429) once the key has used its quota for the period.
     public func check(keyID: String, limits: KeyLimits, now: Date = Date()) async throws {
-        guard let quota = limits.tokenQuota else { return }
-        let period = limits.quotaPeriod ?? .month
-        let used = try await used(keyID: keyID, period: period, now: now)
-        guard used < quota else {
-            throw GantryError(
-                .rateLimited,
-                "You exceeded your current quota: this key used \(used) of its \(quota) tokens this \(period.rawValue).",
-                code: "insufficient_quota", type: "insufficient_quota",
-                retryAfter: Int(period.end(of: now).timeIntervalSince(now).rounded(.up)))
+        switch rememberedCheck(keyID: keyID, limits: limits, now: now) {
+        case .withinQuota: return
+        case .spent(let error): throw error
+        case .unknown:
+            let period = limits.quotaPeriod ?? .month
+            let start = period.start(of: now)
+            let stored = try await repository.tokensUsed(keyID: keyID, since: start)
+            // Another request may have loaded it while this one waited for the store.
+            accounts.withLock { accounts in
+                if accounts[keyID]?.periodStart != start { accounts[keyID] = Account(periodStart: start, used: stored) }
+            }
+            if case .spent(let error) = rememberedCheck(keyID: keyID, limits: limits, now: now) { throw error }
         }
+    }
+
+    /// The quota check from memory alone.
+    func rememberedCheck(keyID: String, limits: KeyLimits, now: Date = Date()) -> Remembered {
+        guard let quota = limits.tokenQuota else { return .withinQuota }
+        let period = limits.quotaPeriod ?? .month
+        let start = period.start(of: now)
+        guard let used = accounts.withLock({ $0[keyID] }).flatMap({ $0.periodStart == start ? $0.used : nil }) else {
+            return .unknown
+        }
+        guard used < quota else {
+            return .spent(
+                GantryError(
+                    .rateLimited,
+                    "You exceeded your current quota: this key used \(used) of its \(quota) tokens this \(period.rawValue).",
+                    code: "insufficient_quota", type: "insufficient_quota",
+                    retryAfter: Int(period.end(of: now).timeIntervalSince(now).rounded(.up))))
+        }
+        return .withinQuota
     }
 
     /// Counts tokens a request of this key used.
-    public func add(keyID: String, limits: KeyLimits, tokens: Int, now: Date = Date()) async {
+    public func add(keyID: String, limits: KeyLimits, tokens: Int, now: Date = Date()) {
         guard limits.tokenQuota != nil, tokens > 0 else { return }
         let start = (limits.quotaPeriod ?? .month).start(of: now)
-        if var account = accounts[keyID], account.periodStart == start {
-            account.used += tokens
-            accounts[keyID] = account
+        accounts.withLock { accounts in
+            if var account = accounts[keyID], account.periodStart == start {
+                account.used += tokens
+                accounts[keyID] = account
+            }
         }
         // A key not loaded yet reads this request from the store once its record is written.
-    }
-
-    private func used(keyID: String, period: QuotaPeriod, now: Date) async throws -> Int {
-        let start = period.start(of: now)
-        if let account = accounts[keyID], account.periodStart == start { return account.used }
-        let stored = try await repository.tokensUsed(keyID: keyID, since: start)
-        // Another request may have loaded it while this one waited for the store.
-        if let account = accounts[keyID], account.periodStart == start { return account.used }
-        accounts[keyID] = Account(periodStart: start, used: stored)
-        return stored
     }
 }

@@ -348,7 +348,7 @@ struct DataPlaneTests {
                 #expect(await recorder.abandonedStreams == 1, "the engine saw its client (the gateway) go")
                 // The request is finished: its in-flight count is back to zero.
                 let drained = ContinuousClock.now + .seconds(3)
-                while ContinuousClock.now < drained, await test.server.routeTable.inFlight(instanceID: "ins_fake") > 0 {
+                while ContinuousClock.now < drained, test.server.routeTable.inFlight(instanceID: "ins_fake") > 0 {
                     try await Task.sleep(for: .milliseconds(50))
                 }
                 #expect(await test.server.routeTable.inFlight(instanceID: "ins_fake") == 0)
@@ -449,7 +449,7 @@ struct UsageRecorderTests {
         // An interval far longer than the test: only a full batch or the shutdown writes.
         let recorder = UsageRecorder(repository: memory, batchSize: 50, interval: .seconds(3600), logger: Logger(label: "t"))
         try await LocalTestServer.running(recorder, logger: Logger(label: "t")) {
-            for index in 0..<120 { await recorder.record(Self.record(index)) }
+            for index in 0..<120 { recorder.record(Self.record(index)) }
             let deadline = ContinuousClock.now + .seconds(5)
             while ContinuousClock.now < deadline, await memory.batches.joined().count < 100 {
                 try await Task.sleep(for: .milliseconds(20))
@@ -459,7 +459,7 @@ struct UsageRecorderTests {
             // Once those writes are done, fewer than a batch wait for the interval, or the shutdown.
             try await Task.sleep(for: .milliseconds(300))
             let written = await memory.batches.joined().count
-            for index in 120..<130 { await recorder.record(Self.record(index)) }
+            for index in 120..<130 { recorder.record(Self.record(index)) }
             try await Task.sleep(for: .milliseconds(300))
             #expect(await memory.batches.joined().count == written)
             #expect(written < 130)
@@ -475,30 +475,30 @@ struct UsageRecorderTests {
             LimitScope(kind: "key", id: "k:1", requestsPerMinute: nil, tokensPerMinute: 100, concurrentRequests: 1),
             LimitScope(kind: "model", id: "s:m", requestsPerMinute: 10, tokensPerMinute: 150, concurrentRequests: nil),
         ]
-        guard case .success(let first) = await limiter.admit(scopes, tokens: 90) else {
+        guard case .success(let first) = limiter.admit(scopes, tokens: 90) else {
             Issue.record("the first request fits")
             return
         }
         #expect(first.status.remainingTokens == 10, "the tightest scope is reported")
-        guard case .failure(let busy) = await limiter.admit(scopes, tokens: 5) else {
+        guard case .failure(let busy) = limiter.admit(scopes, tokens: 5) else {
             Issue.record("the key's one concurrency slot is taken")
             return
         }
         #expect(busy.scopeKind == "key")
-        await limiter.settle(first, tokens: 30)
+        limiter.settle(first, tokens: 30)
         #expect(await limiter.tokensInWindow("k:1") == 30)
         #expect(await limiter.tokensInWindow("s:m") == 30)
-        guard case .success(let second) = await limiter.admit(scopes, tokens: 70) else {
+        guard case .success(let second) = limiter.admit(scopes, tokens: 70) else {
             Issue.record("settled tokens are free again")
             return
         }
-        guard case .failure(let full) = await limiter.admit([scopes[1]], tokens: 51) else {
+        guard case .failure(let full) = limiter.admit([scopes[1]], tokens: 51) else {
             Issue.record("the model's window holds 100 of 150")
             return
         }
         #expect(full.status.remainingTokens == 50)
         #expect(full.retryAfter > .seconds(59), "room frees when the oldest reservation leaves the window")
-        await limiter.settle(second, tokens: 70)
+        limiter.settle(second, tokens: 70)
         #expect(await limiter.tokensInWindow("k:1") == 100)
     }
 }

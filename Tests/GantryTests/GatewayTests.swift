@@ -348,13 +348,13 @@ struct GatewayRoleTests {
             try await LocalTestServer.running(watcher, logger: Logger(label: "watch")) {
                 await test.server.routeTable.publish(published)
                 let deadline = ContinuousClock.now + .seconds(5)
-                while ContinuousClock.now < deadline, await gatewayTable.entry(for: "chat") == nil {
+                while ContinuousClock.now < deadline, gatewayTable.entry(for: "chat") == nil {
                     try await Task.sleep(for: .milliseconds(20))
                 }
                 #expect(await gatewayTable.entry(for: "chat") == published, "every field arrives, instance ids included")
                 await test.server.routeTable.withdraw(deployment: "chat")
                 let gone = ContinuousClock.now + .seconds(5)
-                while ContinuousClock.now < gone, await gatewayTable.entry(for: "chat") != nil {
+                while ContinuousClock.now < gone, gatewayTable.entry(for: "chat") != nil {
                     try await Task.sleep(for: .milliseconds(20))
                 }
                 #expect(await gatewayTable.entry(for: "chat") == nil, "a withdrawn deployment leaves the gateway's table")
@@ -375,7 +375,7 @@ struct GatewayReportTests {
         _ = try await control.acquire(deployment: "chat", timeout: .seconds(1), maxQueued: 0)
         // The gateway side: one request in flight and its load taken for a report.
         let gateway = RouteTable()
-        await gateway.replaceAll(with: await control.allEntries())
+        await gateway.replaceAll(with: control.allEntries())
         _ = try await gateway.acquire(deployment: "chat", timeout: .seconds(1), maxQueued: 0)
         _ = try await gateway.acquire(deployment: "chat", timeout: .seconds(1), maxQueued: 0)
         let loads = await gateway.takeActiveLoads()

@@ -131,7 +131,7 @@ struct ReconcilerHarness {
     }
 
     func targets(_ name: String = "chat") async -> Int {
-        await routes.entry(for: name)?.targets.count ?? 0
+        routes.entry(for: name)?.targets.count ?? 0
     }
 
     func events(_ name: String = "chat") async throws -> [DeploymentEvent] {
@@ -333,14 +333,14 @@ struct ReconcilerTests {
             for _ in 0..<400 {
                 let target = try #require(try await h.routes.acquire(deployment: "chat", timeout: .seconds(1), maxQueued: 1))
                 if target.instanceID == canary.id { toCanary += 1 }
-                await h.routes.finish(instanceID: target.instanceID)
+                h.routes.finish(instanceID: target.instanceID)
             }
             #expect((60...140).contains(toCanary), "about a quarter of 400 requests go to the canary, not \(toCanary)")
             for (version, instance) in [("2", canary.id), ("1", main.id)] {
                 let pinned = try #require(
                     try await h.routes.acquire(deployment: "chat", version: version, timeout: .seconds(1), maxQueued: 1))
                 #expect(pinned.instanceID == instance)
-                await h.routes.finish(instanceID: pinned.instanceID)
+                h.routes.finish(instanceID: pinned.instanceID)
             }
             await #expect(throws: GantryError.self) {
                 try await h.routes.acquire(deployment: "chat", version: "7", timeout: .seconds(1), maxQueued: 1)
@@ -389,7 +389,7 @@ struct ReconcilerTests {
             for _ in 0..<5 { await h.reconciler.reconcileOnce() }
             #expect(try await h.deployment().replicas == 3)
 
-            for id in held { await h.routes.finish(instanceID: id) }
+            for id in held { h.routes.finish(instanceID: id) }
             #expect(try await h.pass(until: { try await h.deployment().replicas == 1 }, passes: 200))
             #expect(try await h.pass { try await h.instances().count == 1 })
         }
@@ -413,7 +413,7 @@ struct ReconcilerTests {
             #expect(try await h.instances().map(\.id) == [target.instanceID])
             #expect(try await h.events().contains { $0.message.contains("scaled from 0 to 1 replicas: 1 request(s) waiting") })
 
-            await h.routes.finish(instanceID: target.instanceID)
+            h.routes.finish(instanceID: target.instanceID)
         }
     }
 
