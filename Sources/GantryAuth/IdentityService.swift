@@ -63,6 +63,12 @@ public struct IdentityService: CredentialVerifier {
             userID: user.id, userName: user.name, role: user.role, credential: .session(csrfToken: session.csrfToken))
     }
 
+    /// API keys only: provider tokens and sessions are always checked in full.
+    public func rememberedPrincipal(bearer: String) -> Principal? {
+        guard let parsed = APIKeyFormat.parse(bearer) else { return nil }
+        return verifiedKeys.principal(keyID: parsed.id, secretHash: APIKeyFormat.hash(secret: parsed.secret), now: Date())
+    }
+
     func verify(apiKey bearer: String) async throws -> Principal {
         let rejected = GantryError(.unauthorized, "invalid API key", code: "invalid_api_key")
         guard let parsed = APIKeyFormat.parse(bearer) else { throw rejected }

@@ -108,6 +108,11 @@ public struct IntrospectionClient: CredentialVerifier {
         return principal
     }
 
+    public func rememberedPrincipal(bearer: String) -> Principal? {
+        let digest = RandomToken.sha256Hex(bearer)
+        return remembered.principal(keyID: digest, secretHash: digest, now: Date())
+    }
+
     public func verify(sessionToken: String) async throws -> Principal {
         throw GantryError(.unauthorized, "browser sessions are served by the control role", code: "invalid_session")
     }

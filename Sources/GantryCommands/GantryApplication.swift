@@ -128,19 +128,23 @@ public func buildApplication(
     router.add(middleware: AccessLogMiddleware())
     router.add(middleware: HTTPMetricsMiddleware(registry: metrics))
     router.add(middleware: APIErrorMiddleware())
+    let failedAuthentication = FailedAuthenticationLimiter(
+        maximumFailures: configuration.auth.maxFailedAttemptsPerMinute, window: 60)
     router.add(
         middleware: AuthenticationMiddleware(
-            verifier: identity,
-            limiter: FailedAuthenticationLimiter(maximumFailures: configuration.auth.maxFailedAttemptsPerMinute, window: 60),
-            serviceCredential: configuration.auth.introspectionSecret))
+            verifier: identity, limiter: failedAuthentication, serviceCredential: configuration.auth.introspectionSecret))
     OperationsRoutes.add(
         to: router, registry: metrics, readiness: [ReadinessCheck(name: "store") { await store.ping() }])
     let usage = UsageRecorder(repository: repositories.usage, logger: logger)
     let limiter = RateLimiter()
-    configuration.gateway.inferenceRoutes(
+    let inference = configuration.gateway.inferenceRoutes(
         routes: routeTable, clients: engineClients, limiter: limiter, usage: usage, usageRepository: repositories.usage,
-        metrics: metrics
-    ).add(to: router)
+        metrics: metrics)
+    inference.add(to: router)
+    let directRelay = DirectRelay(
+        inference: inference, verifier: identity,
+        addressBlocked: { failedAuthentication.retryAfter(for: $0) != nil },
+        httpMetrics: HTTPRequestMetrics(registry: metrics), serverName: "gantry", logger: logger)
     UsageRoutes(repository: repositories.usage, recorder: usage).add(to: router)
     RegistryRoutes(registry: registry).add(to: router)
     DeploymentRoutes(service: deployments, repositories: repositories, runtime: runtime).add(to: router)
@@ -155,7 +159,7 @@ public func buildApplication(
     // engines' HTTP clients, and last the store and the shared HTTP client.
     // Nothing after this point throws, so nothing opened above can leak.
     let application = Application(
-        router: router,
+        router: router, server: .http1(directRelay: directRelay),
         configuration: .init(address: .hostname(configuration.http.host, port: configuration.http.port), serverName: "gantry"),
         services: [
             HTTPClientService(client: httpClient), StoreService(store: store), ShutdownService(action: closeObjects),

@@ -53,22 +53,24 @@ public func buildGatewayApplication(
     router.add(
         middleware: ControlProxyMiddleware(
             controlURL: controlURL, client: controlClient, maxBodyBytes: max(configuration.gateway.maxRequestBytes, 64 << 20)))
-    router.add(
-        middleware: AuthenticationMiddleware(
-            verifier: verifier,
-            limiter: FailedAuthenticationLimiter(maximumFailures: configuration.auth.maxFailedAttemptsPerMinute, window: 60)))
+    let failedAuthentication = FailedAuthenticationLimiter(
+        maximumFailures: configuration.auth.maxFailedAttemptsPerMinute, window: 60)
+    router.add(middleware: AuthenticationMiddleware(verifier: verifier, limiter: failedAuthentication))
     OperationsRoutes.add(to: router, registry: metrics, readiness: [ReadinessCheck(name: "store") { await store.ping() }])
-    configuration.gateway.inferenceRoutes(
+    let inference = configuration.gateway.inferenceRoutes(
         routes: routeTable, clients: engineClients, limiter: RateLimiter(), usage: usage,
-        usageRepository: repositories.usage, metrics: metrics
-    ).add(to: router)
+        usageRepository: repositories.usage, metrics: metrics)
+    inference.add(to: router)
+    let directRelay = DirectRelay(
+        inference: inference, verifier: verifier, addressBlocked: { failedAuthentication.retryAfter(for: $0) != nil },
+        httpMetrics: HTTPRequestMetrics(registry: metrics), serverName: "gantry-gateway", logger: logger)
 
     let watcher = RouteWatcher(
         controlURL: controlURL, serviceSecret: serviceSecret, routes: routeTable, httpClient: controlClient, logger: logger)
     // Shut down in reverse: the server, the route watch, the usage records still waiting
     // (written), the engines' clients, the store, the control role's client.
     let application = Application(
-        router: router,
+        router: router, server: .http1(directRelay: directRelay),
         configuration: .init(
             address: .hostname(configuration.http.host, port: configuration.http.port), serverName: "gantry-gateway"),
         services: [

@@ -5,12 +5,34 @@ import Foundation
 public enum Identifier {
     /// `prefix_` and the UUID's 32 lower-case hex digits. Built byte by byte: one is made per
     /// usage record, and the string replacement this replaces was 3 % of a request's CPU.
+    /// A random (version 4) UUID in lower case, from the system generator: `UUID()` opened,
+    /// read and closed /dev/urandom on every call.
+    public static func randomUUIDString() -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var generator = SystemRandomNumberGenerator()
+        var raw = (generator.next() as UInt64, generator.next() as UInt64)
+        raw.0 = (raw.0 & ~(0xF << 52)) | (0x4 << 52)  // version 4: the high half of byte 6 (little-endian)
+        let bytes = withUnsafeBytes(of: &raw) { Array($0) }
+        var text: [UInt8] = []
+        text.reserveCapacity(36)
+        for (index, byte) in bytes.enumerated() {
+            if [4, 6, 8, 10].contains(index) { text.append(UInt8(ascii: "-")) }
+            let value = index == 8 ? (byte & 0x3F) | 0x80 : byte
+            text.append(digits[Int(value >> 4)])
+            text.append(digits[Int(value & 0x0F)])
+        }
+        return String(decoding: text, as: UTF8.self)
+    }
+
     public static func make(_ prefix: String) -> String {
         let digits = Array("0123456789abcdef".utf8)
         var bytes = Array(prefix.utf8)
         bytes.reserveCapacity(bytes.count + 33)
         bytes.append(UInt8(ascii: "_"))
-        withUnsafeBytes(of: UUID().uuid) { raw in
+        // 128 random bits from the system generator (getrandom): `UUID()` here opened, read and
+        // closed /dev/urandom on every call, 4 % of a request's CPU.
+        var generator = SystemRandomNumberGenerator()
+        withUnsafeBytes(of: (generator.next(), generator.next())) { raw in
             for byte in raw {
                 bytes.append(digits[Int(byte >> 4)])
                 bytes.append(digits[Int(byte & 0x0f)])

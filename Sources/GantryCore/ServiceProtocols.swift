@@ -8,6 +8,13 @@ public protocol CredentialVerifier: Sendable {
     func verify(bearer: String) async throws -> Principal
     /// Returns the principal for a browser session cookie, or throws `.unauthorized`.
     func verify(sessionToken: String) async throws -> Principal
+    /// The principal of a bearer credential verified moments ago, from memory only, or nil (the
+    /// caller then uses `verify(bearer:)`): lets the data plane authenticate without suspending.
+    func rememberedPrincipal(bearer: String) -> Principal?
+}
+
+extension CredentialVerifier {
+    public func rememberedPrincipal(bearer: String) -> Principal? { nil }
 }
 
 /// A ready engine endpoint the gateway may send requests to.

@@ -55,7 +55,7 @@ public struct AuthenticationMiddleware: RouterMiddleware {
             }
             return try await next(request, context)
         }
-        if let retryAfter = await limiter.retryAfter(for: context.remoteAddress) {
+        if let retryAfter = limiter.retryAfter(for: context.remoteAddress) {
             throw GantryError(
                 .rateLimited, "too many failed authentication attempts from this address", code: "too_many_failed_attempts",
                 retryAfter: retryAfter)
@@ -79,7 +79,7 @@ public struct AuthenticationMiddleware: RouterMiddleware {
                 context.principal = try await verifier.verify(sessionToken: cookie)
             }
         } catch let error as GantryError where error.kind == .unauthorized {
-            await limiter.recordFailure(for: context.remoteAddress)
+            limiter.recordFailure(for: context.remoteAddress)
             // A stale cookie on a public page is not an error: the page shows the login link.
             guard isProtected || header != nil else { return try await next(request, context) }
             throw error

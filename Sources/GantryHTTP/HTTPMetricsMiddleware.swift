@@ -9,23 +9,10 @@ import Synchronization
 /// Labels are bounded: the route is the matched template (`/api/v1/models/{name}`), never the
 /// raw path, and unmatched paths share one label.
 public struct HTTPMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
-    let registry: PrometheusCollectorRegistry
-    /// Each label set's counter and histogram, looked up in the registry once.
-    let handles = HandleCache()
-
-    final class HandleCache: Sendable {
-        let entries = Mutex<[String: (Counter, DurationHistogram)]>([:])
-    }
-
-    static var buckets: [Duration] {
-        [
-            .milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(250),
-            .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
-        ]
-    }
+    let metrics: HTTPRequestMetrics
 
     public init(registry: PrometheusCollectorRegistry) {
-        self.registry = registry
+        self.metrics = HTTPRequestMetrics(registry: registry)
     }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
@@ -38,17 +25,37 @@ public struct HTTPMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
         let route = context.endpointPath ?? "unmatched"
         // Streamed bodies are timed until their last byte is written.
         response.body = response.body.afterWrite {
-            self.record(method: method, route: route, status: status, duration: ContinuousClock.now - start)
+            metrics.record(method: method, route: route, status: Int(status.code), duration: ContinuousClock.now - start)
         }
         return response
     }
+}
 
-    private func record(method: String, route: String, status: HTTPResponse.Status, duration: Duration) {
-        let key = "\(method) \(status.code) \(route)"
+/// `gantry_http_requests_total` and `gantry_http_request_duration_seconds` by method, route
+/// template and status: for the router's middleware and for requests served beside the router
+/// (the data plane's direct relay), so both count alike.
+public final class HTTPRequestMetrics: Sendable {
+    let registry: PrometheusCollectorRegistry
+    /// Each label set's counter and histogram, looked up in the registry once.
+    private let handles = Mutex<[String: (Counter, DurationHistogram)]>([:])
+
+    static var buckets: [Duration] {
+        [
+            .milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(250),
+            .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
+        ]
+    }
+
+    public init(registry: PrometheusCollectorRegistry) {
+        self.registry = registry
+    }
+
+    public func record(method: String, route: String, status: Int, duration: Duration) {
+        let key = "\(method) \(status) \(route)"
         let (counter, histogram) =
-            handles.entries.withLock { $0[key] }
+            handles.withLock { $0[key] }
             ?? {
-                let labels = [("method", method), ("route", route), ("status", String(status.code))]
+                let labels = [("method", method), ("route", route), ("status", String(status))]
                 let made = (
                     registry.makeCounter(
                         descriptor: .init(
@@ -61,7 +68,7 @@ public struct HTTPMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
                             helpText: "Time from request head to the last byte of the response"),
                         labels: labels, buckets: Self.buckets)
                 )
-                handles.entries.withLock { $0[key] = made }
+                handles.withLock { $0[key] = made }
                 return made
             }()
         counter.increment()

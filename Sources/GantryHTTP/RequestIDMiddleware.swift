@@ -1,4 +1,5 @@
 import Foundation
+import GantryCore
 public import HTTPTypes
 public import Hummingbird
 import Logging
@@ -20,15 +21,15 @@ public struct RequestIDMiddleware<Context: RequestContext>: RouterMiddleware {
         return response
     }
 
-    static func acceptable(_ value: String?) -> String? {
+    public static func acceptable(_ value: String?) -> String? {
         guard let value, !value.isEmpty, value.utf8.count <= 128,
             value.utf8.allSatisfy({ $0 > 32 && $0 < 127 })
         else { return nil }
         return value
     }
 
-    static func newID() -> String {
-        UUID().uuidString.lowercased()
+    public static func newID() -> String {
+        Identifier.randomUUIDString()
     }
 }
 

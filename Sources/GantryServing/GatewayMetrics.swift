@@ -9,6 +9,8 @@ public final class GatewayMetrics: Sendable {
     /// Each model's per-request metrics, looked up in the registry once (measured: the lookups
     /// were 4 % of the gateway's CPU per request).
     private let perModel = Mutex<[String: ModelMetrics]>([:])
+    /// The in-flight gauge of each instance, by model and instance id (bounded by the instances).
+    private let perInstance = Mutex<[String: Gauge]>([:])
 
     struct ModelMetrics: Sendable {
         let ok: Counter
@@ -19,8 +21,18 @@ public final class GatewayMetrics: Sendable {
         let inFlight: Gauge
     }
 
+    /// `/v1` requests relayed on the event loop that read them, and those the router served
+    /// (errors, limits, the tokenizer's count, a queue; see `DirectRelay`).
+    let relayedDirectly: Counter
+    let relayedByRouter: Counter
+
     public init(registry: PrometheusCollectorRegistry) {
         self.registry = registry
+        let descriptor = MetricNameDescriptor(
+            namespace: "gantry", metricName: "inference_relay", unitName: "total",
+            helpText: "Inference requests by the path that served them: direct (on the event loop) or router")
+        relayedDirectly = registry.makeCounter(descriptor: descriptor, labels: [("path", "direct")])
+        relayedByRouter = registry.makeCounter(descriptor: descriptor, labels: [("path", "router")])
     }
 
     private func metrics(for model: String) -> ModelMetrics {
@@ -101,13 +113,21 @@ public final class GatewayMetrics: Sendable {
 
     /// The in-flight gauges of a model and one of its instances, for a lease to move up and down.
     func inFlightGauges(model: String, instanceID: String) -> [Gauge] {
-        [
-            metrics(for: model).inFlight,
-            registry.makeGauge(
-                descriptor: .init(
-                    namespace: "gantry", metricName: "inference_instance_in_flight",
-                    helpText: "Inference requests in flight per engine instance"),
-                labels: [("model", model), ("instance", instanceID)]),
-        ]
+        let key = model + " " + instanceID
+        let instance =
+            perInstance.withLock { $0[key] }
+            ?? {
+                let made = registry.makeGauge(
+                    descriptor: .init(
+                        namespace: "gantry", metricName: "inference_instance_in_flight",
+                        helpText: "Inference requests in flight per engine instance"),
+                    labels: [("model", model), ("instance", instanceID)])
+                perInstance.withLock { gauges in
+                    if gauges.count > 10_000 { gauges.removeAll() }
+                    gauges[key] = made
+                }
+                return made
+            }()
+        return [metrics(for: model).inFlight, instance]
     }
 }

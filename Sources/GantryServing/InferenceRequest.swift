@@ -56,7 +56,26 @@ public struct InferenceRequest: Sendable, Equatable {
     /// When the bound says a request may not fit, the engine's tokenizer decides.
     public var promptTokenBound: Int { promptBytes + 8 * promptParts + 64 }
 
-    private struct Fields: Decodable {
+    /// Whether the prompt might not fit beside the completion: then only the engine's tokenizer
+    /// can say (the bound is never below the real count).
+    public func mayExceedContext(_ limit: Int) -> Bool {
+        endpoint != .embeddings && promptTokenBound + (maxTokens ?? 1) > limit
+    }
+
+    /// Tokens reserved in the frequency limits at admission: the prompt's cheap upper bound (no
+    /// prompt can exceed the context) and the most the completion may use; no sequence can
+    /// exceed the context limit.
+    public func reservation(contextLimit limit: Int) -> Int {
+        switch endpoint {
+        case .embeddings:
+            return promptTokenBound
+        case .chatCompletions, .completions:
+            let contextCap = limit * choices
+            return min(contextCap, min(promptTokenBound, limit) + (completionBudget ?? contextCap))
+        }
+    }
+
+    struct Fields: Decodable {
         var model: String?
         var stream: Bool?
         var stream_options: StreamOptions?
@@ -69,13 +88,20 @@ public struct InferenceRequest: Sendable, Equatable {
         var input: TextWeight?
     }
 
-    private struct StreamOptions: Decodable {
+    struct StreamOptions: Decodable {
         var include_usage: Bool?
     }
 
     public static let maxChoices = 16
 
-    /// Parses a JSON body; every problem is a 400 in the OpenAI envelope naming the field.
+    /// Parses a JSON body; every problem is a 400 in the OpenAI envelope naming the field. The
+    /// one-pass scanner reads the common body; `JSONDecoder` the rest, and says what is wrong.
+    public static func parse(_ body: ByteBuffer, endpoint: InferenceEndpoint = .chatCompletions) throws -> InferenceRequest {
+        if let fields = RequestBodyScanner.fields(of: body) { return try make(fields, endpoint: endpoint) }
+        return try parse(Data(buffer: body), endpoint: endpoint)
+    }
+
+    /// Parses a JSON body with `JSONDecoder` alone.
     public static func parse(_ body: Data, endpoint: InferenceEndpoint = .chatCompletions) throws -> InferenceRequest {
         let fields: Fields
         do {
@@ -89,6 +115,10 @@ public struct InferenceRequest: Sendable, Equatable {
         } catch {
             throw GantryError.invalid("request body is not a JSON object", code: "invalid_json")
         }
+        return try make(fields, endpoint: endpoint)
+    }
+
+    private static func make(_ fields: Fields, endpoint: InferenceEndpoint) throws -> InferenceRequest {
         guard let model = fields.model, !model.isEmpty else {
             throw GantryError.invalid("you must provide a model parameter", param: "model", code: "missing_required_parameter")
         }

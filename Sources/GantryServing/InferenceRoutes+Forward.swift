@@ -14,6 +14,7 @@ import NIOPosix
 extension InferenceRoutes {
     func forward(_ request: Request, context: GantryRequestContext, endpoint: InferenceEndpoint) async throws -> Response {
         let started = ContinuousClock.now
+        metering.metrics.relayedByRouter.increment()
         let principal = try context.requirePrincipal()
         // The body is collected with a bound, never handed to the HTTP client as a stream:
         // see DESIGN.md section 7 (an upload task outliving the handler crashes the server).
@@ -24,7 +25,7 @@ extension InferenceRoutes {
         } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
             throw GantryError(.payloadTooLarge, "request body is larger than \(configuration.maxRequestBytes) bytes")
         }
-        let parsed = try InferenceRequest.parse(Data(buffer: body), endpoint: endpoint)
+        let parsed = try InferenceRequest.parse(body, endpoint: endpoint)
         guard let entry = routes.entry(for: parsed.deployment), entry.admits(principal) else {
             throw Self.modelNotFound(parsed.deployment)
         }
@@ -62,19 +63,9 @@ extension InferenceRoutes {
             }
         }
 
-        // Tokens reserved in the frequency limits: the prompt's cheap upper bound (no prompt can
-        // exceed the context) and the most the completion may use; no sequence can exceed the
-        // context limit. Admission comes before any instance is asked for anything: a caller over
-        // a limit never waits in a queue, wakes a service at zero or holds an instance.
-        let promptBound = parsed.promptTokenBound
-        let reservation: Int
-        switch parsed.endpoint {
-        case .embeddings:
-            reservation = promptBound
-        case .chatCompletions, .completions:
-            let contextCap = limit * parsed.choices
-            reservation = min(contextCap, min(promptBound, limit) + (parsed.completionBudget ?? contextCap))
-        }
+        // Admission comes before any instance is asked for anything: a caller over a limit never
+        // waits in a queue, wakes a service at zero or holds an instance.
+        let reservation = parsed.reservation(contextLimit: limit)
         let scopes = LimitScope.scopes(principal: principal, entry: entry)
         if !scopes.isEmpty {
             switch metering.limiter.admit(scopes, tokens: reservation) {
@@ -93,7 +84,7 @@ extension InferenceRoutes {
         // Only when the bound says the prompt might not fit does the engine's tokenizer count it,
         // on the instance that will then serve it.
         var lease: InFlightLease?
-        if parsed.endpoint != .embeddings, promptBound + (parsed.maxTokens ?? 1) > limit {
+        if parsed.mayExceedContext(limit) {
             let target = try await acquire(parsed, entry: entry, attempt: 1)
             meter.counted(on: target)
             let counted = try? await tokenizer.countPromptTokens(
@@ -120,10 +111,7 @@ extension InferenceRoutes {
             throw GantryError(.badGateway, "the model's engine could not be reached", code: "engine_unavailable")
         }
         guard let target = found else { throw Self.modelNotFound(parsed.deployment) }
-        let version = target.canary ? (entry.canaryVersion ?? entry.version) : entry.version
-        return InFlightLease(
-            routes: routes, metrics: metering.metrics, deployment: entry.deployment, instanceID: target.instanceID,
-            endpoint: target.endpoint, version: version)
+        return InFlightLease(target, of: entry, routes: routes, metrics: metering.metrics)
     }
 
     private func relay(

@@ -163,6 +163,13 @@ final class InFlightLease: Sendable {
     private let gauges: [Gauge]
     private let ended = Mutex(false)
 
+    /// A target `RouteTable` just counted in flight for a request to `entry`.
+    convenience init(_ target: RouteTarget, of entry: RouteEntry, routes: RouteTable, metrics: GatewayMetrics) {
+        self.init(
+            routes: routes, metrics: metrics, deployment: entry.deployment, instanceID: target.instanceID,
+            endpoint: target.endpoint, version: target.canary ? (entry.canaryVersion ?? entry.version) : entry.version)
+    }
+
     init(routes: RouteTable, metrics: GatewayMetrics, deployment: String, instanceID: String, endpoint: String, version: String) {
         self.routes = routes
         self.instanceID = instanceID

@@ -44,12 +44,30 @@ public struct TokenUsage: Sendable, Equatable {
             end += 1
         }
         guard end < bytes.count else { return nil }
-        let data = Data(bytes[index...end])
-        guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
-        let prompt = (object["prompt_tokens"] as? NSNumber)?.intValue ?? 0
-        let completion = (object["completion_tokens"] as? NSNumber)?.intValue ?? 0
-        return TokenUsage(promptTokens: prompt, completionTokens: completion)
+        let object = UnsafeRawBufferPointer(rebasing: bytes[index...end])
+        return TokenUsage(
+            promptTokens: integer(after: Self.promptKey, in: object) ?? 0,
+            completionTokens: integer(after: Self.completionKey, in: object) ?? 0)
     }
+
+    /// The non-negative integer value of `"key":` in a JSON object's bytes (nested objects such
+    /// as `prompt_tokens_details` hold other keys, so the first match is the object's own).
+    static func integer(after key: [UInt8], in object: UnsafeRawBufferPointer) -> Int? {
+        guard let found = ByteSearch.find(key, in: object) else { return nil }
+        var index = found + key.count
+        while index < object.count, object[index] == UInt8(ascii: " ") || object[index] == UInt8(ascii: ":") { index += 1 }
+        var value = 0
+        var digits = 0
+        while index < object.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(object[index]), digits < 18 {
+            value = value * 10 + Int(object[index] - UInt8(ascii: "0"))
+            digits += 1
+            index += 1
+        }
+        return digits > 0 ? value : nil
+    }
+
+    static let promptKey = Array(#""prompt_tokens""#.utf8)
+    static let completionKey = Array(#""completion_tokens""#.utf8)
 
     static func find(in buffer: ByteBuffer) -> TokenUsage? {
         buffer.withUnsafeReadableBytes { find(in: $0) }
@@ -108,6 +126,32 @@ struct StreamMeter {
         eventEnds.compactMap { end in ByteSearch.find(end, in: raw).map { $0 + end.count } }.min()
     }
 
+    /// Where the last complete event in `raw` ends, scanning once: at each position the first
+    /// blank line to start there also ends first (`\n\n` and `\r\n\r\n` cannot overlap), so this
+    /// equals repeating `firstEventEnd` from each end, without rescanning the rest for CRLF.
+    static func lastEventEnd(in raw: UnsafeRawBufferPointer) -> Int? {
+        let newline = UInt8(ascii: "\n")
+        let carriageReturn = UInt8(ascii: "\r")
+        var last: Int?
+        var index = 0
+        let count = raw.count
+        while index + 1 < count {
+            let byte = raw[index]
+            if byte == newline, raw[index + 1] == newline {
+                index += 2
+                last = index
+            } else if byte == carriageReturn, index + 3 < count, raw[index + 1] == newline, raw[index + 2] == carriageReturn,
+                raw[index + 3] == newline
+            {
+                index += 4
+                last = index
+            } else {
+                index += 1
+            }
+        }
+        return last
+    }
+
     /// Takes the next bytes from the engine and returns what to send to the caller now.
     mutating func relay(_ chunk: ByteBuffer) -> ByteBuffer {
         var bytes: ByteBuffer
@@ -119,16 +163,7 @@ struct StreamMeter {
             bytes = chunk
         }
         // Everything up to the last complete event goes now; the rest waits for its end.
-        let lastEnd = bytes.withUnsafeReadableBytes { raw -> Int? in
-            var searchFrom = 0
-            var last: Int?
-            while searchFrom < raw.count, let found = Self.firstEventEnd(in: UnsafeRawBufferPointer(rebasing: raw[searchFrom...]))
-            {
-                last = searchFrom + found
-                searchFrom = last!
-            }
-            return last
-        }
+        let lastEnd = bytes.withUnsafeReadableBytes { Self.lastEventEnd(in: $0) }
         guard let lastEnd else {
             if bytes.readableBytes > Self.maxHeld { return bytes }
             partial = bytes

@@ -1,0 +1,428 @@
+import Foundation
+import GantryCore
+import GantryHTTP
+import HTTPTypes
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+
+/// One `/v1` request served by the direct relay, on its connection's event loop: the same steps
+/// and answers as `InferenceRoutes.forward`, whose error paths it leaves to the router (see
+/// `DirectRelay`). Every step that can fail after admission answers here, in the OpenAI format.
+final class DirectExchange {
+    let handler: DirectRelayHandler
+    let relay: DirectRelay
+    let head: HTTPRequest
+    let endpoint: InferenceEndpoint
+    let body: ByteBuffer
+    let started = ContinuousClock.now
+    let requestID: String
+
+    private var parsed: InferenceRequest?
+    private var entry: RouteEntry?
+    private var meter: RequestMeter?
+    private var lease: InFlightLease?
+    private var upstreamBody: ByteBuffer?
+    private var attempt = 0
+    private var connection: EngineConnection?
+    private var timer: Scheduled<Void>?
+    /// The last read from the engine, for the idle timeout (one timer per idle period, not per read).
+    private var lastRead = NIODeadline.now()
+    private var engineHead: HTTPResponseHead?
+    private var collected: ByteBuffer?
+    private var stream: StreamMeter?
+    private var finished = false
+
+    init(handler: DirectRelayHandler, head: HTTPRequest, endpoint: InferenceEndpoint, body: ByteBuffer) {
+        self.handler = handler
+        self.relay = handler.relay
+        self.head = head
+        self.endpoint = endpoint
+        self.body = body
+        self.requestID =
+            RequestIDMiddleware<GantryRequestContext>.acceptable(head.headerFields[RequestID.headerName])
+            ?? RequestIDMiddleware<GantryRequestContext>.newID()
+    }
+
+    private var eventLoop: any EventLoop { handler.pool.eventLoop }
+
+    // MARK: - Admission
+
+    func begin() {
+        guard let authorization = head.headerFields[.authorization], authorization.utf8.count > 7,
+            authorization.prefix(7).lowercased() == "bearer "
+        else { return handToRouter() }
+        let bearer = Self.trimmed(authorization.utf8.dropFirst(7))
+        let address = handler.context?.channel.remoteAddress?.ipAddress ?? "unknown"
+        if relay.addressBlocked(address) { return handToRouter() }
+        if let principal = relay.verifier.rememberedPrincipal(bearer: bearer) { return authenticated(principal) }
+        // Not verified recently: verify now (the store or the control role), then go on here.
+        let verifier = relay.verifier
+        let promise = eventLoop.makePromise(of: Principal.self)
+        promise.completeWithTask { try await verifier.verify(bearer: bearer) }
+        promise.futureResult.assumeIsolated().whenComplete { result in
+            guard !self.handler.clientGone else { return }
+            switch result {
+            case .success(let principal): self.authenticated(principal)
+            case .failure: self.handToRouter()
+            }
+        }
+    }
+
+    /// The credential without surrounding spaces or tabs (Foundation's trimming was 2 % of a request).
+    static func trimmed(_ bytes: Substring.UTF8View.SubSequence) -> String {
+        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        guard let first = bytes.firstIndex(where: { !isBlank($0) }), let last = bytes.lastIndex(where: { !isBlank($0) }) else {
+            return ""
+        }
+        return String(Substring(bytes[first...last]))
+    }
+
+    private func authenticated(_ principal: Principal) {
+        guard let parsed = try? InferenceRequest.parse(body, endpoint: endpoint),
+            let entry = relay.routes.entry(for: parsed.deployment), entry.admits(principal)
+        else { return handToRouter() }
+        if let version = parsed.pinnedVersion, version != entry.version, version != entry.canaryVersion {
+            return handToRouter()
+        }
+        let limit = entry.contextLimit
+        if let maxTokens = parsed.maxTokens, maxTokens >= limit { return handToRouter() }
+        if parsed.mayExceedContext(limit) { return handToRouter() }
+        self.parsed = parsed
+        self.entry = entry
+        guard let keyID = principal.keyID, let keyLimits = principal.keyLimits else { return admit(principal) }
+        switch relay.metering.quotas.rememberedCheck(keyID: keyID, limits: keyLimits) {
+        case .withinQuota:
+            admit(principal)
+        case .spent:
+            handToRouter()
+        case .unknown:
+            let quotas = relay.metering.quotas
+            let promise = eventLoop.makePromise(of: Void.self)
+            promise.completeWithTask { try await quotas.check(keyID: keyID, limits: keyLimits) }
+            promise.futureResult.assumeIsolated().whenComplete { result in
+                guard !self.handler.clientGone else { return }
+                switch result {
+                case .success: self.admit(principal)
+                case .failure: self.handToRouter()
+                }
+            }
+        }
+    }
+
+    /// An instance first (undone exactly if the limits refuse), then the limits: either refusal
+    /// goes to the router, which queues or answers 429 as always.
+    private func admit(_ principal: Principal) {
+        guard let parsed, let entry,
+            let target = try? relay.routes.acquireReady(deployment: parsed.deployment, version: parsed.pinnedVersion)
+        else { return handToRouter() }
+        let reservation = parsed.reservation(contextLimit: entry.contextLimit)
+        let scopes = LimitScope.scopes(principal: principal, entry: entry)
+        var admission: RateLimitAdmission?
+        if !scopes.isEmpty {
+            switch relay.metering.limiter.admit(scopes, tokens: reservation) {
+            case .success(let admitted): admission = admitted
+            case .failure:
+                relay.routes.finish(instanceID: target.instanceID)
+                return handToRouter()
+            }
+        }
+        relay.metering.metrics.relayedDirectly.increment()
+        let meter = RequestMeter(
+            MeteredRequest(principal: principal, deployment: entry.deployment, endpoint: endpoint, started: started),
+            metering: relay.metering)
+        if let admission { meter.admitted(admission, reservation: reservation) }
+        self.meter = meter
+        lease = InFlightLease(target, of: entry, routes: relay.routes, metrics: relay.metering.metrics)
+        upstreamBody = (try? parsed.upstreamBody(body)) ?? body
+        send()
+    }
+
+    private func handToRouter() {
+        finished = true
+        handler.handToRouter(head, body: body)
+    }
+
+    // MARK: - The engine
+
+    private func send() {
+        guard let lease, let meter, let upstreamBody else { return }
+        attempt += 1
+        meter.sent(to: lease)
+        handler.pool.connection(to: lease.endpoint) { result in
+            guard !self.finished else {
+                if case .success(let connection) = result { self.handler.pool.release(connection) }
+                return
+            }
+            switch result {
+            case .success(let connection):
+                self.connection = connection
+                connection.exchange = self
+                var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: self.endpoint.path)
+                head.headers.add(name: "host", value: connection.endpoint.dropFirst("http://".count).description)
+                head.headers.add(name: "content-type", value: "application/json")
+                head.headers.add(name: "content-length", value: String(upstreamBody.readableBytes))
+                head.headers.add(name: "x-request-id", value: self.requestID)
+                connection.send(head, body: upstreamBody)
+                self.armTimer(after: self.firstByteTimeout)
+            case .failure(let error):
+                self.connectFailed(error)
+            }
+        }
+    }
+
+    /// The service's own timeouts, else the gateway's upstream timeout (as the router's client).
+    private var firstByteSeconds: Double { entry?.timeouts.firstByteSeconds ?? relay.configuration.upstreamTimeout.inSeconds }
+
+    private var firstByteTimeout: TimeAmount { .nanoseconds(Int64(firstByteSeconds * 1e9)) }
+
+    private var idleTimeout: TimeAmount {
+        .nanoseconds(Int64((entry?.timeouts.idleSeconds ?? relay.configuration.upstreamTimeout.inSeconds) * 1e9))
+    }
+
+    /// The connection could not be opened: the request never reached an engine, so it may go to
+    /// another ready instance, once.
+    private func connectFailed(_ error: any Error) {
+        guard let lease, let parsed, let entry else { return }
+        lease.end()
+        self.lease = nil
+        if error is EnginePool.Full {
+            // Every connection the gateway may open to this engine is busy: not the engine's fault.
+            return fail(
+                GantryError(.unavailable, "the model's engines are busy; retry shortly", code: "engine_overloaded", retryAfter: 1)
+            )
+        }
+        relay.routes.reportUnreachable(instanceID: lease.instanceID)
+        relay.logger.warning(
+            "engine request failed", metadata: ["instance_id": "\(lease.instanceID)", "error": "\(error)"])
+        let unavailable = GantryError(.badGateway, "the model's engine could not be reached", code: "engine_unavailable")
+        guard attempt < 2,
+            let target = try? relay.routes.acquireReady(deployment: parsed.deployment, version: parsed.pinnedVersion)
+        else { return fail(unavailable) }
+        meter?.retried()
+        self.lease = InFlightLease(target, of: entry, routes: relay.routes, metrics: relay.metering.metrics)
+        send()
+    }
+
+    func engineHead(_ head: HTTPResponseHead) {
+        guard !finished, let parsed, let lease, let meter else { return }
+        engineHead = head
+        meter.headReceived()
+        // Passive health: an engine answering 5xx leaves rotation until its next probe.
+        if head.status.code >= 500 { relay.routes.reportUnreachable(instanceID: lease.instanceID) }
+        lastRead = .now()
+        timer?.cancel()
+        armTimer(after: idleTimeout)
+        guard parsed.stream, head.status == .ok else {
+            collected = ByteBuffer()
+            return
+        }
+        var fields = responseFields(contentType: head.headers.first(name: "content-type"))
+        fields[.cacheControl] = "no-cache"
+        stream = StreamMeter(stripUsage: !parsed.includeUsage)
+        handler.context?.writeAndFlush(
+            NIOAny(HTTPResponsePart.head(addCommonFields(HTTPResponse(status: .ok, headerFields: fields)))), promise: nil)
+    }
+
+    func engineBody(_ chunk: ByteBuffer) {
+        guard !finished else { return }
+        lastRead = .now()
+        if stream != nil {
+            meter?.bodyByteReceived()
+            let out = stream!.relay(chunk)
+            guard out.readableBytes > 0, let context = handler.context else { return }
+            context.write(NIOAny(HTTPResponsePart.body(out)), promise: nil)
+            if !context.channel.isWritable { connection?.pauseReading() }
+        } else if collected != nil {
+            meter?.bodyByteReceived()
+            if collected!.readableBytes + chunk.readableBytes > relay.configuration.maxResponseBytes {
+                return engineFailed(timedOut: false, reason: "the answer is larger than the gateway relays")
+            }
+            collected!.writeImmutableBuffer(chunk)
+        }
+    }
+
+    func engineReadComplete() {
+        if stream != nil, !finished { handler.context?.flush() }
+    }
+
+    func clientWritable() {
+        connection?.resumeReading()
+    }
+
+    func engineEnd() {
+        guard !finished, let engineHead, let lease, let meter, let entry, let parsed else { return }
+        timer?.cancel()
+        releaseConnection(keepAlive: engineHead.isKeepAlive)
+        if var stream {
+            let rest = stream.finish()
+            if rest.readableBytes > 0 { handler.context?.write(NIOAny(HTTPResponsePart.body(rest)), promise: nil) }
+            meter.finish(status: 200, usage: stream.usage, errorType: nil)
+            lease.end()
+            return complete(status: 200)
+        }
+        let payload = collected ?? ByteBuffer()
+        lease.end()
+        if engineHead.status == .badRequest, InferenceRoutes.isContextOverflow(payload) {
+            return fail(
+                InferenceRoutes.contextExceeded(
+                    "the prompt plus max_tokens exceeds the context limit of model '\(entry.deployment)' (\(entry.contextLimit) tokens)",
+                    param: parsed.endpoint.promptField))
+        }
+        let status = Int(engineHead.status.code)
+        meter.finish(status: status, usage: TokenUsage.find(in: payload), errorType: status >= 400 ? "engine_error" : nil)
+        var fields = responseFields(contentType: engineHead.headers.first(name: "content-type"))
+        fields[.contentLength] = String(payload.readableBytes)
+        respond(HTTPResponse(status: .init(code: status), headerFields: fields), body: payload)
+    }
+
+    /// The engine went away, failed or stalled before its answer ended.
+    func engineFailed(timedOut: Bool, reason: String) {
+        guard !finished, let lease else { return }
+        timer?.cancel()
+        closeConnection()
+        relay.routes.reportUnreachable(instanceID: lease.instanceID)
+        relay.logger.warning("engine request failed", metadata: ["instance_id": "\(lease.instanceID)", "error": "\(reason)"])
+        lease.end()
+        if var stream {
+            // Mid-stream: end the stream with an error event the client can see, not a silent cut.
+            let error =
+                timedOut
+                ? GantryError(.gatewayTimeout, "the model's engine stalled during the stream", code: "engine_timeout")
+                : GantryError(.badGateway, "the model's engine failed during the stream", code: "engine_failed")
+            let rest = stream.finish()
+            var event = ByteBuffer(string: "data: ")
+            event.writeBytes(ErrorResponse(error: error, style: .openAI).body())
+            event.writeString("\n\n")
+            if rest.readableBytes > 0 { handler.context?.write(NIOAny(HTTPResponsePart.body(rest)), promise: nil) }
+            handler.context?.write(NIOAny(HTTPResponsePart.body(event)), promise: nil)
+            let status = Int(ErrorResponse.status(for: error.kind).code)
+            meter?.finish(status: status, usage: stream.usage, errorType: error.code)
+            return complete(status: 200)
+        }
+        if engineHead == nil {
+            if timedOut {
+                return fail(
+                    GantryError(
+                        .gatewayTimeout, "the model's engine did not answer within \(firstByteSeconds) s",
+                        code: "engine_timeout"))
+            }
+            return fail(GantryError(.badGateway, "the model's engine could not be reached", code: "engine_unavailable"))
+        }
+        if timedOut {
+            return fail(GantryError(.gatewayTimeout, "the model's engine stalled while answering", code: "engine_timeout"))
+        }
+        fail(GantryError(.badGateway, "the model's engine failed while answering", code: "engine_failed"))
+    }
+
+    /// The client left: closing the engine's connection cancels its request.
+    func clientClosed() {
+        guard !finished else { return }
+        finished = true
+        timer?.cancel()
+        closeConnection()
+        meter?.finish(status: 499, usage: stream?.usage, errorType: "client_closed")
+        lease?.end()
+    }
+
+    private func armTimer(after timeout: TimeAmount) {
+        let deadline = NIODeadline.now() + timeout
+        timer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+            guard let self, !self.finished else { return }
+            // Reads since the timer was set push the idle deadline on.
+            if self.engineHead != nil, NIODeadline.now() < self.lastRead + timeout {
+                let remaining = self.lastRead + timeout - NIODeadline.now()
+                return self.armTimer(after: remaining)
+            }
+            self.engineFailed(timedOut: true, reason: "timed out")
+        }
+    }
+
+    private func releaseConnection(keepAlive: Bool) {
+        guard let connection else { return }
+        self.connection = nil
+        if keepAlive {
+            handler.pool.release(connection)
+        } else {
+            connection.exchange = nil
+            connection.channel.close(promise: nil)
+        }
+    }
+
+    private func closeConnection() {
+        guard let connection else { return }
+        self.connection = nil
+        connection.exchange = nil
+        connection.channel.close(promise: nil)
+    }
+
+    // MARK: - The answer
+
+    private func responseFields(contentType: String?) -> HTTPFields {
+        var fields = HTTPFields()
+        fields.reserveCapacity(12)
+        fields[.contentType] = contentType ?? "application/json"
+        for (name, value) in meter?.rateLimitHeaders ?? [] {
+            if let field = Self.rateLimitFieldNames[name] ?? HTTPField.Name(name) { fields[field] = value }
+        }
+        return fields
+    }
+
+    /// The `x-ratelimit-*` names, checked once rather than on every answer.
+    static let rateLimitFieldNames: [String: HTTPField.Name] = {
+        var names: [String: HTTPField.Name] = [:]
+        for kind in ["limit", "remaining", "reset"] {
+            for unit in ["requests", "tokens"] {
+                let name = "x-ratelimit-\(kind)-\(unit)"
+                names[name] = HTTPField.Name(name)
+            }
+        }
+        return names
+    }()
+
+    /// An error after admission, in the OpenAI format, as the router's error middleware writes it.
+    private func fail(_ error: GantryError) {
+        meter?.finish(failure: error)
+        lease?.end()
+        let rendered = ErrorResponse(error: error, style: .openAI)
+        var fields = rendered.response().headers
+        let payload = ByteBuffer(data: rendered.body())
+        fields[.contentLength] = String(payload.readableBytes)
+        respond(HTTPResponse(status: rendered.status, headerFields: fields), body: payload)
+    }
+
+    private func respond(_ response: HTTPResponse, body: ByteBuffer) {
+        guard let context = handler.context else { return }
+        context.write(NIOAny(HTTPResponsePart.head(addCommonFields(response))), promise: nil)
+        if body.readableBytes > 0 { context.write(NIOAny(HTTPResponsePart.body(body)), promise: nil) }
+        complete(status: Int(response.status.code))
+    }
+
+    private func addCommonFields(_ response: HTTPResponse) -> HTTPResponse {
+        var response = response
+        response.headerFields[RequestID.headerName] = requestID
+        response.headerFields[.server] = relay.serverName
+        response.headerFields[.date] = handler.pool.httpDate()
+        return response
+    }
+
+    /// Ends the answer, then counts it as the router's middleware would.
+    private func complete(status: Int) {
+        finished = true
+        handler.context?.writeAndFlush(NIOAny(HTTPResponsePart.end(nil)), promise: nil)
+        let duration = ContinuousClock.now - started
+        relay.httpMetrics.record(method: "POST", route: endpoint.path, status: status, duration: duration)
+        if relay.logger.logLevel <= .info {
+            var logger = relay.logger
+            logger[metadataKey: RequestID.metadataKey] = .string(requestID)
+            logger.info(
+                "request",
+                metadata: [
+                    "method": "POST", "path": .string(endpoint.path), "status": .stringConvertible(status),
+                    "duration_ms": .string(String(format: "%.2f", duration.inSeconds * 1000)),
+                ])
+        }
+        handler.exchangeFinished(closeConnection: head.headerFields[.connection]?.lowercased() == "close")
+    }
+}

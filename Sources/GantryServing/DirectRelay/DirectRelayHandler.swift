@@ -1,0 +1,180 @@
+import HTTPTypes
+import NIOCore
+import NIOHTTPTypes
+
+/// One client connection's side of the direct relay. It sits between Hummingbird's connection
+/// state handler and the router's channel: requests it does not serve pass through untouched.
+///
+/// Order on the connection is kept: a request is served directly only when the router owes no
+/// answer on this connection, and while a direct exchange runs, further (pipelined) request
+/// parts are held. Reading goes on meanwhile (a client that leaves must be seen at once, to
+/// cancel the engine's request) until the held parts pass `maxHeldBytes`.
+final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    enum State {
+        case idle
+        /// Reading the body of a request the relay may serve.
+        case collecting(HTTPRequest, InferenceEndpoint, ByteBuffer)
+        /// Passing a request's parts to the router.
+        case passingOn
+        /// A direct exchange is running.
+        case busy
+    }
+
+    let relay: DirectRelay
+    let pool: EnginePool
+    private var state = State.idle
+    /// Requests given to the router whose answer has not been written yet.
+    private var routerOwes = 0
+    private var held: [HTTPRequestPart] = []
+    private var heldBytes = 0
+    static let maxHeldBytes = 64 * 1024
+    private var readHeld = false
+    private(set) var context: ChannelHandlerContext?
+    private var exchange: DirectExchange?
+    private(set) var clientGone = false
+
+    init(relay: DirectRelay, pool: EnginePool) {
+        self.relay = relay
+        self.pool = pool
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        // Hummingbird's connection-state handler, in front of this one, does not pass
+        // `channelInactive` on; the close future is what says the client left.
+        context.channel.closeFuture.assumeIsolated().whenComplete { _ in self.clientLeft() }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        receive(unwrapInboundIn(data), context: context)
+    }
+
+    private func receive(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
+        switch state {
+        case .busy:
+            if case .body(let chunk) = part { heldBytes += chunk.readableBytes }
+            heldBytes += 64
+            held.append(part)
+        case .passingOn:
+            if case .end = part { state = .idle }
+            context.fireChannelRead(wrapInboundOut(part))
+        case .collecting(let head, let endpoint, var body):
+            switch part {
+            case .body(let chunk):
+                state = .busy  // drops the state's reference so the append does not copy
+                if body.readableBytes + chunk.readableBytes > relay.configuration.maxRequestBytes {
+                    // The router answers 413 (and reads the rest of the body).
+                    state = .passingOn
+                    pass(head, body: body, end: false, context: context)
+                    context.fireChannelRead(wrapInboundOut(part))
+                } else {
+                    body.writeImmutableBuffer(chunk)
+                    state = .collecting(head, endpoint, body)
+                }
+            case .end:
+                state = .busy
+                let exchange = DirectExchange(handler: self, head: head, endpoint: endpoint, body: body)
+                self.exchange = exchange
+                exchange.begin()
+            case .head:
+                // A new head before the end: not HTTP; let the router deal with it.
+                state = .passingOn
+                pass(head, body: body, end: false, context: context)
+                context.fireChannelRead(wrapInboundOut(part))
+            }
+        case .idle:
+            guard case .head(let head) = part else {
+                context.fireChannelRead(wrapInboundOut(part))
+                return
+            }
+            if routerOwes == 0, let endpoint = DirectRelay.endpoint(method: head.method, path: head.path) {
+                let expected = head.headerFields[.contentLength].flatMap(Int.init) ?? 0
+                let capacity = min(max(expected, 0), relay.configuration.maxRequestBytes)
+                state = .collecting(head, endpoint, context.channel.allocator.buffer(capacity: capacity))
+            } else {
+                routerOwes += 1
+                state = .passingOn
+                context.fireChannelRead(wrapInboundOut(part))
+            }
+        }
+    }
+
+    /// Hands a request the relay collected to the router.
+    private func pass(_ head: HTTPRequest, body: ByteBuffer, end: Bool, context: ChannelHandlerContext) {
+        routerOwes += 1
+        context.fireChannelRead(wrapInboundOut(.head(head)))
+        if body.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(body))) }
+        if end { context.fireChannelRead(wrapInboundOut(.end(nil))) }
+    }
+
+    /// The exchange gave up before any side effect: the router serves the request instead.
+    func handToRouter(_ head: HTTPRequest, body: ByteBuffer) {
+        exchange = nil
+        guard let context, !clientGone else { return }
+        state = .idle
+        pass(head, body: body, end: true, context: context)
+        resume(context: context)
+    }
+
+    /// The exchange wrote its whole answer (or the client left).
+    func exchangeFinished(closeConnection: Bool) {
+        exchange = nil
+        guard let context, !clientGone else { return }
+        state = .idle
+        if closeConnection {
+            context.close(promise: nil)
+            return
+        }
+        resume(context: context)
+    }
+
+    /// Serves what arrived during the exchange, then lets reading go on.
+    private func resume(context: ChannelHandlerContext) {
+        // The router's channel takes what was read when the read completes.
+        defer { if routerOwes > 0 { context.fireChannelReadComplete() } }
+        while !held.isEmpty {
+            if case .busy = state { return }
+            let part = held.removeFirst()
+            if case .body(let chunk) = part { heldBytes -= chunk.readableBytes }
+            heldBytes -= 64
+            receive(part, context: context)
+        }
+        if case .busy = state { return }
+        if readHeld {
+            readHeld = false
+            context.read()
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if case .busy = state, heldBytes > Self.maxHeldBytes {
+            readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        // Only the router's writes pass here; the exchange writes from this handler's context.
+        if case .end = unwrapOutboundIn(data) { routerOwes = max(0, routerOwes - 1) }
+        context.write(data, promise: promise)
+    }
+
+    private func clientLeft() {
+        clientGone = true
+        exchange?.clientClosed()
+        exchange = nil
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { exchange?.clientWritable() }
+        context.fireChannelWritabilityChanged()
+    }
+}

@@ -1,0 +1,168 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// Keep-alive HTTP/1.1 connections to engines, opened on one event loop and used only there,
+/// so a request and its engine connection never leave the thread that read the request.
+final class EnginePool {
+    /// Connections per engine endpoint from one event loop: one per request in flight (HTTP/1.1);
+    /// bench/gateway.sh holds 1,000 streams at once.
+    static let maxOpenPerEndpoint = 4096
+    /// Idle connections kept per endpoint; more are closed when their request ends.
+    static let maxIdlePerEndpoint = 256
+    static let connectTimeout = TimeAmount.seconds(2)
+
+    struct Full: Error {}
+    struct BadEndpoint: Error {}
+
+    let eventLoop: any EventLoop
+    private var idle: [String: [EngineConnection]] = [:]
+    private var open: [String: Int] = [:]
+    private var addresses: [String: SocketAddress] = [:]
+
+    private var date: (second: Int, text: String) = (0, "")
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    /// The `date` header's value, formatted once a second.
+    func httpDate() -> String {
+        let now = Date()
+        let second = Int(now.timeIntervalSince1970)
+        if second != date.second {
+            let formatter = DateFormatter()
+            formatter.locale = Locale(identifier: "en_US_POSIX")
+            formatter.timeZone = TimeZone(identifier: "GMT")
+            formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+            date = (second, formatter.string(from: now))
+        }
+        return date.text
+    }
+
+    /// An idle connection to `endpoint` at once, or a new one when it is connected.
+    func connection(to endpoint: String, _ done: @escaping (Result<EngineConnection, any Error>) -> Void) {
+        while let connection = idle[endpoint]?.popLast() {
+            if connection.channel.isActive { return done(.success(connection)) }
+        }
+        guard open[endpoint, default: 0] < Self.maxOpenPerEndpoint else { return done(.failure(Full())) }
+        guard let address = address(of: endpoint) else { return done(.failure(BadEndpoint())) }
+        open[endpoint, default: 0] += 1
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(Self.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(EngineResponseHandler())
+                }
+            }
+            .connect(to: address)
+            .assumeIsolated()
+            .whenComplete { result in
+                switch result {
+                case .success(let channel):
+                    let connection = EngineConnection(channel: channel, endpoint: endpoint)
+                    do {
+                        try channel.pipeline.syncOperations.handler(type: EngineResponseHandler.self).connection = connection
+                    } catch {
+                        channel.close(promise: nil)
+                        self.open[endpoint, default: 1] -= 1
+                        return done(.failure(error))
+                    }
+                    channel.closeFuture.assumeIsolated().whenComplete { _ in self.closed(connection) }
+                    done(.success(connection))
+                case .failure(let error):
+                    self.open[endpoint, default: 1] -= 1
+                    done(.failure(error))
+                }
+            }
+    }
+
+    /// A connection whose answer was read to its end, for the next request.
+    func release(_ connection: EngineConnection) {
+        connection.exchange = nil
+        guard connection.channel.isActive else { return }
+        if idle[connection.endpoint, default: []].count < Self.maxIdlePerEndpoint {
+            idle[connection.endpoint, default: []].append(connection)
+        } else {
+            connection.channel.close(promise: nil)
+        }
+    }
+
+    private func closed(_ connection: EngineConnection) {
+        open[connection.endpoint, default: 1] -= 1
+        if open[connection.endpoint] == 0 { open[connection.endpoint] = nil }
+        idle[connection.endpoint]?.removeAll { $0 === connection }
+        if idle[connection.endpoint]?.isEmpty == true { idle[connection.endpoint] = nil }
+    }
+
+    /// `http://host:port` as a socket address, resolved once (engines listen on IP literals).
+    private func address(of endpoint: String) -> SocketAddress? {
+        if let known = addresses[endpoint] { return known }
+        guard let url = URL(string: endpoint), url.scheme == "http", let host = url.host, let port = url.port,
+            let address = try? SocketAddress.makeAddressResolvingHost(host, port: port)
+        else { return nil }
+        if addresses.count > 10_000 { addresses.removeAll() }
+        addresses[endpoint] = address
+        return address
+    }
+}
+
+/// One engine connection; the exchange using it hears of its answer.
+final class EngineConnection {
+    let channel: any Channel
+    let endpoint: String
+    var exchange: DirectExchange?
+
+    init(channel: any Channel, endpoint: String) {
+        self.channel = channel
+        self.endpoint = endpoint
+    }
+
+    func send(_ head: HTTPRequestHead, body: ByteBuffer) {
+        channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
+        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+    }
+
+    /// Backpressure: stop reading the engine while the client cannot take more.
+    func pauseReading() {
+        try? channel.syncOptions?.setOption(.autoRead, value: false)
+    }
+
+    func resumeReading() {
+        try? channel.syncOptions?.setOption(.autoRead, value: true)
+    }
+}
+
+/// Passes an engine's answer to the exchange of its connection.
+final class EngineResponseHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    var connection: EngineConnection?
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let exchange = connection?.exchange else { return }
+        switch unwrapInboundIn(data) {
+        case .head(let head): exchange.engineHead(head)
+        case .body(let chunk): exchange.engineBody(chunk)
+        case .end: exchange.engineEnd()
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        connection?.exchange?.engineReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        connection?.exchange?.engineFailed(timedOut: false, reason: "the engine closed the connection")
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        connection?.exchange?.engineFailed(timedOut: false, reason: "\(error)")
+        context.close(promise: nil)
+    }
+}
