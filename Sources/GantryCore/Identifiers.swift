@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// Opaque identifiers for stored records: a short type prefix and a random UUID, so an id in a log
 /// line says what it names.
@@ -22,6 +22,31 @@ public enum Identifier {
             text.append(digits[Int(value & 0x0F)])
         }
         return String(decoding: text, as: UTF8.self)
+    }
+
+    /// `prefix_`, then the time in milliseconds (12 hex digits) and 80 random bits (20): ids made
+    /// later sort later, so a table keyed by them grows at its end. For usage records, written
+    /// thousands a second: random keys dirtied a different index page per row (measured: most of
+    /// SQLite's writes, and a sixth of the gateway's CPU).
+    public static func makeTimeOrdered(_ prefix: String, now: Date = Date()) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var bytes = Array(prefix.utf8)
+        bytes.reserveCapacity(bytes.count + 33)
+        bytes.append(UInt8(ascii: "_"))
+        let milliseconds = UInt64(max(0, now.timeIntervalSince1970 * 1000))
+        for shift in stride(from: 44, through: 0, by: -4) { bytes.append(digits[Int((milliseconds >> UInt64(shift)) & 0xF)]) }
+        var generator = SystemRandomNumberGenerator()
+        var random = generator.next() as UInt64
+        for _ in 0..<16 {
+            bytes.append(digits[Int(random & 0xF)])
+            random >>= 4
+        }
+        random = generator.next() as UInt64
+        for _ in 0..<4 {
+            bytes.append(digits[Int(random & 0xF)])
+            random >>= 4
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     public static func make(_ prefix: String) -> String {

@@ -41,9 +41,11 @@ public struct Metering: Sendable {
         // Time to first token: to the first byte of the answer's body (a stream's first event).
         let firstByte = (state.firstByteAt ?? state.headAt).map { $0 - request.started }
         let latency = now - request.started
+        let createdAt = Date()
         usage.record(
             UsageRecord(
-                id: Identifier.make("use"), createdAt: Date(), keyID: principal.keyID, userID: principal.userID,
+                id: Identifier.makeTimeOrdered("use", now: createdAt), createdAt: createdAt, keyID: principal.keyID,
+                userID: principal.userID,
                 deployment: request.deployment, version: state.version, instanceID: state.instanceID,
                 endpoint: request.endpoint.rawValue, promptTokens: reported?.promptTokens ?? 0,
                 completionTokens: reported?.completionTokens ?? 0,

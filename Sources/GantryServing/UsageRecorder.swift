@@ -51,12 +51,18 @@ public actor UsageRecorder: Service {
     /// Writes every waiting record now (the usage API calls this first, so a caller reads their
     /// own requests).
     public func flush() async {
-        while let current = writing { await current.value }
+        // Whoever sees a write end clears it: awaiting a finished task does not suspend, so a
+        // loop that only waited for the writer to clear it would spin (seen: a test hung at 100 %
+        // CPU while the usage API and the timer flushed at once).
+        while let current = writing {
+            await current.value
+            if writing == current { writing = nil }
+        }
         // In a task of its own: a cancelled caller (shutdown) must not abort the write.
         let task = Task { await writePending() }
         writing = task
         await task.value
-        writing = nil
+        if writing == task { writing = nil }
     }
 
     private func writePending() async {

@@ -221,7 +221,8 @@ final class DirectExchange {
         var fields = responseFields(contentType: head.headers.first(name: "content-type"))
         fields[.cacheControl] = "no-cache"
         stream = StreamMeter(stripUsage: !parsed.includeUsage)
-        handler.context?.writeAndFlush(
+        // Flushed with the first events when this read completes: one write, not two.
+        handler.context?.write(
             NIOAny(HTTPResponsePart.head(addCommonFields(HTTPResponse(status: .ok, headerFields: fields)))), promise: nil)
     }
 
