@@ -113,33 +113,9 @@ public enum QuotaPeriod: String, Codable, Sendable {
         case .day:
             return Date(timeIntervalSince1970: Double(days) * 86_400)
         case .month:
-            let (year, month, day) = Self.civilDate(daysSince1970: days)
-            _ = day
-            return Date(timeIntervalSince1970: Double(Self.daysSince1970(year: year, month: month, day: 1)) * 86_400)
+            let (year, month, _) = CivilDate.from(daysSince1970: days)
+            return Date(timeIntervalSince1970: Double(CivilDate.daysSince1970(year: year, month: month, day: 1)) * 86_400)
         }
-    }
-
-    /// The proleptic Gregorian date of a day number (Howard Hinnant's `civil_from_days`).
-    static func civilDate(daysSince1970 days: Int) -> (year: Int, month: Int, day: Int) {
-        let shifted = days + 719_468
-        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
-        let dayOfEra = shifted - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let monthIndex = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
-        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
-        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
-    }
-
-    /// The day number of a proleptic Gregorian date (`days_from_civil`).
-    static func daysSince1970(year: Int, month: Int, day: Int) -> Int {
-        let shiftedYear = month <= 2 ? year - 1 : year
-        let era = (shiftedYear >= 0 ? shiftedYear : shiftedYear - 399) / 400
-        let yearOfEra = shiftedYear - era * 400
-        let dayOfYear = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
-        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
-        return era * 146_097 + dayOfEra - 719_468
     }
 
     /// When the period holding `date` ends (the next one begins).
@@ -221,4 +197,32 @@ public func constantTimeEqual(_ a: some StringProtocol, _ b: some StringProtocol
     var difference: UInt8 = 0
     for index in x.indices { difference |= x[index] ^ y[index] }
     return difference == 0
+}
+
+/// Proleptic Gregorian dates from day numbers and back (days since 1970-01-01, UTC), by Howard
+/// Hinnant's algorithms: no `Calendar` where it is too slow (quota periods on every request)
+/// or too heavy (request signing).
+public enum CivilDate {
+    /// The proleptic Gregorian date of a day number (Howard Hinnant's `civil_from_days`).
+    public static func from(daysSince1970 days: Int) -> (year: Int, month: Int, day: Int) {
+        let shifted = days + 719_468
+        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
+        let dayOfEra = shifted - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthIndex = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
+        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
+        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
+    }
+
+    /// The day number of a proleptic Gregorian date (`days_from_civil`).
+    public static func daysSince1970(year: Int, month: Int, day: Int) -> Int {
+        let shiftedYear = month <= 2 ? year - 1 : year
+        let era = (shiftedYear >= 0 ? shiftedYear : shiftedYear - 399) / 400
+        let yearOfEra = shiftedYear - era * 400
+        let dayOfYear = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        return era * 146_097 + dayOfEra - 719_468
+    }
 }

@@ -32,11 +32,7 @@ struct RequestBodyScanner {
         skipSpace()
         if !take(UInt8(ascii: "}")) {
             repeat {
-                skipSpace()
-                guard let key = plainString() else { return nil }
-                skipSpace()
-                guard take(UInt8(ascii: ":")) else { return nil }
-                skipSpace()
+                guard let key = memberKey() else { return nil }
                 guard readField(key, into: &fields, seen: &seen) else { return nil }
                 skipSpace()
             } while take(UInt8(ascii: ","))
@@ -66,15 +62,11 @@ struct RequestBodyScanner {
         case "stream_options":
             guard let includeUsage = streamOptions() else { return false }
             fields.stream_options = InferenceRequest.StreamOptions(include_usage: includeUsage)
-        case "max_tokens":
+        case "max_tokens", "max_completion_tokens", "n":
             guard let value = integer() else { return false }
-            fields.max_tokens = value
-        case "max_completion_tokens":
-            guard let value = integer() else { return false }
-            fields.max_completion_tokens = value
-        case "n":
-            guard let value = integer() else { return false }
-            fields.n = value
+            let field: WritableKeyPath<InferenceRequest.Fields, Int?> =
+                key == "n" ? \.n : key == "max_tokens" ? \.max_tokens : \.max_completion_tokens
+            fields[keyPath: field] = value
         case "messages":
             guard peek == UInt8(ascii: "["), let items = arrayItems() else { return false }
             fields.messages = items
@@ -101,11 +93,7 @@ struct RequestBodyScanner {
         skipSpace()
         if take(UInt8(ascii: "}")) { return .some(nil) }
         repeat {
-            skipSpace()
-            guard let key = plainString() else { return nil }
-            skipSpace()
-            guard take(UInt8(ascii: ":")) else { return nil }
-            skipSpace()
+            guard let key = memberKey() else { return nil }
             if key == "include_usage" {
                 guard !seenFlag else { return nil }
                 seenFlag = true
@@ -166,12 +154,8 @@ struct RequestBodyScanner {
             skipSpace()
             if take(UInt8(ascii: "}")) { return TextWeight(bytes: 0, parts: 1) }
             repeat {
-                skipSpace()
                 // Keys are not weighed, but a duplicate would be decoded one way or another.
-                guard let key = plainString(), keys.insert(key).inserted else { return nil }
-                skipSpace()
-                guard take(UInt8(ascii: ":")) else { return nil }
-                skipSpace()
+                guard let key = memberKey(), keys.insert(key).inserted else { return nil }
                 guard let item = weight(depth: depth + 1) else { return nil }
                 total += item.bytes
                 skipSpace()
@@ -187,6 +171,16 @@ struct RequestBodyScanner {
     }
 
     // MARK: - Tokens
+
+    /// `"key" :` of an object member, with the space around it.
+    private mutating func memberKey() -> String? {
+        skipSpace()
+        guard let key = plainString() else { return nil }
+        skipSpace()
+        guard take(UInt8(ascii: ":")) else { return nil }
+        skipSpace()
+        return key
+    }
 
     private var peek: UInt8? { index < bytes.count ? bytes[index] : nil }
 

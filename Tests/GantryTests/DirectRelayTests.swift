@@ -132,7 +132,9 @@ struct DirectRelayTests {
                         deployment: "gone", version: "1", contextLimit: 512, createdAt: Date(),
                         targets: [RouteTarget(instanceID: "ins_gone", endpoint: "http://127.0.0.1:1")]))
                 try await dataPlane.live(test) { base in
-                    for _ in 0..<6 {
+                    // Each request picks one of the two at random: go on until the refusing one was
+                    // picked (and the request retried on the other); 40 misses in a row are 1 in 10^12.
+                    for _ in 0..<40 where !routes.isEjected(instanceID: "ins_refusing") {
                         #expect(try await DataPlaneTests.post(base, key: test.adminKey, DataPlaneTests.chat).status == 200)
                     }
                     #expect(routes.isEjected(instanceID: "ins_refusing"))
@@ -147,7 +149,7 @@ struct DirectRelayTests {
                     #expect(gone.errorCode == "engine_unavailable")
                     #expect((gone.json["error"] as? [String: Any])?["type"] as? String == "server_error")
                     let metrics = try await DataPlaneTests.get(base, key: test.adminKey, "/metrics").text
-                    #expect(Self.relayCount(metrics, "direct") >= 8, "failover happened on the direct path")
+                    #expect(Self.relayCount(metrics, "direct") >= 3, "failover, the 5xx and the 502 happened on the direct path")
                     #expect(routes.inFlight(instanceID: "ins_good") == 0 && routes.inFlight(instanceID: "ins_refusing") == 0)
                 }
             }

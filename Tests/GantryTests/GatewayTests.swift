@@ -226,7 +226,9 @@ struct GatewayTests {
                             RouteTarget(instanceID: "ins_good", endpoint: endpoint),
                         ]))
                 try await test.server.application.test(.router) { client in
-                    for _ in 0..<6 {
+                    // Each request picks one of the two at random: go on until the refusing one was
+                    // picked (and the request retried on the other); 40 misses in a row are 1 in 10^12.
+                    for _ in 0..<40 where !routes.isEjected(instanceID: "ins_refusing") {
                         let response = try await client.execute(
                             uri: "/v1/chat/completions", method: .post, headers: .bearer(test.adminKey),
                             body: .json(#"{"model":"fake","messages":[{"role":"user","content":"hi"}]}"#))
