@@ -70,11 +70,11 @@ public struct IdentityService: CredentialVerifier {
     }
 
     func verify(apiKey bearer: String) async throws -> Principal {
+        if let remembered = rememberedPrincipal(bearer: bearer) { return remembered }
         let rejected = GantryError(.unauthorized, "invalid API key", code: "invalid_api_key")
         guard let parsed = APIKeyFormat.parse(bearer) else { throw rejected }
         let presentedHash = APIKeyFormat.hash(secret: parsed.secret)
         let now = Date()
-        if let remembered = verifiedKeys.principal(keyID: parsed.id, secretHash: presentedHash, now: now) { return remembered }
         guard let record = try await keys.key(id: parsed.id) else { throw rejected }
         guard APIKeyFormat.constantTimeEqual(record.secretHash, presentedHash) else {
             throw rejected

@@ -1,4 +1,5 @@
 import Foundation
+import GantryHTTP
 public import Hummingbird
 import Logging
 
@@ -17,14 +18,7 @@ public struct AccessLogMiddleware<Context: RequestContext>: RouterMiddleware {
         let path = request.uri.path
         let logger = context.logger
         response.body = response.body.afterWrite {
-            let elapsed = ContinuousClock.now - start
-            let milliseconds = Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000
-            logger.info(
-                "request",
-                metadata: [
-                    "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
-                    "duration_ms": .string(String(format: "%.2f", milliseconds)),
-                ])
+            AccessLog.log(logger, method: method, path: path, status: Int(status), duration: ContinuousClock.now - start)
         }
         return response
     }

@@ -69,12 +69,11 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         }
         do {
             if let header {
-                guard header.count > 7, header.prefix(7).lowercased() == "bearer " else {
+                guard let bearer = BearerCredential.credential(fromAuthorization: header) else {
                     throw GantryError(
                         .unauthorized, "the Authorization header must use the Bearer scheme", code: "invalid_api_key")
                 }
-                context.principal = try await verifier.verify(
-                    bearer: String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces))
+                context.principal = try await verifier.verify(bearer: bearer)
             } else if let cookie {
                 context.principal = try await verifier.verify(sessionToken: cookie)
             }

@@ -73,7 +73,8 @@ extension InferenceRoutes {
                 meter.admitted(admission, reservation: reservation)
             case .failure(let rejection):
                 metering.metrics.limitRejected(model: entry.deployment, scope: rejection.scopeKind)
-                var headers = Dictionary(rejection.status.headers, uniquingKeysWith: { first, _ in first })
+                var headers = Dictionary(
+                    rejection.status.headers.map { ($0.0.rawName, $0.1) }, uniquingKeysWith: { first, _ in first })
                 headers["retry-after-ms"] = String(Int(rejection.retryAfter.inSeconds * 1000))
                 throw GantryError(
                     .rateLimited, rejection.message, code: "rate_limit_exceeded",
@@ -108,7 +109,7 @@ extension InferenceRoutes {
                 deployment: parsed.deployment, version: parsed.pinnedVersion, timeout: configuration.queueTimeout,
                 maxQueued: attempt == 1 ? configuration.maxQueuedPerModel : 0)
         } catch let error as GantryError where attempt > 1 && error.kind == .unavailable {
-            throw GantryError(.badGateway, "the model's engine could not be reached", code: "engine_unavailable")
+            throw EngineFailure.unreachable
         }
         guard let target = found else { throw Self.modelNotFound(parsed.deployment) }
         return InFlightLease(target, of: entry, routes: routes, metrics: metering.metrics)
@@ -124,9 +125,7 @@ extension InferenceRoutes {
         upstream.headers.add(name: "x-request-id", value: context.requestID)
         upstream.body = .bytes(try parsed.upstreamBody(body))
         let client = clients.client(idleTimeout: entry.timeouts.idleSeconds.map { Duration.seconds($0) })
-        let firstByteTimeout =
-            entry.timeouts.firstByteSeconds.map { Duration.seconds($0) }
-            ?? configuration.upstreamTimeout
+        let firstByteTimeout = entry.firstByteTimeout(default: configuration.upstreamTimeout)
 
         // One retry on another instance, only when the first could not even be connected to:
         // then the request never reached an engine and cannot have run twice.
@@ -153,8 +152,7 @@ extension InferenceRoutes {
                 // Every connection the gateway may open to this engine is busy: the engine is not
                 // at fault, and the request never reached it.
                 current.end()
-                throw GantryError(
-                    .unavailable, "the model's engines are busy; retry shortly", code: "engine_overloaded", retryAfter: 1)
+                throw EngineFailure.overloaded
             } catch {
                 current.end()
                 // Any transport failure is a passive health report (a killed engine's pooled
@@ -162,16 +160,12 @@ extension InferenceRoutes {
                 routes.reportUnreachable(instanceID: current.instanceID)
                 context.logger.warning(
                     "engine request failed", metadata: ["instance_id": "\(current.instanceID)", "error": "\(error)"])
-                if Self.isTimeout(error) {
-                    throw GantryError(
-                        .gatewayTimeout, "the model's engine did not answer within \(firstByteTimeout.inSeconds) s",
-                        code: "engine_timeout")
-                }
+                if Self.isTimeout(error) { throw EngineFailure.noAnswer(within: firstByteTimeout.inSeconds) }
                 if Self.isConnectFailure(error), attempt < 2 {
                     meter.retried()
                     continue
                 }
-                throw GantryError(.badGateway, "the model's engine could not be reached", code: "engine_unavailable")
+                throw EngineFailure.unreachable
             }
         }
         meter.headReceived()
@@ -180,9 +174,7 @@ extension InferenceRoutes {
         if response.status.code >= 500 { routes.reportUnreachable(instanceID: lease.instanceID) }
         var headers = HTTPFields()
         headers[.contentType] = response.headers.first(name: "content-type") ?? "application/json"
-        for (name, value) in meter.rateLimitHeaders {
-            if let field = HTTPField.Name(name) { headers[field] = value }
-        }
+        for (field, value) in meter.rateLimitHeaders { headers[field] = value }
         guard parsed.stream, response.status == .ok else {
             defer { lease.end() }
             let payload: ByteBuffer
@@ -192,15 +184,10 @@ extension InferenceRoutes {
                 routes.reportUnreachable(instanceID: lease.instanceID)
                 context.logger.warning(
                     "engine response failed", metadata: ["instance_id": "\(lease.instanceID)", "error": "\(error)"])
-                if Self.isTimeout(error) {
-                    throw GantryError(.gatewayTimeout, "the model's engine stalled while answering", code: "engine_timeout")
-                }
-                throw GantryError(.badGateway, "the model's engine failed while answering", code: "engine_failed")
+                throw EngineFailure.whileAnswering(timedOut: Self.isTimeout(error))
             }
             if response.status == .badRequest, Self.isContextOverflow(payload) {
-                throw Self.contextExceeded(
-                    "the prompt plus max_tokens exceeds the context limit of model '\(entry.deployment)' (\(entry.contextLimit) tokens)",
-                    param: parsed.endpoint.promptField)
+                throw EngineFailure.contextOverflow(entry, endpoint: parsed.endpoint)
             }
             let status = Int(response.status.code)
             meter.finish(
@@ -259,16 +246,9 @@ extension InferenceRoutes {
                     logger.warning(
                         "engine stream failed", metadata: ["instance_id": "\(lease.instanceID)", "error": "\(failure)"])
                     routes.reportUnreachable(instanceID: lease.instanceID)
-                    let error =
-                        timedOut
-                        ? GantryError(.gatewayTimeout, "the model's engine stalled during the stream", code: "engine_timeout")
-                        : GantryError(.badGateway, "the model's engine failed during the stream", code: "engine_failed")
-                    var event = ByteBuffer(string: "data: ")
-                    event.writeBytes(ErrorResponse(error: error, style: .openAI).body())
-                    event.writeString("\n\n")
-                    try? await writer.write(event)
-                    meter.finish(
-                        status: Int(ErrorResponse.status(for: error.kind).code), usage: stream.usage, errorType: error.code)
+                    let error = EngineFailure.duringStream(timedOut: timedOut)
+                    try? await writer.write(EngineFailure.event(error))
+                    meter.finish(status: EngineFailure.status(of: error), usage: stream.usage, errorType: error.code)
                 } else {
                     meter.finish(status: 200, usage: stream.usage, errorType: nil)
                 }

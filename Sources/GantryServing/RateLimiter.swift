@@ -1,5 +1,6 @@
 import Foundation
 public import GantryCore
+public import HTTPTypes
 import Synchronization
 
 /// One thing a limit applies to (a key, a key on one service, a service) and its limits.
@@ -59,20 +60,28 @@ public struct RateLimitStatus: Sendable, Equatable {
 
     public init() {}
 
-    public var headers: [(String, String)] {
-        var fields: [(String, String)] = []
+    /// The `x-ratelimit-*` fields, named once here rather than parsed per answer.
+    public var headers: [(HTTPField.Name, String)] {
+        var fields: [(HTTPField.Name, String)] = []
         if let limitRequests, let remainingRequests {
-            fields.append(("x-ratelimit-limit-requests", String(limitRequests)))
-            fields.append(("x-ratelimit-remaining-requests", String(remainingRequests)))
-            fields.append(("x-ratelimit-reset-requests", Self.format(resetRequests ?? .zero)))
+            fields.append((Self.limitRequestsField, String(limitRequests)))
+            fields.append((Self.remainingRequestsField, String(remainingRequests)))
+            fields.append((Self.resetRequestsField, Self.format(resetRequests ?? .zero)))
         }
         if let limitTokens, let remainingTokens {
-            fields.append(("x-ratelimit-limit-tokens", String(limitTokens)))
-            fields.append(("x-ratelimit-remaining-tokens", String(remainingTokens)))
-            fields.append(("x-ratelimit-reset-tokens", Self.format(resetTokens ?? .zero)))
+            fields.append((Self.limitTokensField, String(limitTokens)))
+            fields.append((Self.remainingTokensField, String(remainingTokens)))
+            fields.append((Self.resetTokensField, Self.format(resetTokens ?? .zero)))
         }
         return fields
     }
+
+    static let limitRequestsField = HTTPField.Name("x-ratelimit-limit-requests")!
+    static let remainingRequestsField = HTTPField.Name("x-ratelimit-remaining-requests")!
+    static let resetRequestsField = HTTPField.Name("x-ratelimit-reset-requests")!
+    static let limitTokensField = HTTPField.Name("x-ratelimit-limit-tokens")!
+    static let remainingTokensField = HTTPField.Name("x-ratelimit-remaining-tokens")!
+    static let resetTokensField = HTTPField.Name("x-ratelimit-reset-tokens")!
 
     /// Like OpenAI's: `1.2s`, `6m0s`.
     static func format(_ duration: Duration) -> String {

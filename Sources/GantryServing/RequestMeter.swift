@@ -1,6 +1,7 @@
 import Foundation
 import GantryCore
 import GantryHTTP
+import HTTPTypes
 import Prometheus
 import Synchronization
 
@@ -97,7 +98,7 @@ final class RequestMeter: Sendable {
         }
     }
 
-    var rateLimitHeaders: [(String, String)] { state.withLock { $0.admission?.status.headers ?? [] } }
+    var rateLimitHeaders: [(HTTPField.Name, String)] { state.withLock { $0.admission?.status.headers ?? [] } }
 
     /// The instance whose tokenizer counted the prompt (it then serves the request, if admitted).
     func counted(on lease: InFlightLease) {

@@ -50,10 +50,8 @@ final class DirectExchange {
     // MARK: - Admission
 
     func begin() {
-        guard let authorization = head.headerFields[.authorization], authorization.utf8.count > 7,
-            authorization.prefix(7).lowercased() == "bearer "
+        guard let bearer = head.headerFields[.authorization].flatMap(BearerCredential.credential(fromAuthorization:))
         else { return handToRouter() }
-        let bearer = Self.trimmed(authorization.utf8.dropFirst(7))
         let address = handler.context?.channel.remoteAddress?.ipAddress ?? "unknown"
         if relay.addressBlocked(address) { return handToRouter() }
         if let principal = relay.verifier.rememberedPrincipal(bearer: bearer) { return authenticated(principal) }
@@ -68,15 +66,6 @@ final class DirectExchange {
             case .failure: self.handToRouter()
             }
         }
-    }
-
-    /// The credential without surrounding spaces or tabs (Foundation's trimming was 2 % of a request).
-    static func trimmed(_ bytes: Substring.UTF8View.SubSequence) -> String {
-        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
-        guard let first = bytes.firstIndex(where: { !isBlank($0) }), let last = bytes.lastIndex(where: { !isBlank($0) }) else {
-            return ""
-        }
-        return String(Substring(bytes[first...last]))
     }
 
     private func authenticated(_ principal: Principal) {
@@ -172,13 +161,12 @@ final class DirectExchange {
         }
     }
 
-    /// The service's own timeouts, else the gateway's upstream timeout (as the router's client).
-    private var firstByteSeconds: Double { entry?.timeouts.firstByteSeconds ?? relay.configuration.upstreamTimeout.inSeconds }
+    private var firstByteTimeout: Duration {
+        entry?.firstByteTimeout(default: relay.configuration.upstreamTimeout) ?? relay.configuration.upstreamTimeout
+    }
 
-    private var firstByteTimeout: TimeAmount { .nanoseconds(Int64(firstByteSeconds * 1e9)) }
-
-    private var idleTimeout: TimeAmount {
-        .nanoseconds(Int64((entry?.timeouts.idleSeconds ?? relay.configuration.upstreamTimeout.inSeconds) * 1e9))
+    private var idleTimeout: Duration {
+        entry?.idleTimeout(default: relay.configuration.upstreamTimeout) ?? relay.configuration.upstreamTimeout
     }
 
     /// The connection could not be opened: the request never reached an engine, so it may go to
@@ -188,18 +176,14 @@ final class DirectExchange {
         lease.end()
         self.lease = nil
         if error is EnginePool.Full {
-            // Every connection the gateway may open to this engine is busy: not the engine's fault.
-            return fail(
-                GantryError(.unavailable, "the model's engines are busy; retry shortly", code: "engine_overloaded", retryAfter: 1)
-            )
+            return fail(EngineFailure.overloaded)
         }
         relay.routes.reportUnreachable(instanceID: lease.instanceID)
         relay.logger.warning(
             "engine request failed", metadata: ["instance_id": "\(lease.instanceID)", "error": "\(error)"])
-        let unavailable = GantryError(.badGateway, "the model's engine could not be reached", code: "engine_unavailable")
         guard attempt < 2,
             let target = try? relay.routes.acquireReady(deployment: parsed.deployment, version: parsed.pinnedVersion)
-        else { return fail(unavailable) }
+        else { return fail(EngineFailure.unreachable) }
         meter?.retried()
         self.lease = InFlightLease(target, of: entry, routes: relay.routes, metrics: relay.metering.metrics)
         send()
@@ -266,10 +250,7 @@ final class DirectExchange {
         let payload = collected ?? ByteBuffer()
         lease.end()
         if engineHead.status == .badRequest, InferenceRoutes.isContextOverflow(payload) {
-            return fail(
-                InferenceRoutes.contextExceeded(
-                    "the prompt plus max_tokens exceeds the context limit of model '\(entry.deployment)' (\(entry.contextLimit) tokens)",
-                    param: parsed.endpoint.promptField))
+            return fail(EngineFailure.contextOverflow(entry, endpoint: parsed.endpoint))
         }
         let status = Int(engineHead.status.code)
         meter.finish(status: status, usage: TokenUsage.find(in: payload), errorType: status >= 400 ? "engine_error" : nil)
@@ -288,33 +269,18 @@ final class DirectExchange {
         lease.end()
         if var stream {
             // Mid-stream: end the stream with an error event the client can see, not a silent cut.
-            let error =
-                timedOut
-                ? GantryError(.gatewayTimeout, "the model's engine stalled during the stream", code: "engine_timeout")
-                : GantryError(.badGateway, "the model's engine failed during the stream", code: "engine_failed")
+            let error = EngineFailure.duringStream(timedOut: timedOut)
             let rest = stream.finish()
-            var event = ByteBuffer(string: "data: ")
-            event.writeBytes(ErrorResponse(error: error, style: .openAI).body())
-            event.writeString("\n\n")
             if rest.readableBytes > 0 { handler.context?.write(NIOAny(HTTPResponsePart.body(rest)), promise: nil) }
-            handler.context?.write(NIOAny(HTTPResponsePart.body(event)), promise: nil)
-            let status = Int(ErrorResponse.status(for: error.kind).code)
-            meter?.finish(status: status, usage: stream.usage, errorType: error.code)
+            handler.context?.write(NIOAny(HTTPResponsePart.body(EngineFailure.event(error))), promise: nil)
+            meter?.finish(status: EngineFailure.status(of: error), usage: stream.usage, errorType: error.code)
             return complete(status: 200)
         }
         if engineHead == nil {
-            if timedOut {
-                return fail(
-                    GantryError(
-                        .gatewayTimeout, "the model's engine did not answer within \(firstByteSeconds) s",
-                        code: "engine_timeout"))
-            }
-            return fail(GantryError(.badGateway, "the model's engine could not be reached", code: "engine_unavailable"))
+            fail(timedOut ? EngineFailure.noAnswer(within: firstByteTimeout.inSeconds) : EngineFailure.unreachable)
+        } else {
+            fail(EngineFailure.whileAnswering(timedOut: timedOut))
         }
-        if timedOut {
-            return fail(GantryError(.gatewayTimeout, "the model's engine stalled while answering", code: "engine_timeout"))
-        }
-        fail(GantryError(.badGateway, "the model's engine failed while answering", code: "engine_failed"))
     }
 
     /// The client left: closing the engine's connection cancels its request.
@@ -327,14 +293,15 @@ final class DirectExchange {
         lease?.end()
     }
 
-    private func armTimer(after timeout: TimeAmount) {
+    private func armTimer(after duration: Duration) {
+        let timeout = TimeAmount(duration)
         let deadline = NIODeadline.now() + timeout
         timer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
             guard let self, !self.finished else { return }
             // Reads since the timer was set push the idle deadline on.
             if self.engineHead != nil, NIODeadline.now() < self.lastRead + timeout {
                 let remaining = self.lastRead + timeout - NIODeadline.now()
-                return self.armTimer(after: remaining)
+                return self.armTimer(after: .nanoseconds(remaining.nanoseconds))
             }
             self.engineFailed(timedOut: true, reason: "timed out")
         }
@@ -364,23 +331,9 @@ final class DirectExchange {
         var fields = HTTPFields()
         fields.reserveCapacity(12)
         fields[.contentType] = contentType ?? "application/json"
-        for (name, value) in meter?.rateLimitHeaders ?? [] {
-            if let field = Self.rateLimitFieldNames[name] ?? HTTPField.Name(name) { fields[field] = value }
-        }
+        for (field, value) in meter?.rateLimitHeaders ?? [] { fields[field] = value }
         return fields
     }
-
-    /// The `x-ratelimit-*` names, checked once rather than on every answer.
-    static let rateLimitFieldNames: [String: HTTPField.Name] = {
-        var names: [String: HTTPField.Name] = [:]
-        for kind in ["limit", "remaining", "reset"] {
-            for unit in ["requests", "tokens"] {
-                let name = "x-ratelimit-\(kind)-\(unit)"
-                names[name] = HTTPField.Name(name)
-            }
-        }
-        return names
-    }()
 
     /// An error after admission, in the OpenAI format, as the router's error middleware writes it.
     private func fail(_ error: GantryError) {
@@ -417,12 +370,7 @@ final class DirectExchange {
         if relay.logger.logLevel <= .info {
             var logger = relay.logger
             logger[metadataKey: RequestID.metadataKey] = .string(requestID)
-            logger.info(
-                "request",
-                metadata: [
-                    "method": "POST", "path": .string(endpoint.path), "status": .stringConvertible(status),
-                    "duration_ms": .string(String(format: "%.2f", duration.inSeconds * 1000)),
-                ])
+            AccessLog.log(logger, method: "POST", path: endpoint.path, status: status, duration: duration)
         }
         handler.exchangeFinished(closeConnection: head.headerFields[.connection]?.lowercased() == "close")
     }
