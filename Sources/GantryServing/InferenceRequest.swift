@@ -16,6 +16,15 @@ public enum InferenceEndpoint: String, Sendable {
         }
     }
 
+    /// The endpoint served at `path` (a query string ignored).
+    init?(path: String) {
+        let bare = path.firstIndex(of: "?").map { path[..<$0] } ?? path[...]
+        guard let endpoint = [Self.chatCompletions, .completions, .embeddings].first(where: { $0.path == bare }) else {
+            return nil
+        }
+        self = endpoint
+    }
+
     /// The body field that holds the prompt.
     var promptField: String {
         switch self {

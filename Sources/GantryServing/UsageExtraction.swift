@@ -115,40 +115,33 @@ struct StreamMeter {
 
     static let usageObject = Array(#""usage":{"#.utf8)
     static let noChoices = Array(#""choices":[]"#.utf8)
-    /// An event ends at a blank line: `\n\n`, or `\r\n\r\n` from servers that write CRLF.
-    static let eventEnds = [Array("\n\n".utf8), Array("\r\n\r\n".utf8)]
     /// Bytes held while waiting for an event's end; past this they go on unexamined (an engine
     /// that never ends events must still stream, and the hold must not grow without bound).
     static let maxHeld = 64 * 1024
 
-    /// Where the first event in `raw` ends (just past its blank line), if one does.
-    static func firstEventEnd(in raw: UnsafeRawBufferPointer) -> Int? {
-        eventEnds.compactMap { end in ByteSearch.find(end, in: raw).map { $0 + end.count } }.min()
-    }
-
-    /// Where the last complete event in `raw` ends, scanning once: at each position the first
-    /// blank line to start there also ends first (`\n\n` and `\r\n\r\n` cannot overlap), so this
-    /// equals repeating `firstEventEnd` from each end, without rescanning the rest for CRLF.
-    static func lastEventEnd(in raw: UnsafeRawBufferPointer) -> Int? {
+    /// Where the first event at or after `start` ends (just past its blank line: `\n\n`, or
+    /// `\r\n\r\n` from servers that write CRLF), in one pass: the first blank line to start at a
+    /// position also ends first, since the two cannot overlap.
+    static func nextEventEnd(in raw: UnsafeRawBufferPointer, from start: Int = 0) -> Int? {
         let newline = UInt8(ascii: "\n")
         let carriageReturn = UInt8(ascii: "\r")
-        var last: Int?
-        var index = 0
-        let count = raw.count
-        while index + 1 < count {
-            let byte = raw[index]
-            if byte == newline, raw[index + 1] == newline {
-                index += 2
-                last = index
-            } else if byte == carriageReturn, index + 3 < count, raw[index + 1] == newline, raw[index + 2] == carriageReturn,
-                raw[index + 3] == newline
+        var index = start
+        while index + 1 < raw.count {
+            if raw[index] == newline, raw[index + 1] == newline { return index + 2 }
+            if raw[index] == carriageReturn, index + 3 < raw.count, raw[index + 1] == newline,
+                raw[index + 2] == carriageReturn, raw[index + 3] == newline
             {
-                index += 4
-                last = index
-            } else {
-                index += 1
+                return index + 4
             }
+            index += 1
         }
+        return nil
+    }
+
+    /// Where the last complete event in `raw` ends.
+    static func lastEventEnd(in raw: UnsafeRawBufferPointer) -> Int? {
+        var last: Int?
+        while let end = nextEventEnd(in: raw, from: last ?? 0) { last = end }
         return last
     }
 
@@ -191,7 +184,7 @@ struct StreamMeter {
         output.reserveCapacity(bytes.readableBytes)
         var rest = bytes
         while rest.readableBytes > 0 {
-            let length = rest.withUnsafeReadableBytes { raw in Self.firstEventEnd(in: raw) ?? raw.count }
+            let length = rest.withUnsafeReadableBytes { raw in Self.nextEventEnd(in: raw) ?? raw.count }
             let event = rest.readSlice(length: length)!
             if ByteSearch.contains(Self.usageObject, in: event), let found = TokenUsage.find(in: event) {
                 usage = found

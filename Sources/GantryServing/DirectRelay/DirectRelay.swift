@@ -67,14 +67,8 @@ public final class DirectRelay: Sendable {
 
     /// The endpoint a request head names, when it is one the relay serves.
     static func endpoint(method: HTTPRequest.Method, path: String?) -> InferenceEndpoint? {
-        guard method == .post, var path else { return nil }
-        if let query = path.firstIndex(of: "?") { path = String(path[..<query]) }
-        switch path {
-        case InferenceEndpoint.chatCompletions.path: return .chatCompletions
-        case InferenceEndpoint.completions.path: return .completions
-        case InferenceEndpoint.embeddings.path: return .embeddings
-        default: return nil
-        }
+        guard method == .post, let path else { return nil }
+        return InferenceEndpoint(path: path)
     }
 }
 
