@@ -159,6 +159,7 @@ let package = Package(
                 hummingbird, httpClient, crypto, serviceLifecycle,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: sharedSwiftSettings
         ),

@@ -9,26 +9,38 @@ struct SQLUsageRepository: UsageRepository {
         "id", "created_at", "key_id", "user_id", "deployment", "version", "instance_id", "endpoint", "prompt_tokens",
         "completion_tokens", "ttft_ms", "latency_ms", "status", "error_type", "engine_ms",
     ]
-    /// Rows per INSERT: 15 binds each stays far below PostgreSQL's 65,535 parameters.
+    /// Records per INSERT (each its own transaction): the recorder's batch size.
     static let rowsPerStatement = 500
 
+    /// Each batch travels as one JSON array of rows bound to a single parameter, which the
+    /// database unpacks itself. Fifteen binds per record, each encoded through SQLKit and parsed
+    /// back out of a statement with thousands of placeholders, cost the gateway about a sixth of
+    /// its CPU at full load (bench: 13.9k requests/s with them, 17.3k without any usage writes).
     func recordUsage(_ records: [UsageRecord]) async throws {
         var start = 0
         while start < records.count {
             let slice = records[start..<min(start + Self.rowsPerStatement, records.count)]
-            let insert = db.insert(into: "usage_records").columns(Self.columns)
-            for r in slice {
-                insert.values(
-                    SQLBind(r.id), SQLBind(r.createdAt.millisecondsSince1970), SQLBind(r.keyID), SQLBind(r.userID),
-                    SQLBind(r.deployment), SQLBind(r.version), SQLBind(r.instanceID), SQLBind(r.endpoint),
-                    SQLBind(Int64(r.promptTokens)), SQLBind(Int64(r.completionTokens)),
-                    SQLBind(r.timeToFirstTokenMs.map(Int64.init)),
-                    SQLBind(Int64(r.latencyMs)), SQLBind(Int64(r.status)), SQLBind(r.errorType),
-                    SQLBind(Int64((r.engineSeconds * 1000).rounded())))
-            }
-            try await insert.run()
+            try await db.raw(insertStatement(rows: UsageRowsJSON.encode(slice))).run()
             start += slice.count
         }
+    }
+
+    /// The INSERT that unpacks a `UsageRowsJSON` document; columns in `columns` order.
+    private func insertStatement(rows: String) -> SQLQueryString {
+        let columns = Self.columns.joined(separator: ", ")
+        if db.dialect.name == "postgresql" {
+            let integers: Set<Int> = [1, 8, 9, 10, 11, 12, 14]
+            let values = Self.columns.indices.map { integers.contains($0) ? "(r->>\($0))::bigint" : "r->>\($0)" }
+            return """
+                INSERT INTO usage_records (\(unsafeRaw: columns)) \
+                SELECT \(unsafeRaw: values.joined(separator: ", ")) FROM json_array_elements(\(bind: rows)::json) AS r
+                """
+        }
+        let values = Self.columns.indices.map { "value->>\($0)" }
+        return """
+            INSERT INTO usage_records (\(unsafeRaw: columns)) \
+            SELECT \(unsafeRaw: values.joined(separator: ", ")) FROM json_each(\(bind: rows))
+            """
     }
 
     func usage(_ query: UsageQuery) async throws -> [UsageRecord] {

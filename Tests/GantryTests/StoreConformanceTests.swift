@@ -224,6 +224,33 @@ struct StoreConformanceTests {
     }
 
     @Test(
+        "usage records: text that JSON must escape round-trips exactly; NUL becomes U+FFFD instead of failing the batch",
+        arguments: Backend.allCases)
+    func usageEscapes(backend: Backend) async throws {
+        try await withStore(backend) { (store: SQLStore) async throws in
+            let repo = store.repositories.usage
+            let awkward = "q\"b\\s/\n\t\u{01}\u{1F} é 😀 'x' null,]"
+            var record = Self.usageRecord(1, day0: Date(timeIntervalSince1970: 1_700_006_400))
+            record.userID = awkward
+            record.keyID = "k\u{7F}\u{0}z"
+            record.deployment = "d[\"]"
+            record.errorType = "}{"
+            record.instanceID = nil
+            record.timeToFirstTokenMs = nil
+            record.engineSeconds = 1.2345
+            var other = Self.usageRecord(2, day0: Date(timeIntervalSince1970: 1_700_006_400))
+            other.promptTokens = Int(Int32.max) + 5
+            try await repo.recordUsage([record, other])
+            let stored = try await repo.usage(UsageQuery(userID: awkward, limit: 10))
+            record.engineSeconds = 1.235  // stored as whole milliseconds
+            record.keyID = "k\u{7F}\u{FFFD}z"  // NUL cannot be stored in PostgreSQL text
+            #expect(stored == [record])
+            #expect(try await repo.usage(UsageQuery(keyID: "k\u{7F}\u{FFFD}z", limit: 10)).map(\.id) == [record.id])
+            #expect(try await repo.usage(UsageQuery(userID: other.userID, limit: 10)).first?.promptTokens == other.promptTokens)
+        }
+    }
+
+    @Test(
         "model registry rows: labels filter, file records, ready versions refuse file changes, cascading deletes",
         arguments: Backend.allCases)
     func registryRows(backend: Backend) async throws {

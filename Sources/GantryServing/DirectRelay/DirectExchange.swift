@@ -4,7 +4,6 @@ import GantryHTTP
 import HTTPTypes
 import Logging
 import NIOCore
-import NIOHTTP1
 import NIOHTTPTypes
 
 /// One `/v1` request served by the direct relay, on its connection's event loop: the same steps
@@ -29,7 +28,7 @@ final class DirectExchange {
     private var timer: Scheduled<Void>?
     /// The last read from the engine, for the idle timeout (one timer per idle period, not per read).
     private var lastRead = NIODeadline.now()
-    private var engineHead: HTTPResponseHead?
+    private var engineHead: EngineResponseHead?
     private var collected: ByteBuffer?
     private var stream: StreamMeter?
     private var finished = false
@@ -148,12 +147,7 @@ final class DirectExchange {
             case .success(let connection):
                 self.connection = connection
                 connection.exchange = self
-                var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: self.endpoint.path)
-                head.headers.add(name: "host", value: connection.endpoint.dropFirst("http://".count).description)
-                head.headers.add(name: "content-type", value: "application/json")
-                head.headers.add(name: "content-length", value: String(upstreamBody.readableBytes))
-                head.headers.add(name: "x-request-id", value: self.requestID)
-                connection.send(head, body: upstreamBody)
+                connection.send(path: self.endpoint.path, requestID: self.requestID, body: upstreamBody)
                 self.armTimer(after: self.firstByteTimeout)
             case .failure(let error):
                 self.connectFailed(error)
@@ -189,20 +183,20 @@ final class DirectExchange {
         send()
     }
 
-    func engineHead(_ head: HTTPResponseHead) {
+    func engineHead(_ head: EngineResponseHead) {
         guard !finished, let parsed, let lease, let meter else { return }
         engineHead = head
         meter.headReceived()
         // Passive health: an engine answering 5xx leaves rotation until its next probe.
-        if head.status.code >= 500 { relay.routes.reportUnreachable(instanceID: lease.instanceID) }
+        if head.status >= 500 { relay.routes.reportUnreachable(instanceID: lease.instanceID) }
         lastRead = .now()
         timer?.cancel()
         armTimer(after: idleTimeout)
-        guard parsed.stream, head.status == .ok else {
+        guard parsed.stream, head.status == 200 else {
             collected = ByteBuffer()
             return
         }
-        var fields = responseFields(contentType: head.headers.first(name: "content-type"))
+        var fields = responseFields(contentType: head.contentType)
         fields[.cacheControl] = "no-cache"
         stream = StreamMeter(stripUsage: !parsed.includeUsage)
         // Flushed with the first events when this read completes: one write, not two.
@@ -224,7 +218,8 @@ final class DirectExchange {
             if collected!.readableBytes + chunk.readableBytes > relay.configuration.maxResponseBytes {
                 return engineFailed(timedOut: false, reason: "the answer is larger than the gateway relays")
             }
-            collected!.writeImmutableBuffer(chunk)
+            // Most answers arrive in one read: keep that slice rather than copy it.
+            if collected!.readableBytes == 0 { collected = chunk } else { collected!.writeImmutableBuffer(chunk) }
         }
     }
 
@@ -239,7 +234,7 @@ final class DirectExchange {
     func engineEnd() {
         guard !finished, let engineHead, let lease, let meter, let entry, let parsed else { return }
         timer?.cancel()
-        releaseConnection(keepAlive: engineHead.isKeepAlive)
+        releaseConnection(keepAlive: engineHead.keepAlive)
         if var stream {
             let rest = stream.finish()
             if rest.readableBytes > 0 { handler.context?.write(NIOAny(HTTPResponsePart.body(rest)), promise: nil) }
@@ -249,12 +244,12 @@ final class DirectExchange {
         }
         let payload = collected ?? ByteBuffer()
         lease.end()
-        if engineHead.status == .badRequest, InferenceRoutes.isContextOverflow(payload) {
+        if engineHead.status == 400, InferenceRoutes.isContextOverflow(payload) {
             return fail(EngineFailure.contextOverflow(entry, endpoint: parsed.endpoint))
         }
-        let status = Int(engineHead.status.code)
+        let status = engineHead.status
         meter.finish(status: status, usage: TokenUsage.find(in: payload), errorType: status >= 400 ? "engine_error" : nil)
-        var fields = responseFields(contentType: engineHead.headers.first(name: "content-type"))
+        var fields = responseFields(contentType: engineHead.contentType)
         fields[.contentLength] = String(payload.readableBytes)
         respond(HTTPResponse(status: .init(code: status), headerFields: fields), body: payload)
     }

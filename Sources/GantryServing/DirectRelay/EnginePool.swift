@@ -1,6 +1,5 @@
 import Foundation
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 
 /// Keep-alive HTTP/1.1 connections to engines, opened on one event loop and used only there,
@@ -54,8 +53,9 @@ final class EnginePool {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    // The relay writes only the fixed, valid fields of `DirectExchange.send`.
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
+                    // Requests go out as bytes (`EngineConnection.send`); answers come in through a
+                    // decoder that reads only what the relay uses.
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(EngineResponseDecoder()))
                     try channel.pipeline.syncOperations.addHandler(EngineResponseHandler())
                 }
             }
@@ -115,17 +115,31 @@ final class EnginePool {
 final class EngineConnection {
     let channel: any Channel
     let endpoint: String
+    /// `host:port`, for the `host` header.
+    let hostHeader: String
     var exchange: DirectExchange?
 
     init(channel: any Channel, endpoint: String) {
         self.channel = channel
         self.endpoint = endpoint
+        self.hostHeader = endpoint.hasPrefix("http://") ? String(endpoint.dropFirst("http://".count)) : endpoint
     }
 
-    func send(_ head: HTTPRequestHead, body: ByteBuffer) {
-        channel.write(HTTPClientRequestPart.head(head), promise: nil)
-        channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
-        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+    /// A POST of a JSON body. Every value in the head is the gateway's own (a fixed path, the
+    /// engine's address, a generated request id), so it is written out directly.
+    func send(path: String, requestID: String, body: ByteBuffer) {
+        var head = channel.allocator.buffer(capacity: 160 + path.utf8.count + hostHeader.utf8.count)
+        head.writeString("POST ")
+        head.writeString(path)
+        head.writeString(" HTTP/1.1\r\nhost: ")
+        head.writeString(hostHeader)
+        head.writeString("\r\ncontent-type: application/json\r\ncontent-length: ")
+        head.writeString(String(body.readableBytes))
+        head.writeString("\r\nx-request-id: ")
+        head.writeString(requestID)
+        head.writeString("\r\n\r\n")
+        channel.write(head, promise: nil)
+        channel.writeAndFlush(body, promise: nil)
     }
 
     /// Backpressure: stop reading the engine while the client cannot take more.
@@ -140,7 +154,7 @@ final class EngineConnection {
 
 /// Passes an engine's answer to the exchange of its connection.
 final class EngineResponseHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
+    typealias InboundIn = EngineResponsePart
 
     var connection: EngineConnection?
 

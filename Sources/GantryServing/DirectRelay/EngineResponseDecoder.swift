@@ -1,0 +1,307 @@
+import NIOCore
+
+/// What the relay needs of an engine's response head; the rest of its fields are not relayed.
+struct EngineResponseHead: Equatable {
+    var status: Int
+    var contentType: String?
+    /// Whether the connection may carry another request after this answer.
+    var keepAlive: Bool
+}
+
+enum EngineResponsePart: Equatable {
+    case head(EngineResponseHead)
+    case body(ByteBuffer)
+    case end
+}
+
+struct EngineResponseError: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// A lean HTTP/1.1 response decoder for the relay's engine connections: finds the end of the
+/// head, reads the four fields the relay uses (status, content-type, content-length or chunked,
+/// connection) and passes body bytes on as slices of what was read. NIO's general decoder
+/// (llhttp, then a dictionary of every header) was about a twentieth of the gateway's CPU at
+/// full load, for answers whose heads the relay mostly discards.
+struct EngineResponseDecoder: ByteToMessageDecoder {
+    typealias InboundOut = EngineResponsePart
+
+    /// A head or a chunk-size line longer than this is not an engine's: the connection fails.
+    static let maxHeadBytes = 64 * 1024
+    static let maxLineBytes = 4 * 1024
+
+    private enum State {
+        case head
+        case fixed(remaining: Int)
+        case chunkSize
+        case chunkData(remaining: Int)
+        case chunkDataEnd
+        case trailers
+        case untilClose
+    }
+
+    private var state = State.head
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        switch state {
+        case .head:
+            guard let headEnd = Self.find(crlfcrlf: buffer) else {
+                if buffer.readableBytes > Self.maxHeadBytes {
+                    throw EngineResponseError(description: "the engine's response head is over 64 KiB")
+                }
+                return .needMoreData
+            }
+            let headBytes = buffer.readSlice(length: headEnd + 4)!
+            let parsed = try Self.parseHead(headBytes)
+            // An interim answer (100 Continue) is followed by the real one.
+            if parsed.status >= 100, parsed.status < 200 { return .continue }
+            context.fireChannelRead(wrapInboundOut(.head(parsed.head)))
+            if parsed.status == 204 || parsed.status == 304 {
+                finishMessage(context)
+            } else if parsed.chunked {
+                state = .chunkSize
+            } else if let length = parsed.contentLength {
+                if length == 0 { finishMessage(context) } else { state = .fixed(remaining: length) }
+            } else {
+                state = .untilClose
+            }
+            return .continue
+
+        case .fixed(let remaining):
+            guard buffer.readableBytes > 0 else { return .needMoreData }
+            let slice = buffer.readSlice(length: min(remaining, buffer.readableBytes))!
+            context.fireChannelRead(wrapInboundOut(.body(slice)))
+            if remaining == slice.readableBytes {
+                finishMessage(context)
+            } else {
+                state = .fixed(remaining: remaining - slice.readableBytes)
+            }
+            return .continue
+
+        case .chunkSize:
+            guard let line = try Self.readLine(&buffer) else { return .needMoreData }
+            let size = try Self.chunkSize(line)
+            state = size == 0 ? .trailers : .chunkData(remaining: size)
+            return .continue
+
+        case .chunkData(let remaining):
+            guard buffer.readableBytes > 0 else { return .needMoreData }
+            let slice = buffer.readSlice(length: min(remaining, buffer.readableBytes))!
+            context.fireChannelRead(wrapInboundOut(.body(slice)))
+            state = remaining == slice.readableBytes ? .chunkDataEnd : .chunkData(remaining: remaining - slice.readableBytes)
+            return .continue
+
+        case .chunkDataEnd:
+            guard let line = try Self.readLine(&buffer) else { return .needMoreData }
+            guard line.readableBytes == 0 else { throw EngineResponseError(description: "a chunk does not end in CRLF") }
+            state = .chunkSize
+            return .continue
+
+        case .trailers:
+            // Trailer fields are not relayed; the empty line ends the answer.
+            guard let line = try Self.readLine(&buffer) else { return .needMoreData }
+            if line.readableBytes == 0 { finishMessage(context) }
+            return .continue
+
+        case .untilClose:
+            guard buffer.readableBytes > 0 else { return .needMoreData }
+            context.fireChannelRead(wrapInboundOut(.body(buffer.readSlice(length: buffer.readableBytes)!)))
+            return .continue
+        }
+    }
+
+    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws
+        -> DecodingState
+    {
+        while try decode(context: context, buffer: &buffer) == .continue {}
+        switch state {
+        case .untilClose:
+            // The answer without a length ends where the connection does.
+            finishMessage(context)
+        case .head where buffer.readableBytes == 0:
+            break
+        default:
+            // A cut answer: the exchange hears the connection close and fails the request.
+            state = .head
+        }
+        return .needMoreData
+    }
+
+    private mutating func finishMessage(_ context: ChannelHandlerContext) {
+        state = .head
+        context.fireChannelRead(wrapInboundOut(.end))
+    }
+
+    // MARK: Parsing
+
+    struct ParsedHead {
+        var head: EngineResponseHead
+        var status: Int { head.status }
+        var chunked: Bool
+        var contentLength: Int?
+    }
+
+    static func parseHead(_ bytes: ByteBuffer) throws -> ParsedHead {
+        try bytes.withUnsafeReadableBytes { raw -> ParsedHead in
+            var lines = Lines(raw)
+            guard let statusLine = lines.next() else { throw EngineResponseError(description: "an empty response head") }
+            // "HTTP/1.1 200 OK": the version, a space, three digits.
+            guard statusLine.count >= 12, statusLine.starts(with: "HTTP/1.".utf8), statusLine[statusLine.startIndex + 8] == 32
+            else { throw EngineResponseError(description: "not an HTTP/1.x status line") }
+            let minor = statusLine[statusLine.startIndex + 7]
+            var status = 0
+            for byte in statusLine[(statusLine.startIndex + 9)..<(statusLine.startIndex + 12)] {
+                guard (48...57).contains(byte) else { throw EngineResponseError(description: "a malformed status code") }
+                status = status * 10 + Int(byte - 48)
+            }
+            var head = EngineResponseHead(status: status, contentType: nil, keepAlive: minor == UInt8(ascii: "1"))
+            var chunked = false
+            var contentLength: Int?
+            while let line = lines.next(), !line.isEmpty {
+                guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else {
+                    throw EngineResponseError(description: "a header line without a colon")
+                }
+                let name = line[line.startIndex..<colon]
+                let value = trimmed(line[(colon + 1)...])
+                if equalsIgnoringCase(name, "content-length") {
+                    guard let length = decimal(value), contentLength == nil || contentLength == length else {
+                        throw EngineResponseError(description: "a malformed or conflicting content-length")
+                    }
+                    contentLength = length
+                } else if equalsIgnoringCase(name, "transfer-encoding") {
+                    chunked = endsWithIgnoringCase(value, "chunked")
+                } else if equalsIgnoringCase(name, "connection") {
+                    if containsIgnoringCase(value, "close") { head.keepAlive = false }
+                    if containsIgnoringCase(value, "keep-alive") { head.keepAlive = true }
+                } else if equalsIgnoringCase(name, "content-type") {
+                    head.contentType = String(decoding: value, as: UTF8.self)
+                }
+            }
+            // Transfer-Encoding wins over Content-Length (RFC 9112 6.3); a framing that is not
+            // chunked runs to the connection's close.
+            if chunked { contentLength = nil }
+            if !chunked, contentLength == nil { head.keepAlive = false }
+            return ParsedHead(head: head, chunked: chunked, contentLength: contentLength)
+        }
+    }
+
+    /// The head's length before its blank line, if the buffer holds all of it.
+    static func find(crlfcrlf buffer: ByteBuffer) -> Int? {
+        buffer.withUnsafeReadableBytes { raw -> Int? in
+            guard raw.count >= 4 else { return nil }
+            var index = 3
+            while index < raw.count {
+                // Step by the last byte of the pattern: most bytes are not "\n".
+                if raw[index] == 10, raw[index - 1] == 13, raw[index - 2] == 10, raw[index - 3] == 13 { return index - 3 }
+                index += raw[index] == 10 ? 1 : (raw[index] == 13 ? 1 : 2)
+            }
+            return nil
+        }
+    }
+
+    /// A line without its CRLF, or nil until the buffer holds one.
+    static func readLine(_ buffer: inout ByteBuffer) throws -> ByteBuffer? {
+        let end = buffer.withUnsafeReadableBytes { raw -> Int? in
+            var index = 1
+            while index < raw.count {
+                if raw[index] == 10, raw[index - 1] == 13 { return index - 1 }
+                index += 1
+            }
+            return nil
+        }
+        guard let end else {
+            if buffer.readableBytes > maxLineBytes { throw EngineResponseError(description: "a chunk line over 4 KiB") }
+            return nil
+        }
+        let line = buffer.readSlice(length: end)!
+        buffer.moveReaderIndex(forwardBy: 2)
+        return line
+    }
+
+    /// A chunk-size line: hexadecimal digits, then optional extensions after ";".
+    static func chunkSize(_ line: ByteBuffer) throws -> Int {
+        var size = 0
+        var digits = 0
+        for byte in line.readableBytesView {
+            let digit: Int
+            switch byte {
+            case 48...57: digit = Int(byte - 48)
+            case 97...102: digit = Int(byte - 87)
+            case 65...70: digit = Int(byte - 55)
+            case UInt8(ascii: ";"), UInt8(ascii: " "), UInt8(ascii: "\t"):
+                guard digits > 0 else { throw EngineResponseError(description: "a malformed chunk size") }
+                return size
+            default: throw EngineResponseError(description: "a malformed chunk size")
+            }
+            digits += 1
+            guard digits <= 15 else { throw EngineResponseError(description: "a chunk size out of range") }
+            size = size * 16 + digit
+        }
+        guard digits > 0 else { throw EngineResponseError(description: "a malformed chunk size") }
+        return size
+    }
+
+    private static func trimmed(_ bytes: UnsafeRawBufferPointer.SubSequence) -> UnsafeRawBufferPointer.SubSequence {
+        var start = bytes.startIndex
+        var end = bytes.endIndex
+        while start < end, bytes[start] == 32 || bytes[start] == 9 { start += 1 }
+        while end > start, bytes[end - 1] == 32 || bytes[end - 1] == 9 { end -= 1 }
+        return bytes[start..<end]
+    }
+
+    private static func decimal(_ bytes: UnsafeRawBufferPointer.SubSequence) -> Int? {
+        guard !bytes.isEmpty, bytes.count <= 18 else { return nil }
+        var value = 0
+        for byte in bytes {
+            guard (48...57).contains(byte) else { return nil }
+            value = value * 10 + Int(byte - 48)
+        }
+        return value
+    }
+
+    private static func lower(_ byte: UInt8) -> UInt8 { (65...90).contains(byte) ? byte | 0x20 : byte }
+
+    private static func equalsIgnoringCase(_ bytes: UnsafeRawBufferPointer.SubSequence, _ lowercase: StaticString) -> Bool {
+        guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
+        let expected = UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
+        return zip(bytes, expected).allSatisfy { lower($0) == $1 }
+    }
+
+    private static func endsWithIgnoringCase(_ bytes: UnsafeRawBufferPointer.SubSequence, _ lowercase: StaticString)
+        -> Bool
+    {
+        let count = lowercase.utf8CodeUnitCount
+        guard bytes.count >= count else { return false }
+        return equalsIgnoringCase(bytes[(bytes.endIndex - count)...], lowercase)
+    }
+
+    private static func containsIgnoringCase(_ bytes: UnsafeRawBufferPointer.SubSequence, _ lowercase: StaticString)
+        -> Bool
+    {
+        let count = lowercase.utf8CodeUnitCount
+        guard bytes.count >= count else { return false }
+        for start in bytes.startIndex...(bytes.endIndex - count)
+        where equalsIgnoringCase(bytes[start..<(start + count)], lowercase) {
+            return true
+        }
+        return false
+    }
+
+    /// The CRLF-separated lines of a head.
+    struct Lines {
+        let raw: UnsafeRawBufferPointer
+        var position = 0
+
+        init(_ raw: UnsafeRawBufferPointer) { self.raw = raw }
+
+        mutating func next() -> UnsafeRawBufferPointer.SubSequence? {
+            guard position < raw.count else { return nil }
+            var index = position
+            while index + 1 < raw.count, !(raw[index] == 13 && raw[index + 1] == 10) { index += 1 }
+            guard index + 1 < raw.count else { return nil }
+            let line = raw[position..<index]
+            position = index + 2
+            return line
+        }
+    }
+}
