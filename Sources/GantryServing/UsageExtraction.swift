@@ -14,7 +14,10 @@ public struct TokenUsage: Sendable, Equatable {
     /// Reads the `"usage":{...}` object of a JSON answer without decoding the rest: only the
     /// object's bytes are parsed. Nil when there is none.
     static func find(in bytes: UnsafeRawBufferPointer) -> TokenUsage? {
-        guard let start = ByteSearch.find(Self.key, in: bytes) else { return nil }
+        // From the end: engines (and OpenAI) put `usage` after `choices`, and a forward search
+        // for a key that starts with `"` stops at every string of the answer on the way. A JSON
+        // string cannot hold these bytes (its quotes are escaped), so the match is a key.
+        guard let start = ByteSearch.findLast(Self.key, in: bytes) else { return nil }
         var index = start + Self.key.count
         while index < bytes.count, bytes[index] == UInt8(ascii: " ") { index += 1 }
         guard index < bytes.count, bytes[index] == UInt8(ascii: "{") else { return nil }
@@ -90,6 +93,22 @@ enum ByteSearch {
                 let position = base.distance(to: UnsafeRawPointer(hit))
                 if memcmp(hit, pattern.baseAddress!, needle.count) == 0 { return position }
                 offset = position + 1
+            }
+            return nil
+        }
+    }
+
+    /// The last occurrence: a backward scan for the needle's last byte, then a compare.
+    static func findLast(_ needle: [UInt8], in haystack: UnsafeRawBufferPointer) -> Int? {
+        guard let base = haystack.baseAddress, let final = needle.last, haystack.count >= needle.count else { return nil }
+        return needle.withUnsafeBytes { pattern -> Int? in
+            var end = haystack.count - 1
+            while end >= needle.count - 1 {
+                if haystack[end] == final {
+                    let start = end - (needle.count - 1)
+                    if memcmp(base + start, pattern.baseAddress!, needle.count) == 0 { return start }
+                }
+                end -= 1
             }
             return nil
         }

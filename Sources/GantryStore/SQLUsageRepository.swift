@@ -39,7 +39,7 @@ struct SQLUsageRepository: UsageRepository {
         let values = Self.columns.indices.map { "value->>\($0)" }
         return """
             INSERT INTO usage_records (\(unsafeRaw: columns)) \
-            SELECT \(unsafeRaw: values.joined(separator: ", ")) FROM json_each(\(bind: rows))
+            SELECT \(unsafeRaw: values.joined(separator: ", ")) FROM jsonb_each(\(bind: rows))
             """
     }
 

@@ -197,7 +197,7 @@ final class DirectExchange {
             return
         }
         var fields = responseFields(contentType: head.contentType)
-        fields[.cacheControl] = "no-cache"
+        fields.append(HTTPField(name: .cacheControl, value: "no-cache"))
         stream = StreamMeter(stripUsage: !parsed.includeUsage)
         // Flushed with the first events when this read completes: one write, not two.
         handler.context?.write(
@@ -250,7 +250,7 @@ final class DirectExchange {
         let status = engineHead.status
         meter.finish(status: status, usage: TokenUsage.find(in: payload), errorType: status >= 400 ? "engine_error" : nil)
         var fields = responseFields(contentType: engineHead.contentType)
-        fields[.contentLength] = String(payload.readableBytes)
+        fields.append(HTTPField(name: .contentLength, value: String(payload.readableBytes)))
         respond(HTTPResponse(status: .init(code: status), headerFields: fields), body: payload)
     }
 
@@ -325,8 +325,9 @@ final class DirectExchange {
     private func responseFields(contentType: String?) -> HTTPFields {
         var fields = HTTPFields()
         fields.reserveCapacity(12)
-        fields[.contentType] = contentType ?? "application/json"
-        for (field, value) in meter?.rateLimitHeaders ?? [] { fields[field] = value }
+        // Appended, not assigned: the names are distinct, and assignment searches the list first.
+        fields.append(HTTPField(name: .contentType, value: contentType ?? "application/json"))
+        for (field, value) in meter?.rateLimitHeaders ?? [] { fields.append(HTTPField(name: field, value: value)) }
         return fields
     }
 
