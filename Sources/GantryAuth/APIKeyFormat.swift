@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import GantryCore
 
@@ -41,6 +42,11 @@ public struct APIKeyFormat: Sendable {
 
     public static func hash(secret: String) -> String {
         RandomToken.sha256Hex(secret)
+    }
+
+    /// The same digest as bytes, for comparisons that need no text.
+    static func digest(secret: String) -> SHA256Digest {
+        SHA256.hash(data: Array(secret.utf8))
     }
 
     /// Compares two digests in time independent of where they differ.

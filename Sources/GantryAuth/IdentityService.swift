@@ -66,7 +66,7 @@ public struct IdentityService: CredentialVerifier {
     /// API keys only: provider tokens and sessions are always checked in full.
     public func rememberedPrincipal(bearer: String) -> Principal? {
         guard let parsed = APIKeyFormat.parse(bearer) else { return nil }
-        return verifiedKeys.principal(keyID: parsed.id, secretHash: APIKeyFormat.hash(secret: parsed.secret), now: Date())
+        return verifiedKeys.principal(keyID: parsed.id, secretDigest: APIKeyFormat.digest(secret: parsed.secret), now: Date())
     }
 
     func verify(apiKey bearer: String) async throws -> Principal {
@@ -92,7 +92,9 @@ public struct IdentityService: CredentialVerifier {
         let principal = Principal(
             userID: user.id, userName: user.name, role: user.role, credential: .apiKey(id: record.id),
             allowedDeployments: record.scope, keyLimits: record.limits)
-        verifiedKeys.remember(principal, keyID: record.id, secretHash: presentedHash, keyExpiry: record.expiresAt, now: now)
+        verifiedKeys.remember(
+            principal, keyID: record.id, secretDigest: APIKeyFormat.digest(secret: parsed.secret), keyExpiry: record.expiresAt,
+            now: now)
         return principal
     }
 

@@ -1,4 +1,5 @@
 public import AsyncHTTPClient
+import Crypto
 import Foundation
 public import GantryCore
 public import GantryHTTP
@@ -94,7 +95,7 @@ public struct IntrospectionClient: CredentialVerifier {
 
     public func verify(bearer: String) async throws -> Principal {
         if let principal = rememberedPrincipal(bearer: bearer) { return principal }
-        let digest = RandomToken.sha256Hex(bearer)
+        let digest = SHA256.hash(data: Array(bearer.utf8))
         let now = Date()
         let answer = try await introspect(bearer)
         guard answer.active, let sub = answer.sub, let username = answer.username, let role = answer.gantryRole else {
@@ -104,13 +105,13 @@ public struct IntrospectionClient: CredentialVerifier {
         let principal = Principal(
             userID: sub, userName: username, role: role, credential: credential, allowedDeployments: answer.gantryDeployments,
             keyLimits: answer.gantryLimits)
-        remembered.remember(principal, keyID: digest, secretHash: digest, keyExpiry: nil, now: now)
+        remembered.remember(principal, keyID: digest.description, secretDigest: digest, keyExpiry: nil, now: now)
         return principal
     }
 
     public func rememberedPrincipal(bearer: String) -> Principal? {
-        let digest = RandomToken.sha256Hex(bearer)
-        return remembered.principal(keyID: digest, secretHash: digest, now: Date())
+        let digest = SHA256.hash(data: Array(bearer.utf8))
+        return remembered.principal(keyID: digest.description, secretDigest: digest, now: Date())
     }
 
     public func verify(sessionToken: String) async throws -> Principal {

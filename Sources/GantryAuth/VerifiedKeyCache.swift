@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import GantryCore
 import Synchronization
@@ -9,7 +10,9 @@ import Synchronization
 final class VerifiedKeyCache: Sendable {
     struct Entry {
         var principal: Principal
-        var secretHash: String
+        /// Compared as bytes (in constant time): a hex string per check cost a noticeable share
+        /// of the data plane's CPU.
+        var secretDigest: SHA256Digest
         var until: Date
     }
 
@@ -22,17 +25,17 @@ final class VerifiedKeyCache: Sendable {
         self.capacity = capacity
     }
 
-    func principal(keyID: String, secretHash: String, now: Date) -> Principal? {
+    func principal(keyID: String, secretDigest: SHA256Digest, now: Date) -> Principal? {
         guard lifetime > 0 else { return nil }
         return entries.withLock { entries in
-            guard let entry = entries[keyID], entry.until > now,
-                APIKeyFormat.constantTimeEqual(entry.secretHash, secretHash)
+            // swift-crypto compares digests in constant time.
+            guard let entry = entries[keyID], entry.until > now, entry.secretDigest == secretDigest
             else { return nil }
             return entry.principal
         }
     }
 
-    func remember(_ principal: Principal, keyID: String, secretHash: String, keyExpiry: Date?, now: Date) {
+    func remember(_ principal: Principal, keyID: String, secretDigest: SHA256Digest, keyExpiry: Date?, now: Date) {
         guard lifetime > 0 else { return }
         let until = min(now.addingTimeInterval(lifetime), keyExpiry ?? .distantFuture)
         entries.withLock { entries in
@@ -40,7 +43,7 @@ final class VerifiedKeyCache: Sendable {
                 entries = entries.filter { $0.value.until > now }
                 if entries.count >= capacity { entries.removeAll() }
             }
-            entries[keyID] = Entry(principal: principal, secretHash: secretHash, until: until)
+            entries[keyID] = Entry(principal: principal, secretDigest: secretDigest, until: until)
         }
     }
 
