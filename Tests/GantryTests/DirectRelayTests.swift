@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import GantryAuth
 import GantryCommands
 import GantryCore
 import GantryServing
@@ -29,7 +30,8 @@ struct DirectRelayTests {
 
     @Test("admitted requests are relayed directly, with the router's headers, metering and usage; refusals go to the router")
     func directAndRouted() async throws {
-        let test = try await TestServer.make()
+        let logs = CapturedLogs()
+        let test = try await TestServer.make(flags: [.logLevel: "info"], logger: logs.logger())
         let recorder = FakeEngine.Recorder()
         try await FakeEngine.withEngine(.normal(chunks: 3, delay: .zero), recorder: recorder) { endpoint in
             await dataPlane.publish(test, endpoint: endpoint, limits: FrequencyLimits(requestsPerMinute: 5))
@@ -98,6 +100,12 @@ struct DirectRelayTests {
                 await test.server.usage.flush()
                 let records = try await test.server.store.repositories.usage.usage(UsageQuery(userID: user.id, limit: 100))
                 #expect(records.filter { $0.status == 200 }.count == 5)
+
+                // The relay's access lines name the key and user, as the router's do; never the secret.
+                let keyID = try #require(APIKeyFormat.parse(key)?.id)
+                let accessLines = logs.all.filter { $0.contains("info request") && $0.contains("/v1/chat/completions") }
+                #expect(accessLines.contains { $0.contains(#""key_id": \#(keyID)"#) && $0.contains(#""user_id": \#(user.id)"#) })
+                #expect(!logs.all.contains { $0.contains(key) })
                 #expect(records.contains { $0.status == 429 && $0.errorType == "rate_limit_exceeded" })
                 let streamed = try #require(records.first { $0.endpoint == "chat.completions" && $0.completionTokens == 20 })
                 #expect(streamed.promptTokens == 10 && streamed.instanceID == "ins_fake" && streamed.version == "1")

@@ -366,6 +366,10 @@ final class DirectExchange {
         if relay.logger.logLevel <= .info {
             var logger = relay.logger
             logger[metadataKey: RequestID.metadataKey] = .string(requestID)
+            if let principal = meter?.request.principal {
+                if let keyID = principal.keyID { logger[metadataKey: "key_id"] = .string(keyID) }
+                logger[metadataKey: "user_id"] = .string(principal.userID)
+            }
             AccessLog.log(logger, method: "POST", path: endpoint.path, status: status, duration: duration)
         }
         handler.exchangeFinished(closeConnection: head.headerFields[.connection]?.lowercased() == "close")
