@@ -22,7 +22,7 @@ public actor UsageRecorder: Service {
     private var wakeUp: CheckedContinuation<Void, Never>?
 
     public init(
-        repository: any UsageRepository, batchSize: Int = 500, interval: Duration = .seconds(1), maxPending: Int = 100_000,
+        repository: any UsageRepository, batchSize: Int = 2000, interval: Duration = .seconds(1), maxPending: Int = 100_000,
         logger: Logger
     ) {
         self.repository = repository

@@ -179,7 +179,7 @@ struct StoreConformanceTests {
     static func usageRecord(_ index: Int, day0: Date) -> UsageRecord {
         let failed = index % 10 == 0
         let id = String(format: "use_%05d", index)
-        let time = day0.addingTimeInterval(Double(index) * 120)
+        let time = day0.addingTimeInterval(Double(index) * 42)
         let even = index % 2 == 0
         return UsageRecord(
             id: id, createdAt: time, keyID: even ? "k1" : nil, userID: even ? "u1" : "u2",
@@ -194,22 +194,27 @@ struct StoreConformanceTests {
         try await withStore(backend) { (store: SQLStore) async throws in
             let repo = store.repositories.usage
             let day0 = Date(timeIntervalSince1970: 1_700_006_400)  // 2023-11-15T00:00:00Z
-            // 1,200 records over two days, two users, two deployments: three INSERT statements.
-            let records = (0..<1200).map { Self.usageRecord($0, day0: day0) }
+            // 4,100 records over two days, two users, two deployments: three INSERT statements of
+            // up to 2,000 rows (the recorder's batch size).
+            let records = (0..<4100).map { Self.usageRecord($0, day0: day0) }
             try await repo.recordUsage(records)
             let newest = try await repo.usage(UsageQuery(limit: 2))
-            #expect(newest.map(\.id) == ["use_01199", "use_01198"])
+            #expect(newest.map(\.id) == ["use_04099", "use_04098"])
             #expect(newest.first == records.last, "every field round-trips")
             #expect(try await repo.usage(UsageQuery(before: "use_00002", limit: 10)).map(\.id) == ["use_00001", "use_00000"])
-            #expect(try await repo.usage(UsageQuery(userID: "u1", limit: 2000)).count == 600)
-            #expect(try await repo.usage(UsageQuery(keyID: "k1", deployment: "a", limit: 2000)).count == 200)
-            let firstDay = try await repo.usage(UsageQuery(to: day0.addingTimeInterval(86_400), limit: 2000))
-            #expect(firstDay.count == 720)
+            #expect(
+                try await repo.usage(UsageQuery(userID: "u1", limit: 5000)).count == records.count { $0.userID == "u1" })
+            #expect(
+                try await repo.usage(UsageQuery(keyID: "k1", deployment: "a", limit: 5000)).count
+                    == records.count { $0.keyID == "k1" && $0.deployment == "a" })
+            let firstDay = try await repo.usage(UsageQuery(to: day0.addingTimeInterval(86_400), limit: 5000))
+            #expect(firstDay.count == records.count { $0.createdAt < day0.addingTimeInterval(86_400) })
+            #expect(firstDay.count > 2000 && firstDay.count < 4100, "both days hold records")
 
             let daily = try await repo.dailyUsage(UsageQuery())
             #expect(daily.map(\.day) == ["2023-11-15", "2023-11-15", "2023-11-16", "2023-11-16"])
             #expect(daily.map(\.deployment) == ["a", "b", "a", "b"])
-            #expect(daily.reduce(0) { $0 + $1.requests } == 1200)
+            #expect(daily.reduce(0) { $0 + $1.requests } == 4100)
             let firstA = records.filter { $0.deployment == "a" && $0.createdAt < day0.addingTimeInterval(86_400) }
             #expect(daily[0].requests == firstA.count)
             #expect(daily[0].failedRequests == firstA.count { $0.status >= 400 })
