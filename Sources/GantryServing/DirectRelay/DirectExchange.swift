@@ -25,8 +25,13 @@ final class DirectExchange {
     private var upstreamBody: ByteBuffer?
     private var attempt = 0
     private var connection: EngineConnection?
-    private var timer: Scheduled<Void>?
-    /// The last read from the engine, for the idle timeout (one timer per idle period, not per read).
+    /// Where this exchange sits in its pool's deadline sweep (`EnginePool.watch`).
+    var waitingIndex: Int?
+    /// Until the engine's head: when the first-byte timeout ends.
+    private var firstByteDeadline = NIODeadline.distantFuture
+    /// After it: how long the engine may go without sending anything.
+    private var idleAllowance: TimeAmount?
+    /// The last read from the engine, for the idle timeout.
     private var lastRead = NIODeadline.now()
     private var engineHead: EngineResponseHead?
     private var collected: ByteBuffer?
@@ -148,7 +153,8 @@ final class DirectExchange {
                 self.connection = connection
                 connection.exchange = self
                 connection.send(path: self.endpoint.path, requestID: self.requestID, body: upstreamBody)
-                self.armTimer(after: self.firstByteTimeout)
+                self.firstByteDeadline = .now() + TimeAmount(self.firstByteTimeout)
+                self.handler.pool.watch(self)
             case .failure(let error):
                 self.connectFailed(error)
             }
@@ -190,8 +196,7 @@ final class DirectExchange {
         // Passive health: an engine answering 5xx leaves rotation until its next probe.
         if head.status >= 500 { relay.routes.reportUnreachable(instanceID: lease.instanceID) }
         lastRead = .now()
-        timer?.cancel()
-        armTimer(after: idleTimeout)
+        idleAllowance = TimeAmount(idleTimeout)
         guard parsed.stream, head.status == 200 else {
             collected = ByteBuffer()
             return
@@ -233,7 +238,7 @@ final class DirectExchange {
 
     func engineEnd() {
         guard !finished, let engineHead, let lease, let meter, let entry, let parsed else { return }
-        timer?.cancel()
+        handler.pool.unwatch(self)
         releaseConnection(keepAlive: engineHead.keepAlive)
         if var stream {
             let rest = stream.finish()
@@ -257,7 +262,7 @@ final class DirectExchange {
     /// The engine went away, failed or stalled before its answer ended.
     func engineFailed(timedOut: Bool, reason: String) {
         guard !finished, let lease else { return }
-        timer?.cancel()
+        handler.pool.unwatch(self)
         closeConnection()
         relay.routes.reportUnreachable(instanceID: lease.instanceID)
         relay.logger.warning("engine request failed", metadata: ["instance_id": "\(lease.instanceID)", "error": "\(reason)"])
@@ -282,24 +287,20 @@ final class DirectExchange {
     func clientClosed() {
         guard !finished else { return }
         finished = true
-        timer?.cancel()
+        handler.pool.unwatch(self)
         closeConnection()
         meter?.finish(status: 499, usage: stream?.usage, errorType: "client_closed")
         lease?.end()
     }
 
-    private func armTimer(after duration: Duration) {
-        let timeout = TimeAmount(duration)
-        let deadline = NIODeadline.now() + timeout
-        timer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
-            guard let self, !self.finished else { return }
-            // Reads since the timer was set push the idle deadline on.
-            if self.engineHead != nil, NIODeadline.now() < self.lastRead + timeout {
-                let remaining = self.lastRead + timeout - NIODeadline.now()
-                return self.armTimer(after: .nanoseconds(remaining.nanoseconds))
-            }
-            self.engineFailed(timedOut: true, reason: "timed out")
-        }
+    /// Whether the engine has taken too long: for its head, or since its last bytes.
+    func deadlinePassed(_ now: NIODeadline) -> Bool {
+        if let idleAllowance { return now >= lastRead + idleAllowance }
+        return now >= firstByteDeadline
+    }
+
+    func timedOut() {
+        engineFailed(timedOut: true, reason: "timed out")
     }
 
     private func releaseConnection(keepAlive: Bool) {
@@ -360,6 +361,7 @@ final class DirectExchange {
     /// Ends the answer, then counts it as the router's middleware would.
     private func complete(status: Int) {
         finished = true
+        handler.pool.unwatch(self)
         handler.context?.writeAndFlush(NIOAny(HTTPResponsePart.end(nil)), promise: nil)
         let duration = ContinuousClock.now - started
         relay.httpMetrics.record(method: "POST", route: endpoint.path, status: status, duration: duration)
