@@ -17,6 +17,7 @@
 #   DURATION=3 bash bench/gateway.sh            # a quick run
 # Knobs: DURATION, WARMUP (2), CONNECTIONS (64), LITELLM_DURATION (min(DURATION, 5)),
 # TTFT_REQUESTS (200), STREAMS (1000), STREAM_DELAY_MS (200), STREAM_EVENTS_HELD (50),
+# ROUNDS (3: interleaved rounds of the two throughput runs against the engine, nginx and Gantry),
 # BUILD=0 (use the binaries in .build/release as they are), SKIP_LITELLM=1, DOCS=0 (no docs update).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,7 @@ source scripts/lib.sh
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 LITELLM_DURATION=${LITELLM_DURATION:-$((DURATION < 5 ? DURATION : 5))}
 TTFT_REQUESTS=${TTFT_REQUESTS:-200}
@@ -249,7 +251,6 @@ wait_http "http://127.0.0.1:$NGINX_PORT/health" 10 "$WORK/nginx/error.log"
 measure nginx "http://127.0.0.1:$NGINX_PORT" - "$DURATION"
 record nginx rss_kib "$(hwm_kib $(pgrep -g "$NGINX_PID"))"
 record meta nginx_version "$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')"
-stop_group "$NGINX_PID"
 
 # --- (c) Gantry -----------------------------------------------------------------------------------
 GANTRY_PORT=$(free_port)
@@ -307,6 +308,29 @@ wait_deployment fake
 wait_deployment fake-held
 measure gantry "$GBASE" "$USER_KEY" "$DURATION"
 record gantry rss_kib "$(hwm_kib "$GANTRY_PID")"
+
+# --- interleaved rounds -------------------------------------------------------------------------
+# Single runs on this shared machine drift by 10-15 % from one minute to the next, so the ratios
+# the targets name are also taken round by round: each round runs the engine, nginx and Gantry
+# back to back with the same load.
+for round in $(seq 1 "$ROUNDS"); do
+  for target in direct nginx gantry; do
+    case $target in
+      direct) url="http://127.0.0.1:$FAKE_PORT/v1/chat/completions" ;;
+      nginx) url="http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
+      gantry) url="$GBASE/v1/chat/completions" ;;
+    esac
+    step "round $round of $ROUNDS: $target, non-streaming and streaming, $CONNECTIONS connections"
+    for kind in chat stream; do
+      wrk --timeout 10s -t1 -c"$CONNECTIONS" -d1s -s "$WORK/$kind-$target.lua" "$url" >/dev/null
+      wrk --timeout 10s -t1 -c"$CONNECTIONS" -d"${DURATION}s" -s "$WORK/$kind-$target.lua" "$url" >"$WORK/round-$kind-$target.txt"
+      record "$target" "round_${kind}_$round" "$(wrk_rps "$WORK/round-$kind-$target.txt")"
+      record "$target" "round_${kind}_errors_$round" "$(wrk_errors "$WORK/round-$kind-$target.txt")"
+    done
+  done
+done
+record meta rounds "$ROUNDS"
+stop_group "$NGINX_PID"
 
 # --- 1,000 streams held open through Gantry ---------------------------------------------------
 held_streams gantry "$GBASE/v1/chat/completions" "$GANTRY_PID" "$USER_KEY"

@@ -85,6 +85,24 @@ def table(results):
             lambda t, x: f"{x['errors_plain']} / {x['errors_latency']} / {x['errors_stream']}",
         ),
     ]
+    rounds = int(meta.get("rounds", 0))
+    if rounds:
+        def per_round(kind, t, x):
+            values = [float(x[f"round_{kind}_{i}"]) for i in range(1, rounds + 1)] if f"round_{kind}_1" in x else []
+            if not values:
+                return "–"
+            scale = int(x["events"]) if kind == "stream" else 1
+            return f"{scale * sorted(values)[len(values) // 2]:,.0f} (" + ", ".join(f"{scale * v:,.0f}" for v in values) + ")"
+        lines.append(row(
+            f"requests/s, non-streaming, median of {rounds} interleaved rounds (each round)",
+            lambda t, x: per_round("chat", t, x)))
+        lines.append(row(
+            f"SSE events/s, median of {rounds} interleaved rounds (each round)",
+            lambda t, x: per_round("stream", t, x)))
+        lines.append(row(
+            "non-2xx answers in the rounds",
+            lambda t, x: " / ".join(x[f"round_{k}_errors_{i}"] for k in ("chat", "stream") for i in range(1, rounds + 1))
+            if "round_chat_errors_1" in x else "–"))
     held_seconds = int(meta["stream_events_held"]) * int(meta["stream_delay_ms"]) / 1000
 
     def held_text(t, x):
@@ -124,6 +142,17 @@ def table(results):
             f"llama-server tokens/s, SmolLM2-135M Q4_1, 1 thread, {meta['token_streams']} streams × "
             f"{meta['max_tokens']} max tokens, mean of {meta['token_runs']} runs",
             lambda t, x: cells.get(t, "–")))
+    if rounds and "round_chat_1" in r.get("gantry", {}) and "round_chat_1" in r.get("nginx", {}):
+        lines.append("")
+        for kind, label in (("chat", "requests/s"), ("stream", "SSE events/s")):
+            ratios = [
+                100 * float(r["gantry"][f"round_{kind}_{i}"]) / float(r["nginx"][f"round_{kind}_{i}"])
+                for i in range(1, rounds + 1)
+            ]
+            lines.append(
+                f"Gantry's {label} as a share of nginx's, round by round: "
+                + ", ".join(f"{v:.1f} %" for v in ratios) + f" (median {sorted(ratios)[len(ratios) // 2]:.1f} %)."
+            )
     return "\n".join(lines)
 
 
@@ -147,7 +176,12 @@ def section(results, body):
         f"{m['connections']} connections for {m['duration']} s after a {m['warmup']} s warm-up, and one connection "
         "for latency; \"added\" is the proxy's figure minus the direct one. Time to first token is the p50 over "
         f"{m['ttft_requests']} sequential streamed requests on one connection (Python `http.client`). Peak RSS is "
-        "`VmHWM`, summed over all processes for nginx and LiteLLM. Then "
+        "`VmHWM`, summed over all processes for nginx and LiteLLM. "
+        + (f"Because single runs on this shared machine drift by 10-15 % from one minute to the next, "
+           f"{m['rounds']} more rounds then run the engine, nginx and Gantry back to back "
+           f"({m['duration']} s each, non-streaming and streaming), and the shares of nginx's figures are "
+           "taken round by round. " if "rounds" in m else "")
+        + "Then "
         f"{m['streams']} concurrent streams (raw asyncio connections) go straight to a fake engine that spaces its "
         "events, and through Gantry to a second deployment of it, while Gantry's RSS is sampled." + llama)
     machine = (
