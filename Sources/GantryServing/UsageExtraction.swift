@@ -81,21 +81,40 @@ public struct TokenUsage: Sendable, Equatable {
 
 /// Substring search over raw bytes (`memmem`).
 enum ByteSearch {
+    /// The first occurrence. memchr (vectorised) looks for the needle's least common byte, then
+    /// memcmp checks the whole needle there (Glibc's module does not export memmem). Looking for
+    /// the first byte instead, `"` of a JSON key, stopped at every string of an SSE chunk.
     static func find(_ needle: [UInt8], in haystack: UnsafeRawBufferPointer) -> Int? {
-        guard let base = haystack.baseAddress, let first = needle.first, haystack.count >= needle.count else { return nil }
-        // memchr finds candidates for the first byte; memcmp checks the rest (Glibc's module
-        // does not export memmem).
-        let last = haystack.count - needle.count
-        var offset = 0
+        guard let base = haystack.baseAddress, !needle.isEmpty, haystack.count >= needle.count else { return nil }
+        let anchor = anchorIndex(of: needle)
+        let anchorByte = Int32(needle[anchor])
+        // The anchor of the last possible start.
+        let lastAnchor = haystack.count - needle.count + anchor
+        var from = anchor
         return needle.withUnsafeBytes { pattern -> Int? in
-            while offset <= last {
-                guard let hit = memchr(base + offset, Int32(first), last - offset + 1) else { return nil }
-                let position = base.distance(to: UnsafeRawPointer(hit))
-                if memcmp(hit, pattern.baseAddress!, needle.count) == 0 { return position }
-                offset = position + 1
+            while from <= lastAnchor {
+                guard let hit = memchr(base + from, anchorByte, lastAnchor - from + 1) else { return nil }
+                let at = base.distance(to: UnsafeRawPointer(hit))
+                if memcmp(base + (at - anchor), pattern.baseAddress!, needle.count) == 0 { return at - anchor }
+                from = at + 1
             }
             return nil
         }
+    }
+
+    /// Bytes by how often they appear in JSON answers and English text, most often first.
+    private static let commonBytes = Array(#""e tao:insr,hldcu{}mfp0123456789gwyb_vk[].xjqz"#.utf8)
+    private static let rank: [UInt8] = {
+        var rank = [UInt8](repeating: UInt8.max, count: 256)
+        for (index, byte) in commonBytes.enumerated() { rank[Int(byte)] = UInt8(index) }
+        return rank
+    }()
+
+    /// The position in `needle` of its least common byte (the first of equals).
+    static func anchorIndex(of needle: [UInt8]) -> Int {
+        var best = 0
+        for index in needle.indices where rank[Int(needle[index])] > rank[Int(needle[best])] { best = index }
+        return best
     }
 
     /// The last occurrence: a backward scan for the needle's last byte, then a compare.
@@ -157,11 +176,23 @@ struct StreamMeter {
         return nil
     }
 
-    /// Where the last complete event in `raw` ends.
+    /// Where the last complete event in `raw` ends: just past the last blank line, found from
+    /// the end (where it usually is) rather than by walking every event from the start.
     static func lastEventEnd(in raw: UnsafeRawBufferPointer) -> Int? {
-        var last: Int?
-        while let end = nextEventEnd(in: raw, from: last ?? 0) { last = end }
-        return last
+        let newline = UInt8(ascii: "\n")
+        var index = raw.count - 1
+        while index >= 1 {
+            if raw[index] == newline {
+                if raw[index - 1] == newline { return index + 1 }
+                if index >= 3, raw[index - 1] == UInt8(ascii: "\r"), raw[index - 2] == newline,
+                    raw[index - 3] == UInt8(ascii: "\r")
+                {
+                    return index + 1
+                }
+            }
+            index -= 1
+        }
+        return nil
     }
 
     /// Takes the next bytes from the engine and returns what to send to the caller now.
