@@ -229,19 +229,27 @@ struct StreamMeter {
         return partial
     }
 
+    /// Reads the usage of each event that carries one and drops it when it is the usage-only
+    /// chunk the gateway asked for. Only those events are cut out: the bytes around them are
+    /// copied as they are, not walked event by event.
     private mutating func filterEvents(_ bytes: ByteBuffer) -> ByteBuffer {
         var output = ByteBuffer()
         output.reserveCapacity(bytes.readableBytes)
         var rest = bytes
-        while rest.readableBytes > 0 {
-            let length = rest.withUnsafeReadableBytes { raw in Self.nextEventEnd(in: raw) ?? raw.count }
-            let event = rest.readSlice(length: length)!
-            if ByteSearch.contains(Self.usageObject, in: event), let found = TokenUsage.find(in: event) {
-                usage = found
-                if stripUsage, ByteSearch.contains(Self.noChoices, in: event) { continue }
+        while let at = rest.withUnsafeReadableBytes({ ByteSearch.find(Self.usageObject, in: $0) }) {
+            // The event holding it: from the end of the event before it to its own end.
+            let (start, end) = rest.withUnsafeReadableBytes { raw in
+                (
+                    Self.lastEventEnd(in: UnsafeRawBufferPointer(rebasing: raw[..<at])) ?? 0,
+                    Self.nextEventEnd(in: raw, from: at) ?? raw.count
+                )
             }
-            output.writeImmutableBuffer(event)
+            output.writeImmutableBuffer(rest.readSlice(length: start)!)
+            let event = rest.readSlice(length: end - start)!
+            if let found = TokenUsage.find(in: event) { usage = found }
+            if !(stripUsage && ByteSearch.contains(Self.noChoices, in: event)) { output.writeImmutableBuffer(event) }
         }
+        output.writeImmutableBuffer(rest)
         return output
     }
 }

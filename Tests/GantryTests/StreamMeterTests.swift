@@ -70,4 +70,13 @@ struct StreamMeterTests {
         #expect(find("q", "") == nil)
         #expect(ByteSearch.anchorIndex(of: Array(#""usage":{"#.utf8)) == 4, "g is the least common byte")
     }
+
+    @Test("an event with choices and usage stays; the usage-only one goes; the last usage counts")
+    func mixedUsageEvents() {
+        var meter = StreamMeter(stripUsage: true)
+        let kept = #"data: {"choices":[{"delta":{}}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"# + "\n\n"
+        let out = meter.relay(ByteBuffer(string: "data: {\"choices\":[]}\n\n" + kept + Self.usageEvent + "\n\ndata: [DONE]\n\n"))
+        #expect(String(buffer: out) == "data: {\"choices\":[]}\n\n" + kept + "data: [DONE]\n\n")
+        #expect(meter.usage == TokenUsage(promptTokens: 4, completionTokens: 2))
+    }
 }
