@@ -352,9 +352,10 @@ final class DirectExchange {
 
     private func addCommonFields(_ response: HTTPResponse) -> HTTPResponse {
         var response = response
-        response.headerFields[RequestID.headerName] = requestID
-        response.headerFields[.server] = relay.serverName
-        response.headerFields[.date] = handler.pool.httpDate()
+        // No answer the relay builds has these yet (engine headers are not passed on).
+        response.headerFields.append(HTTPField(name: RequestID.headerName, value: requestID))
+        response.headerFields.append(HTTPField(name: .server, value: relay.serverName))
+        response.headerFields.append(HTTPField(name: .date, value: handler.pool.httpDate()))
         return response
     }
 
