@@ -50,6 +50,12 @@ enum UsageRowsJSON {
             return
         }
         out.append(UInt8(ascii: "\""))
+        // Ids and names seldom need escaping: copy them whole.
+        if value.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+            out.append(contentsOf: value.utf8)
+            out.append(contentsOf: "\",".utf8)
+            return
+        }
         for byte in value.utf8 {
             switch byte {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"):
