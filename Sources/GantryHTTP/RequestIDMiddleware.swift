@@ -13,23 +13,12 @@ public struct RequestIDMiddleware<Context: RequestContext>: RouterMiddleware {
         -> Response
     {
         var context = context
-        let id = Self.acceptable(request.headers[RequestID.headerName]) ?? Self.newID()
+        let id = RequestID.of(request.headers)
         context.logger[metadataKey: RequestID.metadataKey] = .string(id)
         // Errors are already responses here: APIErrorMiddleware sits inside this one.
         var response = try await next(request, context)
         response.headers[RequestID.headerName] = id
         return response
-    }
-
-    public static func acceptable(_ value: String?) -> String? {
-        guard let value, !value.isEmpty, value.utf8.count <= 128,
-            value.utf8.allSatisfy({ $0 > 32 && $0 < 127 })
-        else { return nil }
-        return value
-    }
-
-    public static func newID() -> String {
-        Identifier.randomUUIDString()
     }
 }
 
@@ -38,4 +27,17 @@ public enum RequestID {
     /// Replaces Hummingbird's own request id so each log line carries one id, not two.
     public static let metadataKey = "hb.request.id"
     public static let headerName = HTTPField.Name("x-request-id")!
+
+    /// The caller's id when it is short and printable, else a new one (for the router's
+    /// middleware and the direct relay alike).
+    public static func of(_ fields: HTTPFields) -> String {
+        acceptable(fields[headerName]) ?? Identifier.randomUUIDString()
+    }
+
+    static func acceptable(_ value: String?) -> String? {
+        guard let value, !value.isEmpty, value.utf8.count <= 128,
+            value.utf8.allSatisfy({ $0 > 32 && $0 < 127 })
+        else { return nil }
+        return value
+    }
 }

@@ -167,18 +167,12 @@ final class InFlightLease: Sendable {
     private let ended = Mutex(false)
 
     /// A target `RouteTable` just counted in flight for a request to `entry`.
-    convenience init(_ target: RouteTarget, of entry: RouteEntry, routes: RouteTable, metrics: GatewayMetrics) {
-        self.init(
-            routes: routes, metrics: metrics, deployment: entry.deployment, instanceID: target.instanceID,
-            endpoint: target.endpoint, version: target.canary ? (entry.canaryVersion ?? entry.version) : entry.version)
-    }
-
-    init(routes: RouteTable, metrics: GatewayMetrics, deployment: String, instanceID: String, endpoint: String, version: String) {
+    init(_ target: RouteTarget, of entry: RouteEntry, routes: RouteTable, metrics: GatewayMetrics) {
         self.routes = routes
-        self.instanceID = instanceID
-        self.endpoint = endpoint
-        self.version = version
-        gauges = metrics.inFlightGauges(model: deployment, instanceID: instanceID)
+        self.instanceID = target.instanceID
+        self.endpoint = target.endpoint
+        self.version = target.canary ? (entry.canaryVersion ?? entry.version) : entry.version
+        gauges = metrics.inFlightGauges(model: entry.deployment, instanceID: target.instanceID)
         for gauge in gauges { gauge.increment(by: 1) }
     }
 

@@ -44,9 +44,7 @@ final class DirectExchange {
         self.head = head
         self.endpoint = endpoint
         self.body = body
-        self.requestID =
-            RequestIDMiddleware<GantryRequestContext>.acceptable(head.headerFields[RequestID.headerName])
-            ?? RequestIDMiddleware<GantryRequestContext>.newID()
+        self.requestID = RequestID.of(head.headerFields)
     }
 
     private var eventLoop: any EventLoop { handler.pool.eventLoop }
@@ -238,7 +236,6 @@ final class DirectExchange {
 
     func engineEnd() {
         guard !finished, let engineHead, let lease, let meter, let entry, let parsed else { return }
-        handler.pool.unwatch(self)
         releaseConnection(keepAlive: engineHead.keepAlive)
         if var stream {
             let rest = stream.finish()
@@ -262,8 +259,7 @@ final class DirectExchange {
     /// The engine went away, failed or stalled before its answer ended.
     func engineFailed(timedOut: Bool, reason: String) {
         guard !finished, let lease else { return }
-        handler.pool.unwatch(self)
-        closeConnection()
+        releaseConnection(keepAlive: false)
         relay.routes.reportUnreachable(instanceID: lease.instanceID)
         relay.logger.warning("engine request failed", metadata: ["instance_id": "\(lease.instanceID)", "error": "\(reason)"])
         lease.end()
@@ -288,7 +284,7 @@ final class DirectExchange {
         guard !finished else { return }
         finished = true
         handler.pool.unwatch(self)
-        closeConnection()
+        releaseConnection(keepAlive: false)
         meter?.finish(status: 499, usage: stream?.usage, errorType: "client_closed")
         lease?.end()
     }
@@ -303,6 +299,8 @@ final class DirectExchange {
         engineFailed(timedOut: true, reason: "timed out")
     }
 
+    /// Gives the engine connection back for the next request, or closes it (which cancels an
+    /// unfinished request on the engine).
     private func releaseConnection(keepAlive: Bool) {
         guard let connection else { return }
         self.connection = nil
@@ -312,13 +310,6 @@ final class DirectExchange {
             connection.exchange = nil
             connection.channel.close(promise: nil)
         }
-    }
-
-    private func closeConnection() {
-        guard let connection else { return }
-        self.connection = nil
-        connection.exchange = nil
-        connection.channel.close(promise: nil)
     }
 
     // MARK: - The answer
@@ -344,9 +335,10 @@ final class DirectExchange {
     }
 
     private func respond(_ response: HTTPResponse, body: ByteBuffer) {
-        guard let context = handler.context else { return }
-        context.write(NIOAny(HTTPResponsePart.head(addCommonFields(response))), promise: nil)
-        if body.readableBytes > 0 { context.write(NIOAny(HTTPResponsePart.body(body)), promise: nil) }
+        if let context = handler.context {
+            context.write(NIOAny(HTTPResponsePart.head(addCommonFields(response))), promise: nil)
+            if body.readableBytes > 0 { context.write(NIOAny(HTTPResponsePart.body(body)), promise: nil) }
+        }
         complete(status: Int(response.status.code))
     }
 
@@ -362,6 +354,7 @@ final class DirectExchange {
     /// Ends the answer, then counts it as the router's middleware would.
     private func complete(status: Int) {
         finished = true
+        // Every answer ends here (and a vanished client in `clientClosed`): no deadline after it.
         handler.pool.unwatch(self)
         handler.context?.writeAndFlush(NIOAny(HTTPResponsePart.end(nil)), promise: nil)
         let duration = ContinuousClock.now - started

@@ -21,6 +21,13 @@ final class EnginePool {
     private var addresses: [String: SocketAddress] = [:]
 
     private var date: (second: Int, text: String) = (0, "")
+    private let dateFormatter: DateFormatter = {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        return formatter
+    }()
 
     /// Exchanges waiting on an engine, checked against their deadlines every `sweepInterval`:
     /// one task per event loop instead of a timer scheduled and cancelled per request (two of
@@ -37,13 +44,7 @@ final class EnginePool {
     func httpDate() -> String {
         let now = Date()
         let second = Int(now.timeIntervalSince1970)
-        if second != date.second {
-            let formatter = DateFormatter()
-            formatter.locale = Locale(identifier: "en_US_POSIX")
-            formatter.timeZone = TimeZone(identifier: "GMT")
-            formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
-            date = (second, formatter.string(from: now))
-        }
+        if second != date.second { date = (second, dateFormatter.string(from: now)) }
         return date.text
     }
 
