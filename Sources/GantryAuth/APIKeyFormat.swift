@@ -44,7 +44,7 @@ public struct APIKeyFormat: Sendable {
         RandomToken.sha256Hex(secret)
     }
 
-    /// The same digest as bytes, for comparisons that need no text.
+    /// The digest as bytes (`hash(secret:)` is its hex), for comparisons that need no text.
     static func digest(secret: String) -> SHA256Digest {
         SHA256.hash(data: Array(secret.utf8))
     }

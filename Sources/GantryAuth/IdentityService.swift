@@ -73,7 +73,9 @@ public struct IdentityService: CredentialVerifier {
         if let remembered = rememberedPrincipal(bearer: bearer) { return remembered }
         let rejected = GantryError(.unauthorized, "invalid API key", code: "invalid_api_key")
         guard let parsed = APIKeyFormat.parse(bearer) else { throw rejected }
-        let presentedHash = APIKeyFormat.hash(secret: parsed.secret)
+        let presentedDigest = APIKeyFormat.digest(secret: parsed.secret)
+        // Stored as hex (`APIKeyFormat.hash(secret:)`); remembered as bytes.
+        let presentedHash = RandomToken.hex(presentedDigest)
         let now = Date()
         guard let record = try await keys.key(id: parsed.id) else { throw rejected }
         guard APIKeyFormat.constantTimeEqual(record.secretHash, presentedHash) else {
@@ -92,9 +94,7 @@ public struct IdentityService: CredentialVerifier {
         let principal = Principal(
             userID: user.id, userName: user.name, role: user.role, credential: .apiKey(id: record.id),
             allowedDeployments: record.scope, keyLimits: record.limits)
-        verifiedKeys.remember(
-            principal, keyID: record.id, secretDigest: APIKeyFormat.digest(secret: parsed.secret), keyExpiry: record.expiresAt,
-            now: now)
+        verifiedKeys.remember(principal, keyID: record.id, secretDigest: presentedDigest, keyExpiry: record.expiresAt, now: now)
         return principal
     }
 

@@ -17,13 +17,16 @@ public enum RandomToken {
     }
 
     /// Hex SHA-256, the form in which secrets are stored.
-    /// Lower-case hex of the SHA-256 digest; on every key check, so built from a table rather
-    /// than 32 `String(format:)` calls.
     static func sha256Hex(_ text: String) -> String {
+        hex(SHA256.hash(data: Array(text.utf8)))
+    }
+
+    /// Lower-case hex of a digest, from a table rather than 32 `String(format:)` calls.
+    static func hex(_ digest: SHA256Digest) -> String {
         let digits = Array("0123456789abcdef".utf8)
         var hex: [UInt8] = []
         hex.reserveCapacity(64)
-        for byte in SHA256.hash(data: Array(text.utf8)) {
+        for byte in digest {
             hex.append(digits[Int(byte >> 4)])
             hex.append(digits[Int(byte & 0x0f)])
         }
