@@ -5,10 +5,6 @@ import SQLKit
 struct SQLUsageRepository: UsageRepository {
     let db: any SQLDatabase
 
-    static let columns = [
-        "id", "created_at", "key_id", "user_id", "deployment", "version", "instance_id", "endpoint", "prompt_tokens",
-        "completion_tokens", "ttft_ms", "latency_ms", "status", "error_type", "engine_ms",
-    ]
     /// Records per INSERT (each its own transaction): the recorder's batch size. Larger batches
     /// rewrite the tail pages of the table and its indexes, and sync the WAL, less often.
     static let rowsPerStatement = 2000
@@ -26,23 +22,26 @@ struct SQLUsageRepository: UsageRepository {
         }
     }
 
-    /// The INSERT that unpacks a `UsageRowsJSON` document; columns in `columns` order.
+    /// The INSERT that unpacks a `UsageRowsJSON` document, bound to its one parameter.
     private func insertStatement(rows: String) -> SQLQueryString {
-        let columns = Self.columns.joined(separator: ", ")
         if db.dialect.name == "postgresql" {
-            let integers: Set<Int> = [1, 8, 9, 10, 11, 12, 14]
-            let values = Self.columns.indices.map { integers.contains($0) ? "(r->>\($0))::bigint" : "r->>\($0)" }
             return """
-                INSERT INTO usage_records (\(unsafeRaw: columns)) \
-                SELECT \(unsafeRaw: values.joined(separator: ", ")) FROM json_array_elements(\(bind: rows)::json) AS r
+                INSERT INTO usage_records (\(unsafeRaw: Self.columnList)) \
+                SELECT \(unsafeRaw: Self.postgresUnpack) FROM json_array_elements(\(bind: rows)::json) AS r
                 """
         }
-        let values = Self.columns.indices.map { "value->>\($0)" }
         return """
-            INSERT INTO usage_records (\(unsafeRaw: columns)) \
-            SELECT \(unsafeRaw: values.joined(separator: ", ")) FROM jsonb_each(\(bind: rows))
+            INSERT INTO usage_records (\(unsafeRaw: Self.columnList)) \
+            SELECT \(unsafeRaw: Self.sqliteUnpack) FROM jsonb_each(\(bind: rows))
             """
     }
+
+    static let columnList = UsageRowsJSON.columns.map(\.name).joined(separator: ", ")
+    /// Each row's cells by position; PostgreSQL's `->>` gives text, so integers are cast.
+    static let postgresUnpack = UsageRowsJSON.columns.enumerated()
+        .map { $1.isInteger ? "(r->>\($0))::bigint" : "r->>\($0)" }.joined(separator: ", ")
+    /// SQLite's `->>` gives integers as integers.
+    static let sqliteUnpack = UsageRowsJSON.columns.indices.map { "value->>\($0)" }.joined(separator: ", ")
 
     func usage(_ query: UsageQuery) async throws -> [UsageRecord] {
         var select = db.select().column("*").from("usage_records")

@@ -1,33 +1,62 @@
 import Foundation
 import GantryCore
 
-/// Usage records as one JSON array of rows, each row an array in `SQLUsageRepository.columns`
-/// order: ids and names as strings, counts and epoch milliseconds as integers, absent values as
+/// Usage records as one JSON array of rows, each row an array in `columns` order: ids and names as strings, counts and epoch milliseconds as integers, absent values as
 /// null. Written by hand because a batch is written every few milliseconds at full load and a
 /// general encoder costs more than the rest of the write.
 enum UsageRowsJSON {
+    /// One column of `usage_records`: its name and how a record fills it. The JSON rows and the
+    /// INSERT that unpacks them (`SQLUsageRepository`) both follow this list.
+    struct Column: Sendable {
+        enum Cell {
+            case text(String?)
+            case integer(Int64?)
+        }
+
+        let name: String
+        let isInteger: Bool
+        let cell: @Sendable (UsageRecord) -> Cell
+
+        static func text(_ name: String, _ value: @escaping @Sendable (UsageRecord) -> String?) -> Column {
+            Column(name: name, isInteger: false) { .text(value($0)) }
+        }
+
+        static func integer(_ name: String, _ value: @escaping @Sendable (UsageRecord) -> Int64?) -> Column {
+            Column(name: name, isInteger: true) { .integer(value($0)) }
+        }
+    }
+
+    static let columns: [Column] = [
+        .text("id") { $0.id },
+        .integer("created_at") { $0.createdAt.millisecondsSince1970 },
+        .text("key_id") { $0.keyID },
+        .text("user_id") { $0.userID },
+        .text("deployment") { $0.deployment },
+        .text("version") { $0.version },
+        .text("instance_id") { $0.instanceID },
+        .text("endpoint") { $0.endpoint },
+        .integer("prompt_tokens") { Int64($0.promptTokens) },
+        .integer("completion_tokens") { Int64($0.completionTokens) },
+        .integer("ttft_ms") { $0.timeToFirstTokenMs.map(Int64.init) },
+        .integer("latency_ms") { Int64($0.latencyMs) },
+        .integer("status") { Int64($0.status) },
+        .text("error_type") { $0.errorType },
+        .integer("engine_ms") { Int64(($0.engineSeconds * 1000).rounded()) },
+    ]
+
     static func encode(_ records: some Collection<UsageRecord>) -> String {
         var out = [UInt8]()
         out.reserveCapacity(records.count * 320)
         out.append(UInt8(ascii: "["))
-        for (index, r) in records.enumerated() {
+        for (index, record) in records.enumerated() {
             if index > 0 { out.append(UInt8(ascii: ",")) }
             out.append(UInt8(ascii: "["))
-            appendString(r.id, to: &out)
-            appendInteger(r.createdAt.millisecondsSince1970, to: &out)
-            appendString(r.keyID, to: &out)
-            appendString(r.userID, to: &out)
-            appendString(r.deployment, to: &out)
-            appendString(r.version, to: &out)
-            appendString(r.instanceID, to: &out)
-            appendString(r.endpoint, to: &out)
-            appendInteger(Int64(r.promptTokens), to: &out)
-            appendInteger(Int64(r.completionTokens), to: &out)
-            appendInteger(r.timeToFirstTokenMs.map(Int64.init), to: &out)
-            appendInteger(Int64(r.latencyMs), to: &out)
-            appendInteger(Int64(r.status), to: &out)
-            appendString(r.errorType, to: &out)
-            appendInteger(Int64((r.engineSeconds * 1000).rounded()), to: &out)
+            for column in columns {
+                switch column.cell(record) {
+                case .text(let value): appendString(value, to: &out)
+                case .integer(let value): appendInteger(value, to: &out)
+                }
+            }
             out[out.count - 1] = UInt8(ascii: "]")
         }
         out.append(UInt8(ascii: "]"))
