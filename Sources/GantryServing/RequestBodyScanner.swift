@@ -42,13 +42,14 @@ struct RequestBodyScanner {
         return index == bytes.count ? fields : nil
     }
 
+    /// The top-level fields `Fields` holds (made once, not per field read).
+    static let knownFields: Set<String> = [
+        "model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "n", "messages", "tools", "prompt", "input",
+    ]
+
     /// One top-level field: the ones `Fields` holds are typed, the rest only validated.
     private mutating func readField(_ key: String, into fields: inout InferenceRequest.Fields, seen: inout Set<String>) -> Bool {
-        let known = [
-            "model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "n", "messages", "tools", "prompt",
-            "input",
-        ]
-        if known.contains(key) {
+        if Self.knownFields.contains(key) {
             guard seen.insert(key).inserted else { return false }
             if takeNull() { return true }  // an explicit null decodes as absent
         }
