@@ -123,14 +123,7 @@ struct DirectRelayTests {
         try await LocalTestServer.withServer(failing) { failingEndpoint in
             try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
                 let routes = test.server.routeTable
-                // Port 1 on loopback refuses connections.
-                await routes.publish(
-                    RouteEntry(
-                        deployment: "fake", version: "1", contextLimit: 512, createdAt: Date(),
-                        targets: [
-                            RouteTarget(instanceID: "ins_refusing", endpoint: "http://127.0.0.1:1"),
-                            RouteTarget(instanceID: "ins_good", endpoint: endpoint),
-                        ]))
+                await GatewayTests.publishRefusingBesideGood(routes, goodEndpoint: endpoint)
                 await routes.publish(
                     RouteEntry(
                         deployment: "sick", version: "1", contextLimit: 512, createdAt: Date(),

@@ -209,6 +209,18 @@ struct GatewayTests {
         }
     }
 
+    /// Service `fake` on two instances: `ins_refusing` on loopback port 1, which refuses
+    /// connections (every request that picks it is retried on the other), and `ins_good`.
+    static func publishRefusingBesideGood(_ routes: RouteTable, goodEndpoint: String) async {
+        await routes.publish(
+            RouteEntry(
+                deployment: "fake", version: "1", contextLimit: 512, createdAt: Date(),
+                targets: [
+                    RouteTarget(instanceID: "ins_refusing", endpoint: "http://127.0.0.1:1"),
+                    RouteTarget(instanceID: "ins_good", endpoint: goodEndpoint),
+                ]))
+    }
+
     @Test("passive health: a refused connection is retried on another instance; refusing and 5xx instances leave rotation")
     func passiveHealth() async throws {
         let test = try await TestServer.make()
@@ -217,14 +229,7 @@ struct GatewayTests {
         try await LocalTestServer.withServer(failing) { failingEndpoint in
             try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
                 let routes = test.server.routeTable
-                // Port 1 refuses connections: every request that picks it is retried on the other.
-                await routes.publish(
-                    RouteEntry(
-                        deployment: "fake", version: "1", contextLimit: 512, createdAt: Date(),
-                        targets: [
-                            RouteTarget(instanceID: "ins_refusing", endpoint: "http://127.0.0.1:1"),
-                            RouteTarget(instanceID: "ins_good", endpoint: endpoint),
-                        ]))
+                await Self.publishRefusingBesideGood(routes, goodEndpoint: endpoint)
                 try await test.server.application.test(.router) { client in
                     // Each request picks one of the two at random: go on until the refusing one was
                     // picked (and the request retried on the other); 40 misses in a row are 1 in 10^12.
