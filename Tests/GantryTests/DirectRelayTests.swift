@@ -7,12 +7,10 @@ import GantryServing
 import GantryTestSupport
 import Hummingbird
 import HummingbirdTesting
+import Logging
 import NIOCore
+import ServiceLifecycle
 import Testing
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// The direct relay (requests served on the event loop that read them) against a fake engine,
 /// named as such, on a live server: which requests it serves and which it leaves to the router,
@@ -183,6 +181,14 @@ struct DirectRelayTests {
         }
     }
 
+    /// A request as bytes, with a body and the key.
+    static func post(_ body: String, key: String, id: String, path: String = "/v1/chat/completions", extra: String = "")
+        -> String
+    {
+        "POST \(path) HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(key)\r\nContent-Type: application/json\r\n"
+            + "X-Request-Id: \(id)\r\n\(extra)Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
+    }
+
     @Test("pipelined requests on one connection are answered in order, direct and routed alike")
     func pipelining() async throws {
         let test = try await TestServer.make()
@@ -190,83 +196,128 @@ struct DirectRelayTests {
             await dataPlane.publish(test, endpoint: endpoint)
             try await dataPlane.live(test) { base in
                 let port = try #require(Int(base.split(separator: ":").last ?? ""))
+                let key = test.adminKey
                 let chat = DataPlaneTests.chat
-                func post(_ body: String, id: String) -> String {
-                    "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(test.adminKey)\r\n"
-                        + "Content-Type: application/json\r\nX-Request-Id: \(id)\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-                }
-                let get =
-                    "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(test.adminKey)\r\nX-Request-Id: r2\r\n\r\n"
-                // Direct, routed, routed (a 404), direct: all in one write.
+                let unknownModel = chat.replacingOccurrences(of: "fake", with: "nothing")
+                let get = "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(key)\r\nX-Request-Id: r3\r\n\r\n"
+                // Two the front serves, one that hands the connection to the codec, a 404 from the
+                // router, and one the relay behind the codec serves: all in one write.
                 let burst =
-                    post(chat, id: "r1") + get
-                    + post(chat.replacingOccurrences(of: "fake", with: "nothing"), id: "r3") + post(chat, id: "r4")
-                let answers = try Self.exchange(port: port, send: burst, responses: 4)
-                #expect(answers.map(\.id) == ["r1", "r2", "r3", "r4"])
-                #expect(answers.map(\.status) == [200, 200, 404, 200])
+                    Self.post(chat, key: key, id: "r1") + Self.post(chat, key: key, id: "r2") + get
+                    + Self.post(unknownModel, key: key, id: "r4") + Self.post(chat, key: key, id: "r5")
+                let first = try RawHTTPConnection(port: port)
+                try first.send(burst)
+                var answers: [RawHTTPConnection.Answer] = []
+                for _ in 0..<5 { answers.append(try await first.answer()) }
+                #expect(answers.map(\.id) == ["r1", "r2", "r3", "r4", "r5"])
+                #expect(answers.map(\.status) == [200, 200, 200, 404, 200])
+                // r5 came while the router still owed r4: it went to the router, to keep the order.
+                var metrics = try await DataPlaneTests.get(base, key: key, "/metrics").text
+                #expect(Self.relayCount(metrics, "direct") == 2)
+                // Once the router owes nothing, the relay behind the codec serves the connection.
+                try first.send(Self.post(chat, key: key, id: "r6"))
+                #expect(try await first.answer().status == 200)
+                metrics = try await DataPlaneTests.get(base, key: key, "/metrics").text
+                #expect(Self.relayCount(metrics, "direct") == 3)
+
+                // A request the front's exchange hands to the router (the router answers an unknown
+                // model) reaches it unchanged, and the connection goes on behind the codec.
+                let second = try RawHTTPConnection(port: port)
+                try second.send(Self.post(unknownModel, key: key, id: "r7") + "POST /v1/chat")
+                let handedOn = try await second.answer()
+                #expect(handedOn.status == 404 && handedOn.id == "r7")
+                #expect(handedOn.body.contains("nothing"), "the router read the body the front had read")
+                // The rest of the next request, in a later read: the codec has it all.
+                try second.send(String(Self.post(chat, key: key, id: "r8").dropFirst("POST /v1/chat".count)))
+                let after = try await second.answer()
+                #expect(after.status == 200 && after.id == "r8")
+                metrics = try await DataPlaneTests.get(base, key: key, "/metrics").text
+                #expect(Self.relayCount(metrics, "direct") == 4)
             }
         }
     }
 
-    /// Writes `send` on one TCP connection and reads `responses` HTTP/1.1 answers (each with a
-    /// content length or chunked), returning their status and request id.
-    static func exchange(port: Int, send: String, responses: Int) throws -> [(status: Int, id: String)] {
-        let socketFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard socketFD >= 0 else { throw GantryError(.internal, "no socket") }
-        defer { close(socketFD) }
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(socketFD, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(socketFD, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+    @Test("requests whose heads the front leaves to the codec are served as before; split heads and Connection: close")
+    func framing() async throws {
+        let test = try await TestServer.make()
+        try await FakeEngine.withEngine(.normal(chunks: 2, delay: .zero)) { endpoint in
+            await dataPlane.publish(test, endpoint: endpoint)
+            try await dataPlane.live(test) { base in
+                let port = try #require(Int(base.split(separator: ":").last ?? ""))
+                let key = test.adminKey
+                let chat = DataPlaneTests.chat
+
+                // Cut inside the method, the head and the body: the front waits for each part.
+                let split = try RawHTTPConnection(port: port)
+                let whole = Self.post(chat, key: key, id: "split")
+                try await split.send(whole, cutAt: [2, 40, whole.utf8.count - 5])
+                let splitAnswer = try await split.answer()
+                #expect(splitAnswer.status == 200 && splitAnswer.id == "split")
+                #expect(splitAnswer.body.contains("hello from the fake engine"))
+
+                // A chunked body and HTTP/1.0: the codec reads them; the relay behind it serves them.
+                let chunked = try RawHTTPConnection(port: port)
+                let size = String(chat.utf8.count, radix: 16)
+                try chunked.send(
+                    "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(key)\r\n"
+                        + "Transfer-Encoding: chunked\r\nX-Request-Id: chunked\r\n\r\n\(size)\r\n\(chat)\r\n0\r\n\r\n")
+                let chunkedAnswer = try await chunked.answer()
+                #expect(chunkedAnswer.status == 200 && chunkedAnswer.id == "chunked")
+                let old = try RawHTTPConnection(port: port)
+                try old.send(Self.post(chat, key: key, id: "old").replacingOccurrences(of: "HTTP/1.1", with: "HTTP/1.0"))
+                #expect(try await old.answer().status == 200)
+
+                // Two lengths: never served; the codec refuses the request.
+                let doubled = try RawHTTPConnection(port: port)
+                try doubled.send(Self.post(chat, key: key, id: "doubled", extra: "Content-Length: 3\r\n"))
+                let refused = try? await doubled.answer()
+                #expect(refused == nil || refused?.status == 400, "status \(refused?.status ?? 0)")
+
+                // Connection: close: the answer, then the end of the connection.
+                let closing = try RawHTTPConnection(port: port)
+                try closing.send(Self.post(DataPlaneTests.streamChat, key: key, id: "last", extra: "Connection: close\r\n"))
+                let last = try await closing.answer()
+                #expect(last.status == 200 && last.body.hasSuffix("data: [DONE]\n\n"))
+                #expect(try await closing.endsWithoutMore())
+
+                let metrics = try await DataPlaneTests.get(base, key: key, "/metrics").text
+                #expect(Self.relayCount(metrics, "direct") == 4)
             }
         }
-        guard connected == 0 else { throw GantryError(.internal, "connect failed") }
-        let bytes = Array(send.utf8)
-        guard write(socketFD, bytes, bytes.count) == bytes.count else { throw GantryError(.internal, "short write") }
-        var received = [UInt8]()
-        var answers: [(Int, String)] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while answers.count < responses {
-            if let (answer, used) = parseResponse(received) {
-                answers.append(answer)
-                received.removeFirst(used)
-                continue
-            }
-            let count = read(socketFD, &buffer, buffer.count)
-            guard count > 0 else { throw GantryError(.internal, "connection ended after \(answers.count) answers") }
-            received += buffer[0..<count]
-        }
-        return answers
     }
 
-    /// One whole response at the start of `bytes`, and how many bytes it took.
-    static func parseResponse(_ bytes: [UInt8]) -> ((Int, String), Int)? {
-        let text = String(decoding: bytes, as: UTF8.self)
-        guard let headEnd = text.range(of: "\r\n\r\n") else { return nil }
-        let headLines = text[..<headEnd.lowerBound].components(separatedBy: "\r\n")
-        let status = Int(headLines[0].split(separator: " ")[1]) ?? 0
-        var fields: [String: String] = [:]
-        for line in headLines.dropFirst() {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            fields[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+    @Test("graceful shutdown lets a stream in flight end, then closes its connection; idle connections close at once")
+    func gracefulShutdown() async throws {
+        let port = try FreePort.find()
+        let test = try await TestServer.make(flags: [.port: String(port), .host: "127.0.0.1"])
+        try await FakeEngine.withEngine(.normal(chunks: 5, delay: .milliseconds(150))) { endpoint in
+            await dataPlane.publish(test, endpoint: endpoint)
+            let group = ServiceGroup(services: [test.server.application], logger: Logger(label: "test"))
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await group.run() }
+                let key = test.adminKey
+                var ready = false
+                for _ in 0..<100 where !ready {
+                    ready = (try? await DataPlaneTests.get("http://127.0.0.1:\(port)", key: key, "/healthz").status) == 200
+                    if !ready { try await Task.sleep(for: .milliseconds(50)) }
+                }
+                #expect(ready)
+                let idle = try RawHTTPConnection(port: port)
+                try idle.send(Self.post(DataPlaneTests.chat, key: key, id: "before"))
+                #expect(try await idle.answer().status == 200)
+
+                let streaming = try RawHTTPConnection(port: port)
+                try streaming.send(Self.post(DataPlaneTests.streamChat, key: key, id: "during"))
+                try await streaming.waitFor("data: {")
+                await group.triggerGracefulShutdown()
+                let stream = try await streaming.answer()
+                #expect(stream.status == 200)
+                #expect(stream.body.components(separatedBy: "data: {\"id\"").count == 6, "all five events")
+                #expect(stream.body.hasSuffix("data: [DONE]\n\n"))
+                #expect(try await streaming.endsWithoutMore())
+                #expect(try await idle.endsWithoutMore())
+                try await tasks.waitForAll()
+            }
         }
-        let headBytes = text[..<headEnd.upperBound].utf8.count
-        var end = headBytes
-        if let length = fields["content-length"].flatMap(Int.init) {
-            end += length
-            guard bytes.count >= end else { return nil }
-        } else if fields["transfer-encoding"] == "chunked" {
-            // Chunks until the zero-length one.
-            let rest = String(decoding: bytes[headBytes...], as: UTF8.self)
-            guard let last = rest.range(of: "\r\n0\r\n\r\n") ?? (rest.hasPrefix("0\r\n\r\n") ? rest.range(of: "0\r\n\r\n") : nil)
-            else { return nil }
-            end += rest[..<last.upperBound].utf8.count
-        }
-        return ((status, fields["x-request-id"] ?? ""), end)
     }
 }

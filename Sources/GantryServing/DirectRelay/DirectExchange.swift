@@ -4,13 +4,12 @@ import GantryHTTP
 import HTTPTypes
 import Logging
 import NIOCore
-import NIOHTTPTypes
 
 /// One `/v1` request served by the direct relay, on its connection's event loop: the same steps
 /// and answers as `InferenceRoutes.forward`, whose error paths it leaves to the router (see
 /// `DirectRelay`). Every step that can fail after admission answers here, in the OpenAI format.
 final class DirectExchange {
-    let handler: DirectRelayHandler
+    let client: any DirectClient
     let relay: DirectRelay
     let head: HTTPRequest
     let endpoint: InferenceEndpoint
@@ -38,31 +37,30 @@ final class DirectExchange {
     private var stream: StreamMeter?
     private var finished = false
 
-    init(handler: DirectRelayHandler, head: HTTPRequest, endpoint: InferenceEndpoint, body: ByteBuffer) {
-        self.handler = handler
-        self.relay = handler.relay
+    init(client: any DirectClient, head: HTTPRequest, endpoint: InferenceEndpoint, body: ByteBuffer) {
+        self.client = client
+        self.relay = client.relay
         self.head = head
         self.endpoint = endpoint
         self.body = body
         self.requestID = RequestID.of(head.headerFields)
     }
 
-    private var eventLoop: any EventLoop { handler.pool.eventLoop }
+    private var eventLoop: any EventLoop { client.pool.eventLoop }
 
     // MARK: - Admission
 
     func begin() {
         guard let bearer = head.headerFields[.authorization].flatMap(BearerCredential.credential(fromAuthorization:))
         else { return handToRouter() }
-        let address = handler.context?.channel.remoteAddress?.ipAddress ?? "unknown"
-        if relay.addressBlocked(address) { return handToRouter() }
+        if relay.addressBlocked(client.clientAddress) { return handToRouter() }
         if let principal = relay.verifier.rememberedPrincipal(bearer: bearer) { return authenticated(principal) }
         // Not verified recently: verify now (the store or the control role), then go on here.
         let verifier = relay.verifier
         let promise = eventLoop.makePromise(of: Principal.self)
         promise.completeWithTask { try await verifier.verify(bearer: bearer) }
         promise.futureResult.assumeIsolated().whenComplete { result in
-            guard !self.handler.clientGone else { return }
+            guard !self.client.clientGone else { return }
             switch result {
             case .success(let principal): self.authenticated(principal)
             case .failure: self.handToRouter()
@@ -93,7 +91,7 @@ final class DirectExchange {
             let promise = eventLoop.makePromise(of: Void.self)
             promise.completeWithTask { try await quotas.check(keyID: keyID, limits: keyLimits) }
             promise.futureResult.assumeIsolated().whenComplete { result in
-                guard !self.handler.clientGone else { return }
+                guard !self.client.clientGone else { return }
                 switch result {
                 case .success: self.admit(principal)
                 case .failure: self.handToRouter()
@@ -132,7 +130,7 @@ final class DirectExchange {
 
     private func handToRouter() {
         finished = true
-        handler.handToRouter(head, body: body)
+        client.handToRouter(head, body: body)
     }
 
     // MARK: - The engine
@@ -141,9 +139,9 @@ final class DirectExchange {
         guard let lease, let meter, let upstreamBody else { return }
         attempt += 1
         meter.sent(to: lease)
-        handler.pool.connection(to: lease.endpoint) { result in
+        client.pool.connection(to: lease.endpoint) { result in
             guard !self.finished else {
-                if case .success(let connection) = result { self.handler.pool.release(connection) }
+                if case .success(let connection) = result { self.client.pool.release(connection) }
                 return
             }
             switch result {
@@ -152,7 +150,7 @@ final class DirectExchange {
                 connection.exchange = self
                 connection.send(path: self.endpoint.path, requestID: self.requestID, body: upstreamBody)
                 self.firstByteDeadline = .now() + TimeAmount(self.firstByteTimeout)
-                self.handler.pool.watch(self)
+                self.client.pool.watch(self)
             case .failure(let error):
                 self.connectFailed(error)
             }
@@ -203,8 +201,7 @@ final class DirectExchange {
         fields.append(HTTPField(name: .cacheControl, value: "no-cache"))
         stream = StreamMeter(stripUsage: !parsed.includeUsage)
         // Flushed with the first events when this read completes: one write, not two.
-        handler.context?.write(
-            NIOAny(HTTPResponsePart.head(addCommonFields(HTTPResponse(status: .ok, headerFields: fields)))), promise: nil)
+        client.writeHead(addCommonFields(HTTPResponse(status: .ok, headerFields: fields)))
     }
 
     func engineBody(_ chunk: ByteBuffer) {
@@ -213,9 +210,9 @@ final class DirectExchange {
         if stream != nil {
             meter?.bodyByteReceived()
             let out = stream!.relay(chunk)
-            guard out.readableBytes > 0, let context = handler.context else { return }
-            context.write(NIOAny(HTTPResponsePart.body(out)), promise: nil)
-            if !context.channel.isWritable { connection?.pauseReading() }
+            guard out.readableBytes > 0, !client.clientGone else { return }
+            client.writeBody(out)
+            if !client.clientWritable { connection?.pauseReading() }
         } else if collected != nil {
             meter?.bodyByteReceived()
             if collected!.readableBytes + chunk.readableBytes > relay.configuration.maxResponseBytes {
@@ -227,7 +224,7 @@ final class DirectExchange {
     }
 
     func engineReadComplete() {
-        if stream != nil, !finished { handler.context?.flush() }
+        if stream != nil, !finished { client.flush() }
     }
 
     func clientWritable() {
@@ -239,7 +236,7 @@ final class DirectExchange {
         releaseConnection(keepAlive: engineHead.keepAlive)
         if var stream {
             let rest = stream.finish()
-            if rest.readableBytes > 0 { handler.context?.write(NIOAny(HTTPResponsePart.body(rest)), promise: nil) }
+            if rest.readableBytes > 0 { client.writeBody(rest) }
             meter.finish(status: 200, usage: stream.usage, errorType: nil)
             lease.end()
             return complete(status: 200)
@@ -267,8 +264,8 @@ final class DirectExchange {
             // Mid-stream: end the stream with an error event the client can see, not a silent cut.
             let error = EngineFailure.duringStream(timedOut: timedOut)
             let rest = stream.finish()
-            if rest.readableBytes > 0 { handler.context?.write(NIOAny(HTTPResponsePart.body(rest)), promise: nil) }
-            handler.context?.write(NIOAny(HTTPResponsePart.body(EngineFailure.event(error))), promise: nil)
+            if rest.readableBytes > 0 { client.writeBody(rest) }
+            client.writeBody(EngineFailure.event(error))
             meter?.finish(status: EngineFailure.status(of: error), usage: stream.usage, errorType: error.code)
             return complete(status: 200)
         }
@@ -283,7 +280,7 @@ final class DirectExchange {
     func clientClosed() {
         guard !finished else { return }
         finished = true
-        handler.pool.unwatch(self)
+        client.pool.unwatch(self)
         releaseConnection(keepAlive: false)
         meter?.finish(status: 499, usage: stream?.usage, errorType: "client_closed")
         lease?.end()
@@ -305,7 +302,7 @@ final class DirectExchange {
         guard let connection else { return }
         self.connection = nil
         if keepAlive {
-            handler.pool.release(connection)
+            client.pool.release(connection)
         } else {
             connection.exchange = nil
             connection.channel.close(promise: nil)
@@ -335,9 +332,9 @@ final class DirectExchange {
     }
 
     private func respond(_ response: HTTPResponse, body: ByteBuffer) {
-        if let context = handler.context {
-            context.write(NIOAny(HTTPResponsePart.head(addCommonFields(response))), promise: nil)
-            if body.readableBytes > 0 { context.write(NIOAny(HTTPResponsePart.body(body)), promise: nil) }
+        if !client.clientGone {
+            client.writeHead(addCommonFields(response))
+            if body.readableBytes > 0 { client.writeBody(body) }
         }
         complete(status: Int(response.status.code))
     }
@@ -347,7 +344,7 @@ final class DirectExchange {
         // No answer the relay builds has these yet (engine headers are not passed on).
         response.headerFields.append(HTTPField(name: RequestID.headerName, value: requestID))
         response.headerFields.append(HTTPField(name: .server, value: relay.serverName))
-        response.headerFields.append(HTTPField(name: .date, value: handler.pool.httpDate()))
+        response.headerFields.append(HTTPField(name: .date, value: client.pool.httpDate()))
         return response
     }
 
@@ -355,8 +352,8 @@ final class DirectExchange {
     private func complete(status: Int) {
         finished = true
         // Every answer ends here (and a vanished client in `clientClosed`): no deadline after it.
-        handler.pool.unwatch(self)
-        handler.context?.writeAndFlush(NIOAny(HTTPResponsePart.end(nil)), promise: nil)
+        client.pool.unwatch(self)
+        client.writeEnd()
         let duration = ContinuousClock.now - started
         relay.httpMetrics.record(method: "POST", route: endpoint.path, status: status, duration: duration)
         if relay.logger.logLevel <= .info {
@@ -368,6 +365,6 @@ final class DirectExchange {
             }
             AccessLog.log(logger, method: "POST", path: endpoint.path, status: status, duration: duration)
         }
-        handler.exchangeFinished(closeConnection: head.headerFields[.connection]?.lowercased() == "close")
+        client.exchangeFinished(closeConnection: head.headerFields[.connection]?.lowercased() == "close")
     }
 }

@@ -47,11 +47,14 @@ public final class DirectRelay: Sendable {
         self.logger = logger
     }
 
-    /// The connection's handler, or nil where the event loop cannot open engine connections
-    /// itself (not a NIO posix loop): the router then serves everything.
-    func makeHandler(for channel: any Channel) -> DirectRelayHandler? {
+    /// The connection's handlers (ahead of the HTTP codec and behind it), or nil where the event
+    /// loop cannot open engine connections itself (not a NIO posix loop): the router then serves
+    /// everything.
+    func makeHandlers(for channel: any Channel) -> (front: DirectRelayFront, behind: DirectRelayHandler)? {
         guard ClientBootstrap(validatingGroup: channel.eventLoop) != nil else { return nil }
-        return DirectRelayHandler(relay: self, pool: pool(for: channel.eventLoop))
+        let pool = pool(for: channel.eventLoop)
+        let behind = DirectRelayHandler(relay: self, pool: pool)
+        return (DirectRelayFront(relay: self, pool: pool, behind: behind), behind)
     }
 
     private func pool(for eventLoop: any EventLoop) -> EnginePool {
@@ -72,8 +75,10 @@ public final class DirectRelay: Sendable {
     }
 }
 
-/// Hummingbird's HTTP/1.1 channel with the direct relay placed just after its connection-state
-/// handler, so idle timeouts and graceful shutdown count the relay's requests like the router's.
+/// Hummingbird's HTTP/1.1 channel with the direct relay in two places: `DirectRelayFront` ahead of
+/// the codec (the common request, read and written as bytes) and `DirectRelayHandler` just after
+/// the connection-state handler (once the front has handed the connection on; there graceful
+/// shutdown counts the relay's requests like the router's).
 public struct DirectRelayHTTP1Channel: HTTPChannelHandler {
     public typealias Value = HTTP1Channel.Value
     let base: HTTP1Channel
@@ -84,10 +89,11 @@ public struct DirectRelayHTTP1Channel: HTTPChannelHandler {
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let relay = relay
         return base.setup(channel: channel, logger: logger).flatMapThrowing { value in
-            guard let handler = relay.makeHandler(for: channel) else { return value }
+            guard let handlers = relay.makeHandlers(for: channel) else { return value }
             let operations = channel.pipeline.syncOperations
             let state = try operations.handler(type: HTTPConnectionStateHandler.self)
-            try operations.addHandler(handler, position: .after(state))
+            try operations.addHandler(handlers.behind, position: .after(state))
+            try operations.addHandler(handlers.front, position: .first)
             return value
         }
     }

@@ -2,14 +2,15 @@ import HTTPTypes
 import NIOCore
 import NIOHTTPTypes
 
-/// One client connection's side of the direct relay. It sits between Hummingbird's connection
-/// state handler and the router's channel: requests it does not serve pass through untouched.
+/// One client connection's side of the direct relay once `DirectRelayFront` has handed the
+/// connection to Hummingbird's codec. It sits between the connection state handler and the
+/// router's channel: requests it does not serve pass through untouched.
 ///
 /// Order on the connection is kept: a request is served directly only when the router owes no
 /// answer on this connection, and while a direct exchange runs, further (pipelined) request
 /// parts are held. Reading goes on meanwhile (a client that leaves must be seen at once, to
 /// cancel the engine's request) until the held parts pass `maxHeldBytes`.
-final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
+final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, DirectClient {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
@@ -37,6 +38,8 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private(set) var context: ChannelHandlerContext?
     private var exchange: DirectExchange?
     private(set) var clientGone = false
+    /// The next request is one the front's exchange handed to the router: it goes there directly.
+    var routeNextToRouter = false
 
     init(relay: DirectRelay, pool: EnginePool) {
         self.relay = relay
@@ -80,7 +83,7 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 }
             case .end:
                 state = .busy
-                let exchange = DirectExchange(handler: self, head: head, endpoint: endpoint, body: body)
+                let exchange = DirectExchange(client: self, head: head, endpoint: endpoint, body: body)
                 self.exchange = exchange
                 exchange.begin()
             case .head:
@@ -94,11 +97,12 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 context.fireChannelRead(wrapInboundOut(part))
                 return
             }
-            if routerOwes == 0, let endpoint = DirectRelay.endpoint(method: head.method, path: head.path) {
+            if routerOwes == 0, !routeNextToRouter, let endpoint = DirectRelay.endpoint(method: head.method, path: head.path) {
                 let expected = head.headerFields[.contentLength].flatMap(Int.init) ?? 0
                 let capacity = min(max(expected, 0), relay.configuration.maxRequestBytes)
                 state = .collecting(head, endpoint, context.channel.allocator.buffer(capacity: capacity))
             } else {
+                routeNextToRouter = false
                 routerOwes += 1
                 state = .passingOn
                 context.fireChannelRead(wrapInboundOut(part))
@@ -114,7 +118,6 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if end { context.fireChannelRead(wrapInboundOut(.end(nil))) }
     }
 
-    /// The exchange gave up before any side effect: the router serves the request instead.
     func handToRouter(_ head: HTTPRequest, body: ByteBuffer) {
         exchange = nil
         guard let context, !clientGone else { return }
@@ -123,7 +126,6 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         resume(context: context)
     }
 
-    /// The exchange wrote its whole answer (or the client left).
     func exchangeFinished(closeConnection: Bool) {
         exchange = nil
         guard let context, !clientGone else { return }
@@ -176,5 +178,26 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable { exchange?.clientWritable() }
         context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: - DirectClient
+
+    var clientAddress: String { context?.channel.remoteAddress?.ipAddress ?? "unknown" }
+    var clientWritable: Bool { context?.channel.isWritable ?? false }
+
+    func writeHead(_ response: HTTPResponse) {
+        context?.write(wrapOutboundOut(.head(response)), promise: nil)
+    }
+
+    func writeBody(_ chunk: ByteBuffer) {
+        context?.write(wrapOutboundOut(.body(chunk)), promise: nil)
+    }
+
+    func writeEnd() {
+        context?.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func flush() {
+        context?.flush()
     }
 }

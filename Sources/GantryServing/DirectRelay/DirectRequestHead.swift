@@ -1,0 +1,209 @@
+import NIOCore
+
+/// The head of a request the relay's front reads itself, ahead of Hummingbird's HTTP/1.1 codec:
+/// `POST` to a relayed endpoint over HTTP/1.1, with a `Content-Length` body and nothing else that
+/// needs HTTP machinery. Anything else (another method or path, HTTP/1.0, `Transfer-Encoding`,
+/// `Expect`, `Upgrade`, folded or malformed lines, a head over `maxBytes`, a body over the
+/// gateway's limit) is `notDirect`: the connection then goes to the codec unchanged, which
+/// answers it (or rejects it) as it always did. The parse is strict on purpose, so it never
+/// accepts what the codec would refuse.
+struct DirectRequestHead: Equatable {
+    var endpoint: InferenceEndpoint
+    var path: String
+    var authorization: String?
+    var requestID: String?
+    var contentLength: Int
+    /// The client asked for the connection to close after this answer.
+    var closeAfter: Bool
+    /// Bytes of the head, up to and including its blank line.
+    var length: Int
+
+    enum Parsed: Equatable {
+        /// The head is not whole yet.
+        case needMore
+        case notDirect
+        case head(DirectRequestHead)
+    }
+
+    static let maxBytes = 8 * 1024
+
+    static func parse(_ buffer: ByteBuffer, maxBodyBytes: Int) -> Parsed {
+        buffer.withUnsafeReadableBytes { parse($0, maxBodyBytes: maxBodyBytes) }
+    }
+
+    private static let cr = UInt8(ascii: "\r")
+    private static let lf = UInt8(ascii: "\n")
+    private static let methodAndSlash = Array("POST /".utf8)
+    private static let version = Array(" HTTP/1.1".utf8)
+
+    static func parse(_ bytes: UnsafeRawBufferPointer, maxBodyBytes: Int) -> Parsed {
+        // The method shows first: another one is the codec's at once, without waiting for the head.
+        for index in 0..<min(bytes.count, methodAndSlash.count) where bytes[index] != methodAndSlash[index] {
+            return .notDirect
+        }
+        guard let length = headLength(bytes) else { return bytes.count >= maxBytes ? .notDirect : .needMore }
+
+        // The request line: POST, the target, HTTP/1.1.
+        guard let lineEnd = endOfLine(bytes, from: 0), lineEnd > methodAndSlash.count + version.count else {
+            return .notDirect
+        }
+        let targetEnd = lineEnd - version.count
+        for index in 0..<version.count where bytes[targetEnd + index] != version[index] { return .notDirect }
+        let targetStart = methodAndSlash.count - 1
+        for index in targetStart..<targetEnd where !(0x21...0x7E).contains(bytes[index]) { return .notDirect }
+        let path = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[targetStart..<targetEnd]), as: UTF8.self)
+        guard let endpoint = InferenceEndpoint(path: path) else { return .notDirect }
+
+        var head = DirectRequestHead(
+            endpoint: endpoint, path: path, authorization: nil, requestID: nil, contentLength: -1, closeAfter: false,
+            length: length)
+        var sawHost = false
+        var start = lineEnd + 2
+        while true {
+            guard let end = endOfLine(bytes, from: start) else { return .notDirect }
+            if end == start { break }  // the blank line
+            guard let field = HeaderLine(bytes, start: start, end: end) else { return .notDirect }
+            start = end + 2
+            switch field.known {
+            case nil:
+                continue
+            case .contentLength:
+                guard head.contentLength < 0, let value = field.decimalValue(bytes), value <= maxBodyBytes else {
+                    return .notDirect
+                }
+                head.contentLength = value
+            case .host:
+                guard !sawHost else { return .notDirect }
+                sawHost = true
+            case .authorization:
+                guard head.authorization == nil else { return .notDirect }
+                head.authorization = field.value(bytes)
+            case .requestID:
+                guard head.requestID == nil else { return .notDirect }
+                head.requestID = field.value(bytes)
+            case .connection:
+                for token in field.value(bytes).split(separator: ",") {
+                    switch token.trimmingSpaces.lowercased() {
+                    case "close": head.closeAfter = true
+                    case "upgrade": return .notDirect
+                    default: continue
+                    }
+                }
+            case .transferEncoding, .expect, .upgrade:
+                return .notDirect
+            }
+        }
+        guard sawHost, head.contentLength >= 0 else { return .notDirect }
+        return .head(head)
+    }
+
+    /// Where the head ends (after its blank line), looked for within `maxBytes`.
+    private static func headLength(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        let limit = min(bytes.count, maxBytes)
+        var index = 3
+        while index < limit {
+            if bytes[index] == lf, bytes[index - 1] == cr, bytes[index - 2] == lf, bytes[index - 3] == cr {
+                return index + 1
+            }
+            index += 1
+        }
+        return nil
+    }
+
+    /// The index of the CR of the CRLF ending the line at `start`; nil for a bare CR or LF
+    /// (the codec decides what those mean) or no line end at all.
+    private static func endOfLine(_ bytes: UnsafeRawBufferPointer, from start: Int) -> Int? {
+        var index = start
+        while index + 1 < bytes.count {
+            switch bytes[index] {
+            case cr: return bytes[index + 1] == lf ? index : nil
+            case lf: return nil
+            default: index += 1
+            }
+        }
+        return nil
+    }
+}
+
+/// One `name: value` line of a head, checked as the codec would: a token name, a value without
+/// control characters, no folding.
+private struct HeaderLine {
+    enum Known {
+        case contentLength, host, authorization, requestID, connection, transferEncoding, expect, upgrade
+    }
+
+    let valueStart: Int
+    let valueEnd: Int
+    let known: Known?
+
+    init?(_ bytes: UnsafeRawBufferPointer, start: Int, end: Int) {
+        var colon = start
+        while colon < end, bytes[colon] != UInt8(ascii: ":") {
+            guard Self.isTokenCharacter(bytes[colon]) else { return nil }  // also refuses folding's leading space
+            colon += 1
+        }
+        guard colon < end, colon > start else { return nil }
+        var valueStart = colon + 1
+        var valueEnd = end
+        while valueStart < valueEnd, bytes[valueStart] == 0x20 || bytes[valueStart] == 0x09 { valueStart += 1 }
+        while valueEnd > valueStart, bytes[valueEnd - 1] == 0x20 || bytes[valueEnd - 1] == 0x09 { valueEnd -= 1 }
+        for index in valueStart..<valueEnd where (bytes[index] < 0x20 && bytes[index] != 0x09) || bytes[index] == 0x7F {
+            return nil
+        }
+        self.valueStart = valueStart
+        self.valueEnd = valueEnd
+        self.known = Self.known(UnsafeRawBufferPointer(rebasing: bytes[start..<colon]))
+    }
+
+    func value(_ bytes: UnsafeRawBufferPointer) -> String {
+        String(decoding: UnsafeRawBufferPointer(rebasing: bytes[valueStart..<valueEnd]), as: UTF8.self)
+    }
+
+    /// Digits only, at most ten of them.
+    func decimalValue(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        guard valueEnd > valueStart, valueEnd - valueStart <= 10 else { return nil }
+        var value = 0
+        for index in valueStart..<valueEnd {
+            let digit = bytes[index] &- UInt8(ascii: "0")
+            guard digit < 10 else { return nil }
+            value = value * 10 + Int(digit)
+        }
+        return value
+    }
+
+    private static let names: [(name: [UInt8], known: Known)] = {
+        let names: [(String, Known)] = [
+            ("content-length", .contentLength), ("host", .host), ("authorization", .authorization),
+            ("x-request-id", .requestID), ("connection", .connection), ("transfer-encoding", .transferEncoding),
+            ("expect", .expect), ("upgrade", .upgrade),
+        ]
+        return names.map { (Array($0.0.utf8), $0.1) }
+    }()
+
+    private static func known(_ name: UnsafeRawBufferPointer) -> Known? {
+        candidates: for candidate in names where candidate.name.count == name.count {
+            for index in 0..<name.count where name[index] | 0x20 != candidate.name[index] { continue candidates }
+            return candidate.known
+        }
+        return nil
+    }
+
+    /// RFC 9110's tchar.
+    private static func isTokenCharacter(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return "!#$%&'*+-.^_`|~".utf8.contains(byte)
+        }
+    }
+}
+
+extension Substring {
+    fileprivate var trimmingSpaces: Substring {
+        var text = self
+        while text.first == " " || text.first == "\t" { text.removeFirst() }
+        while text.last == " " || text.last == "\t" { text.removeLast() }
+        return text
+    }
+}
