@@ -18,11 +18,12 @@ public enum InferenceEndpoint: String, Sendable {
 
     /// The endpoint served at `path` (a query string ignored).
     init?(path: String) {
-        let bare = path.firstIndex(of: "?").map { path[..<$0] } ?? path[...]
-        guard let endpoint = [Self.chatCompletions, .completions, .embeddings].first(where: { $0.path == bare }) else {
-            return nil
+        switch path.firstIndex(of: "?").map({ path[..<$0] }) ?? path[...] {
+        case "/v1/chat/completions": self = .chatCompletions
+        case "/v1/completions": self = .completions
+        case "/v1/embeddings": self = .embeddings
+        default: return nil
         }
-        self = endpoint
     }
 
     /// The body field that holds the prompt.
