@@ -65,14 +65,20 @@ public actor UsageRecorder: Service {
         if writing == task { writing = nil }
     }
 
+    /// Writes the records waiting when it starts. Those that arrive meanwhile wait for the next
+    /// wake-up (a full batch, the interval, or a flush): under load the writer used to chase each
+    /// write with a smaller one (about 90 transactions a second of 10-50 pages each at 15,000
+    /// requests a second, each syncing the WAL), instead of about 8 full batches.
     private func writePending() async {
-        while true {
-            let batch = pending.withLock { Array($0.prefix(batchSize)) }
+        var left = pending.withLock { $0.count }
+        while left > 0 {
+            let batch = pending.withLock { Array($0.prefix(min(batchSize, left))) }
             if batch.isEmpty { return }
             do {
                 try await repository.recordUsage(batch)
                 // Only this task removes records, and new ones are appended behind the batch.
                 pending.withLock { $0.removeFirst(min(batch.count, $0.count)) }
+                left -= batch.count
             } catch {
                 logger.error(
                     "usage records not written; will retry",

@@ -430,7 +430,15 @@ struct DataPlaneTests {
 struct UsageRecorderTests {
     actor MemoryUsage: UsageRepository {
         var batches: [[UsageRecord]] = []
-        func recordUsage(_ records: [UsageRecord]) async throws { batches.append(records) }
+        var writesStarted = 0
+        /// How long each write takes, so a test can record while one is in progress.
+        let writeDelay: Duration
+        init(writeDelay: Duration = .zero) { self.writeDelay = writeDelay }
+        func recordUsage(_ records: [UsageRecord]) async throws {
+            writesStarted += 1
+            if writeDelay > .zero { try await Task.sleep(for: writeDelay) }
+            batches.append(records)
+        }
         func usage(_ query: UsageQuery) async throws -> [UsageRecord] { batches.flatMap { $0 } }
         func dailyUsage(_ query: UsageQuery) async throws -> [DailyUsage] { [] }
         func tokensUsed(keyID: String, since: Date) async throws -> Int { 0 }
@@ -466,6 +474,27 @@ struct UsageRecorderTests {
         }
         #expect(await memory.batches.joined().count == 130, "graceful shutdown writes what is left")
         #expect(Set(await memory.batches.flatMap { $0 }.map(\.id)).count == 130)
+    }
+
+    @Test("records that arrive during a write wait for a full batch instead of being chased by a small write")
+    func fullBatchesUnderLoad() async throws {
+        let memory = MemoryUsage(writeDelay: .milliseconds(200))
+        let recorder = UsageRecorder(repository: memory, batchSize: 50, interval: .seconds(3600), logger: Logger(label: "t"))
+        try await LocalTestServer.running(recorder, logger: Logger(label: "t")) {
+            func waitUntil(_ condition: @Sendable () async -> Bool) async throws {
+                let deadline = ContinuousClock.now + .seconds(5)
+                while ContinuousClock.now < deadline, await !condition() { try await Task.sleep(for: .milliseconds(5)) }
+            }
+            for index in 0..<50 { recorder.record(Self.record(index)) }
+            try await waitUntil { await memory.writesStarted == 1 }
+            for index in 50..<60 { recorder.record(Self.record(index)) }
+            // The first write ends; the ten that came during it are fewer than a batch: they wait.
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(await memory.batches.map(\.count) == [50])
+            for index in 60..<100 { recorder.record(Self.record(index)) }
+            try await waitUntil { await memory.batches.joined().count == 100 }
+            #expect(await memory.batches.map(\.count) == [50, 50])
+        }
     }
 
     @Test("settling returns unused reserved tokens to every scope; concurrency slots are released")
