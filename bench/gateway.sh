@@ -17,7 +17,7 @@
 #   DURATION=3 bash bench/gateway.sh            # a quick run
 # Knobs: DURATION, WARMUP (2), CONNECTIONS (64), LITELLM_DURATION (min(DURATION, 5)),
 # TTFT_REQUESTS (200), STREAMS (1000), STREAM_DELAY_MS (200), STREAM_EVENTS_HELD (50),
-# ROUNDS (3: interleaved rounds of the two throughput runs against the engine, nginx and Gantry),
+# ROUNDS (5: interleaved rounds of the two throughput runs against the engine, nginx and Gantry),
 # BUILD=0 (use the binaries in .build/release as they are), SKIP_LITELLM=1, DOCS=0 (no docs update).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,7 @@ source scripts/lib.sh
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 CONNECTIONS=${CONNECTIONS:-64}
 LITELLM_DURATION=${LITELLM_DURATION:-$((DURATION < 5 ? DURATION : 5))}
 TTFT_REQUESTS=${TTFT_REQUESTS:-200}
