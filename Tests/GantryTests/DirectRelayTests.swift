@@ -286,7 +286,9 @@ struct DirectRelayTests {
         }
     }
 
-    @Test("graceful shutdown lets a stream in flight end, then closes its connection; idle connections close at once")
+    @Test(
+        "graceful shutdown lets a stream in flight end and answers a request pipelined behind it, then closes; idle connections close at once"
+    )
     func gracefulShutdown() async throws {
         let port = try FreePort.find()
         let test = try await TestServer.make(flags: [.port: String(port), .host: "127.0.0.1"])
@@ -307,13 +309,17 @@ struct DirectRelayTests {
                 #expect(try await idle.answer().status == 200)
 
                 let streaming = try RawHTTPConnection(port: port)
-                try streaming.send(Self.post(DataPlaneTests.streamChat, key: key, id: "during"))
+                try streaming.send(
+                    Self.post(DataPlaneTests.streamChat, key: key, id: "during")
+                        + Self.post(DataPlaneTests.chat, key: key, id: "pipelined"))
                 try await streaming.waitFor("data: {")
                 await group.triggerGracefulShutdown()
                 let stream = try await streaming.answer()
                 #expect(stream.status == 200)
                 #expect(stream.body.components(separatedBy: "data: {\"id\"").count == 6, "all five events")
                 #expect(stream.body.hasSuffix("data: [DONE]\n\n"))
+                let pipelined = try await streaming.answer()
+                #expect(pipelined.status == 200 && pipelined.id == "pipelined")
                 #expect(try await streaming.endsWithoutMore())
                 #expect(try await idle.endsWithoutMore())
                 try await tasks.waitForAll()

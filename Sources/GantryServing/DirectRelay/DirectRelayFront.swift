@@ -155,8 +155,10 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
         exchange = nil
         currentRequest = nil
         guard let context, !clientGone else { return }
-        if closeConnection || closeWhenDone { return context.close(promise: nil) }
+        if closeConnection { return context.close(promise: nil) }
+        // A whole pipelined request is still served after graceful shutdown began; then the close.
         serveReceived(context: context)
+        if closeWhenDone, !handedOn, exchange == nil { return context.close(promise: nil) }
         if readHeld, !handedOn, exchange == nil {
             readHeld = false
             context.read()
