@@ -73,10 +73,12 @@ struct APIKeyTests {
                 try await identity.verify(bearer: key)
             }
 
-            let (_, expiring) = try await identity.issueKey(
-                userID: user.id, name: "short", expiresAt: Date().addingTimeInterval(0.3))
+            // Verified (and remembered) while valid; refused once expired, remembered or not. Two
+            // seconds of validity: on two busy cores, 0.3 s once passed before the first verify.
+            let expiry = Date().addingTimeInterval(2)
+            let (_, expiring) = try await identity.issueKey(userID: user.id, name: "short", expiresAt: expiry)
             #expect(try await identity.verify(bearer: expiring).userID == user.id)
-            try await Task.sleep(for: .milliseconds(400))
+            try await Task.sleep(for: .seconds(max(0, expiry.timeIntervalSinceNow) + 0.1))
             await #expect(throws: GantryError(.unauthorized, "API key has expired", code: "invalid_api_key")) {
                 try await identity.verify(bearer: expiring)
             }
