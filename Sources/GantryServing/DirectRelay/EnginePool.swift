@@ -16,7 +16,8 @@ final class EnginePool {
     struct BadEndpoint: Error {}
 
     let eventLoop: any EventLoop
-    private var idle: [String: [EngineConnection]] = [:]
+    private var idle: [String: IdleConnections<EngineConnection>] = [:]
+    private let idleLimit: TimeAmount
     private var open: [String: Int] = [:]
     private var addresses: [String: SocketAddress] = [:]
 
@@ -36,8 +37,9 @@ final class EnginePool {
     private var sweepScheduled = false
     static let sweepInterval = TimeAmount.milliseconds(100)
 
-    init(eventLoop: any EventLoop) {
+    init(eventLoop: any EventLoop, idleLimit: TimeAmount = IdleConnections<EngineConnection>.defaultLimit) {
         self.eventLoop = eventLoop
+        self.idleLimit = idleLimit
     }
 
     /// The `date` header's value, formatted once a second.
@@ -81,8 +83,13 @@ final class EnginePool {
 
     /// An idle connection to `endpoint` at once, or a new one when it is connected.
     func connection(to endpoint: String, _ done: @escaping (Result<EngineConnection, any Error>) -> Void) {
-        while let connection = idle[endpoint]?.popLast() {
-            if connection.channel.isActive { return done(.success(connection)) }
+        let now = NIODeadline.now()
+        while var connections = idle[endpoint] {
+            let (fresh, stale) = connections.take(now: now)
+            idle[endpoint] = connections.isEmpty ? nil : connections
+            for connection in stale { connection.channel.close(promise: nil) }
+            guard let fresh else { break }
+            if fresh.channel.isActive { return done(.success(fresh)) }
         }
         guard open[endpoint, default: 0] < Self.maxOpenPerEndpoint else { return done(.failure(Full())) }
         guard let address = address(of: endpoint) else { return done(.failure(BadEndpoint())) }
@@ -124,17 +131,22 @@ final class EnginePool {
     func release(_ connection: EngineConnection) {
         connection.exchange = nil
         guard connection.channel.isActive else { return }
-        if idle[connection.endpoint, default: []].count < Self.maxIdlePerEndpoint {
-            idle[connection.endpoint, default: []].append(connection)
+        let now = NIODeadline.now()
+        var connections = idle[connection.endpoint] ?? IdleConnections(limit: idleLimit)
+        // Those left idle too long go now, not only when the engine is next used.
+        for stale in connections.removeStale(now: now) { stale.channel.close(promise: nil) }
+        if connections.count < Self.maxIdlePerEndpoint {
+            connections.add(connection, now: now)
         } else {
             connection.channel.close(promise: nil)
         }
+        idle[connection.endpoint] = connections.isEmpty ? nil : connections
     }
 
     private func closed(_ connection: EngineConnection) {
         open[connection.endpoint, default: 1] -= 1
         if open[connection.endpoint] == 0 { open[connection.endpoint] = nil }
-        idle[connection.endpoint]?.removeAll { $0 === connection }
+        idle[connection.endpoint]?.remove(connection)
         if idle[connection.endpoint]?.isEmpty == true { idle[connection.endpoint] = nil }
     }
 
