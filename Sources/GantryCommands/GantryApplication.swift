@@ -196,6 +196,9 @@ extension GantryConfiguration.Gateway {
     var engineClientConfiguration: HTTPClient.Configuration {
         var client = httpClientConfiguration
         client.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 4096
+        // Idle connections go before the engine closes them itself (the direct relay keeps its
+        // own pool to the same limit).
+        client.connectionPool.idleTimeout = EngineClients.idleConnectionLimit
         return client
     }
 

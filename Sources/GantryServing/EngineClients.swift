@@ -1,6 +1,6 @@
 public import AsyncHTTPClient
 import GantryCore
-import NIOCore
+public import NIOCore
 public import ServiceLifecycle
 import Synchronization
 
@@ -10,6 +10,11 @@ import Synchronization
 /// own client (and connection pool), made on first use and shared by every service with the
 /// same value. Services without one use the default client.
 public final class EngineClients: Service, Sendable {
+    /// How long an idle keep-alive connection to an engine may be kept for another request: well
+    /// under the engines' own idle close (llama-server and uvicorn close after 5 s), so that a
+    /// request is never written on a connection the engine is closing (see `IdleConnections`).
+    public static let idleConnectionLimit = TimeAmount.seconds(3)
+
     public let defaultClient: HTTPClient
     private let configuration: HTTPClient.Configuration
     private let byIdleTimeout = Mutex<[Int64: HTTPClient]>([:])

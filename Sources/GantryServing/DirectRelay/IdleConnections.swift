@@ -9,7 +9,7 @@ import NIOCore
 /// connections idle for less than `limit`, well under those timeouts, avoids that race; a new
 /// connection costs one TCP connect.
 struct IdleConnections<Connection: AnyObject> {
-    static var defaultLimit: TimeAmount { .seconds(3) }
+    static var defaultLimit: TimeAmount { EngineClients.idleConnectionLimit }
 
     let limit: TimeAmount
     private var entries: [(connection: Connection, since: NIODeadline)] = []
