@@ -17,7 +17,7 @@ public struct IdentityService: CredentialVerifier {
     let logger: Logger
     /// `last_used_at` is refreshed at most this often per key, to keep writes off most requests.
     let lastUsedResolution: TimeInterval = 60
-    let verifiedKeys: VerifiedKeyCache
+    let verifiedKeys: VerifiedKeyCache<String>
 
     public init(
         repositories: Repositories, logger: Logger, providerTokens: OIDCClient? = nil, keyCacheLifetime: Duration = .seconds(5)
@@ -70,13 +70,16 @@ public struct IdentityService: CredentialVerifier {
     }
 
     func verify(apiKey bearer: String) async throws -> Principal {
-        if let remembered = rememberedPrincipal(bearer: bearer) { return remembered }
         let rejected = GantryError(.unauthorized, "invalid API key", code: "invalid_api_key")
         guard let parsed = APIKeyFormat.parse(bearer) else { throw rejected }
+        // Parsed and hashed once, for the cache and the store alike.
         let presentedDigest = APIKeyFormat.digest(secret: parsed.secret)
+        let now = Date()
+        if let remembered = verifiedKeys.principal(keyID: parsed.id, secretDigest: presentedDigest, now: now) {
+            return remembered
+        }
         // Stored as hex (`APIKeyFormat.hash(secret:)`); remembered as bytes.
         let presentedHash = RandomToken.hex(presentedDigest)
-        let now = Date()
         guard let record = try await keys.key(id: parsed.id) else { throw rejected }
         guard APIKeyFormat.constantTimeEqual(record.secretHash, presentedHash) else {
             throw rejected

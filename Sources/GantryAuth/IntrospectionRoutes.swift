@@ -84,7 +84,9 @@ public struct IntrospectionClient: CredentialVerifier {
     let endpoint: String
     let serviceSecret: String
     let httpClient: HTTPClient
-    let remembered: VerifiedKeyCache
+    /// Keyed by the token's digest: the token may not be an API key, so it has no id of its own,
+    /// and a digest key needs no text made per request.
+    let remembered: VerifiedKeyCache<SHA256Digest>
 
     public init(controlURL: String, serviceSecret: String, httpClient: HTTPClient, cacheLifetime: Duration = .zero) {
         self.endpoint = (controlURL.hasSuffix("/") ? String(controlURL.dropLast()) : controlURL) + "/auth/introspect"
@@ -94,9 +96,9 @@ public struct IntrospectionClient: CredentialVerifier {
     }
 
     public func verify(bearer: String) async throws -> Principal {
-        if let principal = rememberedPrincipal(bearer: bearer) { return principal }
         let digest = SHA256.hash(data: Array(bearer.utf8))
         let now = Date()
+        if let principal = remembered.principal(keyID: digest, secretDigest: digest, now: now) { return principal }
         let answer = try await introspect(bearer)
         guard answer.active, let sub = answer.sub, let username = answer.username, let role = answer.gantryRole else {
             throw GantryError(.unauthorized, "invalid API key", code: "invalid_api_key")
@@ -105,13 +107,13 @@ public struct IntrospectionClient: CredentialVerifier {
         let principal = Principal(
             userID: sub, userName: username, role: role, credential: credential, allowedDeployments: answer.gantryDeployments,
             keyLimits: answer.gantryLimits)
-        remembered.remember(principal, keyID: digest.description, secretDigest: digest, keyExpiry: nil, now: now)
+        remembered.remember(principal, keyID: digest, secretDigest: digest, keyExpiry: nil, now: now)
         return principal
     }
 
     public func rememberedPrincipal(bearer: String) -> Principal? {
         let digest = SHA256.hash(data: Array(bearer.utf8))
-        return remembered.principal(keyID: digest.description, secretDigest: digest, now: Date())
+        return remembered.principal(keyID: digest, secretDigest: digest, now: Date())
     }
 
     public func verify(sessionToken: String) async throws -> Principal {

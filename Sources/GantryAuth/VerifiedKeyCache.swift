@@ -3,11 +3,11 @@ import Foundation
 import GantryCore
 import Synchronization
 
-/// API keys verified recently, by key id and the SHA-256 of the presented secret (never the
-/// secret), each remembered for `lifetime` and never past the key's own expiry. Bounded: when
-/// full, expired entries go, and if none has expired everything goes (a burst of new keys costs
-/// store reads, never memory).
-final class VerifiedKeyCache: Sendable {
+/// API keys verified recently, by a key (the key id, or the digest of a whole token) and the
+/// SHA-256 of the presented secret (never the secret), each remembered for `lifetime` and never
+/// past the key's own expiry. Bounded: when full, expired entries go, and if none has expired
+/// everything goes (a burst of new keys costs store reads, never memory).
+final class VerifiedKeyCache<Key: Hashable & Sendable>: Sendable {
     struct Entry {
         var principal: Principal
         /// Compared as bytes (in constant time): a hex string per check cost a noticeable share
@@ -18,14 +18,14 @@ final class VerifiedKeyCache: Sendable {
 
     let lifetime: TimeInterval
     let capacity: Int
-    private let entries = Mutex<[String: Entry]>([:])
+    private let entries = Mutex<[Key: Entry]>([:])
 
     init(lifetime: Duration, capacity: Int = 10_000) {
         self.lifetime = lifetime.inSeconds
         self.capacity = capacity
     }
 
-    func principal(keyID: String, secretDigest: SHA256Digest, now: Date) -> Principal? {
+    func principal(keyID: Key, secretDigest: SHA256Digest, now: Date) -> Principal? {
         guard lifetime > 0 else { return nil }
         return entries.withLock { entries in
             // swift-crypto compares digests in constant time.
@@ -35,7 +35,7 @@ final class VerifiedKeyCache: Sendable {
         }
     }
 
-    func remember(_ principal: Principal, keyID: String, secretDigest: SHA256Digest, keyExpiry: Date?, now: Date) {
+    func remember(_ principal: Principal, keyID: Key, secretDigest: SHA256Digest, keyExpiry: Date?, now: Date) {
         guard lifetime > 0 else { return }
         let until = min(now.addingTimeInterval(lifetime), keyExpiry ?? .distantFuture)
         entries.withLock { entries in
