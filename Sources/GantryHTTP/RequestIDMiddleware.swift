@@ -31,7 +31,12 @@ public enum RequestID {
     /// The caller's id when it is short and printable, else a new one (for the router's
     /// middleware and the direct relay alike).
     public static func of(_ fields: HTTPFields) -> String {
-        acceptable(fields[headerName]) ?? Identifier.randomUUIDString()
+        of(headerValue: fields[headerName])
+    }
+
+    /// The same, from the header's value as read.
+    public static func of(headerValue value: String?) -> String {
+        acceptable(value) ?? Identifier.randomUUIDString()
     }
 
     static func acceptable(_ value: String?) -> String? {

@@ -21,8 +21,10 @@ protocol DirectClient: AnyObject {
     func writeEnd()
     func flush()
 
-    /// The exchange gave up before any side effect: the router serves the request instead.
-    func handToRouter(_ head: HTTPRequest, body: ByteBuffer)
-    /// The exchange wrote its whole answer (or the client left).
-    func exchangeFinished(closeConnection: Bool)
+    /// The exchange gave up before any side effect: the router serves the request instead, as
+    /// the client kept it.
+    func handToRouter()
+    /// The exchange wrote its whole answer (or the client left); the client closes the
+    /// connection if its request asked for that.
+    func exchangeFinished()
 }

@@ -11,11 +11,12 @@ import NIOCore
 final class DirectExchange {
     let client: any DirectClient
     let relay: DirectRelay
-    let head: HTTPRequest
     let endpoint: InferenceEndpoint
+    /// The request's `Authorization` value, as it came.
+    let authorization: String?
+    let requestID: String
     let body: ByteBuffer
     let started = ContinuousClock.now
-    let requestID: String
 
     private var parsed: InferenceRequest?
     private var entry: RouteEntry?
@@ -37,13 +38,13 @@ final class DirectExchange {
     private var stream: StreamMeter?
     private var finished = false
 
-    init(client: any DirectClient, head: HTTPRequest, endpoint: InferenceEndpoint, body: ByteBuffer) {
+    init(client: any DirectClient, endpoint: InferenceEndpoint, authorization: String?, requestID: String, body: ByteBuffer) {
         self.client = client
         self.relay = client.relay
-        self.head = head
         self.endpoint = endpoint
+        self.authorization = authorization
+        self.requestID = requestID
         self.body = body
-        self.requestID = RequestID.of(head.headerFields)
     }
 
     private var eventLoop: any EventLoop { client.pool.eventLoop }
@@ -51,7 +52,7 @@ final class DirectExchange {
     // MARK: - Admission
 
     func begin() {
-        guard let bearer = head.headerFields[.authorization].flatMap(BearerCredential.credential(fromAuthorization:))
+        guard let bearer = authorization.flatMap(BearerCredential.credential(fromAuthorization:))
         else { return handToRouter() }
         if relay.addressBlocked(client.clientAddress) { return handToRouter() }
         if let principal = relay.verifier.rememberedPrincipal(bearer: bearer) { return authenticated(principal) }
@@ -130,7 +131,7 @@ final class DirectExchange {
 
     private func handToRouter() {
         finished = true
-        client.handToRouter(head, body: body)
+        client.handToRouter()
     }
 
     // MARK: - The engine
@@ -365,6 +366,6 @@ final class DirectExchange {
             }
             AccessLog.log(logger, method: "POST", path: endpoint.path, status: status, duration: duration)
         }
-        client.exchangeFinished(closeConnection: head.headerFields[.connection]?.lowercased() == "close")
+        client.exchangeFinished()
     }
 }

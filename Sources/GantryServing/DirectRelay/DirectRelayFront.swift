@@ -30,8 +30,9 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     /// The head of the request whose body is still arriving.
     private var waitingHead: DirectRequestHead?
     private var exchange: DirectExchange?
-    /// The running exchange's request as it arrived, to hand on unchanged if the router must answer.
-    private var currentRequest: ByteBuffer?
+    /// The running exchange's request as it arrived, to hand on unchanged if the router must
+    /// answer, and whether it asked for the connection to close after its answer.
+    private var current: (request: ByteBuffer, closeAfter: Bool)?
     /// Whether the answer being written is chunked (no `Content-Length`).
     private var chunked = false
     /// Graceful shutdown asked for the connection to close: after the answer being served.
@@ -73,14 +74,10 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
             return
         }
         waitingHead = nil
-        currentRequest = request
-        var fields = HTTPFields()
-        if let authorization = head.authorization { fields.append(HTTPField(name: .authorization, value: authorization)) }
-        if let requestID = head.requestID { fields.append(HTTPField(name: RequestID.headerName, value: requestID)) }
-        if head.closeAfter { fields.append(HTTPField(name: .connection, value: "close")) }
+        current = (request, head.closeAfter)
         let exchange = DirectExchange(
-            client: self, head: HTTPRequest(method: .post, scheme: nil, authority: nil, path: head.path, headerFields: fields),
-            endpoint: head.endpoint,
+            client: self, endpoint: head.endpoint, authorization: head.authorization,
+            requestID: RequestID.of(headerValue: head.requestID),
             body: request.getSlice(at: request.readerIndex + head.length, length: head.contentLength)!)
         self.exchange = exchange
         exchange.begin()
@@ -91,7 +88,7 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     private func handOn(context: ChannelHandlerContext, first: ByteBuffer?) {
         handedOn = true
         waitingHead = nil
-        currentRequest = nil
+        current = nil
         if let first {
             behind.routeNextToRouter = true
             context.fireChannelRead(wrapInboundOut(first))
@@ -145,17 +142,17 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     private(set) lazy var clientAddress: String = context?.channel.remoteAddress?.ipAddress ?? "unknown"
     var clientWritable: Bool { context?.channel.isWritable ?? false }
 
-    func handToRouter(_ head: HTTPRequest, body: ByteBuffer) {
+    func handToRouter() {
         exchange = nil
         guard let context, !clientGone else { return }
-        handOn(context: context, first: currentRequest)
+        handOn(context: context, first: current?.request)
     }
 
-    func exchangeFinished(closeConnection: Bool) {
+    func exchangeFinished() {
         exchange = nil
-        currentRequest = nil
+        let closeAfter = current.take()?.closeAfter ?? false
         guard let context, !clientGone else { return }
-        if closeConnection { return context.close(promise: nil) }
+        if closeAfter { return context.close(promise: nil) }
         // A whole pipelined request is still served after graceful shutdown began; then the close.
         serveReceived(context: context)
         if closeWhenDone, !handedOn, exchange == nil { return context.close(promise: nil) }

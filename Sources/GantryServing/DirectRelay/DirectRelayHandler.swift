@@ -1,3 +1,4 @@
+import GantryHTTP
 import HTTPTypes
 import NIOCore
 import NIOHTTPTypes
@@ -37,6 +38,8 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
     private var readHeld = false
     private(set) var context: ChannelHandlerContext?
     private var exchange: DirectExchange?
+    /// The running exchange's request, for the router if the exchange hands it back.
+    private var exchangeRequest: (head: HTTPRequest, body: ByteBuffer)?
     private(set) var clientGone = false
     /// The next request is one the front's exchange handed to the router: it goes there directly.
     var routeNextToRouter = false
@@ -83,8 +86,11 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
                 }
             case .end:
                 state = .busy
-                let exchange = DirectExchange(client: self, head: head, endpoint: endpoint, body: body)
+                let exchange = DirectExchange(
+                    client: self, endpoint: endpoint, authorization: head.headerFields[.authorization],
+                    requestID: RequestID.of(head.headerFields), body: body)
                 self.exchange = exchange
+                exchangeRequest = (head, body)
                 exchange.begin()
             case .head:
                 // A new head before the end: not HTTP; let the router deal with it.
@@ -118,19 +124,20 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
         if end { context.fireChannelRead(wrapInboundOut(.end(nil))) }
     }
 
-    func handToRouter(_ head: HTTPRequest, body: ByteBuffer) {
+    func handToRouter() {
         exchange = nil
-        guard let context, !clientGone else { return }
+        guard let context, !clientGone, let (head, body) = exchangeRequest.take() else { return }
         state = .idle
         pass(head, body: body, end: true, context: context)
         resume(context: context)
     }
 
-    func exchangeFinished(closeConnection: Bool) {
+    func exchangeFinished() {
         exchange = nil
+        let closeAfter = exchangeRequest.take()?.head.headerFields[.connection]?.lowercased() == "close"
         guard let context, !clientGone else { return }
         state = .idle
-        if closeConnection {
+        if closeAfter {
             context.close(promise: nil)
             return
         }
