@@ -84,9 +84,9 @@ final class EnginePool {
     /// An idle connection to `endpoint` at once, or a new one when it is connected.
     func connection(to endpoint: String, _ done: @escaping (Result<EngineConnection, any Error>) -> Void) {
         let now = NIODeadline.now()
-        while var connections = idle[endpoint] {
-            let (fresh, stale) = connections.take(now: now)
-            idle[endpoint] = connections.isEmpty ? nil : connections
+        // Mutated in place in the dictionary: a copy out and back would copy the list each time.
+        while let (fresh, stale) = idle[endpoint]?.take(now: now) {
+            if idle[endpoint]?.isEmpty == true { idle[endpoint] = nil }
             for connection in stale { connection.channel.close(promise: nil) }
             guard let fresh else { break }
             if fresh.channel.isActive { return done(.success(fresh)) }
@@ -132,15 +132,15 @@ final class EnginePool {
         connection.exchange = nil
         guard connection.channel.isActive else { return }
         let now = NIODeadline.now()
-        var connections = idle[connection.endpoint] ?? IdleConnections(limit: idleLimit)
+        let endpoint = connection.endpoint
         // Those left idle too long go now, not only when the engine is next used.
-        for stale in connections.removeStale(now: now) { stale.channel.close(promise: nil) }
-        if connections.count < Self.maxIdlePerEndpoint {
-            connections.add(connection, now: now)
+        for stale in idle[endpoint]?.removeStale(now: now) ?? [] { stale.channel.close(promise: nil) }
+        if idle[endpoint]?.count ?? 0 < Self.maxIdlePerEndpoint {
+            idle[endpoint, default: IdleConnections(limit: idleLimit)].add(connection, now: now)
         } else {
             connection.channel.close(promise: nil)
         }
-        idle[connection.endpoint] = connections.isEmpty ? nil : connections
+        if idle[endpoint]?.isEmpty == true { idle[endpoint] = nil }
     }
 
     private func closed(_ connection: EngineConnection) {
