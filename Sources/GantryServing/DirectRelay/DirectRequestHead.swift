@@ -41,7 +41,10 @@ struct DirectRequestHead: Equatable {
         for index in 0..<min(bytes.count, methodAndSlash.count) where bytes[index] != methodAndSlash[index] {
             return .notDirect
         }
-        guard let length = headLength(bytes) else { return bytes.count >= maxBytes ? .notDirect : .needMore }
+        guard let blankLine = HTTPHeadBytes.blankLine(in: bytes, limit: maxBytes) else {
+            return bytes.count >= maxBytes ? .notDirect : .needMore
+        }
+        let length = blankLine + 4
 
         // The request line: POST, the target, HTTP/1.1.
         guard let lineEnd = endOfLine(bytes, from: 0), lineEnd > methodAndSlash.count + version.count else {
@@ -68,26 +71,23 @@ struct DirectRequestHead: Equatable {
             case nil:
                 continue
             case .contentLength:
-                guard head.contentLength < 0, let value = field.decimalValue(bytes), value <= maxBodyBytes else {
-                    return .notDirect
-                }
+                guard head.contentLength < 0, let value = HTTPHeadBytes.decimal(field.value, maxDigits: 10), value <= maxBodyBytes
+                else { return .notDirect }
                 head.contentLength = value
             case .host:
                 guard !sawHost else { return .notDirect }
                 sawHost = true
             case .authorization:
                 guard head.authorization == nil else { return .notDirect }
-                head.authorization = field.value(bytes)
+                head.authorization = field.text
             case .requestID:
                 guard head.requestID == nil else { return .notDirect }
-                head.requestID = field.value(bytes)
+                head.requestID = field.text
             case .connection:
-                for token in field.value(bytes).split(separator: ",") {
-                    switch token.trimmingSpaces.lowercased() {
-                    case "close": head.closeAfter = true
-                    case "upgrade": return .notDirect
-                    default: continue
-                    }
+                for token in field.value.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) {
+                    let token = HTTPHeadBytes.trimmed(token)
+                    if HTTPHeadBytes.equalsIgnoringCase(token, "close") { head.closeAfter = true }
+                    if HTTPHeadBytes.equalsIgnoringCase(token, "upgrade") { return .notDirect }
                 }
             case .transferEncoding, .expect, .upgrade:
                 return .notDirect
@@ -95,19 +95,6 @@ struct DirectRequestHead: Equatable {
         }
         guard sawHost, head.contentLength >= 0 else { return .notDirect }
         return .head(head)
-    }
-
-    /// Where the head ends (after its blank line), looked for within `maxBytes`.
-    private static func headLength(_ bytes: UnsafeRawBufferPointer) -> Int? {
-        let limit = min(bytes.count, maxBytes)
-        var index = 3
-        while index < limit {
-            if bytes[index] == lf, bytes[index - 1] == cr, bytes[index - 2] == lf, bytes[index - 3] == cr {
-                return index + 1
-            }
-            index += 1
-        }
-        return nil
     }
 
     /// The index of the CR of the CRLF ending the line at `start`; nil for a bare CR or LF
@@ -132,8 +119,8 @@ private struct HeaderLine {
         case contentLength, host, authorization, requestID, connection, transferEncoding, expect, upgrade
     }
 
-    let valueStart: Int
-    let valueEnd: Int
+    /// Without the spaces and tabs around it.
+    let value: HTTPHeadBytes.Bytes
     let known: Known?
 
     init?(_ bytes: UnsafeRawBufferPointer, start: Int, end: Int) {
@@ -143,49 +130,21 @@ private struct HeaderLine {
             colon += 1
         }
         guard colon < end, colon > start else { return nil }
-        var valueStart = colon + 1
-        var valueEnd = end
-        while valueStart < valueEnd, bytes[valueStart] == 0x20 || bytes[valueStart] == 0x09 { valueStart += 1 }
-        while valueEnd > valueStart, bytes[valueEnd - 1] == 0x20 || bytes[valueEnd - 1] == 0x09 { valueEnd -= 1 }
-        for index in valueStart..<valueEnd where (bytes[index] < 0x20 && bytes[index] != 0x09) || bytes[index] == 0x7F {
-            return nil
-        }
-        self.valueStart = valueStart
-        self.valueEnd = valueEnd
-        self.known = Self.known(UnsafeRawBufferPointer(rebasing: bytes[start..<colon]))
+        value = HTTPHeadBytes.trimmed(bytes[(colon + 1)..<end])
+        guard !value.contains(where: { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F }) else { return nil }
+        known = Self.known(bytes[start..<colon])
     }
 
-    func value(_ bytes: UnsafeRawBufferPointer) -> String {
-        String(decoding: UnsafeRawBufferPointer(rebasing: bytes[valueStart..<valueEnd]), as: UTF8.self)
-    }
+    var text: String { String(decoding: value, as: UTF8.self) }
 
-    /// Digits only, at most ten of them.
-    func decimalValue(_ bytes: UnsafeRawBufferPointer) -> Int? {
-        guard valueEnd > valueStart, valueEnd - valueStart <= 10 else { return nil }
-        var value = 0
-        for index in valueStart..<valueEnd {
-            let digit = bytes[index] &- UInt8(ascii: "0")
-            guard digit < 10 else { return nil }
-            value = value * 10 + Int(digit)
-        }
-        return value
-    }
+    private static let names: [(name: StaticString, known: Known)] = [
+        ("content-length", .contentLength), ("host", .host), ("authorization", .authorization),
+        ("x-request-id", .requestID), ("connection", .connection), ("transfer-encoding", .transferEncoding),
+        ("expect", .expect), ("upgrade", .upgrade),
+    ]
 
-    private static let names: [(name: [UInt8], known: Known)] = {
-        let names: [(String, Known)] = [
-            ("content-length", .contentLength), ("host", .host), ("authorization", .authorization),
-            ("x-request-id", .requestID), ("connection", .connection), ("transfer-encoding", .transferEncoding),
-            ("expect", .expect), ("upgrade", .upgrade),
-        ]
-        return names.map { (Array($0.0.utf8), $0.1) }
-    }()
-
-    private static func known(_ name: UnsafeRawBufferPointer) -> Known? {
-        candidates: for candidate in names where candidate.name.count == name.count {
-            for index in 0..<name.count where name[index] | 0x20 != candidate.name[index] { continue candidates }
-            return candidate.known
-        }
-        return nil
+    private static func known(_ name: HTTPHeadBytes.Bytes) -> Known? {
+        names.first { HTTPHeadBytes.equalsIgnoringCase(name, $0.name) }?.known
     }
 
     /// RFC 9110's tchar.
@@ -196,14 +155,5 @@ private struct HeaderLine {
         default:
             return "!#$%&'*+-.^_`|~".utf8.contains(byte)
         }
-    }
-}
-
-extension Substring {
-    fileprivate var trimmingSpaces: Substring {
-        var text = self
-        while text.first == " " || text.first == "\t" { text.removeFirst() }
-        while text.last == " " || text.last == "\t" { text.removeLast() }
-        return text
     }
 }

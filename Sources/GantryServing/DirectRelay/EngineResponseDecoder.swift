@@ -45,7 +45,7 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         switch state {
         case .head:
-            guard let headEnd = Self.find(crlfcrlf: buffer) else {
+            guard let headEnd = buffer.withUnsafeReadableBytes({ HTTPHeadBytes.blankLine(in: $0) }) else {
                 if buffer.readableBytes > Self.maxHeadBytes {
                     throw EngineResponseError(description: "the engine's response head is over 64 KiB")
                 }
@@ -162,18 +162,20 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
                     throw EngineResponseError(description: "a header line without a colon")
                 }
                 let name = line[line.startIndex..<colon]
-                let value = trimmed(line[(colon + 1)...])
-                if equalsIgnoringCase(name, "content-length") {
-                    guard let length = decimal(value), contentLength == nil || contentLength == length else {
+                let value = HTTPHeadBytes.trimmed(line[(colon + 1)...])
+                if HTTPHeadBytes.equalsIgnoringCase(name, "content-length") {
+                    guard let length = HTTPHeadBytes.decimal(value, maxDigits: 18),
+                        contentLength == nil || contentLength == length
+                    else {
                         throw EngineResponseError(description: "a malformed or conflicting content-length")
                     }
                     contentLength = length
-                } else if equalsIgnoringCase(name, "transfer-encoding") {
-                    chunked = endsWithIgnoringCase(value, "chunked")
-                } else if equalsIgnoringCase(name, "connection") {
-                    if containsIgnoringCase(value, "close") { head.keepAlive = false }
-                    if containsIgnoringCase(value, "keep-alive") { head.keepAlive = true }
-                } else if equalsIgnoringCase(name, "content-type") {
+                } else if HTTPHeadBytes.equalsIgnoringCase(name, "transfer-encoding") {
+                    chunked = HTTPHeadBytes.endsWithIgnoringCase(value, "chunked")
+                } else if HTTPHeadBytes.equalsIgnoringCase(name, "connection") {
+                    if HTTPHeadBytes.containsIgnoringCase(value, "close") { head.keepAlive = false }
+                    if HTTPHeadBytes.containsIgnoringCase(value, "keep-alive") { head.keepAlive = true }
+                } else if HTTPHeadBytes.equalsIgnoringCase(name, "content-type") {
                     head.contentType = String(decoding: value, as: UTF8.self)
                 }
             }
@@ -182,20 +184,6 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
             if chunked { contentLength = nil }
             if !chunked, contentLength == nil { head.keepAlive = false }
             return ParsedHead(head: head, chunked: chunked, contentLength: contentLength)
-        }
-    }
-
-    /// The head's length before its blank line, if the buffer holds all of it.
-    static func find(crlfcrlf buffer: ByteBuffer) -> Int? {
-        buffer.withUnsafeReadableBytes { raw -> Int? in
-            guard raw.count >= 4 else { return nil }
-            var index = 3
-            while index < raw.count {
-                // Step by the last byte of the pattern: most bytes are not "\n".
-                if raw[index] == 10, raw[index - 1] == 13, raw[index - 2] == 10, raw[index - 3] == 13 { return index - 3 }
-                index += raw[index] == 10 ? 1 : (raw[index] == 13 ? 1 : 2)
-            }
-            return nil
         }
     }
 
@@ -239,52 +227,6 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
         }
         guard digits > 0 else { throw EngineResponseError(description: "a malformed chunk size") }
         return size
-    }
-
-    private static func trimmed(_ bytes: UnsafeRawBufferPointer.SubSequence) -> UnsafeRawBufferPointer.SubSequence {
-        var start = bytes.startIndex
-        var end = bytes.endIndex
-        while start < end, bytes[start] == 32 || bytes[start] == 9 { start += 1 }
-        while end > start, bytes[end - 1] == 32 || bytes[end - 1] == 9 { end -= 1 }
-        return bytes[start..<end]
-    }
-
-    private static func decimal(_ bytes: UnsafeRawBufferPointer.SubSequence) -> Int? {
-        guard !bytes.isEmpty, bytes.count <= 18 else { return nil }
-        var value = 0
-        for byte in bytes {
-            guard (48...57).contains(byte) else { return nil }
-            value = value * 10 + Int(byte - 48)
-        }
-        return value
-    }
-
-    private static func lower(_ byte: UInt8) -> UInt8 { (65...90).contains(byte) ? byte | 0x20 : byte }
-
-    private static func equalsIgnoringCase(_ bytes: UnsafeRawBufferPointer.SubSequence, _ lowercase: StaticString) -> Bool {
-        guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
-        let expected = UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
-        return zip(bytes, expected).allSatisfy { lower($0) == $1 }
-    }
-
-    private static func endsWithIgnoringCase(_ bytes: UnsafeRawBufferPointer.SubSequence, _ lowercase: StaticString)
-        -> Bool
-    {
-        let count = lowercase.utf8CodeUnitCount
-        guard bytes.count >= count else { return false }
-        return equalsIgnoringCase(bytes[(bytes.endIndex - count)...], lowercase)
-    }
-
-    private static func containsIgnoringCase(_ bytes: UnsafeRawBufferPointer.SubSequence, _ lowercase: StaticString)
-        -> Bool
-    {
-        let count = lowercase.utf8CodeUnitCount
-        guard bytes.count >= count else { return false }
-        for start in bytes.startIndex...(bytes.endIndex - count)
-        where equalsIgnoringCase(bytes[start..<(start + count)], lowercase) {
-            return true
-        }
-        return false
     }
 
     /// The CRLF-separated lines of a head.
