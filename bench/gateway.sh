@@ -33,8 +33,7 @@ STREAMS=${STREAMS:-1000}
 STREAM_DELAY_MS=${STREAM_DELAY_MS:-200}
 STREAM_EVENTS_HELD=${STREAM_EVENTS_HELD:-50}
 STREAM_EVENTS=16
-LITELLM_VERSION=${LITELLM_VERSION:-1.108.7}
-LITELLM_VENV=${LITELLM_VENV:-$HOME/.cache/gantry/bench/litellm-venv}
+LITELLM_VERSION=$(sed -n 's/^litellm\[proxy\]==\([^ ]*\).*/\1/p' scripts/peers/litellm.txt)
 TOKEN_RUNS=${TOKEN_RUNS:-3}
 TOKEN_STREAMS=${TOKEN_STREAMS:-4}
 MAX_TOKENS=${MAX_TOKENS:-128}
@@ -58,10 +57,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-if [ "${SKIP_LITELLM:-0}" != 1 ] && ! "$LITELLM_VENV/bin/python" -c 'import litellm.proxy.proxy_server' 2>/dev/null; then
-  step "installing litellm[proxy]==$LITELLM_VERSION into $LITELLM_VENV (once)"
-  python3 -m venv "$LITELLM_VENV"
-  "$LITELLM_VENV/bin/pip" install --quiet "litellm[proxy]==$LITELLM_VERSION" || fail "pip install litellm failed"
+if [ "${SKIP_LITELLM:-0}" != 1 ]; then
+  # LiteLLM's proxy at its pin (scripts/peers/litellm.txt), in an environment of the project's own.
+  ensure_python_env litellm scripts/peers/litellm.txt || fail "installing litellm failed"
+  LITELLM_VENV=$PY_ENV
 fi
 
 if [ "${BUILD:-1}" != 0 ]; then

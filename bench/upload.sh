@@ -17,6 +17,7 @@ GANTRY=${GANTRY:-.build/release/gantry}
 [ -x "$GANTRY" ] || GANTRY=.build/debug/gantry
 [ -x "$GANTRY" ] || { echo "build gantry first: swift build -c release" >&2; exit 1; }
 
+ensure_test_peers   # moto and boto3 at their pins, in the project's environment; python3 is its interpreter
 start_moto
 WORK=$(mktemp -d /tmp/gantry-bench.XXXXXX)
 on_exit "rm -rf '$WORK' || true"

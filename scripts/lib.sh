@@ -11,27 +11,51 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# cmake and a C++ compiler are needed to build llama-server; install them when missing.
-ensure_build_tools() {
-  local missing=()
-  command -v cmake >/dev/null || missing+=(cmake)
-  command -v c++ >/dev/null || missing+=(g++)
-  [ ${#missing[@]} -eq 0 ] && return 0
-  step "installing ${missing[*]}"
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  elif [[ " ${missing[*]} " == *" cmake "* ]]; then
-    python3 -m pip install --quiet cmake
-  else
-    echo "please install: ${missing[*]}" >&2; return 1
-  fi
+# Where Gantry caches what it builds and fetches (the engine, the demo model, the peers' environments).
+GANTRY_CACHE_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/gantry
+
+# A virtual environment of the project's own with exactly the pins of REQUIREMENTS (and the
+# constraints of LOCK, when given): ensure_python_env NAME REQUIREMENTS [LOCK]. It lives under the
+# cache directory, keyed by a digest of the files and the interpreter's version, so a changed pin
+# makes a new one. Every call checks each installed version against its pin
+# (scripts/peers/check.py); an environment that is missing, incomplete or fails the check is built
+# anew, and one that still fails the check after that stops the run, so a drifting image or a
+# hand-changed environment can never make the suite test something else. Sets PY_ENV to its
+# directory. The system's Python packages are neither used (the environment does not see them)
+# nor changed.
+ensure_python_env() {
+  local name=$1 requirements=$2 lock=${3:-} key files=("$2") constraints=()
+  [ -n "$lock" ] && files+=("$lock") && constraints=(-c "$lock")
+  key=$( (python3 --version; cat "${files[@]}") | sha256sum | cut -c1-12)
+  PY_ENV="$GANTRY_CACHE_DIR/python/$name-$key"
+  if [ -f "$PY_ENV/.complete" ] && "$PY_ENV/bin/python" scripts/peers/check.py "${files[@]}" >&2; then return 0; fi
+  step "installing the pinned $name peers into $PY_ENV"
+  # Each step says `|| return 1`: a caller's `||` turns off `set -e` inside this function.
+  rm -rf "$PY_ENV" || return 1
+  python3 -m venv "$PY_ENV" || return 1
+  "$PY_ENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-virtualenv \
+    -r "$requirements" "${constraints[@]}" || return 1
+  "$PY_ENV/bin/python" scripts/peers/check.py "${files[@]}" >&2 || return 1
+  touch "$PY_ENV/.complete"
 }
 
-# The official OpenAI Python client, which the test suite runs against Gantry (pinned).
-ensure_openai_client() {
-  python3 -c 'import openai; assert openai.__version__ == "3.57.0"' 2>/dev/null && return 0
-  step "installing the openai Python client"
-  python3 -m pip install --quiet "openai==3.57.0"
+# The test peers (moto, nanoidp, the openai client, cmake): sets PEERS to their environment, puts
+# its bin first on PATH (so `python3`, `cmake` and `moto_server` are the pinned ones for every
+# step after this) and exports GANTRY_TEST_PYTHON for the tests that run Python.
+ensure_test_peers() {
+  ensure_python_env test scripts/peers/test.txt scripts/peers/test.lock
+  PEERS=$PY_ENV
+  export PATH="$PEERS/bin:$PATH"
+  export GANTRY_TEST_PYTHON="$PEERS/bin/python"
+}
+
+# A C++ compiler is needed to build llama-server (cmake comes with the test peers); install one
+# when missing.
+ensure_build_tools() {
+  command -v c++ >/dev/null && return 0
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || { echo "please install a C++ compiler (g++)" >&2; return 1; }
+  step "installing g++"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
 }
 
 # Starts a throwaway PostgreSQL cluster on a free port; exports PG_URL; removes it on exit.
@@ -62,7 +86,6 @@ stop_private_postgres() {
 # users; exports GANTRY_TEST_OIDC_*; stops it on exit. Users: alice / alice-pw (group
 # gantry-admins) and bob / bob-pw.
 start_nanoidp() {
-  python3 -c 'import nanoidp' 2>/dev/null || { step "installing nanoidp"; python3 -m pip install --quiet "nanoidp==3.4.0"; }
   IDP_DIR=$(mktemp -d /tmp/gantry-idp.XXXXXX)
   IDP_PORT=$(free_port)
   local secret management
@@ -113,7 +136,7 @@ users:
       name: "Bob Builder"
 YAML
   step "starting nanoidp (OIDC provider) on 127.0.0.1:$IDP_PORT"
-  (cd "$IDP_DIR" && exec python3 -m nanoidp --config "$IDP_DIR/config" --host 127.0.0.1 --port "$IDP_PORT" >"$IDP_DIR/log" 2>&1) &
+  (cd "$IDP_DIR" && exec "$PEERS/bin/python" -m nanoidp --config "$IDP_DIR/config" --host 127.0.0.1 --port "$IDP_PORT" >"$IDP_DIR/log" 2>&1) &
   IDP_PID=$!
   on_exit stop_nanoidp
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$IDP_PORT/health" >/dev/null && break; sleep 0.1; done
@@ -139,18 +162,17 @@ stop_nanoidp() {
 # GANTRY_TEST_S3_ACCESS_KEY_ID and GANTRY_TEST_S3_SECRET_ACCESS_KEY; stops moto on exit. Each test
 # run makes its own bucket.
 start_moto() {
-  command -v moto_server >/dev/null || { step "installing moto"; python3 -m pip install --quiet "moto[server]==5.2.5"; }
   MOTO_DIR=$(mktemp -d /tmp/gantry-moto.XXXXXX)
   MOTO_PORT=$(free_port)
   step "starting moto (S3) on 127.0.0.1:$MOTO_PORT"
-  (cd "$MOTO_DIR" && INITIAL_NO_AUTH_ACTION_COUNT=3 exec moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_DIR/log" 2>&1) &
+  (cd "$MOTO_DIR" && INITIAL_NO_AUTH_ACTION_COUNT=3 exec "$PEERS/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_DIR/log" 2>&1) &
   MOTO_PID=$!
   on_exit stop_moto
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" && break; sleep 0.1; done
   curl -s -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" || { tail -n 20 "$MOTO_DIR/log" >&2; echo "moto did not start" >&2; return 1; }
   local key
-  # boto3 comes with moto.
-  key=$(python3 - "http://127.0.0.1:$MOTO_PORT" <<'PY'
+  # boto3 comes with moto, in the peers' environment.
+  key=$("$PEERS/bin/python" - "http://127.0.0.1:$MOTO_PORT" <<'PY'
 import json, sys, boto3
 iam = boto3.client("iam", endpoint_url=sys.argv[1], region_name="us-east-1",
                    aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")

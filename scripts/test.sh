@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Runs every test of Gantry with the real services they need:
+#   - the test peers from PyPI (scripts/peers/test.txt: moto, nanoidp, the openai client, cmake),
+#     installed at their pinned versions into a virtual environment of the project's own under
+#     the cache directory, checked by version on every run, and used only from there;
 #   - a private PostgreSQL cluster (initdb into a temporary directory, a free port, removed on exit);
 #   - nanoidp, a real OpenID Connect provider from PyPI, on a free port;
 #   - moto, an S3-compatible server from PyPI that checks request signatures, on a free port;
 #   - llama.cpp's llama-server, built once into the cache by `gantry engines install llama-cpp`;
 #   - the demo model (SmolLM2-135M-Instruct GGUF), fetched and verified into the cache;
-#   - the official `openai` Python client from PyPI, which OpenAIClientTests runs against Gantry.
+#   - the official `openai` Python client, which OpenAIClientTests runs against Gantry.
 # Then `swift test`, then end-to-end tests of the real `gantry` binary: the all-in-one smoke test
 # and split roles (a control process behind two gateway processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
+ensure_test_peers       # sets PEERS; its bin goes first on PATH; exports GANTRY_TEST_PYTHON
 ensure_build_tools
 step "building gantry and its tests"
 swift build --build-tests
@@ -25,7 +29,6 @@ MODEL=$("$GANTRY" demo-model | tail -n 1)
 start_private_postgres   # sets PG_URL; the cluster is removed on exit
 start_nanoidp            # exports GANTRY_TEST_OIDC_*; stopped on exit
 start_moto               # exports GANTRY_TEST_S3_*; stopped on exit
-ensure_openai_client     # the official client, run by OpenAIClientTests
 
 export GANTRY_TEST_POSTGRES_URL="$PG_URL"
 export GANTRY_TEST_LLAMA_SERVER="$LLAMA_SERVER"

@@ -35,19 +35,36 @@ public final class SQLStore: Sendable {
             } else {
                 storage = .memory
             }
-            let connection = try await SQLiteConnection.open(
-                storage: storage, threadPool: .singleton, logger: logger,
-                on: MultiThreadedEventLoopGroup.singleton.any())
+            // SQLite's calls block, so they run on a thread of the store's own. NIO's shared
+            // blocking pool has one thread per core and is also where file-system calls (and
+            // anything else that blocks) wait; a query queued behind them stalled every request
+            // that needed the database. One thread is enough: the store has one connection and
+            // runs one statement at a time.
+            let threadPool = NIOThreadPool(numberOfThreads: 1)
+            threadPool.start()
+            let connection: SQLiteConnection
+            do {
+                connection = try await SQLiteConnection.open(
+                    storage: storage, threadPool: threadPool, logger: logger,
+                    on: MultiThreadedEventLoopGroup.singleton.any())
+            } catch {
+                try? await threadPool.shutdownGracefully()
+                throw error
+            }
+            let close: @Sendable () async throws -> Void = {
+                defer { threadPool.shutdownGracefully { _ in } }
+                try await connection.close().get()
+            }
             let database = SerialSQLiteDatabase(base: connection.sql(), lock: AsyncLock())
             do {
                 try await database.raw("PRAGMA journal_mode=WAL").run()
                 try await database.raw("PRAGMA busy_timeout=5000").run()
                 try await database.raw("PRAGMA foreign_keys=ON").run()
             } catch {
-                try? await connection.close().get()
+                try? await close()
                 throw error
             }
-            return SQLStore(database: database, location: location) { try await connection.close().get() }
+            return SQLStore(database: database, location: location, close: close)
         case .postgres(let url):
             let configuration: SQLPostgresConfiguration
             do {

@@ -15,6 +15,9 @@ public enum TestEnvironment {
     public static let s3AccessKeyID = "GANTRY_TEST_S3_ACCESS_KEY_ID"
     /// The secret of ``s3AccessKeyID``.
     public static let s3SecretAccessKey = "GANTRY_TEST_S3_SECRET_ACCESS_KEY"
+    /// The interpreter of the test peers' environment (scripts/peers/test.txt), with the pinned
+    /// `openai` client; never the system's python3.
+    public static let python = "GANTRY_TEST_PYTHON"
 
     public struct Missing: Error, CustomStringConvertible {
         public var name: String

@@ -237,6 +237,35 @@ struct DirectRelayTests {
         }
     }
 
+    @Test("clients waiting in blocking reads hold none of the threads the server needs to answer them")
+    func waitingReadersDoNotStarveTheServer() async throws {
+        let test = try await TestServer.make()
+        try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
+            await dataPlane.publish(test, endpoint: endpoint)
+            // A key never used yet: the first request must verify it, a read of the database.
+            let (_, key) = try await dataPlane.userKey(test)
+            try await dataPlane.live(test) { base in
+                let port = try #require(Int(base.split(separator: ":").last ?? ""))
+                // More readers than NIO's shared blocking pool has threads, all waiting before any
+                // request is sent. When test reads ran on that pool they took every thread the
+                // server's database needed, and every read waited for its 10 s timeout.
+                let count = NIOSingletons.blockingPoolThreadCountSuggestion + 1
+                let connections = try (0..<count).map { _ in try RawHTTPConnection(port: port) }
+                let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                    for connection in connections {
+                        group.addTask { try await connection.answer().status }
+                    }
+                    try await Task.sleep(for: .milliseconds(200))
+                    for (index, connection) in connections.enumerated() {
+                        try connection.send(Self.post(DataPlaneTests.chat, key: key, id: "waiting-\(index)"))
+                    }
+                    return try await group.reduce(into: [Int]()) { $0.append($1) }
+                }
+                #expect(statuses == Array(repeating: 200, count: count))
+            }
+        }
+    }
+
     @Test("requests whose heads the front leaves to the codec are served as before; split heads and Connection: close")
     func framing() async throws {
         let test = try await TestServer.make()

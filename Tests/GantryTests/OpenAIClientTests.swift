@@ -6,7 +6,8 @@ import Hummingbird
 import HummingbirdTesting
 import Testing
 
-/// The official `openai` Python client (PyPI, installed by scripts/test.sh) against Gantry with
+/// The official `openai` Python client (PyPI, pinned in scripts/peers/test.txt and installed by
+/// scripts/test.sh into the test peers' environment) against Gantry with
 /// real llama.cpp engines: chat, streaming with and without usage, completions, embeddings, and
 /// the client's error classes for 400, 401, 404 and 429. The checks are in
 /// Tests/openai-client/check.py; this test deploys what they need and runs them.
@@ -58,7 +59,7 @@ struct OpenAIClientTests {
             let (_, limited) = try await test.server.identity.issueKey(
                 userID: user.id, name: "limited", expiresAt: nil, limits: KeyLimits(requestsPerMinute: 1))
 
-            let output = try Self.runChecks(
+            let output = try await Self.runChecks(
                 environment: [
                     "GANTRY_BASE_URL": base, "GANTRY_KEY": key, "GANTRY_LIMITED_KEY": limited, "GANTRY_CHAT_MODEL": "chat",
                     "GANTRY_EMBED_MODEL": "embed", "GANTRY_CONTEXT_LIMIT": String(Self.contextLimit),
@@ -66,6 +67,8 @@ struct OpenAIClientTests {
             print(output.text)
             #expect(output.status == 0, "openai client checks failed:\n\(output.text)")
             #expect(output.text.contains("checks passed"))
+            let pinned = try Self.pinnedVersion("openai")
+            #expect(output.text.contains("openai client \(pinned)\n"), "the client that ran is the pinned one (\(pinned))")
 
             // What the client did was metered: its chat, stream and completion requests.
             await test.server.usage.flush()
@@ -78,19 +81,30 @@ struct OpenAIClientTests {
         }
     }
 
-    static func runChecks(environment: [String: String]) throws -> (status: Int32, text: String) {
+    /// The version `scripts/peers/test.txt` pins for `package`.
+    static func pinnedVersion(_ package: String) throws -> String {
+        let pins = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("scripts/peers/test.txt")
+        let text = try String(contentsOf: pins, encoding: .utf8)
+        for line in text.split(separator: "\n") where line.hasPrefix(package + "==") {
+            return String(line.dropFirst(package.count + 2).prefix { !$0.isWhitespace })
+        }
+        throw GantryError(.internal, "scripts/peers/test.txt pins no \(package)")
+    }
+
+    /// Runs check.py with the pinned interpreter of the test peers' environment and waits for it
+    /// without blocking a thread: it runs for many seconds, and a blocked thread of the
+    /// cooperative pool (two here) starved the other tests' servers.
+    static func runChecks(environment: [String: String]) async throws -> (status: Int32, text: String) {
+        let python = try TestEnvironment.require(TestEnvironment.python)
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("openai-client/check.py")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script.path]
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        let directory = try TemporaryDirectory()
+        let output = directory.path + "/output"
+        let child = try ChildProcess.spawn(
+            [python, script.path], environment: ProcessInfo.processInfo.environment.merging(environment) { $1 },
+            outputPath: output)
+        let status = await child.wait()
+        return (status, (try? String(contentsOfFile: output, encoding: .utf8)) ?? "")
     }
 }

@@ -8,8 +8,9 @@ import NIOPosix
 
 /// One TCP connection to a test server, written and read as bytes: for what HTTP clients do not
 /// let a test do (pipelining, a head split across writes, odd but valid framing, seeing the
-/// server close the connection). Reads block, so they run on NIO's thread pool: blocking the
-/// test's own thread could starve the servers' tasks on a two-core machine.
+/// server close the connection). Reads block, so they run on threads of the tests' own
+/// (``readers``): blocking the test's own thread could starve the servers' tasks on a two-core
+/// machine.
 final class RawHTTPConnection: @unchecked Sendable {
     struct Answer {
         var status: Int
@@ -18,6 +19,16 @@ final class RawHTTPConnection: @unchecked Sendable {
         var body: String
         var id: String { fields["x-request-id"] ?? "" }
     }
+
+    /// The threads that block in reads. Not NIO's shared blocking pool: that has one thread per
+    /// core (two here), and the server under test runs its SQLite queries and file-system calls
+    /// on it, so two tests waiting in a read held every thread the server needed to answer them,
+    /// and both reads (and every query of every other test) waited for the 10 s read timeout.
+    private static let readers: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 16)
+        pool.start()
+        return pool
+    }()
 
     private let socketFD: Int32
     private var received: [UInt8] = []
@@ -66,17 +77,17 @@ final class RawHTTPConnection: @unchecked Sendable {
 
     /// The next whole answer.
     func answer() async throws -> Answer {
-        try await NIOThreadPool.singleton.runIfActive { try self.blockingAnswer() }
+        try await Self.readers.runIfActive { try self.blockingAnswer() }
     }
 
     /// Reads until `text` has arrived (for a stream's first events), without consuming it.
     func waitFor(_ text: String) async throws {
-        try await NIOThreadPool.singleton.runIfActive { try self.blockingWaitFor(text) }
+        try await Self.readers.runIfActive { try self.blockingWaitFor(text) }
     }
 
     /// Whether the server closed the connection (nothing more arrives, then the end).
     func endsWithoutMore() async throws -> Bool {
-        try await NIOThreadPool.singleton.runIfActive { try self.blockingEndsWithoutMore() }
+        try await Self.readers.runIfActive { try self.blockingEndsWithoutMore() }
     }
 
     private func blockingAnswer() throws -> Answer {

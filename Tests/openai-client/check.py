@@ -9,6 +9,8 @@ import sys
 
 import openai
 
+# OpenAIClientTests compares this with the pin in scripts/peers/test.txt.
+print(f"openai client {openai.__version__}", flush=True)
 base = os.environ["GANTRY_BASE_URL"] + "/v1"
 chat_model = os.environ["GANTRY_CHAT_MODEL"]
 embed_model = os.environ["GANTRY_EMBED_MODEL"]
