@@ -28,14 +28,27 @@ ensure_python_env() {
   [ -n "$lock" ] && files+=("$lock") && constraints=(-c "$lock")
   key=$( (python3 --version; cat "${files[@]}") | sha256sum | cut -c1-12)
   PY_ENV="$GANTRY_CACHE_DIR/python/$name-$key"
-  if [ -f "$PY_ENV/.complete" ] && "$PY_ENV/bin/python" scripts/peers/check.py "${files[@]}" >&2; then return 0; fi
+  mkdir -p "$GANTRY_CACHE_DIR/python" || return 1
+  # Runs on one machine share the environment: one at a time checks or builds it (a second run
+  # that found it wrong while the first rebuilt it would remove it under the first).
+  local lock status=0
+  exec {lock}>"$PY_ENV.lock" || return 1
+  flock -w 900 "$lock" || { echo "waited 15 min for $PY_ENV.lock" >&2; exec {lock}>&-; return 1; }
+  build_python_env "${files[@]}" || status=$?
+  exec {lock}>&-
+  return "$status"
+}
+
+# ensure_python_env's work, under its lock. Each step says `|| return 1`: a caller's `||` turns
+# off `set -e` inside the function.
+build_python_env() {
+  if [ -f "$PY_ENV/.complete" ] && "$PY_ENV/bin/python" scripts/peers/check.py "$@" >&2; then return 0; fi
   step "installing the pinned $name peers into $PY_ENV"
-  # Each step says `|| return 1`: a caller's `||` turns off `set -e` inside this function.
   rm -rf "$PY_ENV" || return 1
   python3 -m venv "$PY_ENV" || return 1
   "$PY_ENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-virtualenv \
     -r "$requirements" "${constraints[@]}" || return 1
-  "$PY_ENV/bin/python" scripts/peers/check.py "${files[@]}" >&2 || return 1
+  "$PY_ENV/bin/python" scripts/peers/check.py "$@" >&2 || return 1
   touch "$PY_ENV/.complete"
 }
 
