@@ -86,13 +86,25 @@ public struct LoginService: Sendable {
         return (token, login.returnTo)
     }
 
-    /// Only this platform's own paths: `/x` but never `//host` or `/\host`, which browsers treat
-    /// as another site.
+    /// Only this platform's own paths, in canonical form and spelled with the characters of a
+    /// URI path and query: never `//host` or `/\host`, which browsers treat as another site, and
+    /// nothing a browser drops or rewrites before reading it (it strips tabs and newlines, so
+    /// `next=/%09/evil.example` became `//evil.example`). Anything else returns to `/`.
     static func safeReturnPath(_ path: String) -> String {
-        guard path.hasPrefix("/"), !path.hasPrefix("//"), !path.hasPrefix("/\\"),
-            !path.contains("\r"), !path.contains("\n"), path.utf8.count <= 512
+        guard path.utf8.count <= 512, path.hasPrefix("/"), !path.hasPrefix("//"),
+            path.utf8.allSatisfy(isReturnPathByte), CanonicalPath.of(path) == .canonical
         else { return "/" }
         return path
+    }
+
+    /// RFC 3986's unreserved characters, `%` escapes, and the delimiters a path and a query use.
+    private static func isReturnPathByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return "-._~%/?=&+,:@".utf8.contains(byte)
+        }
     }
 
     // MARK: Sessions

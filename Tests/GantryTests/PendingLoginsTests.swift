@@ -23,10 +23,38 @@ struct PendingLoginsTests {
         try await pending.addBrowser(state: "c", login())
     }
 
+    @Test("canonical paths: empty segments dropped, dot segments and encoded separators refused")
+    func canonicalPaths() {
+        #expect(CanonicalPath.of("/") == .canonical)
+        #expect(CanonicalPath.of("/api/v1/keys?limit=2") == .canonical)
+        #expect(CanonicalPath.of("/v1/chat/completions") == .canonical)
+        #expect(CanonicalPath.of("//api/v1/keys") == .rewritten("/api/v1/keys"))
+        #expect(CanonicalPath.of("/api//v1/keys/") == .rewritten("/api/v1/keys"))
+        #expect(CanonicalPath.of("//v1/chat/completions?x=//y") == .rewritten("/v1/chat/completions?x=//y"))
+        #expect(CanonicalPath.of("//") == .rewritten("/"))
+        #expect(CanonicalPath.of("//?next=/") == .rewritten("/?next=/"))
+        for refused in [
+            "", "*", "api/v1/keys", "http://host/api/v1/keys", "/api/./v1/keys", "/api/v1/../keys", "/..", "/api\\v1",
+            "/api%2Fv1/keys", "/api%2fv1", "/%2e%2e/keys", "/a%5Cb", "/a%5c",
+        ] {
+            #expect(CanonicalPath.of(refused) == .refused, "\(refused)")
+        }
+        // A query is not a path: what it holds is left alone.
+        #expect(CanonicalPath.of("/me?next=/a/../b") == .canonical)
+    }
+
     @Test("return paths stay on this server")
     func safeReturnPaths() {
         #expect(LoginService.safeReturnPath("/models?x=1") == "/models?x=1")
-        for unsafe in ["//evil.example", "/\\evil.example", "https://evil.example", "evil", "/a\r\nSet-Cookie: x=y", ""] {
+        #expect(LoginService.safeReturnPath("/auth/cli/complete?request=abc-123") == "/auth/cli/complete?request=abc-123")
+        let unsafe = [
+            "//evil.example", "/\\evil.example", "https://evil.example", "evil", "/a\r\nSet-Cookie: x=y", "",
+            // Browsers drop tabs and newlines inside a URL, and read a backslash as a slash.
+            "/\t/evil.example", "/\n/evil.example", "/\r/evil.example", "/ /evil.example", "/\t\\evil.example",
+            "/\u{0B}/evil.example", "/%2F/evil.example", "/%2f%2fevil.example", "/%5Cevil.example", "/./evil",
+            "/a/../b", "/a//b", "/\u{FF0F}/evil.example", "/\"onload=x", "/<script>",
+        ]
+        for unsafe in unsafe {
             #expect(LoginService.safeReturnPath(unsafe) == "/", "\(unsafe)")
         }
     }
