@@ -237,6 +237,24 @@ struct DirectRelayTests {
         }
     }
 
+    @Test("a POST whose head ends lines with a bare LF is answered, not held open")
+    func bareLineFeeds() async throws {
+        let test = try await TestServer.make()
+        try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
+            await dataPlane.publish(test, endpoint: endpoint)
+            try await dataPlane.live(test) { base in
+                let port = try #require(Int(base.split(separator: ":").last ?? ""))
+                let body = DataPlaneTests.chat
+                let connection = try RawHTTPConnection(port: port)
+                try connection.send(
+                    "POST /v1/chat/completions HTTP/1.1\nHost: x\nAuthorization: Bearer \(test.adminKey)\n"
+                        + "Content-Length: \(body.utf8.count)\n\n\(body)")
+                let answer = try await connection.answer()
+                #expect(answer.status == 400)
+            }
+        }
+    }
+
     @Test("clients waiting in blocking reads hold none of the threads the server needs to answer them")
     func waitingReadersDoNotStarveTheServer() async throws {
         let test = try await TestServer.make()

@@ -53,6 +53,23 @@ struct DirectRequestHeadTests {
         }
     }
 
+    @Test("a head with a bare LF or CR goes to the codec at once, whole or not")
+    func bareLineEnds() {
+        let cases = [
+            "POST /v1/chat/completions HTTP/1.1\nHost: g\nContent-Length: 2\n\n{}",
+            "POST /v1/chat/completions HTTP/1.1\nHost: g\n",
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: g\nContent-Length: 2\r\n\r\n{}",
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nContent-Length: 2\r\n\n\r\n",
+            "POST /v1/chat/completions HTTP/1.1\rHost: g\r\n",
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\r\n",
+        ]
+        for text in cases {
+            #expect(Self.parse(text) == .notDirect, "\(text.debugDescription)")
+        }
+        // A CR at the end of what has arrived may still get its LF.
+        #expect(Self.parse("POST /v1/chat/completions HTTP/1.1\r") == .needMore)
+    }
+
     @Test("everything else goes to the codec")
     func notDirect() {
         let line = "POST /v1/chat/completions HTTP/1.1\r\n"
@@ -95,5 +112,44 @@ struct DirectRequestHeadTests {
         for (name, text) in cases {
             #expect(Self.parse(text) == .notDirect, "\(name)")
         }
+    }
+}
+
+@Suite("Direct relay front: received bytes")
+struct UnservedBytesTests {
+    @Test("a keep-alive connection's buffer holds what is not served yet, not every byte it sent")
+    func servedBytesAreDropped() {
+        let request = ByteBuffer(repeating: UInt8(ascii: "a"), count: 1 << 20)
+        var received = ByteBuffer()
+        var served = 0
+        // 300 requests of 1 MiB, each arriving with the first bytes of the next behind it.
+        for round in 0..<300 {
+            var piece = request
+            piece.writeString("next-\(round)")
+            received.appendUnserved(&piece)
+            if round > 0 { _ = received.readSlice(length: "next-\(round - 1)".utf8.count) }
+            guard let slice = received.readSlice(length: request.readableBytes) else { break }
+            served += slice.readableBytes
+        }
+        #expect(served == 300 << 20)
+        #expect(received.capacity < 4 << 20, "capacity \(received.capacity)")
+        #expect(received.readableBytesView.elementsEqual("next-299".utf8), "the unserved rest is kept, in order")
+    }
+
+    @Test("bytes arriving in pieces are appended in order, with or without reads between them")
+    func appendsInOrder() {
+        var received = ByteBuffer()
+        var expected: [UInt8] = []
+        var read: [UInt8] = []
+        for index in 0..<200 {
+            var piece = ByteBuffer(bytes: (0..<(index % 17 + 1)).map { UInt8(truncatingIfNeeded: $0 + index) })
+            expected += piece.readableBytesView
+            received.appendUnserved(&piece)
+            if index % 3 == 0, let slice = received.readSlice(length: min(received.readableBytes, 5)) {
+                read += slice.readableBytesView
+            }
+        }
+        read += received.readableBytesView
+        #expect(read == expected)
     }
 }

@@ -25,7 +25,7 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     private var context: ChannelHandlerContext?
     /// Once true, every byte goes to the codec.
     private var handedOn = false
-    /// Bytes read and not yet served.
+    /// Bytes read and not yet served (the served ones are dropped as more arrive).
     private var received = ByteBuffer()
     /// The head of the request whose body is still arriving.
     private var waitingHead: DirectRequestHead?
@@ -52,7 +52,7 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if handedOn { return context.fireChannelRead(data) }
         var bytes = unwrapInboundIn(data)
-        if received.readableBytes == 0 { received = bytes } else { received.writeBuffer(&bytes) }
+        received.appendUnserved(&bytes)
         if exchange == nil { serveReceived(context: context) }
     }
 

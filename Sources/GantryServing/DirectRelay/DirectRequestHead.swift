@@ -42,7 +42,9 @@ struct DirectRequestHead: Equatable {
             return .notDirect
         }
         guard let blankLine = HTTPHeadBytes.blankLine(in: bytes, limit: maxBytes) else {
-            return bytes.count >= maxBytes ? .notDirect : .needMore
+            // A head with a bare LF (or CR) never gets the CRLF CRLF looked for: waiting for more
+            // held such a connection forever, unanswered. The codec decides what those mean.
+            return bytes.count >= maxBytes || hasBareLineEnd(bytes) ? .notDirect : .needMore
         }
         let length = blankLine + 4
 
@@ -95,6 +97,24 @@ struct DirectRequestHead: Equatable {
         }
         guard sawHost, head.contentLength >= 0 else { return .notDirect }
         return .head(head)
+    }
+
+    /// Whether a LF without a CR before it, or a CR followed by anything but LF, comes first in
+    /// `bytes` (up to ``maxBytes``). A CR at the very end may still be followed by its LF.
+    static func hasBareLineEnd(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let end = min(bytes.count, maxBytes)
+        var index = 0
+        while index < end {
+            switch bytes[index] {
+            case lf: return true
+            case cr:
+                guard index + 1 < end else { return false }
+                if bytes[index + 1] != lf { return true }
+                index += 2
+            default: index += 1
+            }
+        }
+        return false
     }
 
     /// The index of the CR of the CRLF ending the line at `start`; nil for a bare CR or LF
