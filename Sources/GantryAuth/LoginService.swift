@@ -92,7 +92,7 @@ public struct LoginService: Sendable {
     /// `next=/%09/evil.example` became `//evil.example`). Anything else returns to `/`.
     static func safeReturnPath(_ path: String) -> String {
         guard path.utf8.count <= 512, path.hasPrefix("/"), !path.hasPrefix("//"),
-            path.utf8.allSatisfy(isReturnPathByte), CanonicalPath.of(path) == .canonical
+            path.utf8.allSatisfy(isReturnPathByte), CanonicalPath.accepts(path)
         else { return "/" }
         return path
     }

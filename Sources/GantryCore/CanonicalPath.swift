@@ -3,38 +3,21 @@
 /// Hummingbird's router skips empty segments, so `//api/v1/keys` and `/api/v1/keys/` reached the
 /// route `/api/v1/keys` while the checks made on the raw path (which prefixes need a credential,
 /// the CSRF check for cookie sessions, which paths a gateway proxies to the control) saw another
-/// path and let the request through unchecked. Empty segments are dropped, so those spellings
-/// become the path the router would have matched anyway. What no client of this API sends and a
-/// check could read differently from a router, a proxy or a file system is refused: a target that
-/// is not an origin-form path (an absolute URL), `.` and `..` segments, a backslash, and the
-/// percent-encoded forms of `/`, `\` and `.`.
-public enum CanonicalPath: Equatable, Sendable {
-    /// Already canonical: use the request as it is.
-    case canonical
-    /// Use this target instead (the canonical path, then the query unchanged).
-    case rewritten(String)
-    case refused
-
-    public static func of(_ target: String) -> CanonicalPath {
-        let queryStart = target.firstIndex(of: "?") ?? target.endIndex
-        let path = target[..<queryStart]
-        guard path.first == "/" else { return .refused }
-        var segments: [Substring] = []
-        var changed = false
+/// path and let the request through unchecked. A path is canonical when it starts with `/` and
+/// has no empty segment (no `//`, no trailing `/` but the root's), no `.` or `..` segment, no
+/// backslash and no percent-encoded `/`, `\` or `.`. Anything else is refused, not rewritten:
+/// no client of this API needs those spellings, and a rewrite would change what a wildcard route
+/// (an uploaded file's path) means. The query is not part of the path and is not looked at.
+public enum CanonicalPath {
+    public static func accepts(_ target: String) -> Bool {
+        let path = target[..<(target.firstIndex(of: "?") ?? target.endIndex)]
+        guard path.first == "/" else { return false }
+        if path == "/" { return true }
         for segment in path.dropFirst().split(separator: "/", omittingEmptySubsequences: false) {
-            if segment.isEmpty {
-                changed = true
-                continue
-            }
-            if segment == "." || segment == ".." || segment.contains("\\") || hasEncodedSeparator(segment) {
-                return .refused
-            }
-            segments.append(segment)
+            guard !segment.isEmpty, segment != ".", segment != "..", !segment.contains("\\"), !hasEncodedSeparator(segment)
+            else { return false }
         }
-        // "/" alone splits into one empty segment: that is the canonical root, not a change.
-        if segments.isEmpty { return path == "/" ? .canonical : .rewritten("/" + target[queryStart...]) }
-        guard changed else { return .canonical }
-        return .rewritten("/" + segments.joined(separator: "/") + target[queryStart...])
+        return true
     }
 
     /// `%2F`, `%5C` or `%2E` in any case.
