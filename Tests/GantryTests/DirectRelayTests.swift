@@ -255,6 +255,32 @@ struct DirectRelayTests {
         }
     }
 
+    @Test(
+        "an engine connection that receives bytes while idle is closed, never reused: the next request gets its own answer",
+        arguments: [
+            // Part of an answer to nothing: kept, the next answer would be read as its body.
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 400\r\n\r\n{\"leaked\":",
+            // A whole answer to nothing.
+            UnsolicitedEngine.answer(99).replacingOccurrences(of: "answer-99", with: "leaked-99"),
+        ])
+    func idleEngineBytes(afterFirst: String) async throws {
+        let test = try await TestServer.make()
+        try await UnsolicitedEngine.with(afterFirst: afterFirst, delay: .milliseconds(100)) { endpoint in
+            await dataPlane.publish(test, endpoint: endpoint)
+            try await dataPlane.live(test) { base in
+                let first = try await DataPlaneTests.post(base, key: test.adminKey, DataPlaneTests.chat)
+                #expect(first.status == 200 && first.text.contains("answer-1"))
+                // The engine's unasked bytes arrive while the connection is idle (well within the
+                // 3 s a connection may stay idle and still be reused).
+                try await Task.sleep(for: .milliseconds(400))
+                let second = try await DataPlaneTests.post(base, key: test.adminKey, DataPlaneTests.chat)
+                #expect(second.status == 200)
+                #expect(second.text.contains("answer-2"), "\(second.text)")
+                #expect(!second.text.contains("leaked"))
+            }
+        }
+    }
+
     @Test("clients waiting in blocking reads hold none of the threads the server needs to answer them")
     func waitingReadersDoNotStarveTheServer() async throws {
         let test = try await TestServer.make()

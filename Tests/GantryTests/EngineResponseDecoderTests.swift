@@ -16,8 +16,8 @@ struct EngineResponseDecoderTests {
     }
 
     /// Feeds `bytes` in pieces of `step` bytes (0: all at once), then closes the input.
-    static func decode(_ bytes: String, step: Int = 0) throws -> [Part] {
-        let channel = EmbeddedChannel(handler: ByteToMessageHandler(EngineResponseDecoder()))
+    static func decode(_ bytes: String, step: Int = 0, oneAnswerAtATime: Bool = false) throws -> [Part] {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(EngineResponseDecoder(oneAnswerAtATime: oneAnswerAtATime)))
         let all = Array(bytes.utf8)
         let size = step == 0 ? max(all.count, 1) : step
         var parts: [Part] = []
@@ -100,6 +100,29 @@ struct EngineResponseDecoderTests {
         ])
     func malformed(bytes: String) {
         #expect(throws: (any Error).self) { try Self.decode(bytes) }
+    }
+
+    @Test(
+        "bytes the engine sends after its answer, in the same read, fail the connection once the answer is passed on",
+        arguments: [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nother",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello!",
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 2",
+            "HTTP/1.1 204 No Content\r\n\r\nx",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n",
+        ])
+    func bytesAfterTheAnswer(bytes: String) throws {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(EngineResponseDecoder()))
+        #expect(throws: EngineResponseError.self) { try channel.writeInbound(ByteBuffer(string: bytes)) }
+        var parts: [EngineResponsePart] = []
+        while let part = try channel.readInbound(as: EngineResponsePart.self) { parts.append(part) }
+        #expect(parts.last == .end, "the answer itself was passed on whole")
+        #expect(parts.filter { $0 == .end }.count == 1, "nothing after it was")
+        _ = try? channel.finish()
+        // One answer per read, as the relay receives them, is fine.
+        #expect(
+            try Self.decode("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", oneAnswerAtATime: true)
+                == [Self.head(200), .body("hello"), .end])
     }
 
     @Test("a head over 64 KiB fails the connection instead of growing the buffer")

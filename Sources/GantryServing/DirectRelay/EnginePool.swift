@@ -101,6 +101,7 @@ final class EnginePool {
                 channel.eventLoop.makeCompletedFuture {
                     // Requests go out as bytes (`EngineConnection.send`); answers come in through a
                     // decoder that reads only what the relay uses.
+                    try channel.pipeline.syncOperations.addHandler(EngineIdleBytesGuard())
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(EngineResponseDecoder()))
                     try channel.pipeline.syncOperations.addHandler(EngineResponseHandler())
                 }
@@ -113,6 +114,7 @@ final class EnginePool {
                     let connection = EngineConnection(channel: channel, endpoint: endpoint)
                     do {
                         try channel.pipeline.syncOperations.handler(type: EngineResponseHandler.self).connection = connection
+                        try channel.pipeline.syncOperations.handler(type: EngineIdleBytesGuard.self).connection = connection
                     } catch {
                         channel.close(promise: nil)
                         self.open[endpoint, default: 1] -= 1
@@ -210,7 +212,10 @@ final class EngineResponseHandler: ChannelInboundHandler, RemovableChannelHandle
     var connection: EngineConnection?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let exchange = connection?.exchange else { return }
+        guard let exchange = connection?.exchange else {
+            // An answer to no request: reused, the connection would hand it to the next one.
+            return context.close(promise: nil)
+        }
         switch unwrapInboundIn(data) {
         case .head(let head): exchange.engineHead(head)
         case .body(let chunk): exchange.engineBody(chunk)
@@ -230,5 +235,21 @@ final class EngineResponseHandler: ChannelInboundHandler, RemovableChannelHandle
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         connection?.exchange?.engineFailed(timedOut: false, reason: "\(error)")
         context.close(promise: nil)
+    }
+}
+
+/// Closes an engine connection that receives bytes while no request is out on it (idle in the
+/// pool): whatever they are, the next request on the connection would read them as the start of
+/// its answer, so one client could receive what the engine meant for another. Bytes that arrive
+/// in the same read as an answer's end are the decoder's to refuse (`oneAnswerAtATime`).
+final class EngineIdleBytesGuard: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    var connection: EngineConnection?
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard connection?.exchange != nil else { return context.close(promise: nil) }
+        context.fireChannelRead(data)
     }
 }

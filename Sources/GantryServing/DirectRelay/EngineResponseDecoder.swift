@@ -41,6 +41,15 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
     }
 
     private var state = State.head
+    /// Whether bytes read after an answer ends, in the same read, fail the connection. The relay
+    /// sends one request at a time and the next only after the answer ended, so such bytes were
+    /// sent before the engine saw any next request: kept, they would be read as the next
+    /// request's answer and could give one client another's. Off only to test pipelined framing.
+    private let oneAnswerAtATime: Bool
+
+    init(oneAnswerAtATime: Bool = true) {
+        self.oneAnswerAtATime = oneAnswerAtATime
+    }
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         switch state {
@@ -57,11 +66,11 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
             if parsed.status >= 100, parsed.status < 200 { return .continue }
             context.fireChannelRead(wrapInboundOut(.head(parsed.head)))
             if parsed.status == 204 || parsed.status == 304 {
-                finishMessage(context)
+                try finishMessage(context, rest: buffer)
             } else if parsed.chunked {
                 state = .chunkSize
             } else if let length = parsed.contentLength {
-                if length == 0 { finishMessage(context) } else { state = .fixed(remaining: length) }
+                if length == 0 { try finishMessage(context, rest: buffer) } else { state = .fixed(remaining: length) }
             } else {
                 state = .untilClose
             }
@@ -72,7 +81,7 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
             let slice = buffer.readSlice(length: min(remaining, buffer.readableBytes))!
             context.fireChannelRead(wrapInboundOut(.body(slice)))
             if remaining == slice.readableBytes {
-                finishMessage(context)
+                try finishMessage(context, rest: buffer)
             } else {
                 state = .fixed(remaining: remaining - slice.readableBytes)
             }
@@ -100,7 +109,7 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
         case .trailers:
             // Trailer fields are not relayed; the empty line ends the answer.
             guard let line = try Self.readLine(&buffer) else { return .needMoreData }
-            if line.readableBytes == 0 { finishMessage(context) }
+            if line.readableBytes == 0 { try finishMessage(context, rest: buffer) }
             return .continue
 
         case .untilClose:
@@ -130,6 +139,15 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
     private mutating func finishMessage(_ context: ChannelHandlerContext) {
         state = .head
         context.fireChannelRead(wrapInboundOut(.end))
+    }
+
+    /// Ends the answer; with ``oneAnswerAtATime``, bytes after it in this read fail the connection
+    /// (after the answer was passed on, so the request it answered still completes).
+    private mutating func finishMessage(_ context: ChannelHandlerContext, rest: ByteBuffer) throws {
+        finishMessage(context)
+        if oneAnswerAtATime, rest.readableBytes > 0 {
+            throw EngineResponseError(description: "the engine sent \(rest.readableBytes) bytes after its answer")
+        }
     }
 
     // MARK: Parsing
