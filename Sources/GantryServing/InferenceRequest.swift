@@ -47,11 +47,15 @@ public struct InferenceRequest: Sendable, Equatable {
     public var stream: Bool
     /// Whether the caller asked for the usage chunk at the end of a stream.
     public var includeUsage: Bool
-    /// Whether the body has a `stream_options` object at all.
+    /// Whether the body has a `stream_options` key at all (null included): then the gateway's
+    /// own must replace it, not be spliced in beside it.
     var hasStreamOptions: Bool
     public var maxTokens: Int?
-    /// Choices asked for; every one may use `maxTokens`.
+    /// Sequences the engine generates: `n` for each prompt (a completions request may hold a
+    /// list of prompts); every one may use `maxTokens`.
     public var choices: Int
+    /// Prompts the engine completes (1 except for a completions request with a list of them).
+    public var prompts: Int = 1
     /// UTF-8 bytes of all prompt text (message contents, tool definitions, prompt strings), plus
     /// one per token id given as a number, and the number of messages or prompts.
     public var promptBytes: Int
@@ -80,8 +84,10 @@ public struct InferenceRequest: Sendable, Equatable {
         case .embeddings:
             return promptTokenBound
         case .chatCompletions, .completions:
+            // Every sequence, its prompt included, fits the context; the prompts, read once each,
+            // fit their bound and a context each.
             let contextCap = limit * choices
-            return min(contextCap, min(promptTokenBound, limit) + (completionBudget ?? contextCap))
+            return min(contextCap, min(promptTokenBound, limit * prompts) + (completionBudget ?? contextCap))
         }
     }
 
@@ -96,7 +102,37 @@ public struct InferenceRequest: Sendable, Equatable {
         var tools: TextWeight?
         var prompt: TextWeight?
         var input: TextWeight?
+        /// Whether the body has a top-level `stream_options` key, even with null as its value.
+        var streamOptionsKey = false
+        /// The first engine-specific field the gateway refuses (``refusedFields``).
+        var refusedField: String?
+
+        enum CodingKeys: String, CodingKey {
+            case model, stream, stream_options, max_tokens, max_completion_tokens, n, messages, tools, prompt, input
+        }
+
+        /// What the key itself says, whatever its value: called for every top-level key.
+        mutating func noteTopLevelKey(_ key: String) {
+            if key == "stream_options" { streamOptionsKey = true }
+            if refusedField == nil, InferenceRequest.refusedFields.contains(key) { refusedField = key }
+        }
     }
+
+    /// Every top-level key of a body, for `Fields.noteTopLevelKey` on the decoder's path.
+    private struct TopLevelKeys: Decodable {
+        var keys: [String]
+        init(from decoder: any Decoder) throws {
+            keys = try decoder.container(keyedBy: TextWeight.AnyKey.self).allKeys.map(\.stringValue)
+        }
+    }
+
+    /// Engines' own fields for how much to generate or how many sequences to run, beside the
+    /// OpenAI ones the gateway reserves for (`max_tokens`, `max_completion_tokens`, `n`). An
+    /// engine honours them over or beside the OpenAI fields (llama.cpp's `n_predict` wins over
+    /// `max_tokens`, measured on llama-server 0.3.36; vLLM and TGI run `best_of` sequences;
+    /// SGLang's and TGI's native `max_new_tokens`), so a request could generate more than was
+    /// reserved and charged. They are refused (400 `unsupported_parameter`) for every engine.
+    static let refusedFields: Set<String> = ["n_predict", "max_new_tokens", "best_of"]
 
     struct StreamOptions: Decodable {
         var include_usage: Bool?
@@ -107,15 +143,33 @@ public struct InferenceRequest: Sendable, Equatable {
     /// Parses a JSON body; every problem is a 400 in the OpenAI envelope naming the field. The
     /// one-pass scanner reads the common body; `JSONDecoder` the rest, and says what is wrong.
     public static func parse(_ body: ByteBuffer, endpoint: InferenceEndpoint = .chatCompletions) throws -> InferenceRequest {
-        if let fields = RequestBodyScanner.fields(of: body) { return try make(fields, endpoint: endpoint) }
-        return try parse(Data(buffer: body), endpoint: endpoint)
+        switch RequestBodyScanner.scan(body) {
+        case .fields(let fields): return try make(fields, endpoint: endpoint)
+        case .duplicate(let key): throw duplicateKey(key)
+        case .unsure: return try decode(body, endpoint: endpoint)
+        }
     }
 
-    /// Parses a JSON body with `JSONDecoder` alone.
+    /// Parses a JSON body with `JSONDecoder` alone (and the duplicate-key check).
     public static func parse(_ body: Data, endpoint: InferenceEndpoint = .chatCompletions) throws -> InferenceRequest {
-        let fields: Fields
+        try decode(ByteBuffer(data: body), endpoint: endpoint)
+    }
+
+    /// A key given twice in one object, at any depth: engines keep the last value, other
+    /// readers the first, so the body is refused rather than read one way and run another.
+    static func duplicateKey(_ key: String) -> GantryError {
+        GantryError.invalid(
+            "the request body gives the key '\(key.prefix(64))' twice in one object", param: String(key.prefix(64)),
+            code: "duplicate_key")
+    }
+
+    private static func decode(_ buffer: ByteBuffer, endpoint: InferenceEndpoint) throws -> InferenceRequest {
+        if let key = JSONDuplicateKeys.first(in: buffer) { throw duplicateKey(key) }
+        let body = Data(buffer: buffer)
+        var fields: Fields
         do {
             fields = try JSONDecoder().decode(Fields.self, from: body)
+            for key in try JSONDecoder().decode(TopLevelKeys.self, from: body).keys { fields.noteTopLevelKey(key) }
         } catch let DecodingError.typeMismatch(_, context) where !context.codingPath.isEmpty {
             let name = context.codingPath[0].stringValue
             throw GantryError.invalid("\(name) has the wrong type", param: name, code: "invalid_type")
@@ -129,6 +183,11 @@ public struct InferenceRequest: Sendable, Equatable {
     }
 
     private static func make(_ fields: Fields, endpoint: InferenceEndpoint) throws -> InferenceRequest {
+        if let refused = fields.refusedField {
+            throw GantryError.invalid(
+                "\(refused) is not accepted: use max_tokens (or max_completion_tokens) and n", param: refused,
+                code: "unsupported_parameter")
+        }
         guard let model = fields.model, !model.isEmpty else {
             throw GantryError.invalid("you must provide a model parameter", param: "model", code: "missing_required_parameter")
         }
@@ -162,11 +221,14 @@ public struct InferenceRequest: Sendable, Equatable {
                 "\(endpoint.promptField) is required", param: endpoint.promptField, code: "missing_required_parameter")
         }
         let stream = endpoint != .embeddings && (fields.stream ?? false)
+        // A list of prompts (strings or token lists) is one completion per prompt; a list of
+        // numbers is one prompt of token ids.
+        let prompts = endpoint == .completions ? max(1, prompt.prompts) : 1
         return InferenceRequest(
             endpoint: endpoint, deployment: deployment, pinnedVersion: pinnedVersion, stream: stream,
-            includeUsage: fields.stream_options?.include_usage ?? false, hasStreamOptions: fields.stream_options != nil,
-            maxTokens: fields.max_completion_tokens ?? fields.max_tokens, choices: fields.n ?? 1,
-            promptBytes: prompt.bytes + (fields.tools?.bytes ?? 0), promptParts: max(1, prompt.parts))
+            includeUsage: fields.stream_options?.include_usage ?? false, hasStreamOptions: fields.streamOptionsKey,
+            maxTokens: fields.max_completion_tokens ?? fields.max_tokens, choices: (fields.n ?? 1) * prompts,
+            prompts: prompts, promptBytes: prompt.bytes + (fields.tools?.bytes ?? 0), promptParts: max(1, prompt.parts))
     }
 
     /// The body sent to the engine. A stream always asks for the usage chunk, so every stream is
@@ -196,13 +258,34 @@ public struct InferenceRequest: Sendable, Equatable {
 /// How much prompt text a JSON value holds: the UTF-8 bytes of every string in it (a message's
 /// content, a content part's text, a tool's definition) and one per number (a token id).
 struct TextWeight: Decodable, Sendable {
+    enum Kind: Equatable, Sendable {
+        case text
+        /// A list, with how many of its items are texts or lists themselves.
+        case list(texts: Int)
+        case other
+    }
+
     var bytes: Int
     /// Top-level items: prompts in a list, or 1 for a single string.
     var parts: Int
+    var kind: Kind
 
-    init(bytes: Int, parts: Int) {
+    init(bytes: Int, parts: Int, kind: Kind = .other) {
         self.bytes = bytes
         self.parts = parts
+        self.kind = kind
+    }
+
+    var isTextOrList: Bool { kind != .other }
+
+    /// Prompts, read as a completions `prompt`: a text is one, a list of texts or of token lists
+    /// one per item, a list of token ids (numbers) one.
+    var prompts: Int {
+        switch kind {
+        case .text: return 1
+        case .list(let texts): return max(1, texts)
+        case .other: return 1
+        }
     }
 
     /// Strings first: they are most of a body's values, and each failed attempt costs a thrown error.
@@ -211,15 +294,18 @@ struct TextWeight: Decodable, Sendable {
         if value.decodeNil() {
             self.init(bytes: 0, parts: 0)
         } else if let text = try? value.decode(String.self) {
-            self.init(bytes: text.utf8.count, parts: 1)
+            self.init(bytes: text.utf8.count, parts: 1, kind: .text)
         } else if var list = try? decoder.unkeyedContainer() {
             var bytes = 0
             var parts = 0
+            var texts = 0
             while !list.isAtEnd {
-                bytes += try list.decode(TextWeight.self).bytes
+                let item = try list.decode(TextWeight.self)
+                bytes += item.bytes
                 parts += 1
+                if item.isTextOrList { texts += 1 }
             }
-            self.init(bytes: bytes, parts: parts)
+            self.init(bytes: bytes, parts: parts, kind: .list(texts: texts))
         } else if let object = try? decoder.container(keyedBy: AnyKey.self) {
             var bytes = 0
             for key in object.allKeys { bytes += try object.decode(TextWeight.self, forKey: key).bytes }

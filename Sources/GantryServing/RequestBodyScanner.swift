@@ -11,17 +11,33 @@ import NIOCore
 struct RequestBodyScanner {
     private let bytes: UnsafeRawBufferPointer
     private var index = 0
+    /// A key the scanner saw twice in one object: the body is refused, not decoded.
+    private var duplicate: String?
     static let maxDepth = 64
 
     private init(_ bytes: UnsafeRawBufferPointer) {
         self.bytes = bytes
     }
 
-    static func fields(of buffer: ByteBuffer) -> InferenceRequest.Fields? {
+    enum Scan {
+        case fields(InferenceRequest.Fields)
+        /// A key given twice in one object (a plain, unescaped key; escaped ones are `unsure`).
+        case duplicate(String)
+        /// Left to the decoder.
+        case unsure
+    }
+
+    static func scan(_ buffer: ByteBuffer) -> Scan {
         buffer.withUnsafeReadableBytes { raw in
             var scanner = RequestBodyScanner(raw)
-            return scanner.topLevel()
+            if let fields = scanner.topLevel() { return .fields(fields) }
+            return scanner.duplicate.map { .duplicate($0) } ?? .unsure
         }
+    }
+
+    static func fields(of buffer: ByteBuffer) -> InferenceRequest.Fields? {
+        if case .fields(let fields) = scan(buffer) { return fields }
+        return nil
     }
 
     private mutating func topLevel() -> InferenceRequest.Fields? {
@@ -49,8 +65,12 @@ struct RequestBodyScanner {
 
     /// One top-level field: the ones `Fields` holds are typed, the rest only validated.
     private mutating func readField(_ key: String, into fields: inout InferenceRequest.Fields, seen: inout Set<String>) -> Bool {
+        guard seen.insert(key).inserted else {
+            duplicate = key
+            return false
+        }
+        fields.noteTopLevelKey(key)
         if Self.knownFields.contains(key) {
-            guard seen.insert(key).inserted else { return false }
             if takeNull() { return true }  // an explicit null decodes as absent
         }
         switch key {
@@ -96,7 +116,10 @@ struct RequestBodyScanner {
         repeat {
             guard let key = memberKey() else { return nil }
             if key == "include_usage" {
-                guard !seenFlag else { return nil }
+                guard !seenFlag else {
+                    duplicate = key
+                    return nil
+                }
                 seenFlag = true
                 if !takeNull() {
                     guard let value = boolean() else { return nil }
@@ -133,21 +156,23 @@ struct RequestBodyScanner {
         switch byte {
         case UInt8(ascii: "\""):
             guard let length = stringLength() else { return nil }
-            return TextWeight(bytes: length, parts: 1)
+            return TextWeight(bytes: length, parts: 1, kind: .text)
         case UInt8(ascii: "["):
             index += 1
             var total = 0
             var parts = 0
+            var texts = 0
             skipSpace()
-            if take(UInt8(ascii: "]")) { return TextWeight(bytes: 0, parts: 0) }
+            if take(UInt8(ascii: "]")) { return TextWeight(bytes: 0, parts: 0, kind: .list(texts: 0)) }
             repeat {
                 skipSpace()
                 guard let item = weight(depth: depth + 1) else { return nil }
                 total += item.bytes
                 parts += 1
+                if item.isTextOrList { texts += 1 }
                 skipSpace()
             } while take(UInt8(ascii: ","))
-            return take(UInt8(ascii: "]")) ? TextWeight(bytes: total, parts: parts) : nil
+            return take(UInt8(ascii: "]")) ? TextWeight(bytes: total, parts: parts, kind: .list(texts: texts)) : nil
         case UInt8(ascii: "{"):
             index += 1
             var total = 0
@@ -155,8 +180,12 @@ struct RequestBodyScanner {
             skipSpace()
             if take(UInt8(ascii: "}")) { return TextWeight(bytes: 0, parts: 1) }
             repeat {
-                // Keys are not weighed, but a duplicate would be decoded one way or another.
-                guard let key = memberKey(), keys.insert(key).inserted else { return nil }
+                // Keys are not weighed, but a duplicate is refused.
+                guard let key = memberKey() else { return nil }
+                guard keys.insert(key).inserted else {
+                    duplicate = key
+                    return nil
+                }
                 guard let item = weight(depth: depth + 1) else { return nil }
                 total += item.bytes
                 skipSpace()
