@@ -98,8 +98,8 @@ public struct InferenceRequest: Sendable, Equatable {
         var max_tokens: Int?
         var max_completion_tokens: Int?
         var n: Int?
-        var messages: [TextWeight]?
-        var tools: TextWeight?
+        var messages: [ChatMessage]?
+        var tools: ToolList?
         var prompt: TextWeight?
         var input: TextWeight?
         /// Whether the body has a top-level `stream_options` key, even with null as its value.
@@ -115,6 +115,64 @@ public struct InferenceRequest: Sendable, Equatable {
         mutating func noteTopLevelKey(_ key: String) {
             if key == "stream_options" { streamOptionsKey = true }
             if refusedField == nil, InferenceRequest.refusedFields.contains(key) { refusedField = key }
+        }
+    }
+
+    /// A chat message as the OpenAI schema allows it, weighed as `TextWeight` weighs it: an object
+    /// with a known `role` and a `content` that is a string, null or a list of content parts
+    /// (objects). Engines answer other shapes with a 500 (llama.cpp) or read them their own way;
+    /// the gateway answers 400 naming the message.
+    struct ChatMessage: Decodable, Sendable {
+        static let roles: Set<String> = ["system", "developer", "user", "assistant", "tool", "function"]
+        var weight: TextWeight
+
+        init(weight: TextWeight) { self.weight = weight }
+
+        init(from decoder: any Decoder) throws {
+            let name = "messages[\(decoder.codingPath.last?.intValue ?? 0)]"
+            guard let object = try? decoder.container(keyedBy: TextWeight.AnyKey.self) else {
+                throw GantryError.invalid("\(name) must be an object", param: name, code: "invalid_type")
+            }
+            let roleKey = TextWeight.AnyKey(stringValue: "role")
+            guard let role = try? object.decode(String.self, forKey: roleKey), Self.roles.contains(role) else {
+                throw GantryError.invalid(
+                    "\(name).role must be one of \(Self.roles.sorted().joined(separator: ", "))", param: "\(name).role",
+                    code: "invalid_value")
+            }
+            let contentKey = TextWeight.AnyKey(stringValue: "content")
+            if object.contains(contentKey), !(try object.decodeNil(forKey: contentKey)),
+                (try? object.decode(String.self, forKey: contentKey)) == nil
+            {
+                guard var parts = try? object.nestedUnkeyedContainer(forKey: contentKey) else {
+                    throw GantryError.invalid(
+                        "\(name).content must be a string or a list of content parts", param: "\(name).content",
+                        code: "invalid_type")
+                }
+                while !parts.isAtEnd {
+                    guard (try? parts.nestedContainer(keyedBy: TextWeight.AnyKey.self)) != nil else {
+                        throw GantryError.invalid(
+                            "\(name).content must be a string or a list of content parts", param: "\(name).content",
+                            code: "invalid_type")
+                    }
+                }
+            }
+            weight = try TextWeight(from: decoder)
+        }
+    }
+
+    /// `tools`: a list of tool objects.
+    struct ToolList: Decodable, Sendable {
+        var weight: TextWeight
+
+        init(weight: TextWeight) { self.weight = weight }
+
+        init(from decoder: any Decoder) throws {
+            let invalid = GantryError.invalid("tools must be a list of tool objects", param: "tools", code: "invalid_type")
+            guard var list = try? decoder.unkeyedContainer() else { throw invalid }
+            while !list.isAtEnd {
+                guard (try? list.nestedContainer(keyedBy: TextWeight.AnyKey.self)) != nil else { throw invalid }
+            }
+            weight = try TextWeight(from: decoder)
         }
     }
 
@@ -170,6 +228,8 @@ public struct InferenceRequest: Sendable, Equatable {
         do {
             fields = try JSONDecoder().decode(Fields.self, from: body)
             for key in try JSONDecoder().decode(TopLevelKeys.self, from: body).keys { fields.noteTopLevelKey(key) }
+        } catch let error as GantryError {
+            throw error
         } catch let DecodingError.typeMismatch(_, context) where !context.codingPath.isEmpty {
             let name = context.codingPath[0].stringValue
             throw GantryError.invalid("\(name) has the wrong type", param: name, code: "invalid_type")
@@ -212,7 +272,7 @@ public struct InferenceRequest: Sendable, Equatable {
                 throw GantryError.invalid(
                     "messages must be a non-empty array", param: "messages", code: "missing_required_parameter")
             }
-            prompt = TextWeight(bytes: messages.reduce(0) { $0 + $1.bytes }, parts: messages.count)
+            prompt = TextWeight(bytes: messages.reduce(0) { $0 + $1.weight.bytes }, parts: messages.count)
         case .completions: prompt = fields.prompt
         case .embeddings: prompt = fields.input
         }
@@ -228,7 +288,7 @@ public struct InferenceRequest: Sendable, Equatable {
             endpoint: endpoint, deployment: deployment, pinnedVersion: pinnedVersion, stream: stream,
             includeUsage: fields.stream_options?.include_usage ?? false, hasStreamOptions: fields.streamOptionsKey,
             maxTokens: fields.max_completion_tokens ?? fields.max_tokens, choices: (fields.n ?? 1) * prompts,
-            prompts: prompts, promptBytes: prompt.bytes + (fields.tools?.bytes ?? 0), promptParts: max(1, prompt.parts))
+            prompts: prompts, promptBytes: prompt.bytes + (fields.tools?.weight.bytes ?? 0), promptParts: max(1, prompt.parts))
     }
 
     /// The body sent to the engine. A stream always asks for the usage chunk, so every stream is

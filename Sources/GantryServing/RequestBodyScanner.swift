@@ -90,10 +90,11 @@ struct RequestBodyScanner {
             fields[keyPath: field] = value
         case "messages":
             guard peek == UInt8(ascii: "["), let items = arrayItems() else { return false }
-            fields.messages = items
+            fields.messages = items.map { InferenceRequest.ChatMessage(weight: $0) }
         case "tools":
-            guard let weight = weight(depth: 1) else { return false }
-            fields.tools = weight
+            // A list of objects (`InferenceRequest.ToolList`).
+            guard let weight = listOfObjects(depth: 1) else { return false }
+            fields.tools = InferenceRequest.ToolList(weight: weight)
         case "prompt":
             guard let weight = weight(depth: 1) else { return false }
             fields.prompt = weight
@@ -142,11 +143,63 @@ struct RequestBodyScanner {
         if take(UInt8(ascii: "]")) { return items }
         repeat {
             skipSpace()
-            guard let item = weight(depth: 2) else { return nil }
+            guard let item = message() else { return nil }
             items.append(item)
             skipSpace()
         } while take(UInt8(ascii: ","))
         return take(UInt8(ascii: "]")) ? items : nil
+    }
+
+    /// One chat message, weighed as `TextWeight` does, when the schema allows it
+    /// (`InferenceRequest.ChatMessage`): an object with a known `role` and a `content` that is a
+    /// string, null or a list of objects. Anything else is the decoder's to name.
+    private mutating func message() -> TextWeight? {
+        guard take(UInt8(ascii: "{")) else { return nil }
+        var total = 0
+        var keys = Set<String>()
+        skipSpace()
+        if take(UInt8(ascii: "}")) { return nil }  // no role
+        repeat {
+            guard let key = memberKey() else { return nil }
+            guard keys.insert(key).inserted else {
+                duplicate = key
+                return nil
+            }
+            switch key {
+            case "role":
+                guard let role = plainString(), InferenceRequest.ChatMessage.roles.contains(role) else { return nil }
+                total += role.utf8.count
+            case "content" where peek == UInt8(ascii: "["):
+                guard let weight = listOfObjects(depth: 3) else { return nil }
+                total += weight.bytes
+            case "content":
+                guard peek == UInt8(ascii: "\"") || peek == UInt8(ascii: "n"), let weight = weight(depth: 3) else { return nil }
+                total += weight.bytes
+            default:
+                guard let weight = weight(depth: 3) else { return nil }
+                total += weight.bytes
+            }
+            skipSpace()
+        } while take(UInt8(ascii: ","))
+        guard take(UInt8(ascii: "}")), keys.contains("role") else { return nil }
+        return TextWeight(bytes: total, parts: 1)
+    }
+
+    /// A list whose items are all objects, weighed as `TextWeight` weighs a list.
+    private mutating func listOfObjects(depth: Int) -> TextWeight? {
+        guard take(UInt8(ascii: "[")) else { return nil }
+        var total = 0
+        var parts = 0
+        skipSpace()
+        if take(UInt8(ascii: "]")) { return TextWeight(bytes: 0, parts: 0, kind: .list(texts: 0)) }
+        repeat {
+            skipSpace()
+            guard peek == UInt8(ascii: "{"), let item = weight(depth: depth + 1) else { return nil }
+            total += item.bytes
+            parts += 1
+            skipSpace()
+        } while take(UInt8(ascii: ","))
+        return take(UInt8(ascii: "]")) ? TextWeight(bytes: total, parts: parts, kind: .list(texts: 0)) : nil
     }
 
     /// Any JSON value weighed as `TextWeight` does: decoded UTF-8 bytes of every string, one per

@@ -24,7 +24,7 @@ struct RequestBodyScannerTests {
         (#"{"model":"m","stream_options":{},"messages":[{"role":"user","content":"x"}]}"#, .chatCompletions),
         (#"{"model":"m","stream_options":null,"max_tokens":null,"messages":[{"role":"user","content":"x"}]}"#, .chatCompletions),
         (
-            #"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"caf\u00e9 \ud83d\ude00 \"q\" \n"},{"type":"image_url","image_url":{"url":"data:x"}}]},null,{"role":"tool","content":"42","weight":1.5e3,"ok":false}]}"#,
+            #"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"caf\u00e9 \ud83d\ude00 \"q\" \n"},{"type":"image_url","image_url":{"url":"data:x"}}]},{"role":"assistant","content":null},{"role":"tool","content":"42","weight":1.5e3,"ok":false}]}"#,
             .chatCompletions
         ),
         (
@@ -65,6 +65,18 @@ struct RequestBodyScannerTests {
         (#"{"model":"m","messages":[{"content":"\ud800"}]}"#, .chatCompletions),
         ("{\"model\":\"m\",\"messages\":[{\"content\":\"tab\tinside\"}]}", .chatCompletions),
         (#"{"model":"m","messages":[01]}"#, .chatCompletions),
+        // Shapes the OpenAI schema does not allow in what the gateway forwards: the decoder names them.
+        (#"{"model":"m","messages":[null]}"#, .chatCompletions),
+        (#"{"model":"m","messages":["hi"]}"#, .chatCompletions),
+        (#"{"model":"m","messages":[{"content":"hi"}]}"#, .chatCompletions),
+        (#"{"model":"m","messages":[{"role":"wizard","content":"hi"}]}"#, .chatCompletions),
+        (#"{"model":"m","messages":[{"role":7,"content":"hi"}]}"#, .chatCompletions),
+        (#"{"model":"m","messages":[{"role":"user","content":42}]}"#, .chatCompletions),
+        (#"{"model":"m","messages":[{"role":"user","content":{"text":"hi"}}]}"#, .chatCompletions),
+        (#"{"model":"m","messages":[{"role":"user","content":["hi"]}]}"#, .chatCompletions),
+        (#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":"x"}"#, .chatCompletions),
+        (#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":{"type":"function"}}"#, .chatCompletions),
+        (#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[1]}"#, .chatCompletions),
         (#"{"model":"m","max_tokens":007,"messages":[]}"#, .chatCompletions),
     ]
 
@@ -91,7 +103,7 @@ struct RequestBodyScannerTests {
         let parsed = try InferenceRequest.parse(ByteBuffer(string: Self.common[6].0))
         #expect(
             parsed.promptBytes == "café 😀 \"q\" \n".utf8.count + "text".utf8.count + "data:x".utf8.count + "image_url".utf8.count
-                + "user".utf8.count + "tool".utf8.count + "42".utf8.count + 2)
+                + "user".utf8.count + "assistant".utf8.count + "tool".utf8.count + "42".utf8.count + 2)
         #expect(parsed.promptParts == 3)
     }
 
@@ -106,5 +118,15 @@ struct RequestBodyScannerTests {
         }
         let invalid = Self.outcome { try InferenceRequest.parse(ByteBuffer(string: #"{"model":"m","stream":"yes"}"#)) }
         #expect(invalid.hasPrefix("error invalid_type stream"))
+        let role = Self.outcome {
+            try InferenceRequest.parse(
+                ByteBuffer(string: #"{"model":"m","messages":[{"role":"user","content":"a"},{"role":"wizard","content":"b"}]}"#))
+        }
+        #expect(role.hasPrefix("error invalid_value messages[1].role"), "\(role)")
+        let tools = Self.outcome {
+            try InferenceRequest.parse(
+                ByteBuffer(string: #"{"model":"m","messages":[{"role":"user","content":"a"}],"tools":"x"}"#))
+        }
+        #expect(tools.hasPrefix("error invalid_type tools"), "\(tools)")
     }
 }
