@@ -24,11 +24,15 @@ public struct UsageRecord: Codable, Sendable, Equatable {
     public var errorType: String?
     /// Seconds an engine spent on the request: from sending it to the end of the answer.
     public var engineSeconds: Double
+    /// The tokens are the gateway's upper bound, not the engine's count: the request may have run
+    /// on an engine, but its usage never arrived (the client hung up before the usage chunk, the
+    /// engine failed or timed out). What was reserved for it is charged.
+    public var estimated: Bool
 
     public init(
         id: String, createdAt: Date, keyID: String?, userID: String, deployment: String, version: String,
         instanceID: String?, endpoint: String, promptTokens: Int, completionTokens: Int, timeToFirstTokenMs: Int?,
-        latencyMs: Int, status: Int, errorType: String?, engineSeconds: Double
+        latencyMs: Int, status: Int, errorType: String?, engineSeconds: Double, estimated: Bool = false
     ) {
         self.id = id
         self.createdAt = createdAt
@@ -45,6 +49,7 @@ public struct UsageRecord: Codable, Sendable, Equatable {
         self.status = status
         self.errorType = errorType
         self.engineSeconds = engineSeconds
+        self.estimated = estimated
     }
 
     public var totalTokens: Int { promptTokens + completionTokens }

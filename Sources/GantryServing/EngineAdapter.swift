@@ -48,6 +48,10 @@ extension EngineAdapter {
 /// llama.cpp's `llama-server`.
 public struct LlamaCppAdapter: EngineAdapter {
     public static let name = "llama-cpp"
+    /// llama-server 0.3.36 answers `n` = 2, or a list of two prompts, with two choices of 10
+    /// tokens each and a `usage` of 10 completion tokens (measured): it counts one sequence. A
+    /// request for several sequences on it would be metered for one, so the gateway refuses it.
+    public static let countsOneSequenceOnly = true
     public var name: String { Self.name }
     /// Path of the `llama-server` binary.
     public var binary: String
@@ -195,5 +199,22 @@ public struct CustomCommandAdapter: EngineAdapter {
             values.reduce(String(word)) { text, pair in text.replacingOccurrences(of: pair.key, with: pair.value) }
         }
         return arguments
+    }
+}
+
+/// How far an engine's own `usage` can be trusted for a request's sequences.
+enum EngineUsageReporting {
+    /// Whether the engine behind `engine` (a deployment's engine name) counts every sequence of a
+    /// request in its `usage`. vLLM, SGLang and TGI sum them; llama.cpp does not.
+    static func countsEverySequence(engine: String) -> Bool {
+        !(engine == LlamaCppAdapter.name && LlamaCppAdapter.countsOneSequenceOnly)
+    }
+
+    /// The 400 for a request of several sequences to an engine that counts one.
+    static func severalSequencesRefused(_ parsed: InferenceRequest, deployment: String) -> GantryError {
+        let field = parsed.prompts > 1 ? "prompt" : "n"
+        return GantryError.invalid(
+            "model '\(deployment)' runs on llama.cpp, whose usage counts one sequence only: send n = 1 and a single prompt",
+            param: field, code: "unsupported_parameter")
     }
 }

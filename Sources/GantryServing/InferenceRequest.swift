@@ -91,6 +91,14 @@ public struct InferenceRequest: Sendable, Equatable {
         }
     }
 
+    /// The reservation as a usage: the prompt's bound and the rest for the completions. What is
+    /// charged when the engine's own count never arrives.
+    public func usageEstimate(contextLimit limit: Int) -> TokenUsage {
+        let total = reservation(contextLimit: limit)
+        let prompt = min(promptTokenBound, limit * prompts, total)
+        return TokenUsage(promptTokens: prompt, completionTokens: total - prompt)
+    }
+
     struct Fields: Decodable {
         var model: String?
         var stream: Bool?

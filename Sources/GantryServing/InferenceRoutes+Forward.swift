@@ -54,18 +54,25 @@ extension InferenceRoutes {
                 "max_tokens (\(maxTokens)) leaves no room for a prompt in the context limit of model '\(entry.deployment)' (\(limit) tokens)",
                 param: "max_tokens")
         }
+        if parsed.choices > 1, !EngineUsageReporting.countsEverySequence(engine: entry.engine) {
+            throw EngineUsageReporting.severalSequencesRefused(parsed, deployment: entry.deployment)
+        }
+        let reservation = parsed.reservation(contextLimit: limit)
+        var quotaHold: QuotaLedger.Hold?
         if let keyID = principal.keyID, let keyLimits = principal.keyLimits {
             do {
                 try await metering.quotas.check(keyID: keyID, limits: keyLimits)
+                quotaHold = try metering.quotas.hold(keyID: keyID, limits: keyLimits, tokens: reservation)
             } catch let error as GantryError where error.kind == .rateLimited {
                 metering.metrics.limitRejected(model: entry.deployment, scope: "quota")
                 throw error
             }
         }
+        // From here every end of the request settles the hold (the meter accounts exactly once).
+        meter.reserved(estimate: parsed.usageEstimate(contextLimit: limit), quotaHold: quotaHold)
 
         // Admission comes before any instance is asked for anything: a caller over a limit never
         // waits in a queue, wakes a service at zero or holds an instance.
-        let reservation = parsed.reservation(contextLimit: limit)
         let scopes = LimitScope.scopes(principal: principal, entry: entry)
         if !scopes.isEmpty {
             switch metering.limiter.admit(scopes, tokens: reservation) {

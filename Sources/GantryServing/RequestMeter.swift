@@ -23,21 +23,28 @@ public struct Metering: Sendable {
     /// Settles the reservation to what the engine reported, counts the reported tokens against the
     /// key's quota (as the stored records do), writes the usage record and the metrics. Without
     /// the engine's usage, a request that may have run on an engine (answered, failed there, timed
-    /// out, or abandoned by its client) keeps its whole reservation, since what it used is
-    /// unknown; one that never reached an engine, or that the engine refused (4xx), frees it.
+    /// out, or abandoned by its client) is charged its whole reservation everywhere (limits, quota,
+    /// usage record marked `estimated`), since what it used is unknown; one that never reached an
+    /// engine, or that the engine refused (4xx), is charged nothing.
     func account(
         _ request: MeteredRequest, _ state: RequestMeter.State, status: Int, usage reported: TokenUsage?,
         errorType: String?
     ) {
         let now = ContinuousClock.now
-        let reportedTokens = reported.map { $0.promptTokens + $0.completionTokens }
         let mayHaveRun = state.sentAt != nil && !(400..<499).contains(status)
+        // Without the engine's count, a request that may have run is charged its reservation,
+        // marked as an estimate: no tokens without a charge.
+        let estimated = reported == nil && mayHaveRun && state.estimate != nil
+        let charged = reported ?? (mayHaveRun ? state.estimate : nil)
+        let chargedTokens = charged.map { $0.promptTokens + $0.completionTokens }
         if let admission = state.admission {
-            limiter.settle(admission, tokens: reportedTokens ?? (mayHaveRun ? state.reservation : 0))
+            limiter.settle(admission, tokens: chargedTokens ?? (mayHaveRun ? state.reservation : 0))
         }
         let principal = request.principal
-        if let keyID = principal.keyID, let limits = principal.keyLimits, let reportedTokens {
-            quotas.add(keyID: keyID, limits: limits, tokens: reportedTokens)
+        if let hold = state.quotaHold {
+            quotas.settle(hold, tokens: chargedTokens ?? 0)
+        } else if let keyID = principal.keyID, let limits = principal.keyLimits, let chargedTokens {
+            quotas.add(keyID: keyID, limits: limits, tokens: chargedTokens)
         }
         // Time to first token: to the first byte of the answer's body (a stream's first event).
         let firstByte = (state.firstByteAt ?? state.headAt).map { $0 - request.started }
@@ -48,14 +55,14 @@ public struct Metering: Sendable {
                 id: Identifier.makeTimeOrdered("use", now: createdAt), createdAt: createdAt, keyID: principal.keyID,
                 userID: principal.userID,
                 deployment: request.deployment, version: state.version, instanceID: state.instanceID,
-                endpoint: request.endpoint.rawValue, promptTokens: reported?.promptTokens ?? 0,
-                completionTokens: reported?.completionTokens ?? 0,
+                endpoint: request.endpoint.rawValue, promptTokens: charged?.promptTokens ?? 0,
+                completionTokens: charged?.completionTokens ?? 0,
                 timeToFirstTokenMs: firstByte.map { Int(($0.inSeconds * 1000).rounded()) },
                 latencyMs: Int((latency.inSeconds * 1000).rounded()), status: status, errorType: errorType,
-                engineSeconds: (state.sentAt.map { now - $0 } ?? .zero).inSeconds))
+                engineSeconds: (state.sentAt.map { now - $0 } ?? .zero).inSeconds, estimated: estimated))
         metrics.requestFinished(
             model: request.deployment, status: status, errorType: errorType, latency: latency, timeToFirstByte: firstByte,
-            usage: reported)
+            usage: charged)
     }
 }
 
@@ -80,6 +87,10 @@ final class RequestMeter: Sendable {
         var headAt: ContinuousClock.Instant?
         var firstByteAt: ContinuousClock.Instant?
         var finished = false
+        /// What is charged if the engine's usage never arrives: the reservation, split into the
+        /// prompt's bound and the rest.
+        var estimate: TokenUsage?
+        var quotaHold: QuotaLedger.Hold?
     }
 
     let request: MeteredRequest
@@ -95,6 +106,15 @@ final class RequestMeter: Sendable {
         state.withLock {
             $0.admission = admission
             $0.reservation = reservation
+        }
+    }
+
+    /// The request was admitted: what to charge without the engine's count, and the tokens held
+    /// against the key's quota (settled when the request is accounted).
+    func reserved(estimate: TokenUsage, quotaHold: QuotaLedger.Hold?) {
+        state.withLock {
+            $0.estimate = estimate
+            $0.quotaHold = quotaHold
         }
     }
 

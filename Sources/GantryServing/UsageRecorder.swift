@@ -139,6 +139,16 @@ public final class QuotaLedger: Sendable {
     struct Account {
         var periodStart: Date
         var used: Int
+        /// Tokens held for requests admitted and not finished yet.
+        var held = 0
+    }
+
+    /// Tokens held against a key's quota for one admitted request, until it is settled.
+    struct Hold: Sendable {
+        let keyID: String
+        let limits: KeyLimits
+        let periodStart: Date
+        let tokens: Int
     }
 
     /// What is known about a key's quota without reading the store.
@@ -178,18 +188,50 @@ public final class QuotaLedger: Sendable {
         guard let quota = limits.tokenQuota else { return .withinQuota }
         let period = limits.quotaPeriod ?? .month
         let start = period.start(of: now)
-        guard let used = accounts.withLock({ $0[keyID] }).flatMap({ $0.periodStart == start ? $0.used : nil }) else {
-            return .unknown
-        }
+        guard let account = accounts.withLock({ $0[keyID] }), account.periodStart == start else { return .unknown }
+        return Self.verdict(account, quota: quota, period: period, now: now)
+    }
+
+    /// Spent once what was used and what is held for requests in flight reach the quota: so
+    /// concurrent requests cannot all pass a check that none of them has been counted in yet.
+    private static func verdict(_ account: Account, quota: Int, period: QuotaPeriod, now: Date) -> Remembered {
+        let used = account.used + account.held
         guard used < quota else {
+            let inFlight = account.held > 0 ? " (\(account.held) of them held for requests in flight)" : ""
             return .spent(
                 GantryError(
                     .rateLimited,
-                    "You exceeded your current quota: this key used \(used) of its \(quota) tokens this \(period.rawValue).",
+                    "You exceeded your current quota: this key used \(used) of its \(quota) tokens this \(period.rawValue)\(inFlight).",
                     code: "insufficient_quota", type: "insufficient_quota",
                     retryAfter: Int(period.end(of: now).timeIntervalSince(now).rounded(.up))))
         }
         return .withinQuota
+    }
+
+    /// Checks the quota from memory and, when within it, holds `tokens` (the request's
+    /// reservation) until `settle`; one step under the lock. Nil without a quota or before the
+    /// key's use this period is loaded (`check` loads it).
+    func hold(keyID: String, limits: KeyLimits, tokens: Int, now: Date = Date()) throws -> Hold? {
+        guard let quota = limits.tokenQuota else { return nil }
+        let period = limits.quotaPeriod ?? .month
+        let start = period.start(of: now)
+        return try accounts.withLock { accounts -> Hold? in
+            guard var account = accounts[keyID], account.periodStart == start else { return nil }
+            if case .spent(let error) = Self.verdict(account, quota: quota, period: period, now: now) { throw error }
+            account.held += tokens
+            accounts[keyID] = account
+            return Hold(keyID: keyID, limits: limits, periodStart: start, tokens: tokens)
+        }
+    }
+
+    /// Ends a hold: its tokens are released and what the request used is counted instead.
+    func settle(_ hold: Hold, tokens: Int) {
+        accounts.withLock { accounts in
+            guard var account = accounts[hold.keyID], account.periodStart == hold.periodStart else { return }
+            account.held = max(0, account.held - hold.tokens)
+            account.used += max(0, tokens)
+            accounts[hold.keyID] = account
+        }
     }
 
     /// Counts tokens a request of this key used.

@@ -203,6 +203,10 @@ extension SQLStore {
             // A key's limits and quota are one JSON document, read with the key.
             try await db.alter(table: "api_keys").column("limits", type: .text).run()
         },
+        Migration(version: 7, name: "usage records: tokens estimated by the gateway") { db in
+            // 1 when the engine's usage never arrived and the gateway charged its reservation.
+            try await db.alter(table: "usage_records").column("estimated", type: .bigint, .notNull, .default(0)).run()
+        },
     ]
 
     /// The highest migration version this binary knows.

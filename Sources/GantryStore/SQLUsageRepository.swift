@@ -119,6 +119,7 @@ struct SQLUsageRepository: UsageRepository {
             timeToFirstTokenMs: try row.decode(column: "ttft_ms", as: Int64?.self).map { Int($0) },
             latencyMs: try row.int("latency_ms"), status: try row.int("status"),
             errorType: try row.decode(column: "error_type", as: String?.self),
-            engineSeconds: Double(try row.decode(column: "engine_ms", as: Int64.self)) / 1000)
+            engineSeconds: Double(try row.decode(column: "engine_ms", as: Int64.self)) / 1000,
+            estimated: try row.decode(column: "estimated", as: Int64.self) != 0)
     }
 }

@@ -42,6 +42,7 @@ enum UsageRowsJSON {
         .integer("status") { Int64($0.status) },
         .text("error_type") { $0.errorType },
         .integer("engine_ms") { Int64(($0.engineSeconds * 1000).rounded()) },
+        .integer("estimated") { $0.estimated ? 1 : 0 },
     ]
 
     static func encode(_ records: some Collection<UsageRecord>) -> String {

@@ -352,6 +352,69 @@ struct DataPlaneTests {
                     try await Task.sleep(for: .milliseconds(50))
                 }
                 #expect(await test.server.routeTable.inFlight(instanceID: "ins_fake") == 0)
+
+                // The usage chunk never came: the reservation is charged, marked as an estimate.
+                await test.server.usage.flush()
+                let records = try await test.server.store.repositories.usage.usage(UsageQuery(limit: 10))
+                let record = try #require(records.first)
+                let estimate = try InferenceRequest.parse(ByteBuffer(string: Self.streamChat)).usageEstimate(contextLimit: 512)
+                #expect(record.status == 499 && record.errorType == "client_closed")
+                #expect(record.estimated)
+                #expect(record.promptTokens == estimate.promptTokens && record.completionTokens == estimate.completionTokens)
+                #expect(record.completionTokens >= 20, "at least the max_tokens the client asked for")
+            }
+        }
+    }
+
+    @Test("several sequences (n > 1, a list of prompts) are refused on llama.cpp, whose usage counts one; one is served")
+    func severalSequencesOnLlamaCpp() async throws {
+        let test = try await TestServer.make()
+        try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
+            await test.server.routeTable.publish(
+                RouteEntry(
+                    deployment: "fake", version: "1", contextLimit: 512, engine: "llama-cpp", createdAt: Date(),
+                    targets: [RouteTarget(instanceID: "ins_fake", endpoint: endpoint)]))
+            try await live(test) { base in
+                let two = #"{"model":"fake","n":2,"messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#
+                let refused = try await Self.post(base, key: test.adminKey, two)
+                #expect(refused.status == 400 && refused.errorCode == "unsupported_parameter")
+                #expect((refused.json["error"] as? [String: Any])?["param"] as? String == "n")
+                let prompts = try await Self.post(
+                    base, key: test.adminKey, #"{"model":"fake","prompt":["a","b"],"max_tokens":4}"#, path: "/v1/completions")
+                #expect(prompts.status == 400 && (prompts.json["error"] as? [String: Any])?["param"] as? String == "prompt")
+                let one = #"{"model":"fake","n":1,"messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#
+                #expect(try await Self.post(base, key: test.adminKey, one).status == 200)
+                let tokens = try await Self.post(
+                    base, key: test.adminKey, #"{"model":"fake","prompt":[1,2,3],"max_tokens":4}"#, path: "/v1/completions")
+                #expect(tokens.status == 200, "a list of token ids is one prompt")
+            }
+        }
+    }
+
+    @Test("concurrent requests cannot overshoot a key's token quota: in-flight requests hold their reservation")
+    func quotaHoldsInFlight() async throws {
+        let test = try await TestServer.make()
+        try await FakeEngine.withEngine(.normal(chunks: 1, delay: .milliseconds(100))) { endpoint in
+            await publish(test, endpoint: endpoint)
+            let quota = 300
+            let (user, key) = try await userKey(test, limits: KeyLimits(tokenQuota: quota, quotaPeriod: .day))
+            try await live(test) { base in
+                // Load the key's (empty) use of the period first, as a first request does.
+                let body = #"{"model":"fake","messages":[{"role":"user","content":"hi"}],"max_tokens":50}"#
+                #expect(try await Self.post(base, key: key, body).status == 200)
+                let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                    for _ in 0..<20 { group.addTask { try await Self.post(base, key: key, body).status } }
+                    return try await group.reduce(into: [Int]()) { $0.append($1) }
+                }
+                #expect(statuses.contains(429), "some were refused")
+                await test.server.usage.flush()
+                let records = try await test.server.store.repositories.usage.usage(UsageQuery(userID: user.id, limit: 100))
+                let used = records.filter { $0.status == 200 }.reduce(0) { $0 + $1.totalTokens }
+                let reservation = try InferenceRequest.parse(ByteBuffer(string: body)).reservation(contextLimit: 512)
+                // Admission stops once what was used and what is held reach the quota, so the
+                // overshoot is at most one request's worth (each used 60 tokens here).
+                #expect(used <= quota + reservation, "used \(used) of a \(quota)-token quota")
+                #expect(used >= quota - 60, "demand above the quota still used it (\(used))")
             }
         }
     }

@@ -243,6 +243,7 @@ struct StoreConformanceTests {
             record.instanceID = nil
             record.timeToFirstTokenMs = nil
             record.engineSeconds = 1.2345
+            record.estimated = true  // and `other` is not
             var other = Self.usageRecord(2, day0: Date(timeIntervalSince1970: 1_700_006_400))
             other.promptTokens = Int(Int32.max) + 5
             try await repo.recordUsage([record, other])
@@ -252,6 +253,7 @@ struct StoreConformanceTests {
             #expect(stored == [record])
             #expect(try await repo.usage(UsageQuery(keyID: "k\u{7F}\u{FFFD}z", limit: 10)).map(\.id) == [record.id])
             #expect(try await repo.usage(UsageQuery(userID: other.userID, limit: 10)).first?.promptTokens == other.promptTokens)
+            #expect(try await repo.usage(UsageQuery(userID: other.userID, limit: 10)).first?.estimated == false)
         }
     }
 

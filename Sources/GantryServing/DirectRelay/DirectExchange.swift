@@ -79,6 +79,7 @@ final class DirectExchange {
         let limit = entry.contextLimit
         if let maxTokens = parsed.maxTokens, maxTokens >= limit { return handToRouter() }
         if parsed.mayExceedContext(limit) { return handToRouter() }
+        if parsed.choices > 1, !EngineUsageReporting.countsEverySequence(engine: entry.engine) { return handToRouter() }
         self.parsed = parsed
         self.entry = entry
         guard let keyID = principal.keyID, let keyLimits = principal.keyLimits else { return admit(principal) }
@@ -104,10 +105,25 @@ final class DirectExchange {
     /// An instance first (undone exactly if the limits refuse), then the limits: either refusal
     /// goes to the router, which queues or answers 429 as always.
     private func admit(_ principal: Principal) {
-        guard let parsed, let entry,
-            let target = try? relay.routes.acquireReady(deployment: parsed.deployment, version: parsed.pinnedVersion)
-        else { return handToRouter() }
+        guard let parsed, let entry else { return handToRouter() }
         let reservation = parsed.reservation(contextLimit: entry.contextLimit)
+        // The quota first: what in-flight requests hold counts, so concurrent ones cannot all
+        // pass. Undone if the instance or the limits refuse.
+        var quotaHold: QuotaLedger.Hold?
+        if let keyID = principal.keyID, let keyLimits = principal.keyLimits {
+            do {
+                quotaHold = try relay.metering.quotas.hold(keyID: keyID, limits: keyLimits, tokens: reservation)
+            } catch {
+                return handToRouter()
+            }
+        }
+        let quotas = relay.metering.quotas
+        func release() { if let quotaHold { quotas.settle(quotaHold, tokens: 0) } }
+        guard let target = try? relay.routes.acquireReady(deployment: parsed.deployment, version: parsed.pinnedVersion)
+        else {
+            release()
+            return handToRouter()
+        }
         let scopes = LimitScope.scopes(principal: principal, entry: entry)
         var admission: RateLimitAdmission?
         if !scopes.isEmpty {
@@ -115,6 +131,7 @@ final class DirectExchange {
             case .success(let admitted): admission = admitted
             case .failure:
                 relay.routes.finish(instanceID: target.instanceID)
+                release()
                 return handToRouter()
             }
         }
@@ -123,6 +140,7 @@ final class DirectExchange {
             MeteredRequest(principal: principal, deployment: entry.deployment, endpoint: endpoint, started: started),
             metering: relay.metering)
         if let admission { meter.admitted(admission, reservation: reservation) }
+        meter.reserved(estimate: parsed.usageEstimate(contextLimit: entry.contextLimit), quotaHold: quotaHold)
         self.meter = meter
         lease = InFlightLease(target, of: entry, routes: relay.routes, metrics: relay.metering.metrics)
         upstreamBody = (try? parsed.upstreamBody(body)) ?? body
