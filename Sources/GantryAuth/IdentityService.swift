@@ -80,6 +80,8 @@ public struct IdentityService: CredentialVerifier {
         }
         // Stored as hex (`APIKeyFormat.hash(secret:)`); remembered as bytes.
         let presentedHash = RandomToken.hex(presentedDigest)
+        // A revocation between this read and `remember` must win (see VerifiedKeyCache.State).
+        let generation = verifiedKeys.generation
         guard let record = try await keys.key(id: parsed.id) else { throw rejected }
         guard APIKeyFormat.constantTimeEqual(record.secretHash, presentedHash) else {
             throw rejected
@@ -97,7 +99,9 @@ public struct IdentityService: CredentialVerifier {
         let principal = Principal(
             userID: user.id, userName: user.name, role: user.role, credential: .apiKey(id: record.id),
             allowedDeployments: record.scope, keyLimits: record.limits)
-        verifiedKeys.remember(principal, keyID: record.id, secretDigest: presentedDigest, keyExpiry: record.expiresAt, now: now)
+        verifiedKeys.remember(
+            principal, keyID: record.id, secretDigest: presentedDigest, keyExpiry: record.expiresAt, now: now,
+            generation: generation)
         return principal
     }
 

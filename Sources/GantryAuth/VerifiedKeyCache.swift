@@ -16,9 +16,16 @@ final class VerifiedKeyCache<Key: Hashable & Sendable>: Sendable {
         var until: Date
     }
 
+    struct State {
+        var entries: [Key: Entry] = [:]
+        /// Counts `removeAll` calls: a verification that read the store before one must not
+        /// remember what it read after it (that would undo a revocation for a lifetime).
+        var generation = 0
+    }
+
     let lifetime: TimeInterval
     let capacity: Int
-    private let entries = Mutex<[Key: Entry]>([:])
+    private let state = Mutex(State())
 
     init(lifetime: Duration, capacity: Int = 10_000) {
         self.lifetime = lifetime.inSeconds
@@ -27,27 +34,37 @@ final class VerifiedKeyCache<Key: Hashable & Sendable>: Sendable {
 
     func principal(keyID: Key, secretDigest: SHA256Digest, now: Date) -> Principal? {
         guard lifetime > 0 else { return nil }
-        return entries.withLock { entries in
+        return state.withLock { state in
             // swift-crypto compares digests in constant time.
-            guard let entry = entries[keyID], entry.until > now, entry.secretDigest == secretDigest
+            guard let entry = state.entries[keyID], entry.until > now, entry.secretDigest == secretDigest
             else { return nil }
             return entry.principal
         }
     }
 
-    func remember(_ principal: Principal, keyID: Key, secretDigest: SHA256Digest, keyExpiry: Date?, now: Date) {
+    /// Taken before reading the store, and handed to `remember`.
+    var generation: Int { state.withLock { $0.generation } }
+
+    /// Remembers a verification, unless `removeAll` ran since `generation` was taken.
+    func remember(
+        _ principal: Principal, keyID: Key, secretDigest: SHA256Digest, keyExpiry: Date?, now: Date, generation: Int? = nil
+    ) {
         guard lifetime > 0 else { return }
         let until = min(now.addingTimeInterval(lifetime), keyExpiry ?? .distantFuture)
-        entries.withLock { entries in
-            if entries.count >= capacity {
-                entries = entries.filter { $0.value.until > now }
-                if entries.count >= capacity { entries.removeAll() }
+        state.withLock { state in
+            if let generation, generation != state.generation { return }
+            if state.entries.count >= capacity {
+                state.entries = state.entries.filter { $0.value.until > now }
+                if state.entries.count >= capacity { state.entries.removeAll() }
             }
-            entries[keyID] = Entry(principal: principal, secretDigest: secretDigest, until: until)
+            state.entries[keyID] = Entry(principal: principal, secretDigest: secretDigest, until: until)
         }
     }
 
     func removeAll() {
-        entries.withLock { $0.removeAll() }
+        state.withLock { state in
+            state.entries.removeAll()
+            state.generation += 1
+        }
     }
 }

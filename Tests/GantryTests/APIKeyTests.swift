@@ -89,3 +89,61 @@ struct APIKeyTests {
         }
     }
 }
+
+/// A key store that holds back each key it has read until the test lets it go: to revoke a key
+/// exactly while a verification of it is between its read and its cache entry.
+final class PausingKeys: APIKeyRepository {
+    let base: any APIKeyRepository
+    let reads = AsyncStream<Void>.makeStream()
+    let releases = AsyncStream<Void>.makeStream()
+
+    init(_ base: any APIKeyRepository) { self.base = base }
+
+    func key(id: String) async throws -> APIKeyRecord? {
+        let record = try await base.key(id: id)
+        reads.continuation.yield()
+        var waiting = releases.stream.makeAsyncIterator()
+        _ = await waiting.next()
+        return record
+    }
+
+    func createKey(_ key: APIKeyRecord) async throws { try await base.createKey(key) }
+    func listKeys(userID: String?) async throws -> [APIKeyRecord] { try await base.listKeys(userID: userID) }
+    func revokeKey(id: String, at: Date) async throws { try await base.revokeKey(id: id, at: at) }
+    func updateKeyLimits(id: String, limits: KeyLimits?) async throws { try await base.updateKeyLimits(id: id, limits: limits) }
+    func touchKey(id: String, at: Date) async throws { try await base.touchKey(id: id, at: at) }
+    func countKeys() async throws -> Int { try await base.countKeys() }
+}
+
+@Suite("API key revocation")
+struct APIKeyRevocationTests {
+    @Test("a key revoked while a verification of it is in flight is refused on the very next request")
+    func revocationDuringVerification() async throws {
+        let store = try await SQLStore.open(.sqliteInMemory, logger: Logger(label: "test"))
+        try await store.migrate(logger: Logger(label: "test"))
+        var repositories = store.repositories
+        let pausing = PausingKeys(repositories.keys)
+        repositories.keys = pausing
+        let identity = IdentityService(
+            repositories: repositories, logger: Logger(label: "test"), keyCacheLifetime: .seconds(3600))
+        let user = try await identity.ensureUser(name: "ann", role: .user)
+        let (record, key) = try await IdentityService(repositories: store.repositories, logger: Logger(label: "test"))
+            .issueKey(userID: user.id, name: "k", expiresAt: nil)
+
+        // A verification reads the key while it is valid, and is held there.
+        let inFlight = Task { try await identity.verify(bearer: key) }
+        var reads = pausing.reads.stream.makeAsyncIterator()
+        _ = await reads.next()
+        // The key is revoked as the API does it: in the store, then the remembered keys go.
+        try await store.repositories.keys.revokeKey(id: record.id, at: Date())
+        identity.forgetVerifiedKeys()
+        pausing.releases.continuation.yield()
+        #expect(try await inFlight.value.userID == user.id, "the request that read the key first is served")
+
+        // The next request reads the store again (the read before the revocation was not
+        // remembered) and is refused. Its read is let through ahead of time.
+        pausing.releases.continuation.yield()
+        await #expect(throws: GantryError.self) { try await identity.verify(bearer: key) }
+        try await store.close()
+    }
+}
