@@ -102,7 +102,8 @@ grep -q '^data: \[DONE\]' <<<"$stream" || fail "stream did not end with [DONE]"
 cached=$(find "$DATA" -path '*/artifacts/ver_*/*.gguf' | head -n 1)
 [ -n "$cached" ] && cmp -s "$cached" "$GANTRY_TEST_MODEL" || fail "the engine's model is not the verified cached copy"
 # Read the page first: `curl | grep -q` fails under pipefail when grep stops reading early.
-metrics=$(curl -sf "$BASE/metrics") || fail "/metrics did not answer"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/metrics")" = 401 ] || fail "/metrics answered without a credential"
+metrics=$(curl -sf -H "Authorization: Bearer $ADMIN" "$BASE/metrics") || fail "/metrics did not answer an admin"
 grep -q 'gantry_http_requests_total{.*route="/v1/chat/completions"' <<<"$metrics" || fail "/metrics has no request counter"
 grep -q 'gantry_inference_tokens_total{model="smollm2",direction="completion"}' <<<"$metrics" \
   || fail "/metrics has no token counter"

@@ -145,6 +145,10 @@ public struct GantrySetting: Sendable, Hashable {
         key: "auth.introspectionSecret", flag: "introspection-secret", type: "string, 32+ characters",
         defaultDescription: "none (admin keys only)",
         help: "Service credential a separate gateway process sends to POST /auth/introspect.", isSecret: true)
+    public static let metricsToken = GantrySetting(
+        key: "auth.metricsToken", flag: "metrics-token", type: "string, 32+ characters",
+        defaultDescription: "none (admin credentials only)",
+        help: "Bearer token a Prometheus scraper sends to GET /metrics; admins' keys and sessions work too.", isSecret: true)
     public static let maxFailedAuth = GantrySetting(
         key: "auth.maxFailedAttemptsPerMinute", flag: "max-failed-auth", type: "integer >= 1", defaultDescription: "20",
         help: "Invalid credentials one address may present per minute before it gets 429 for the rest of the minute.",
@@ -218,7 +222,8 @@ public struct GantrySetting: Sendable, Hashable {
         queueTimeout,
         maxQueuedRequests, reconcileInterval, logLevel, publicURL, oidcIssuer, oidcClientID, oidcClientSecret, oidcScopes,
         oidcAdminClaim, oidcAdminValue, oidcAcceptAccessTokens, oidcAccessTokenAudience, oidcJWKSRefetch, sessionHours,
-        introspectionSecret, maxFailedAuth, gpuSource, resourcePoll, objectStore, blobsDir, s3Endpoint, s3Region, s3Bucket,
+        introspectionSecret, metricsToken, maxFailedAuth, gpuSource, resourcePoll, objectStore, blobsDir, s3Endpoint, s3Region,
+        s3Bucket,
         s3Prefix, s3PathStyle, s3AccessKeyID, s3SecretAccessKey, s3SessionToken, s3PartSize, s3PartsInFlight, maxFileBytes,
         artifactCacheDir,
         artifactCacheMaxBytes,

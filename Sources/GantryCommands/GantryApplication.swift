@@ -133,7 +133,8 @@ public func buildApplication(
         maximumFailures: configuration.auth.maxFailedAttemptsPerMinute, window: 60)
     router.add(
         middleware: AuthenticationMiddleware(
-            verifier: identity, limiter: failedAuthentication, serviceCredential: configuration.auth.introspectionSecret))
+            verifier: identity, limiter: failedAuthentication, serviceCredential: configuration.auth.introspectionSecret,
+            metricsToken: configuration.auth.metricsToken))
     OperationsRoutes.add(
         to: router, registry: metrics, readiness: [ReadinessCheck(name: "store") { await store.ping() }])
     let usage = UsageRecorder(repository: repositories.usage, logger: logger)

@@ -99,6 +99,8 @@ public struct GantryConfiguration: Sendable {
         public var oidc: OIDCSettings?
         public var sessionLifetime: TimeInterval
         public var introspectionSecret: String?
+        /// The bearer token `/metrics` accepts besides admin credentials.
+        public var metricsToken: String?
         public var maxFailedAttemptsPerMinute: Int
     }
 
@@ -264,10 +266,14 @@ public struct GantryConfiguration: Sendable {
         if let introspectionSecret, introspectionSecret.count < 32 {
             throw ConfigurationError(setting: .introspectionSecret, problem: "must be at least 32 characters")
         }
+        let metricsToken = try values.string(.metricsToken)
+        if let metricsToken, metricsToken.count < 32 {
+            throw ConfigurationError(setting: .metricsToken, problem: "must be at least 32 characters")
+        }
         return Auth(
             publicURL: publicURL, oidc: oidc,
             sessionLifetime: TimeInterval(try values.int(.sessionHours, in: 1...8760) ?? 12) * 3600,
-            introspectionSecret: introspectionSecret,
+            introspectionSecret: introspectionSecret, metricsToken: metricsToken,
             maxFailedAttemptsPerMinute: try values.int(.maxFailedAuth, in: 1...100_000) ?? 20)
     }
 

@@ -56,7 +56,9 @@ public func buildGatewayApplication(
             controlURL: controlURL, client: controlClient, maxBodyBytes: max(configuration.gateway.maxRequestBytes, 64 << 20)))
     let failedAuthentication = FailedAuthenticationLimiter(
         maximumFailures: configuration.auth.maxFailedAttemptsPerMinute, window: 60)
-    router.add(middleware: AuthenticationMiddleware(verifier: verifier, limiter: failedAuthentication))
+    router.add(
+        middleware: AuthenticationMiddleware(
+            verifier: verifier, limiter: failedAuthentication, metricsToken: configuration.auth.metricsToken))
     OperationsRoutes.add(to: router, registry: metrics, readiness: [ReadinessCheck(name: "store") { await store.ping() }])
     let inference = configuration.gateway.inferenceRoutes(
         routes: routeTable, clients: engineClients, limiter: RateLimiter(), usage: usage,

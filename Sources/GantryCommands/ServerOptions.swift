@@ -85,6 +85,8 @@ public struct ServerOptions: ParsableArguments {
     @Option(
         name: .customLong(GantrySetting.introspectionSecret.flag), help: ArgumentHelp(GantrySetting.introspectionSecret.helpText))
     var introspectionSecret: String?
+    @Option(name: .customLong(GantrySetting.metricsToken.flag), help: ArgumentHelp(GantrySetting.metricsToken.helpText))
+    var metricsToken: String?
     @Option(name: .customLong(GantrySetting.maxFailedAuth.flag), help: ArgumentHelp(GantrySetting.maxFailedAuth.helpText))
     var maxFailedAuth: String?
     @Option(name: .customLong(GantrySetting.gpuSource.flag), help: ArgumentHelp(GantrySetting.gpuSource.helpText))
@@ -138,6 +140,7 @@ public struct ServerOptions: ParsableArguments {
             (.oidcAdminClaim, oidcAdminClaim), (.oidcAdminValue, oidcAdminValue),
             (.oidcAcceptAccessTokens, oidcAcceptAccessTokens), (.oidcAccessTokenAudience, oidcAccessTokenAudience),
             (.oidcJWKSRefetch, oidcJWKSRefetch), (.sessionHours, sessionHours), (.introspectionSecret, introspectionSecret),
+            (.metricsToken, metricsToken),
             (.maxFailedAuth, maxFailedAuth), (.gpuSource, gpuSource), (.resourcePoll, resourcePoll),
             (.objectStore, objectStore),
             (.blobsDir, blobsDir),

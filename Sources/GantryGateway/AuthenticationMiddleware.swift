@@ -24,17 +24,23 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     /// on `servicePaths` only: introspection, the route watch and the gateways' reports.
     let serviceCredential: String?
     let servicePaths: Set<String>
+    /// `/metrics` needs an admin's credential or this token (`auth.metricsToken`): its series name
+    /// every service, instance and failure class.
+    let metricsToken: String?
+    static let metricsPath = "/metrics"
 
     public init(
         verifier: any CredentialVerifier, limiter: FailedAuthenticationLimiter = FailedAuthenticationLimiter(),
         protectedPrefixes: [String] = ["/v1/", "/api/"], serviceCredential: String? = nil,
-        servicePaths: Set<String> = ["/auth/introspect", "/api/v1/routes", "/api/v1/routes/reports"]
+        servicePaths: Set<String> = ["/auth/introspect", "/api/v1/routes", "/api/v1/routes/reports"],
+        metricsToken: String? = nil
     ) {
         self.verifier = verifier
         self.limiter = limiter
         self.protectedPrefixes = protectedPrefixes
         self.serviceCredential = serviceCredential
         self.servicePaths = servicePaths
+        self.metricsToken = metricsToken
     }
 
     /// The principal of a gateway process presenting the service credential.
@@ -45,7 +51,8 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         -> Response
     {
         let path = request.uri.path
-        let isProtected = protectedPrefixes.contains { path.hasPrefix($0) }
+        let isMetrics = path == Self.metricsPath
+        let isProtected = isMetrics || protectedPrefixes.contains { path.hasPrefix($0) }
         let header = request.headers[.authorization]
         let cookie = request.cookies[Self.sessionCookie]?.value
         guard header != nil || cookie != nil else {
@@ -67,6 +74,11 @@ public struct AuthenticationMiddleware: RouterMiddleware {
             context.principal = Self.gatewayService
             return try await next(request, context)
         }
+        if isMetrics, let metricsToken, let header, header.count > 7, header.prefix(7).lowercased() == "bearer ",
+            constantTimeEqual(header.dropFirst(7), metricsToken)
+        {
+            return try await next(request, context)
+        }
         do {
             if let header {
                 guard let bearer = BearerCredential.credential(fromAuthorization: header) else {
@@ -82,6 +94,9 @@ public struct AuthenticationMiddleware: RouterMiddleware {
             // A stale cookie on a public page is not an error: the page shows the login link.
             guard isProtected || header != nil else { return try await next(request, context) }
             throw error
+        }
+        if isMetrics, context.principal?.isAdmin != true {
+            throw GantryError(.forbidden, "/metrics is for admins and the metrics token (auth.metricsToken)")
         }
         if let principal = context.principal {
             if case .session(let csrfToken) = principal.credential, isProtected, request.method != .get, request.method != .head {

@@ -12,9 +12,10 @@ import Testing
 /// the `/v1` proxy in front of a fake engine (the real engine is covered by the end-to-end tests).
 @Suite("Gateway and HTTP surface")
 struct GatewayTests {
-    @Test("operations routes: /healthz, /readyz, /metrics with request counters by route")
+    @Test("operations routes: /healthz, /readyz, /metrics (admins and the metrics token only) with request counters by route")
     func operations() async throws {
-        let test = try await TestServer.make()
+        let token = String(repeating: "m", count: 40)
+        let test = try await TestServer.make(flags: [.metricsToken: token])
         try await test.server.application.test(.router) { client in
             let health = try await client.execute(uri: "/healthz", method: .get)
             #expect(health.status == .ok)
@@ -22,7 +23,16 @@ struct GatewayTests {
             #expect(ready.status == .ok)
             #expect(ready.json["status"] as? String == "ready")
             _ = try await client.execute(uri: "/api/v1/models", method: .get, headers: .bearer(test.adminKey))
-            let metrics = try await client.execute(uri: "/metrics", method: .get)
+            // Anyone else: 401 without a credential, 403 with a user's key.
+            #expect(try await client.execute(uri: "/metrics", method: .get).status == .unauthorized)
+            let user = try await test.server.identity.ensureUser(name: "viewer", role: .user)
+            let (_, userKey) = try await test.server.identity.issueKey(userID: user.id, name: "v", expiresAt: nil)
+            #expect(try await client.execute(uri: "/metrics", method: .get, headers: .bearer(userKey)).status == .forbidden)
+            #expect(
+                try await client.execute(uri: "/metrics", method: .get, headers: .bearer(token + "x")).status == .unauthorized)
+            let scraped = try await client.execute(uri: "/metrics", method: .get, headers: .bearer(token))
+            #expect(scraped.status == .ok && scraped.text.contains("gantry_http_requests_total"))
+            let metrics = try await client.execute(uri: "/metrics", method: .get, headers: .bearer(test.adminKey))
             #expect(metrics.text.contains(#"gantry_http_requests_total{method="GET",route="/api/v1/models",status="200"} 1"#))
             #expect(metrics.text.contains("gantry_http_request_duration_seconds_bucket"))
         }

@@ -95,7 +95,7 @@ struct ResourceTests {
             let first = try #require((gpus.json["data"] as? [[String: Any]])?.first)
             #expect(first["memory_total_mib"] as? Int == 81559)
             #expect(first["node"] as? String == node["name"] as? String)
-            let metrics = try await client.execute(uri: "/metrics", method: .get)
+            let metrics = try await client.execute(uri: "/metrics", method: .get, headers: .bearer(test.adminKey))
             #expect(metrics.text.contains(#"gantry_gpu_memory_total_bytes{node=""#))
             #expect(metrics.text.contains(#"gpu="7",model="NVIDIA H100 80GB HBM3"} 85520809984.0"#), "81559 MiB in bytes")
             #expect(metrics.text.contains("gantry_gpu_utilization_ratio"))
