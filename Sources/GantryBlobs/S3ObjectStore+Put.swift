@@ -141,14 +141,22 @@ extension S3ObjectStore {
     }
 
     /// A put that failed because its task was cancelled must still abort its upload, or the parts
-    /// stay (and are billed) in the bucket. Best effort: a failure is only logged.
+    /// stay (and are billed) in the bucket. An abort is idempotent and S3 answers 5xx now and then
+    /// (moto answered 500 to an abort that crossed a cancelled part upload), so it is tried up to
+    /// three times, 0.2 s and 0.4 s apart. Best effort: a last failure is only logged.
     func abortShieldedFromCancellation(_ storedKey: String, uploadID: String) async {
         await uncancelled {
-            do {
-                try await self.abortMultipartUpload(storedKey, uploadID: uploadID)
-            } catch {
-                self.logger.warning(
-                    "could not abort a multipart upload", metadata: ["key": "\(storedKey)", "error": "\(error)"])
+            for attempt in 1...3 {
+                do {
+                    try await self.abortMultipartUpload(storedKey, uploadID: uploadID)
+                    return
+                } catch {
+                    guard attempt < 3 else {
+                        return self.logger.warning(
+                            "could not abort a multipart upload", metadata: ["key": "\(storedKey)", "error": "\(error)"])
+                    }
+                    try? await Task.sleep(for: .milliseconds(200 * attempt))
+                }
             }
         }
     }

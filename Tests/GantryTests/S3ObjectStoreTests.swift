@@ -1,6 +1,7 @@
 import Foundation
 import GantryCore
 import GantryTestSupport
+import Hummingbird
 import Testing
 
 @testable import GantryBlobs
@@ -105,6 +106,34 @@ struct S3ObjectStoreTests {
         var noBucket = custom
         noBucket.bucket = ""
         #expect(throws: GantryError.self) { try S3ObjectStore(configuration: noBucket) }
+    }
+
+    @Test("an abort answered 5xx is tried again, up to three times")
+    func abortRetries() async throws {
+        // A FAKE S3 endpoint for aborts only: 500 twice, then 204.
+        let calls = AbortCalls()
+        let router = Router()
+        router.delete("**") { _, _ -> Response in
+            let call = await calls.next()
+            return Response(status: call < 3 ? .internalServerError : .noContent)
+        }
+        try await LocalTestServer.withServer(router) { base in
+            let configuration = S3Configuration(
+                region: "us-east-1", bucket: "b", credentials: S3Credentials(accessKeyID: "id", secretAccessKey: "secret"),
+                endpoint: URL(string: base), keyPrefix: "")
+            let store = try S3ObjectStore(configuration: configuration)
+            await store.abortShieldedFromCancellation("k", uploadID: "u1")
+            #expect(await calls.count == 3, "two 500s, then the abort went through")
+            try await store.shutdown()
+        }
+    }
+
+    actor AbortCalls {
+        var count = 0
+        func next() -> Int {
+            count += 1
+            return count
+        }
     }
 
     @Test("a missing bucket is a clear badGateway error, without secrets")
