@@ -16,6 +16,32 @@ public struct DeploymentRoutes: Sendable {
         self.runtime = runtime
     }
 
+    /// Whether a user may see (and so call) the service.
+    static func visible(_ deployment: Deployment, to principal: Principal) -> Bool {
+        principal.isAdmin || (principal.mayUse(deployment: deployment.name) && deployment.access.admits(principal))
+    }
+
+    /// What a user sees of a service they may call.
+    struct DeploymentSummary: Encodable, Sendable {
+        var name: String
+        var version: String
+        var status: DeploymentStatus
+        var contextLimit: Int
+        var limits: FrequencyLimits
+        var createdAt: Date
+        var updatedAt: Date
+
+        init(_ deployment: Deployment) {
+            name = deployment.name
+            version = deployment.revision.version
+            status = deployment.status
+            contextLimit = deployment.revision.contextLimit
+            limits = deployment.limits
+            createdAt = deployment.createdAt
+            updatedAt = deployment.updatedAt
+        }
+    }
+
     public func add(to router: Router<GantryRequestContext>) {
         let group = router.group("/api/v1/deployments")
         group.post { request, context in
@@ -24,15 +50,30 @@ public struct DeploymentRoutes: Sendable {
             let deployment = try await service.create(body)
             return JSONResponse(RecordWithField(deployment, adding: "instances", [EngineInstance]()), status: .created)
         }
-        group.get { _, context in
-            _ = try context.requirePrincipal()
-            return JSONResponse(ListResponse(try await repositories.deployments.listDeployments()))
+        // Admins see everything; a user sees only the services they may call, as a summary
+        // without engine internals (instances, endpoints, process ids, model paths, access lists).
+        group.get { request, context in
+            let principal = try context.requirePrincipal()
+            let deployments = try await repositories.deployments.listDeployments()
+            guard principal.isAdmin else {
+                let visible = deployments.filter { Self.visible($0, to: principal) }.map(DeploymentSummary.init)
+                return try JSONResponse(ListResponse(visible)).response(from: request, context: context)
+            }
+            return try JSONResponse(ListResponse(deployments)).response(from: request, context: context)
         }
-        group.get("{name}") { _, context in
-            _ = try context.requirePrincipal()
+        group.get("{name}") { request, context in
+            let principal = try context.requirePrincipal()
             let deployment = try await find(try context.parameters.require("name"))
+            guard principal.isAdmin else {
+                // A service the user may not call looks like one that does not exist.
+                guard Self.visible(deployment, to: principal) else {
+                    throw GantryError.notFound("deployment '\(deployment.name)' not found")
+                }
+                return try JSONResponse(DeploymentSummary(deployment)).response(from: request, context: context)
+            }
             let instances = try await repositories.instances.listInstances(deploymentID: deployment.id)
-            return JSONResponse(RecordWithField(deployment, adding: "instances", instances))
+            return try JSONResponse(RecordWithField(deployment, adding: "instances", instances)).response(
+                from: request, context: context)
         }
         group.patch("{name}") { request, context in
             _ = try context.requireAdmin()
@@ -47,7 +88,8 @@ public struct DeploymentRoutes: Sendable {
             return Response(status: .accepted)
         }
         group.get("{name}/events") { request, context in
-            _ = try context.requirePrincipal()
+            // Events can quote a crashed engine's last log lines, which can hold a prompt: admins only.
+            _ = try context.requireAdmin()
             let deployment = try await find(try context.parameters.require("name"))
             let limit = try PageCursor.limit(request.uri.queryParameters["limit"].map(String.init))
             return JSONResponse(

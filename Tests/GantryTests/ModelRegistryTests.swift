@@ -289,6 +289,30 @@ struct ModelRegistryTests {
             let deployed = try await api.send(.post, "/api/v1/deployments", #"{"name":"tiny-chat","model":"tiny","version":"1"}"#)
             #expect(deployed.status == .created)
 
+            // Users see the services they may call, as a summary without engine internals; events
+            // (which can quote an engine's log) are for admins.
+            let user = try await test.server.identity.ensureUser(name: "reader", role: .user)
+            let (_, userKey) = try await test.server.identity.issueKey(userID: user.id, name: "r", expiresAt: nil)
+            let reader = RegistryAPI(client: client, key: userKey)
+            let listed = try #require(
+                (try await reader.send(.get, "/api/v1/deployments").json["data"] as? [[String: Any]])?.first)
+            #expect(listed["name"] as? String == "tiny-chat" && listed["version"] as? String == "1")
+            #expect(listed["status"] != nil && listed["context_limit"] as? Int == 512)
+            for hidden in ["instances", "access", "revision", "id", "model_id", "status_message", "scaling"] {
+                #expect(listed[hidden] == nil, "\(hidden) is not shown to users")
+            }
+            let one = try await reader.send(.get, "/api/v1/deployments/tiny-chat")
+            #expect(one.status == .ok && one.json["instances"] == nil && one.json["revision"] == nil)
+            #expect(try await reader.send(.get, "/api/v1/deployments/tiny-chat/events").status == .forbidden)
+            let (_, scopedKey) = try await test.server.identity.issueKey(
+                userID: user.id, name: "s", expiresAt: nil, scope: ["another"])
+            let scoped = RegistryAPI(client: client, key: scopedKey)
+            #expect((try await scoped.send(.get, "/api/v1/deployments").json["data"] as? [Any])?.isEmpty == true)
+            #expect(try await scoped.send(.get, "/api/v1/deployments/tiny-chat").status == .notFound)
+            let adminView = try await api.send(.get, "/api/v1/deployments/tiny-chat")
+            #expect(adminView.json["instances"] != nil && adminView.json["revision"] != nil)
+            #expect(try await api.send(.get, "/api/v1/deployments/tiny-chat/events").status == .ok)
+
             let refused = try await api.send(.delete, "/api/v1/models/tiny/versions/1")
             #expect(refused.status == .conflict)
             #expect((refused.json["detail"] as? String)?.contains("'tiny-chat'") == true)
