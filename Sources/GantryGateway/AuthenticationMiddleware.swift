@@ -62,17 +62,20 @@ public struct AuthenticationMiddleware: RouterMiddleware {
             }
             return try await next(request, context)
         }
-        if let retryAfter = limiter.retryAfter(for: context.remoteAddress) {
-            throw GantryError(
-                .rateLimited, "too many failed authentication attempts from this address", code: "too_many_failed_attempts",
-                retryAfter: retryAfter)
-        }
         var context = context
+        // The gateways' service credential comes before the per-address slowdown: a gateway's
+        // address is every client's behind it, and bad keys sent through it must not block the
+        // gateway's own introspection (which made every key through it fail for a minute).
         if let serviceCredential, let header, servicePaths.contains(path), header.count > 7,
             header.prefix(7).lowercased() == "bearer ", constantTimeEqual(header.dropFirst(7), serviceCredential)
         {
             context.principal = Self.gatewayService
             return try await next(request, context)
+        }
+        if let retryAfter = limiter.retryAfter(for: context.remoteAddress) {
+            throw GantryError(
+                .rateLimited, "too many failed authentication attempts from this address", code: "too_many_failed_attempts",
+                retryAfter: retryAfter)
         }
         if isMetrics, let metricsToken, let header, header.count > 7, header.prefix(7).lowercased() == "bearer ",
             constantTimeEqual(header.dropFirst(7), metricsToken)

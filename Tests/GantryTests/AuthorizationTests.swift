@@ -61,6 +61,26 @@ struct AuthorizationTests {
         }
     }
 
+    @Test("a gateway's service credential is recognised before the per-address slowdown")
+    func serviceCredentialIsNotSlowedDown() async throws {
+        let secret = "introspection-secret-for-tests-0123456789"
+        let test = try await TestServer.make(flags: [.maxFailedAuth: "3", .introspectionSecret: secret])
+        try await test.server.application.test(.router) { client in
+            // Bad keys proxied through a gateway arrive from the gateway's address, which gets blocked.
+            for _ in 0..<4 { _ = try await client.execute(uri: "/api/v1/models", method: .get, headers: .bearer("gk_wrong")) }
+            #expect(
+                try await client.execute(uri: "/v1/models", method: .get, headers: .bearer(test.adminKey)).status
+                    == .tooManyRequests)
+            // The same gateway's introspection of a valid key still works.
+            let introspected = try await client.execute(
+                uri: "/auth/introspect", method: .post,
+                headers: [.authorization: "Bearer \(secret)", .contentType: "application/x-www-form-urlencoded"],
+                body: ByteBuffer(string: "token=\(test.adminKey)"))
+            #expect(introspected.status == .ok)
+            #expect(introspected.json["active"] as? Bool == true)
+        }
+    }
+
     @Test("OIDC routes answer 404 in the problem format when no provider is configured")
     func loginNotConfigured() async throws {
         let test = try await TestServer.make()
