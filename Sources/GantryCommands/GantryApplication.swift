@@ -125,7 +125,7 @@ public func buildApplication(
 
     let router = Router(context: GantryRequestContext.self)
     router.add(middleware: RequestIDMiddleware())
-    router.add(middleware: PathNormalizationMiddleware())
+    router.add(middleware: CanonicalPathMiddleware())
     router.add(middleware: AccessLogMiddleware())
     router.add(middleware: HTTPMetricsMiddleware(registry: metrics))
     router.add(middleware: APIErrorMiddleware())

@@ -63,13 +63,16 @@ public struct AuthenticationMiddleware: RouterMiddleware {
             return try await next(request, context)
         }
         var context = context
-        // The gateways' service credential comes before the per-address slowdown: a gateway's
-        // address is every client's behind it, and bad keys sent through it must not block the
-        // gateway's own introspection (which made every key through it fail for a minute).
-        if let serviceCredential, let header, servicePaths.contains(path), header.count > 7,
-            header.prefix(7).lowercased() == "bearer ", constantTimeEqual(header.dropFirst(7), serviceCredential)
-        {
+        // The configured secrets (the gateways' service credential on its paths, the metrics
+        // token on /metrics) come before the per-address slowdown: a gateway's address is every
+        // client's behind it, and bad keys sent through it must not block the gateway's own
+        // introspection (which made every key through it fail for a minute).
+        let bearer = header.flatMap(BearerCredential.credential(fromAuthorization:))
+        if let bearer, let serviceCredential, servicePaths.contains(path), constantTimeEqual(bearer, serviceCredential) {
             context.principal = Self.gatewayService
+            return try await next(request, context)
+        }
+        if let bearer, let metricsToken, isMetrics, constantTimeEqual(bearer, metricsToken) {
             return try await next(request, context)
         }
         if let retryAfter = limiter.retryAfter(for: context.remoteAddress) {
@@ -77,14 +80,9 @@ public struct AuthenticationMiddleware: RouterMiddleware {
                 .rateLimited, "too many failed authentication attempts from this address", code: "too_many_failed_attempts",
                 retryAfter: retryAfter)
         }
-        if isMetrics, let metricsToken, let header, header.count > 7, header.prefix(7).lowercased() == "bearer ",
-            constantTimeEqual(header.dropFirst(7), metricsToken)
-        {
-            return try await next(request, context)
-        }
         do {
-            if let header {
-                guard let bearer = BearerCredential.credential(fromAuthorization: header) else {
+            if header != nil {
+                guard let bearer else {
                     throw GantryError(
                         .unauthorized, "the Authorization header must use the Bearer scheme", code: "invalid_api_key")
                 }

@@ -5,7 +5,7 @@ public import Hummingbird
 /// check or the router reads it. Added right after the request id, so the access log,
 /// authentication, the CSRF check and the gateway's proxy to the control only ever see one
 /// spelling of a path: the one the router matches.
-public struct PathNormalizationMiddleware<Context: RequestContext>: RouterMiddleware {
+public struct CanonicalPathMiddleware<Context: RequestContext>: RouterMiddleware {
     public init() {}
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
