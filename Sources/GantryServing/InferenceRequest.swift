@@ -184,14 +184,6 @@ public struct InferenceRequest: Sendable, Equatable {
         }
     }
 
-    /// Every top-level key of a body, for `Fields.noteTopLevelKey` on the decoder's path.
-    private struct TopLevelKeys: Decodable {
-        var keys: [String]
-        init(from decoder: any Decoder) throws {
-            keys = try decoder.container(keyedBy: TextWeight.AnyKey.self).allKeys.map(\.stringValue)
-        }
-    }
-
     /// Engines' own fields for how much to generate or how many sequences to run, beside the
     /// OpenAI ones the gateway reserves for (`max_tokens`, `max_completion_tokens`, `n`). An
     /// engine honours them over or beside the OpenAI fields (llama.cpp's `n_predict` wins over
@@ -230,12 +222,12 @@ public struct InferenceRequest: Sendable, Equatable {
     }
 
     private static func decode(_ buffer: ByteBuffer, endpoint: InferenceEndpoint) throws -> InferenceRequest {
-        if let key = JSONDuplicateKeys.first(in: buffer) { throw duplicateKey(key) }
-        let body = Data(buffer: buffer)
+        // One walk for the keys (escapes resolved), one decode for the values.
+        let keys = JSONKeys.read(buffer)
+        if let key = keys?.duplicate { throw duplicateKey(key) }
         var fields: Fields
         do {
-            fields = try JSONDecoder().decode(Fields.self, from: body)
-            for key in try JSONDecoder().decode(TopLevelKeys.self, from: body).keys { fields.noteTopLevelKey(key) }
+            fields = try JSONDecoder().decode(Fields.self, from: Data(buffer: buffer))
         } catch let error as GantryError {
             throw error
         } catch let DecodingError.typeMismatch(_, context) where !context.codingPath.isEmpty {
@@ -247,6 +239,10 @@ public struct InferenceRequest: Sendable, Equatable {
         } catch {
             throw GantryError.invalid("request body is not a JSON object", code: "invalid_json")
         }
+        // A body the decoder took but the key reader did not is refused too: its keys were not
+        // all seen, so a refused field could hide in it.
+        guard let keys else { throw GantryError.invalid("request body is not a JSON object", code: "invalid_json") }
+        for key in keys.topLevel { fields.noteTopLevelKey(key) }
         return try make(fields, endpoint: endpoint)
     }
 

@@ -187,19 +187,28 @@ struct RequestBodyScanner {
 
     /// A list whose items are all objects, weighed as `TextWeight` weighs a list.
     private mutating func listOfObjects(depth: Int) -> TextWeight? {
-        guard take(UInt8(ascii: "[")) else { return nil }
+        peek == UInt8(ascii: "[") ? list(depth: depth, objectsOnly: true) : nil
+    }
+
+    /// The list at `index` (its `[`), weighed: the sum of its items, one part each. With
+    /// `objectsOnly`, an item that is not an object makes it nil.
+    private mutating func list(depth: Int, objectsOnly: Bool) -> TextWeight? {
+        index += 1
         var total = 0
         var parts = 0
+        var texts = 0
         skipSpace()
         if take(UInt8(ascii: "]")) { return TextWeight(bytes: 0, parts: 0, kind: .list(texts: 0)) }
         repeat {
             skipSpace()
-            guard peek == UInt8(ascii: "{"), let item = weight(depth: depth + 1) else { return nil }
+            if objectsOnly, peek != UInt8(ascii: "{") { return nil }
+            guard let item = weight(depth: depth + 1) else { return nil }
             total += item.bytes
             parts += 1
+            if item.isTextOrList { texts += 1 }
             skipSpace()
         } while take(UInt8(ascii: ","))
-        return take(UInt8(ascii: "]")) ? TextWeight(bytes: total, parts: parts, kind: .list(texts: 0)) : nil
+        return take(UInt8(ascii: "]")) ? TextWeight(bytes: total, parts: parts, kind: .list(texts: texts)) : nil
     }
 
     /// Any JSON value weighed as `TextWeight` does: decoded UTF-8 bytes of every string, one per
@@ -211,21 +220,7 @@ struct RequestBodyScanner {
             guard let length = stringLength() else { return nil }
             return TextWeight(bytes: length, parts: 1, kind: .text)
         case UInt8(ascii: "["):
-            index += 1
-            var total = 0
-            var parts = 0
-            var texts = 0
-            skipSpace()
-            if take(UInt8(ascii: "]")) { return TextWeight(bytes: 0, parts: 0, kind: .list(texts: 0)) }
-            repeat {
-                skipSpace()
-                guard let item = weight(depth: depth + 1) else { return nil }
-                total += item.bytes
-                parts += 1
-                if item.isTextOrList { texts += 1 }
-                skipSpace()
-            } while take(UInt8(ascii: ","))
-            return take(UInt8(ascii: "]")) ? TextWeight(bytes: total, parts: parts, kind: .list(texts: texts)) : nil
+            return list(depth: depth, objectsOnly: false)
         case UInt8(ascii: "{"):
             index += 1
             var total = 0
