@@ -212,10 +212,9 @@ final class EngineResponseHandler: ChannelInboundHandler, RemovableChannelHandle
     var connection: EngineConnection?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let exchange = connection?.exchange else {
-            // An answer to no request: reused, the connection would hand it to the next one.
-            return context.close(promise: nil)
-        }
+        // No exchange: the connection is being closed (bytes on an idle one never get here:
+        // EngineIdleBytesGuard and the decoder close it first).
+        guard let exchange = connection?.exchange else { return }
         switch unwrapInboundIn(data) {
         case .head(let head): exchange.engineHead(head)
         case .body(let chunk): exchange.engineBody(chunk)
@@ -241,7 +240,8 @@ final class EngineResponseHandler: ChannelInboundHandler, RemovableChannelHandle
 /// Closes an engine connection that receives bytes while no request is out on it (idle in the
 /// pool): whatever they are, the next request on the connection would read them as the start of
 /// its answer, so one client could receive what the engine meant for another. Bytes that arrive
-/// in the same read as an answer's end are the decoder's to refuse (`oneAnswerAtATime`).
+/// in the same read as an answer's end are the decoder's to refuse (`oneAnswerAtATime`); between
+/// the two, nothing an engine sends unasked reaches the next request.
 final class EngineIdleBytesGuard: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
