@@ -77,7 +77,7 @@ extension InferenceRoutes {
         if !scopes.isEmpty {
             switch metering.limiter.admit(scopes, tokens: reservation) {
             case .success(let admission):
-                meter.admitted(admission, reservation: reservation)
+                meter.admitted(admission)
             case .failure(let rejection):
                 metering.metrics.limitRejected(model: entry.deployment, scope: rejection.scopeKind)
                 var headers = Dictionary(

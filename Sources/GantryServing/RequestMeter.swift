@@ -37,15 +37,9 @@ public struct Metering: Sendable {
         let estimated = reported == nil && mayHaveRun && state.estimate != nil
         let charged = reported ?? (mayHaveRun ? state.estimate : nil)
         let chargedTokens = charged.map { $0.promptTokens + $0.completionTokens }
-        if let admission = state.admission {
-            limiter.settle(admission, tokens: chargedTokens ?? (mayHaveRun ? state.reservation : 0))
-        }
+        if let admission = state.admission { limiter.settle(admission, tokens: chargedTokens ?? 0) }
+        if let hold = state.quotaHold { quotas.settle(hold, tokens: chargedTokens ?? 0) }
         let principal = request.principal
-        if let hold = state.quotaHold {
-            quotas.settle(hold, tokens: chargedTokens ?? 0)
-        } else if let keyID = principal.keyID, let limits = principal.keyLimits, let chargedTokens {
-            quotas.add(keyID: keyID, limits: limits, tokens: chargedTokens)
-        }
         // Time to first token: to the first byte of the answer's body (a stream's first event).
         let firstByte = (state.firstByteAt ?? state.headAt).map { $0 - request.started }
         let latency = now - request.started
@@ -80,15 +74,15 @@ struct MeteredRequest: Sendable {
 final class RequestMeter: Sendable {
     struct State {
         var admission: RateLimitAdmission?
-        var reservation = 0
         var instanceID: String?
         var version = ""
         var sentAt: ContinuousClock.Instant?
         var headAt: ContinuousClock.Instant?
         var firstByteAt: ContinuousClock.Instant?
         var finished = false
-        /// What is charged if the engine's usage never arrives: the reservation, split into the
-        /// prompt's bound and the rest.
+        /// The reservation, split into the prompt's bound and the rest: what the limits and the
+        /// quota hold while the request runs, and what is charged if the engine's usage never
+        /// arrives.
         var estimate: TokenUsage?
         var quotaHold: QuotaLedger.Hold?
     }
@@ -102,11 +96,8 @@ final class RequestMeter: Sendable {
         self.metering = metering
     }
 
-    func admitted(_ admission: RateLimitAdmission, reservation: Int) {
-        state.withLock {
-            $0.admission = admission
-            $0.reservation = reservation
-        }
+    func admitted(_ admission: RateLimitAdmission) {
+        state.withLock { $0.admission = admission }
     }
 
     /// The request was admitted: what to charge without the engine's count, and the tokens held

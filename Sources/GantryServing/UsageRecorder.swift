@@ -146,7 +146,6 @@ public final class QuotaLedger: Sendable {
     /// Tokens held against a key's quota for one admitted request, until it is settled.
     struct Hold: Sendable {
         let keyID: String
-        let limits: KeyLimits
         let periodStart: Date
         let tokens: Int
     }
@@ -220,7 +219,7 @@ public final class QuotaLedger: Sendable {
             if case .spent(let error) = Self.verdict(account, quota: quota, period: period, now: now) { throw error }
             account.held += tokens
             accounts[keyID] = account
-            return Hold(keyID: keyID, limits: limits, periodStart: start, tokens: tokens)
+            return Hold(keyID: keyID, periodStart: start, tokens: tokens)
         }
     }
 
@@ -234,16 +233,4 @@ public final class QuotaLedger: Sendable {
         }
     }
 
-    /// Counts tokens a request of this key used.
-    public func add(keyID: String, limits: KeyLimits, tokens: Int, now: Date = Date()) {
-        guard limits.tokenQuota != nil, tokens > 0 else { return }
-        let start = (limits.quotaPeriod ?? .month).start(of: now)
-        accounts.withLock { accounts in
-            if var account = accounts[keyID], account.periodStart == start {
-                account.used += tokens
-                accounts[keyID] = account
-            }
-        }
-        // A key not loaded yet reads this request from the store once its record is written.
-    }
 }

@@ -139,7 +139,7 @@ final class DirectExchange {
         let meter = RequestMeter(
             MeteredRequest(principal: principal, deployment: entry.deployment, endpoint: endpoint, started: started),
             metering: relay.metering)
-        if let admission { meter.admitted(admission, reservation: reservation) }
+        if let admission { meter.admitted(admission) }
         meter.reserved(estimate: parsed.usageEstimate(contextLimit: entry.contextLimit), quotaHold: quotaHold)
         self.meter = meter
         lease = InFlightLease(target, of: entry, routes: relay.routes, metrics: relay.metering.metrics)
