@@ -91,8 +91,8 @@ public struct LoginService: Sendable {
     /// nothing a browser drops or rewrites before reading it (it strips tabs and newlines, so
     /// `next=/%09/evil.example` became `//evil.example`). Anything else returns to `/`.
     static func safeReturnPath(_ path: String) -> String {
-        guard path.utf8.count <= 512, path.hasPrefix("/"), !path.hasPrefix("//"),
-            path.utf8.allSatisfy(isReturnPathByte), CanonicalPath.accepts(path)
+        // CanonicalPath refuses what does not start with one `/`, `//host` included.
+        guard path.utf8.count <= 512, path.utf8.allSatisfy(isReturnPathByte), CanonicalPath.accepts(path)
         else { return "/" }
         return path
     }

@@ -20,18 +20,18 @@ public enum CanonicalPath {
         return true
     }
 
-    /// `%2F`, `%5C` or `%2E` in any case.
+    /// `%2F`, `%5C` or `%2E` in any case (read in place: this runs on every routed request).
     private static func hasEncodedSeparator(_ segment: Substring) -> Bool {
-        let bytes = Array(segment.utf8)
-        guard bytes.count >= 3 else { return false }
-        for index in 0..<(bytes.count - 2) where bytes[index] == UInt8(ascii: "%") {
-            let high = bytes[index + 1]
-            let low = bytes[index + 2] | 0x20  // lower case
-            if (high == UInt8(ascii: "2") && (low == UInt8(ascii: "f") || low == UInt8(ascii: "e")))
-                || (high == UInt8(ascii: "5") && low == UInt8(ascii: "c"))
+        var previous: (UInt8, UInt8) = (0, 0)
+        for byte in segment.utf8 {
+            let low = byte | 0x20  // lower case
+            if previous.0 == UInt8(ascii: "%"),
+                (previous.1 == UInt8(ascii: "2") && (low == UInt8(ascii: "f") || low == UInt8(ascii: "e")))
+                    || (previous.1 == UInt8(ascii: "5") && low == UInt8(ascii: "c"))
             {
                 return true
             }
+            previous = (previous.1, byte)
         }
         return false
     }

@@ -126,7 +126,7 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
         switch state {
         case .untilClose:
             // The answer without a length ends where the connection does.
-            finishMessage(context)
+            try finishMessage(context, rest: buffer)
         case .head where buffer.readableBytes == 0:
             break
         default:
@@ -136,15 +136,11 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
         return .needMoreData
     }
 
-    private mutating func finishMessage(_ context: ChannelHandlerContext) {
-        state = .head
-        context.fireChannelRead(wrapInboundOut(.end))
-    }
-
     /// Ends the answer; with ``oneAnswerAtATime``, bytes after it in this read fail the connection
     /// (after the answer was passed on, so the request it answered still completes).
     private mutating func finishMessage(_ context: ChannelHandlerContext, rest: ByteBuffer) throws {
-        finishMessage(context)
+        state = .head
+        context.fireChannelRead(wrapInboundOut(.end))
         if oneAnswerAtATime, rest.readableBytes > 0 {
             throw EngineResponseError(description: "the engine sent \(rest.readableBytes) bytes after its answer")
         }
