@@ -31,11 +31,11 @@ ensure_python_env() {
   mkdir -p "$GANTRY_CACHE_DIR/python" || return 1
   # Runs on one machine share the environment: one at a time checks or builds it (a second run
   # that found it wrong while the first rebuilt it would remove it under the first).
-  local lock status=0
-  exec {lock}>"$PY_ENV.lock" || return 1
-  flock -w 900 "$lock" || { echo "waited 15 min for $PY_ENV.lock" >&2; exec {lock}>&-; return 1; }
+  local lock_fd status=0
+  exec {lock_fd}>"$PY_ENV.lock" || return 1
+  flock -w 900 "$lock_fd" || { echo "waited 15 min for $PY_ENV.lock" >&2; exec {lock_fd}>&-; return 1; }
   build_python_env "${files[@]}" || status=$?
-  exec {lock}>&-
+  exec {lock_fd}>&-
   return "$status"
 }
 

@@ -48,10 +48,6 @@ extension EngineAdapter {
 /// llama.cpp's `llama-server`.
 public struct LlamaCppAdapter: EngineAdapter {
     public static let name = "llama-cpp"
-    /// llama-server 0.3.36 answers `n` = 2, or a list of two prompts, with two choices of 10
-    /// tokens each and a `usage` of 10 completion tokens (measured): it counts one sequence. A
-    /// request for several sequences on it would be metered for one, so the gateway refuses it.
-    public static let countsOneSequenceOnly = true
     public var name: String { Self.name }
     /// Path of the `llama-server` binary.
     public var binary: String
@@ -205,9 +201,11 @@ public struct CustomCommandAdapter: EngineAdapter {
 /// How far an engine's own `usage` can be trusted for a request's sequences.
 enum EngineUsageReporting {
     /// Whether the engine behind `engine` (a deployment's engine name) counts every sequence of a
-    /// request in its `usage`. vLLM, SGLang and TGI sum them; llama.cpp does not.
+    /// request in its `usage`. vLLM, SGLang and TGI sum them. llama-server 0.3.36 answers `n` = 2,
+    /// or a list of two prompts, with two choices of 10 tokens each and a `usage` of 10 completion
+    /// tokens (measured): a request for several sequences on it would be metered for one.
     static func countsEverySequence(engine: String) -> Bool {
-        !(engine == LlamaCppAdapter.name && LlamaCppAdapter.countsOneSequenceOnly)
+        engine != LlamaCppAdapter.name
     }
 
     /// The 400 for a request of several sequences to an engine that counts one.
