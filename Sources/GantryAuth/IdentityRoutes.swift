@@ -28,7 +28,7 @@ public struct IdentityRoutes: Sendable {
         var lastUsedAt: Date?
         /// Deployments the key may call; absent means all.
         var scope: [String]?
-        var limits: KeyLimits?
+        var limits: UsageLimits?
         /// Present only in the response that creates the key.
         var key: String?
 
@@ -52,19 +52,36 @@ public struct IdentityRoutes: Sendable {
         var scope: [String]?
         /// Requests, tokens and a token quota for this key; they can only restrict it further than
         /// the deployments' own limits.
-        var limits: KeyLimits?
+        var limits: UsageLimits?
         /// Admins may issue a key for another user, by user name.
         var user: String?
     }
 
     struct UpdateKey: Decodable {
         /// The key's new limits and quota; `null` removes them.
-        var limits: KeyLimits?
+        var limits: UsageLimits?
     }
 
     struct UpdateUser: Decodable {
         var role: Role?
         var disabled: Bool?
+        /// Absent leaves the user's limits as they are; `null` removes them.
+        var limits: UsageLimits??
+        /// Absent leaves the key cap as it is; `null` removes it.
+        var maxKeys: Int??
+
+        enum CodingKeys: String, CodingKey {
+            case role, disabled, limits, maxKeys
+        }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            role = try container.decodeIfPresent(Role.self, forKey: .role)
+            disabled = try container.decodeIfPresent(Bool.self, forKey: .disabled)
+            // A present key decodes to .some(nil) for `null`: the two optionals tell absent from null.
+            if container.contains(.limits) { limits = .some(try container.decode(UsageLimits?.self, forKey: .limits)) }
+            if container.contains(.maxKeys) { maxKeys = .some(try container.decode(Int?.self, forKey: .maxKeys)) }
+        }
     }
 
     struct CreateUser: Decodable {
@@ -139,6 +156,11 @@ public struct IdentityRoutes: Sendable {
             let admin = try context.requireAdmin()
             let id = try context.parameters.require("id")
             let body = try await request.decodeJSON(as: UpdateUser.self)
+            // Everything is checked before anything is stored.
+            if case .some(.some(let limits)) = body.limits { try limits.validate() }
+            if case .some(.some(let cap)) = body.maxKeys, cap < 0 {
+                throw GantryError.invalid("max_keys must be 0 or more", param: "max_keys")
+            }
             guard var user = try await users.user(id: id) else { throw GantryError.notFound("user '\(id)' not found") }
             if id == admin.userID, body.disabled == true || body.role == .user {
                 throw GantryError.conflict("an administrator cannot disable or demote themselves")
@@ -146,6 +168,11 @@ public struct IdentityRoutes: Sendable {
             if let role = body.role {
                 user.role = role
                 try await users.updateProfile(userID: id, name: user.name, email: user.email, role: role)
+            }
+            if body.limits != nil || body.maxKeys != nil {
+                if let limits = body.limits { user.limits = limits }
+                if let cap = body.maxKeys { user.maxKeys = cap }
+                try await users.updateLimits(userID: id, limits: user.limits, maxKeys: user.maxKeys)
             }
             if let disabled = body.disabled {
                 user.disabled = disabled

@@ -46,7 +46,8 @@ public struct IdentityService: CredentialVerifier {
         guard let user = try await users.user(issuer: identity.issuer, subject: identity.subject), !user.disabled else {
             throw GantryError(.unauthorized, "no enabled Gantry user for this token; log in once first", code: "invalid_token")
         }
-        return Principal(userID: user.id, userName: user.name, role: user.role, credential: .providerToken)
+        return Principal(
+            userID: user.id, userName: user.name, role: user.role, credential: .providerToken, userLimits: user.limits)
     }
 
     public func verify(sessionToken: String) async throws -> Principal {
@@ -60,7 +61,8 @@ public struct IdentityService: CredentialVerifier {
         }
         guard let user = try await users.user(id: session.userID), !user.disabled else { throw rejected }
         return Principal(
-            userID: user.id, userName: user.name, role: user.role, credential: .session(csrfToken: session.csrfToken))
+            userID: user.id, userName: user.name, role: user.role, credential: .session(csrfToken: session.csrfToken),
+            userLimits: user.limits)
     }
 
     /// API keys only: provider tokens and sessions are always checked in full.
@@ -98,7 +100,7 @@ public struct IdentityService: CredentialVerifier {
         }
         let principal = Principal(
             userID: user.id, userName: user.name, role: user.role, credential: .apiKey(id: record.id),
-            allowedDeployments: record.scope, keyLimits: record.limits)
+            allowedDeployments: record.scope, keyLimits: record.limits, userLimits: user.limits)
         verifiedKeys.remember(
             principal, keyID: record.id, secretDigest: presentedDigest, keyExpiry: record.expiresAt, now: now,
             generation: generation)
@@ -106,10 +108,13 @@ public struct IdentityService: CredentialVerifier {
     }
 
     /// Creates a key for a user and returns the record and the plaintext, which is never stored.
+    /// The key's limits may not be looser than the owner's, and the owner's key cap holds.
     public func issueKey(
-        userID: String, name: String, expiresAt: Date?, scope: [String]? = nil, limits: KeyLimits? = nil
+        userID: String, name: String, expiresAt: Date?, scope: [String]? = nil, limits: UsageLimits? = nil
     ) async throws -> (APIKeyRecord, String) {
         try limits?.validate()
+        guard let owner = try await users.user(id: userID) else { throw GantryError.notFound("user '\(userID)' not found") }
+        if let limits, let ownLimits = owner.limits { try limits.requireWithin(ownLimits, of: "user '\(owner.name)'") }
         guard !name.isEmpty, name.count <= 100 else { throw GantryError.invalid("name must be 1-100 characters", param: "name") }
         if let expiresAt, expiresAt <= Date() {
             throw GantryError.invalid("expires_at must be in the future", param: "expires_at")
@@ -125,7 +130,7 @@ public struct IdentityService: CredentialVerifier {
         let record = APIKeyRecord(
             id: id, userID: userID, name: name, secretHash: APIKeyFormat.hash(secret: secret), createdAt: Date(),
             expiresAt: expiresAt, revokedAt: nil, lastUsedAt: nil, scope: scope, limits: limits)
-        try await keys.createKey(record)
+        try await keys.createKey(record, maxActiveKeys: owner.maxKeys)
         logger.info("API key issued", metadata: ["key_id": "\(id)", "user_id": "\(userID)"])
         return (record, plaintext)
     }

@@ -31,7 +31,9 @@ public struct IntrospectionRoutes: Sendable {
         /// Deployments the credential may call; absent means all.
         public var gantryDeployments: [String]?
         /// The key's own limits and quota, which the gateway enforces.
-        public var gantryLimits: KeyLimits?
+        public var gantryLimits: UsageLimits?
+        /// The user's limits and quota over all their credentials, which the gateway enforces too.
+        public var gantryUserLimits: UsageLimits?
 
         enum CodingKeys: String, CodingKey {
             case active, sub, username
@@ -40,6 +42,7 @@ public struct IntrospectionRoutes: Sendable {
             case gantryRole = "gantry_role"
             case gantryDeployments = "gantry_deployments"
             case gantryLimits = "gantry_limits"
+            case gantryUserLimits = "gantry_user_limits"
         }
     }
 
@@ -64,7 +67,7 @@ public struct IntrospectionRoutes: Sendable {
                     active: true, sub: principal.userID, username: principal.userName,
                     tokenType: principal.keyID == nil ? "access_token" : "api_key", clientId: principal.keyID,
                     gantryRole: principal.role, gantryDeployments: principal.allowedDeployments,
-                    gantryLimits: principal.keyLimits)
+                    gantryLimits: principal.keyLimits, gantryUserLimits: principal.userLimits)
             } catch let error as GantryError where error.kind == .unauthorized {
                 answer = Answer(active: false)
             }
@@ -106,7 +109,7 @@ public struct IntrospectionClient: CredentialVerifier {
         let credential: Credential = answer.clientId.map { .apiKey(id: $0) } ?? .providerToken
         let principal = Principal(
             userID: sub, userName: username, role: role, credential: credential, allowedDeployments: answer.gantryDeployments,
-            keyLimits: answer.gantryLimits)
+            keyLimits: answer.gantryLimits, userLimits: answer.gantryUserLimits)
         remembered.remember(principal, keyID: digest, secretDigest: digest, keyExpiry: nil, now: now)
         return principal
     }

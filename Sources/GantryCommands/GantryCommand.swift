@@ -9,7 +9,7 @@ public struct GantryCommand: AsyncParsableCommand {
         abstract: "Gantry: pool GPU machines, deploy models, serve them through one OpenAI-compatible API.",
         subcommands: [
             ServeCommand.self, QuickstartCommand.self, MigrateCommand.self, EnginesCommand.self, DemoModelCommand.self,
-            LoginCommand.self, KeysCommand.self, ResourcesCommand.self, ModelsCommand.self, DeployCommand.self,
+            LoginCommand.self, KeysCommand.self, UsersCommand.self, ResourcesCommand.self, ModelsCommand.self, DeployCommand.self,
             DeploymentsCommand.self, UsageCommand.self,
         ]
     )

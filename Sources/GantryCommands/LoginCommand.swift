@@ -91,7 +91,7 @@ struct KeysCommand: AsyncParsableCommand {
         @Option(help: "Days until the key expires.") var expiresDays: Int?
         @Option(help: "Comma-separated deployments the key may call (default: all).") var scope: String?
         @Option(help: "Issue the key for this user (admins only).") var user: String?
-        @OptionGroup var limits: KeyLimitOptions
+        @OptionGroup var limits: LimitOptions
 
         func run() async throws {
             var body: [String: Any] = ["name": name]
@@ -110,7 +110,7 @@ struct KeysCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Set a key's limits and token quota (admins); with no option, remove them.")
         @Argument(help: "The key's id.") var id: String
-        @OptionGroup var limits: KeyLimitOptions
+        @OptionGroup var limits: LimitOptions
 
         func run() async throws {
             let limits = try limits.limits
@@ -131,16 +131,16 @@ struct KeysCommand: AsyncParsableCommand {
     }
 }
 
-/// A key's limits and token quota as options, shared by `keys create` and `keys limit`.
-struct KeyLimitOptions: ParsableArguments {
-    @Option(help: "Requests per minute for the key, across all deployments.") var rpm: Int?
-    @Option(help: "Tokens per minute for the key, across all deployments.") var tpm: Int?
-    @Option(help: "Concurrent requests for the key.") var concurrency: Int?
-    @Option(help: "Tokens the key may use per quota period; then requests get insufficient_quota.") var tokenQuota: Int?
+/// Limits and a token quota as options, shared by `keys create`, `keys limit` and `users limit`.
+struct LimitOptions: ParsableArguments {
+    @Option(help: "Requests per minute, across all deployments.") var rpm: Int?
+    @Option(help: "Tokens per minute, across all deployments.") var tpm: Int?
+    @Option(help: "Concurrent requests.") var concurrency: Int?
+    @Option(help: "Tokens per quota period; then requests get insufficient_quota.") var tokenQuota: Int?
     @Option(help: "The quota's period: day or month (default month).") var quotaPeriod: String?
 
     /// The API's own type, checked as the server checks it; nil when no option is given.
-    var limits: KeyLimits? {
+    var limits: UsageLimits? {
         get throws {
             guard [rpm, tpm, concurrency, tokenQuota].contains(where: { $0 != nil }) || quotaPeriod != nil else { return nil }
             let period = try quotaPeriod.map { text in
@@ -149,7 +149,7 @@ struct KeyLimitOptions: ParsableArguments {
                 }
                 return period
             }
-            let limits = KeyLimits(
+            let limits = UsageLimits(
                 requestsPerMinute: rpm, tokensPerMinute: tpm, concurrentRequests: concurrency, tokenQuota: tokenQuota,
                 quotaPeriod: period)
             do {
@@ -162,7 +162,7 @@ struct KeyLimitOptions: ParsableArguments {
     }
 }
 
-extension KeyLimits {
+extension UsageLimits {
     /// As the API's JSON (snake_case), to put into a request body built as a dictionary.
     func jsonObject() throws -> Any {
         try JSONSerialization.jsonObject(with: JSONCoding.encoder().encode(self))

@@ -16,10 +16,15 @@ public struct User: Codable, Sendable, Equatable {
     public var createdAt: Date
     public var issuer: String?
     public var subject: String?
+    /// Limits and a token quota over everything the user calls, with any key or credential: a
+    /// new key cannot escape them. Set by admins; nil means none.
+    public var limits: UsageLimits?
+    /// How many active (unrevoked, unexpired) API keys the user may hold; nil means no cap.
+    public var maxKeys: Int?
 
     public init(
         id: String, name: String, email: String?, role: Role, disabled: Bool, createdAt: Date, issuer: String? = nil,
-        subject: String? = nil
+        subject: String? = nil, limits: UsageLimits? = nil, maxKeys: Int? = nil
     ) {
         self.id = id
         self.name = name
@@ -29,6 +34,8 @@ public struct User: Codable, Sendable, Equatable {
         self.createdAt = createdAt
         self.issuer = issuer
         self.subject = subject
+        self.limits = limits
+        self.maxKeys = maxKeys
     }
 }
 
@@ -46,11 +53,11 @@ public struct APIKeyRecord: Codable, Sendable, Equatable {
     /// The deployments this key may call; nil means all the owner may use.
     public var scope: [String]?
     /// Limits on this key across all deployments; nil means none beyond the deployments' own.
-    public var limits: KeyLimits?
+    public var limits: UsageLimits?
 
     public init(
         id: String, userID: String, name: String, secretHash: String, createdAt: Date, expiresAt: Date?,
-        revokedAt: Date?, lastUsedAt: Date?, scope: [String]? = nil, limits: KeyLimits? = nil
+        revokedAt: Date?, lastUsedAt: Date?, scope: [String]? = nil, limits: UsageLimits? = nil
     ) {
         self.id = id
         self.userID = userID
@@ -65,8 +72,8 @@ public struct APIKeyRecord: Codable, Sendable, Equatable {
     }
 }
 
-/// Limits that follow one API key across every deployment it calls.
-public struct KeyLimits: Codable, Sendable, Equatable {
+/// Limits that follow one API key, or one user with all their keys, across every deployment.
+public struct UsageLimits: Codable, Sendable, Equatable {
     public var requestsPerMinute: Int?
     public var tokensPerMinute: Int?
     public var concurrentRequests: Int?
@@ -95,6 +102,24 @@ public struct KeyLimits: Codable, Sendable, Equatable {
             ], in: "limits")
         if quotaPeriod != nil, tokenQuota == nil {
             throw GantryError.invalid("limits.quota_period needs limits.token_quota", param: "limits.quota_period")
+        }
+    }
+
+    /// Refuses limits looser than `bound` (a key's against its owner's): any field above the
+    /// owner's. A field left out, or a quota over another period, is bound by the owner's limits
+    /// anyway, since every request of the key counts against its user too.
+    public func requireWithin(_ bound: UsageLimits, of owner: String) throws {
+        let fields: [(String, Int?, Int?)] = [
+            ("requests_per_minute", requestsPerMinute, bound.requestsPerMinute),
+            ("tokens_per_minute", tokensPerMinute, bound.tokensPerMinute),
+            ("concurrent_requests", concurrentRequests, bound.concurrentRequests),
+            ("token_quota", tokenQuota, bound.tokenQuota),
+        ]
+        for (name, value, limit) in fields {
+            if let value, let limit, value > limit {
+                throw GantryError.invalid(
+                    "limits.\(name) (\(value)) is looser than \(owner)'s own limit (\(limit))", param: "limits.\(name)")
+            }
         }
     }
 }
@@ -161,11 +186,13 @@ public struct Principal: Sendable, Equatable {
     /// Deployments this credential may call; nil means all of them.
     public var allowedDeployments: [String]?
     /// The API key's own limits, when the caller used a key that has some.
-    public var keyLimits: KeyLimits?
+    public var keyLimits: UsageLimits?
+    /// The user's limits, over every credential of theirs.
+    public var userLimits: UsageLimits?
 
     public init(
         userID: String, userName: String, role: Role, credential: Credential, allowedDeployments: [String]? = nil,
-        keyLimits: KeyLimits? = nil
+        keyLimits: UsageLimits? = nil, userLimits: UsageLimits? = nil
     ) {
         self.userID = userID
         self.userName = userName
@@ -173,6 +200,7 @@ public struct Principal: Sendable, Equatable {
         self.credential = credential
         self.allowedDeployments = allowedDeployments
         self.keyLimits = keyLimits
+        self.userLimits = userLimits
     }
 
     public var isAdmin: Bool { role == .admin }

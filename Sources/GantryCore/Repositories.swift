@@ -108,6 +108,8 @@ public protocol UserRepository: Sendable {
     func setDisabled(userID: String, disabled: Bool) async throws
     /// Stores a user's name, email and role (taken from the provider at each login, or set by an admin).
     func updateProfile(userID: String, name: String, email: String?, role: Role) async throws
+    /// Replaces a user's limits and key cap (nil removes each).
+    func updateLimits(userID: String, limits: UsageLimits?, maxKeys: Int?) async throws
 }
 
 public protocol SessionRepository: Sendable {
@@ -120,12 +122,15 @@ public protocol SessionRepository: Sendable {
 }
 
 public protocol APIKeyRepository: Sendable {
-    func createKey(_ key: APIKeyRecord) async throws
+    /// Stores a new key. With `maxActiveKeys`, refuses (conflict, `key_limit_reached`) when the
+    /// owner already holds that many unrevoked, unexpired keys, checked and inserted atomically
+    /// so concurrent creations cannot pass the cap together.
+    func createKey(_ key: APIKeyRecord, maxActiveKeys: Int?) async throws
     func key(id: String) async throws -> APIKeyRecord?
     func listKeys(userID: String?) async throws -> [APIKeyRecord]
     func revokeKey(id: String, at: Date) async throws
     /// Replaces a key's limits and quota (nil removes them).
-    func updateKeyLimits(id: String, limits: KeyLimits?) async throws
+    func updateKeyLimits(id: String, limits: UsageLimits?) async throws
     func touchKey(id: String, at: Date) async throws
     func countKeys() async throws -> Int
 }

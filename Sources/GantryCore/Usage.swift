@@ -109,4 +109,6 @@ public protocol UsageRepository: Sendable {
     func dailyUsage(_ query: UsageQuery) async throws -> [DailyUsage]
     /// Tokens (prompt plus completion) a key used from `since` on.
     func tokensUsed(keyID: String, since: Date) async throws -> Int
+    /// Tokens (prompt plus completion) a user used from `since` on, with any credential.
+    func tokensUsed(userID: String, since: Date) async throws -> Int
 }

@@ -59,10 +59,11 @@ extension InferenceRoutes {
         }
         let reservation = parsed.reservation(contextLimit: limit)
         var quotaHold: QuotaLedger.Hold?
-        if let keyID = principal.keyID, let keyLimits = principal.keyLimits {
+        let quotaScopes = QuotaScope.scopes(for: principal)
+        if !quotaScopes.isEmpty {
             do {
-                try await metering.quotas.check(keyID: keyID, limits: keyLimits)
-                quotaHold = try metering.quotas.hold(keyID: keyID, limits: keyLimits, tokens: reservation)
+                try await metering.quotas.check(quotaScopes)
+                quotaHold = try metering.quotas.hold(quotaScopes, tokens: reservation)
             } catch let error as GantryError where error.kind == .rateLimited {
                 metering.metrics.limitRejected(model: entry.deployment, scope: "quota")
                 throw error

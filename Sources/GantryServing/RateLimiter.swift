@@ -5,7 +5,7 @@ import Synchronization
 
 /// One thing a limit applies to (a key, a key on one service, a service) and its limits.
 public struct LimitScope: Sendable, Equatable {
-    /// What the scope is, for error messages: `key`, `key and model`, `model`.
+    /// What the scope is, for error messages: `user`, `key`, `key on this model`, `model`.
     public var kind: String
     /// Unique per scope, e.g. `k:<key id>`, `ks:<key id>:<service>`, `s:<service>`.
     public var id: String
@@ -23,10 +23,16 @@ public struct LimitScope: Sendable, Equatable {
 
     var isLimited: Bool { requestsPerMinute != nil || tokensPerMinute != nil || concurrentRequests != nil }
 
-    /// The scopes a request by `principal` to `entry` is counted in: the key, the key on this
-    /// service, and the service in total.
+    /// The scopes a request by `principal` to `entry` is counted in: the user (over all their
+    /// keys), the key, the key on this service, and the service in total.
     public static func scopes(principal: Principal, entry: RouteEntry) -> [LimitScope] {
         var scopes: [LimitScope] = []
+        if let limits = principal.userLimits {
+            scopes.append(
+                LimitScope(
+                    kind: "user", id: "user:" + principal.userID, requestsPerMinute: limits.requestsPerMinute,
+                    tokensPerMinute: limits.tokensPerMinute, concurrentRequests: limits.concurrentRequests))
+        }
         // Callers without a key (browser session, provider token) are limited as their user.
         let caller = principal.keyID.map { "k:" + $0 } ?? "u:" + principal.userID
         if let limits = principal.keyLimits {
@@ -100,7 +106,7 @@ public struct RateLimitRejection: Error, Sendable {
     public var message: String
     public var retryAfter: Duration
     public var status: RateLimitStatus
-    /// Which scope refused (`key`, `key on this model`, `model`), for metrics.
+    /// Which scope refused (`user`, `key`, `key on this model`, `model`), for metrics.
     public var scopeKind: String
 }
 

@@ -207,6 +207,11 @@ extension SQLStore {
             // 1 when the engine's usage never arrived and the gateway charged its reservation.
             try await db.alter(table: "usage_records").column("estimated", type: .bigint, .notNull, .default(0)).run()
         },
+        Migration(version: 8, name: "users: limits, quota and a key cap over all their keys") { db in
+            // One JSON document, as a key's limits are.
+            try await db.alter(table: "users").column("limits", type: .text).run()
+            try await db.alter(table: "users").column("max_keys", type: .bigint).run()
+        },
     ]
 
     /// The highest migration version this binary knows.

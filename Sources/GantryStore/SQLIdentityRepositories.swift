@@ -40,6 +40,11 @@ struct SQLUserRepository: UserRepository {
         try await db.select().column("*").from("users").orderBy("name").all().map(Self.user)
     }
 
+    func updateLimits(userID: String, limits: UsageLimits?, maxKeys: Int?) async throws {
+        try await db.update("users").set("limits", to: SQLBind(try jsonText(limits)))
+            .set("max_keys", to: SQLBind(maxKeys.map(Int64.init))).where("id", .equal, userID).run()
+    }
+
     func setDisabled(userID: String, disabled: Bool) async throws {
         try await db.update("users").set("disabled", to: SQLBind(Int64(disabled ? 1 : 0))).where("id", .equal, userID).run()
     }
@@ -49,14 +54,38 @@ struct SQLUserRepository: UserRepository {
             id: try row.string("id"), name: try row.string("name"), email: try row.decode(column: "email", as: String?.self),
             role: try row.enumValue("role", as: Role.self), disabled: try row.int("disabled") != 0,
             createdAt: try row.date("created_at"), issuer: try row.decode(column: "issuer", as: String?.self),
-            subject: try row.decode(column: "subject", as: String?.self))
+            subject: try row.decode(column: "subject", as: String?.self), limits: try row.json("limits", as: UsageLimits.self),
+            maxKeys: try row.decode(column: "max_keys", as: Int64?.self).map(Int.init))
     }
 }
 
 struct SQLAPIKeyRepository: APIKeyRepository {
-    let db: any SQLDatabase
+    let store: SQLStore
+    var db: any SQLDatabase { store.database }
 
-    func createKey(_ k: APIKeyRecord) async throws {
+    func createKey(_ k: APIKeyRecord, maxActiveKeys: Int?) async throws {
+        guard let maxActiveKeys else { return try await Self.insert(k, into: db) }
+        try await store.transaction { db in
+            // Locks the owner's row (an update, which both databases order), so concurrent
+            // creations for one user count and insert one after the other.
+            try await db.update("users").set("id", to: SQLColumn("id")).where("id", .equal, k.userID).run()
+            let now = Date().millisecondsSince1970
+            let row = try await db.select().column(SQLFunction("COUNT", args: SQLLiteral.all), as: "n").from("api_keys")
+                .where("user_id", .equal, k.userID).where("revoked_at", .is, SQLLiteral.null)
+                .where { $0.where("expires_at", .is, SQLLiteral.null).orWhere("expires_at", .greaterThan, SQLBind(now)) }
+                .first()
+            let active = try row.map { try $0.int("n") } ?? 0
+            guard active < maxActiveKeys else {
+                throw GantryError(
+                    .conflict,
+                    "the user holds \(active) active API keys, the most allowed (\(maxActiveKeys)); revoke one first",
+                    code: "key_limit_reached")
+            }
+            try await Self.insert(k, into: db)
+        }
+    }
+
+    private static func insert(_ k: APIKeyRecord, into db: any SQLDatabase) async throws {
         try await insertUnique("API key '\(k.id)'") {
             try await db.insert(into: "api_keys")
                 .columns(
@@ -89,7 +118,7 @@ struct SQLAPIKeyRepository: APIKeyRepository {
             .where("id", .equal, id).where("revoked_at", .is, SQLLiteral.null).run()
     }
 
-    func updateKeyLimits(id: String, limits: KeyLimits?) async throws {
+    func updateKeyLimits(id: String, limits: UsageLimits?) async throws {
         let text = try jsonText(limits)
         try await db.update("api_keys").set("limits", to: SQLBind(text)).where("id", .equal, id).run()
     }
@@ -111,7 +140,7 @@ struct SQLAPIKeyRepository: APIKeyRepository {
             expiresAt: try row.optionalDate("expires_at"), revokedAt: try row.optionalDate("revoked_at"),
             lastUsedAt: try row.optionalDate("last_used_at"),
             scope: try row.json("scope", as: [String].self),
-            limits: try row.json("limits", as: KeyLimits.self))
+            limits: try row.json("limits", as: UsageLimits.self))
     }
 
 }

@@ -130,7 +130,7 @@ public final class SQLStore: Sendable {
             deployments: SQLDeploymentRepository(db: database),
             instances: SQLInstanceRepository(db: database),
             users: SQLUserRepository(db: database),
-            keys: SQLAPIKeyRepository(db: database),
+            keys: SQLAPIKeyRepository(store: self),
             sessions: SQLSessionRepository(db: database),
             allocations: SQLAllocationRepository(store: self),
             usage: SQLUsageRepository(db: database)

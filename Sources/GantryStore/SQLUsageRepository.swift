@@ -84,9 +84,18 @@ struct SQLUsageRepository: UsageRepository {
     }
 
     func tokensUsed(keyID: String, since: Date) async throws -> Int {
+        try await tokensUsed(where: "key_id", is: keyID, since: since)
+    }
+
+    func tokensUsed(userID: String, since: Date) async throws -> Int {
+        try await tokensUsed(where: "user_id", is: userID, since: since)
+    }
+
+    /// Both columns have an index that starts with them and goes on with `created_at`.
+    private func tokensUsed(where column: String, is value: String, since: Date) async throws -> Int {
         let row = try await db.select()
             .column(SQLRaw("CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT)"), as: "tokens")
-            .from("usage_records").where("key_id", .equal, keyID)
+            .from("usage_records").where(SQLIdentifier(column), .equal, SQLBind(value))
             .where("created_at", .greaterThanOrEqual, since.millisecondsSince1970).first()
         return try row.map { try $0.int("tokens") } ?? 0
     }

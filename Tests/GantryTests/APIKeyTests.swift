@@ -107,10 +107,12 @@ final class PausingKeys: APIKeyRepository {
         return record
     }
 
-    func createKey(_ key: APIKeyRecord) async throws { try await base.createKey(key) }
+    func createKey(_ key: APIKeyRecord, maxActiveKeys: Int?) async throws {
+        try await base.createKey(key, maxActiveKeys: maxActiveKeys)
+    }
     func listKeys(userID: String?) async throws -> [APIKeyRecord] { try await base.listKeys(userID: userID) }
     func revokeKey(id: String, at: Date) async throws { try await base.revokeKey(id: id, at: at) }
-    func updateKeyLimits(id: String, limits: KeyLimits?) async throws { try await base.updateKeyLimits(id: id, limits: limits) }
+    func updateKeyLimits(id: String, limits: UsageLimits?) async throws { try await base.updateKeyLimits(id: id, limits: limits) }
     func touchKey(id: String, at: Date) async throws { try await base.touchKey(id: id, at: at) }
     func countKeys() async throws -> Int { try await base.countKeys() }
 }

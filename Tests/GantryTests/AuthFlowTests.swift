@@ -287,6 +287,19 @@ struct AuthFlowTests {
             let bob = try #require((list["data"] as? [[String: Any]])?.first { $0["name"] as? String == "bob" })
             let bobID = try #require(bob["id"] as? String)
             #expect(bob["email"] as? String == "bob@example.test", "profile claims come from UserInfo")
+            // A gateway in another process learns the user's limits with the key's, and enforces both.
+            let limited = try await request(
+                base + "/api/v1/users/\(bobID)", method: "PATCH", bearer: test.adminKey,
+                body: #"{"limits":{"requests_per_minute":7,"token_quota":99}}"#)
+            #expect(limited.0 == 200)
+            let withLimits = try await introspect(bobKey, caller: Self.introspectionSecret)
+            #expect(withLimits.1.contains(#""gantry_user_limits":{"#), "\(withLimits.1)")
+            let gatewaySide = try await IntrospectionClient(
+                controlURL: base, serviceSecret: Self.introspectionSecret, httpClient: .shared
+            ).verify(bearer: bobKey)
+            #expect(gatewaySide.userLimits == UsageLimits(requestsPerMinute: 7, tokenQuota: 99))
+            #expect(QuotaScope.scopes(for: gatewaySide).map(\.holder) == [.user(bobID)])
+
             let disabled = try await request(
                 base + "/api/v1/users/\(bobID)", method: "PATCH", bearer: test.adminKey, body: #"{"disabled":true}"#)
             #expect(disabled.0 == 200)

@@ -30,7 +30,7 @@ struct DataPlaneTests {
     }
 
     /// A user with a key carrying `limits`.
-    func userKey(_ test: TestServer, name: String = "ann", limits: KeyLimits? = nil) async throws -> (User, String) {
+    func userKey(_ test: TestServer, name: String = "ann", limits: UsageLimits? = nil) async throws -> (User, String) {
         let user = try await test.server.identity.ensureUser(name: name, role: .user)
         let (_, key) = try await test.server.identity.issueKey(userID: user.id, name: "k", expiresAt: nil, limits: limits)
         return (user, key)
@@ -109,7 +109,7 @@ struct DataPlaneTests {
         let test = try await TestServer.make()
         try await FakeEngine.withEngine(.normal(chunks: 20, delay: .milliseconds(50))) { endpoint in
             await publish(test, endpoint: endpoint, limits: FrequencyLimits(tokensPerMinutePerKey: 5000, concurrentRequests: 1))
-            let (_, key) = try await userKey(test, limits: KeyLimits(requestsPerMinute: 3))
+            let (_, key) = try await userKey(test, limits: UsageLimits(requestsPerMinute: 3))
             let (_, other) = try await userKey(test, name: "bob")
             try await live(test) { base in
                 // One stream holds the model's only concurrency slot: a second caller is refused.
@@ -148,7 +148,7 @@ struct DataPlaneTests {
         let test = try await TestServer.make()
         try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
             await publish(test, endpoint: endpoint)
-            let (_, key) = try await userKey(test, limits: KeyLimits(tokenQuota: 20, quotaPeriod: .day))
+            let (_, key) = try await userKey(test, limits: UsageLimits(tokenQuota: 20, quotaPeriod: .day))
             try await live(test) { base in
                 // Each answer uses 10 prompt + 5 completion tokens: 15, then 30 of 20.
                 let body = #"{"model":"fake","messages":[{"role":"user","content":"hi"}]}"#
@@ -185,7 +185,8 @@ struct DataPlaneTests {
                 let ledger = QuotaLedger(repository: test.server.store.repositories.usage)
                 let keyID = try #require(APIKeyFormat.parse(key)?.id)
                 await #expect(throws: GantryError.self) {
-                    try await ledger.check(keyID: keyID, limits: KeyLimits(tokenQuota: 20, quotaPeriod: .day))
+                    try await ledger.check(
+                        [try #require(QuotaScope(holder: .key(keyID), limits: UsageLimits(tokenQuota: 20, quotaPeriod: .day)))])
                 }
             }
         }
@@ -397,7 +398,7 @@ struct DataPlaneTests {
         try await FakeEngine.withEngine(.normal(chunks: 1, delay: .milliseconds(100))) { endpoint in
             await publish(test, endpoint: endpoint)
             let quota = 300
-            let (user, key) = try await userKey(test, limits: KeyLimits(tokenQuota: quota, quotaPeriod: .day))
+            let (user, key) = try await userKey(test, limits: UsageLimits(tokenQuota: quota, quotaPeriod: .day))
             try await live(test) { base in
                 // Load the key's (empty) use of the period first, as a first request does.
                 let body = #"{"model":"fake","messages":[{"role":"user","content":"hi"}],"max_tokens":50}"#
@@ -505,6 +506,7 @@ struct UsageRecorderTests {
         func usage(_ query: UsageQuery) async throws -> [UsageRecord] { batches.flatMap { $0 } }
         func dailyUsage(_ query: UsageQuery) async throws -> [DailyUsage] { [] }
         func tokensUsed(keyID: String, since: Date) async throws -> Int { 0 }
+        func tokensUsed(userID: String, since: Date) async throws -> Int { 0 }
     }
 
     static func record(_ index: Int) -> UsageRecord {

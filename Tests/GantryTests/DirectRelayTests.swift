@@ -33,7 +33,7 @@ struct DirectRelayTests {
         let recorder = FakeEngine.Recorder()
         try await FakeEngine.withEngine(.normal(chunks: 3, delay: .zero), recorder: recorder) { endpoint in
             await dataPlane.publish(test, endpoint: endpoint, limits: FrequencyLimits(requestsPerMinute: 5))
-            let (user, key) = try await dataPlane.userKey(test, limits: KeyLimits(tokenQuota: 1_000_000, quotaPeriod: .day))
+            let (user, key) = try await dataPlane.userKey(test, limits: UsageLimits(tokenQuota: 1_000_000, quotaPeriod: .day))
             try await dataPlane.live(test) { base in
                 // Five admitted: the first verifies the key (and reads its quota) before going on.
                 let chat = try await DataPlaneTests.post(base, key: key, DataPlaneTests.chat)

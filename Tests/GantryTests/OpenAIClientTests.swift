@@ -57,7 +57,7 @@ struct OpenAIClientTests {
             let user = try await test.server.identity.ensureUser(name: "dev", role: .user)
             let (_, key) = try await test.server.identity.issueKey(userID: user.id, name: "client", expiresAt: nil)
             let (_, limited) = try await test.server.identity.issueKey(
-                userID: user.id, name: "limited", expiresAt: nil, limits: KeyLimits(requestsPerMinute: 1))
+                userID: user.id, name: "limited", expiresAt: nil, limits: UsageLimits(requestsPerMinute: 1))
 
             let output = try await Self.runChecks(
                 environment: [

@@ -152,7 +152,7 @@ struct StoreConformanceTests {
             let key = APIKeyRecord(
                 id: "k1", userID: "u", name: "laptop", secretHash: "abc", createdAt: now, expiresAt: now.addingTimeInterval(60),
                 revokedAt: nil, lastUsedAt: nil)
-            try await repos.keys.createKey(key)
+            try await repos.keys.createKey(key, maxActiveKeys: nil)
             #expect(try await repos.keys.key(id: "k1") == key)
             #expect(try await repos.keys.key(id: "' OR '1'='1") == nil)
             try await repos.keys.touchKey(id: "k1", at: now.addingTimeInterval(5))
@@ -166,13 +166,62 @@ struct StoreConformanceTests {
             #expect(try await repos.keys.listKeys(userID: "other").isEmpty)
             let limited = APIKeyRecord(
                 id: "k2", userID: "u", name: "ci", secretHash: "def", createdAt: now, expiresAt: nil, revokedAt: nil,
-                lastUsedAt: nil, limits: KeyLimits(requestsPerMinute: 60, tokenQuota: 1000, quotaPeriod: .day))
-            try await repos.keys.createKey(limited)
+                lastUsedAt: nil, limits: UsageLimits(requestsPerMinute: 60, tokenQuota: 1000, quotaPeriod: .day))
+            try await repos.keys.createKey(limited, maxActiveKeys: nil)
             #expect(try await repos.keys.key(id: "k2") == limited, "limits round-trip")
-            try await repos.keys.updateKeyLimits(id: "k2", limits: KeyLimits(tokensPerMinute: 5))
-            #expect(try await repos.keys.key(id: "k2")?.limits == KeyLimits(tokensPerMinute: 5))
+            try await repos.keys.updateKeyLimits(id: "k2", limits: UsageLimits(tokensPerMinute: 5))
+            #expect(try await repos.keys.key(id: "k2")?.limits == UsageLimits(tokensPerMinute: 5))
             try await repos.keys.updateKeyLimits(id: "k2", limits: nil)
             #expect(try await repos.keys.key(id: "k2")?.limits == nil)
+        }
+    }
+
+    @Test("a user's limits round-trip; the key cap holds under concurrent creation", arguments: Backend.allCases)
+    func userLimitsAndKeyCap(backend: Backend) async throws {
+        try await withStore(backend) { (store: SQLStore) async throws in
+            let repos = store.repositories
+            let now = Date()
+            let user = User(id: "u", name: "ann", email: nil, role: .user, disabled: false, createdAt: now)
+            try await repos.users.createUser(user)
+            #expect(try await repos.users.user(id: "u")?.limits == nil)
+            let limits = UsageLimits(requestsPerMinute: 10, tokenQuota: 500, quotaPeriod: .day)
+            try await repos.users.updateLimits(userID: "u", limits: limits, maxKeys: 3)
+            let stored = try #require(try await repos.users.user(id: "u"))
+            #expect(stored.limits == limits && stored.maxKeys == 3)
+            #expect(try await repos.users.listUsers().first?.maxKeys == 3)
+
+            // A revoked and an expired key do not count against the cap.
+            func key(_ id: String, expires: Date? = nil) -> APIKeyRecord {
+                APIKeyRecord(
+                    id: id, userID: "u", name: id, secretHash: id, createdAt: now, expiresAt: expires, revokedAt: nil,
+                    lastUsedAt: nil)
+            }
+            try await repos.keys.createKey(key("old"), maxActiveKeys: 3)
+            try await repos.keys.revokeKey(id: "old", at: now)
+            try await repos.keys.createKey(key("gone", expires: now.addingTimeInterval(-1)), maxActiveKeys: nil)
+            // Twelve creations at once against a cap of 3: exactly three land.
+            let outcomes = await withTaskGroup(of: String?.self) { group in
+                for index in 0..<12 {
+                    group.addTask {
+                        do {
+                            try await repos.keys.createKey(key("k\(index)"), maxActiveKeys: 3)
+                            return nil
+                        } catch let error as GantryError {
+                            return error.code ?? "\(error.kind)"
+                        } catch {
+                            return "\(error)"
+                        }
+                    }
+                }
+                return await group.reduce(into: [String?]()) { $0.append($1) }
+            }
+            #expect(outcomes.filter { $0 == nil }.count == 3, "\(outcomes)")
+            #expect(outcomes.compactMap { $0 }.allSatisfy { $0 == "key_limit_reached" }, "\(outcomes)")
+            #expect(try await repos.keys.listKeys(userID: "u").filter { $0.revokedAt == nil }.count == 4)
+
+            try await repos.users.updateLimits(userID: "u", limits: nil, maxKeys: nil)
+            let cleared = try #require(try await repos.users.user(id: "u"))
+            #expect(cleared.limits == nil && cleared.maxKeys == nil)
         }
     }
 
@@ -225,6 +274,12 @@ struct StoreConformanceTests {
                 .reduce(0) { $0 + $1.totalTokens }
             #expect(try await repo.tokensUsed(keyID: "k1", since: day0.addingTimeInterval(86_400)) == k1Tokens)
             #expect(try await repo.tokensUsed(keyID: "nobody", since: day0) == 0)
+            // A user's tokens count records with and without a key.
+            let u2Tokens = records.filter { $0.userID == "u2" && $0.createdAt >= day0.addingTimeInterval(86_400) }
+                .reduce(0) { $0 + $1.totalTokens }
+            #expect(u2Tokens > 0)
+            #expect(try await repo.tokensUsed(userID: "u2", since: day0.addingTimeInterval(86_400)) == u2Tokens)
+            #expect(try await repo.tokensUsed(userID: "nobody", since: day0) == 0)
         }
     }
 

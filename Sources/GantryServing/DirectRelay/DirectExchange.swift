@@ -82,8 +82,8 @@ final class DirectExchange {
         if parsed.choices > 1, !EngineUsageReporting.countsEverySequence(engine: entry.engine) { return handToRouter() }
         self.parsed = parsed
         self.entry = entry
-        guard let keyID = principal.keyID, let keyLimits = principal.keyLimits else { return admit(principal) }
-        switch relay.metering.quotas.rememberedCheck(keyID: keyID, limits: keyLimits) {
+        let quotaScopes = QuotaScope.scopes(for: principal)
+        switch relay.metering.quotas.rememberedCheck(quotaScopes) {
         case .withinQuota:
             admit(principal)
         case .spent:
@@ -91,7 +91,7 @@ final class DirectExchange {
         case .unknown:
             let quotas = relay.metering.quotas
             let promise = eventLoop.makePromise(of: Void.self)
-            promise.completeWithTask { try await quotas.check(keyID: keyID, limits: keyLimits) }
+            promise.completeWithTask { try await quotas.check(quotaScopes) }
             promise.futureResult.assumeIsolated().whenComplete { result in
                 guard !self.client.clientGone else { return }
                 switch result {
@@ -109,13 +109,11 @@ final class DirectExchange {
         let reservation = parsed.reservation(contextLimit: entry.contextLimit)
         // The quota first: what in-flight requests hold counts, so concurrent ones cannot all
         // pass. Undone if the instance or the limits refuse.
-        var quotaHold: QuotaLedger.Hold?
-        if let keyID = principal.keyID, let keyLimits = principal.keyLimits {
-            do {
-                quotaHold = try relay.metering.quotas.hold(keyID: keyID, limits: keyLimits, tokens: reservation)
-            } catch {
-                return handToRouter()
-            }
+        let quotaHold: QuotaLedger.Hold?
+        do {
+            quotaHold = try relay.metering.quotas.hold(QuotaScope.scopes(for: principal), tokens: reservation)
+        } catch {
+            return handToRouter()
         }
         let quotas = relay.metering.quotas
         func release() { if let quotaHold { quotas.settle(quotaHold, tokens: 0) } }

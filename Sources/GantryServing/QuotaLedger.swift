@@ -1,0 +1,164 @@
+public import Foundation
+public import GantryCore
+import Synchronization
+
+/// One token quota a request counts against: its key's or its user's (every credential of the
+/// user together, so a new key does not start a fresh quota).
+public struct QuotaScope: Sendable, Equatable {
+    public enum Holder: Sendable, Equatable {
+        case key(String)
+        case user(String)
+    }
+
+    public let holder: Holder
+    public let quota: Int
+    public let period: QuotaPeriod
+
+    /// Nil when `limits` set no quota.
+    public init?(holder: Holder, limits: UsageLimits?) {
+        guard let quota = limits?.tokenQuota else { return nil }
+        self.holder = holder
+        self.quota = quota
+        self.period = limits?.quotaPeriod ?? .month
+    }
+
+    /// The user's quota first: it is the one a new key cannot escape.
+    public static func scopes(for principal: Principal) -> [QuotaScope] {
+        [
+            QuotaScope(holder: .user(principal.userID), limits: principal.userLimits),
+            principal.keyID.flatMap { QuotaScope(holder: .key($0), limits: principal.keyLimits) },
+        ].compactMap { $0 }
+    }
+
+    /// The ledger's account: keys and users never share one.
+    var account: String {
+        switch holder {
+        case .key(let id): "k:" + id
+        case .user(let id): "u:" + id
+        }
+    }
+
+    var whose: String {
+        switch holder {
+        case .key: "this key"
+        case .user: "your user (all your keys and logins together)"
+        }
+    }
+}
+
+/// Token quotas per API key and per user: tokens used in the current period, read from the stored
+/// usage the first time an account is seen in a period and counted in memory from then on. A lock,
+/// not an actor, so the data plane checks loaded accounts on its event loop (`rememberedCheck`).
+public final class QuotaLedger: Sendable {
+    struct Account {
+        var periodStart: Date
+        var used: Int
+        /// Tokens held for requests admitted and not finished yet.
+        var held = 0
+    }
+
+    /// Tokens held against every quota of one admitted request, until it is settled.
+    struct Hold: Sendable {
+        let accounts: [(account: String, periodStart: Date)]
+        let tokens: Int
+    }
+
+    /// What is known about a request's quotas without reading the store.
+    enum Remembered {
+        case withinQuota
+        case spent(GantryError)
+        /// Some account's use this period has not been read yet: `check` reads it.
+        case unknown
+    }
+
+    private let repository: any UsageRepository
+    private let accounts = Mutex<[String: Account]>([:])
+
+    public init(repository: any UsageRepository) {
+        self.repository = repository
+    }
+
+    /// Throws `insufficient_quota` (429) once any of the quotas is used for its period.
+    public func check(_ scopes: [QuotaScope], now: Date = Date()) async throws {
+        for scope in scopes {
+            let start = scope.period.start(of: now)
+            guard accounts.withLock({ $0[scope.account]?.periodStart != start }) else { continue }
+            let stored: Int
+            switch scope.holder {
+            case .key(let id): stored = try await repository.tokensUsed(keyID: id, since: start)
+            case .user(let id): stored = try await repository.tokensUsed(userID: id, since: start)
+            }
+            // Another request may have loaded it while this one waited for the store.
+            accounts.withLock { accounts in
+                if accounts[scope.account]?.periodStart != start {
+                    accounts[scope.account] = Account(periodStart: start, used: stored)
+                }
+            }
+        }
+        if case .spent(let error) = rememberedCheck(scopes, now: now) { throw error }
+    }
+
+    /// The quota check from memory alone.
+    func rememberedCheck(_ scopes: [QuotaScope], now: Date = Date()) -> Remembered {
+        guard !scopes.isEmpty else { return .withinQuota }
+        return accounts.withLock { accounts in
+            var verdict = Remembered.withinQuota
+            for scope in scopes {
+                guard let account = accounts[scope.account], account.periodStart == scope.period.start(of: now) else {
+                    verdict = .unknown
+                    continue
+                }
+                if case .spent = Self.verdict(account, scope: scope, now: now) {
+                    return Self.verdict(account, scope: scope, now: now)
+                }
+            }
+            return verdict
+        }
+    }
+
+    /// Spent once what was used and what is held for requests in flight reach the quota: so
+    /// concurrent requests cannot all pass a check that none of them has been counted in yet.
+    private static func verdict(_ account: Account, scope: QuotaScope, now: Date) -> Remembered {
+        let used = account.used + account.held
+        guard used < scope.quota else {
+            let inFlight = account.held > 0 ? " (\(account.held) of them held for requests in flight)" : ""
+            return .spent(
+                GantryError(
+                    .rateLimited,
+                    "You exceeded your current quota: \(scope.whose) used \(used) of its \(scope.quota) tokens this \(scope.period.rawValue)\(inFlight).",
+                    code: "insufficient_quota", type: "insufficient_quota",
+                    retryAfter: Int(scope.period.end(of: now).timeIntervalSince(now).rounded(.up))))
+        }
+        return .withinQuota
+    }
+
+    /// Checks every quota from memory and, when all are within, holds `tokens` (the request's
+    /// reservation) in each until `settle`; one step under the lock. Nil without a quota. An
+    /// account not loaded for this period (`check` loads it) is left out of the hold.
+    func hold(_ scopes: [QuotaScope], tokens: Int, now: Date = Date()) throws -> Hold? {
+        guard !scopes.isEmpty else { return nil }
+        return try accounts.withLock { accounts -> Hold? in
+            var held: [(account: String, periodStart: Date)] = []
+            for scope in scopes {
+                let start = scope.period.start(of: now)
+                guard let account = accounts[scope.account], account.periodStart == start else { continue }
+                if case .spent(let error) = Self.verdict(account, scope: scope, now: now) { throw error }
+                held.append((scope.account, start))
+            }
+            for (account, _) in held { accounts[account]?.held += tokens }
+            return held.isEmpty ? nil : Hold(accounts: held, tokens: tokens)
+        }
+    }
+
+    /// Ends a hold: its tokens are released and what the request used is counted instead.
+    func settle(_ hold: Hold, tokens: Int) {
+        accounts.withLock { accounts in
+            for (id, periodStart) in hold.accounts {
+                guard var account = accounts[id], account.periodStart == periodStart else { continue }
+                account.held = max(0, account.held - hold.tokens)
+                account.used += max(0, tokens)
+                accounts[id] = account
+            }
+        }
+    }
+}
