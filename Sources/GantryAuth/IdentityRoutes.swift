@@ -123,7 +123,7 @@ public struct IdentityRoutes: Sendable {
             guard var record = try await keys.key(id: id) else { throw GantryError.notFound("API key '\(id)' not found") }
             try await keys.updateKeyLimits(id: id, limits: body.limits)
             record.limits = body.limits
-            identity.forgetVerifiedKeys()
+            await identity.credentialsChanged()
             return JSONResponse(KeyView(record))
         }
         keysGroup.delete("{id}") { _, context in
@@ -133,7 +133,7 @@ public struct IdentityRoutes: Sendable {
                 throw GantryError.notFound("API key '\(id)' not found")
             }
             try await keys.revokeKey(id: id, at: Date())
-            identity.forgetVerifiedKeys()
+            await identity.credentialsChanged()
             return Response(status: .noContent)
         }
 
@@ -181,7 +181,7 @@ public struct IdentityRoutes: Sendable {
                 // sessions are ended here as well.
                 if disabled { try await sessions.deleteSessions(userID: id) }
             }
-            identity.forgetVerifiedKeys()
+            await identity.credentialsChanged()
             return JSONResponse(user)
         }
     }

@@ -5,9 +5,10 @@ public import Logging
 /// Users and API keys: issuing, verifying and revoking.
 ///
 /// A verified key is remembered for `keyCacheLifetime` (5 s), so the data plane does not read the
-/// key and its owner from the store on every request. A revocation or a disabled owner through
-/// this process's API forgets every remembered key at once; another process sharing the store
-/// (a gateway of its own) sees it within the lifetime. An expiry takes effect to the second.
+/// key and its owner from the store on every request. A revocation, a disabled owner or changed
+/// limits through this process's API forget every remembered key at once, and `onCredentialsChanged`
+/// tells gateways in other processes (through the route watch) to do the same. An expiry takes
+/// effect to the second.
 public struct IdentityService: CredentialVerifier {
     let users: any UserRepository
     let keys: any APIKeyRepository
@@ -18,10 +19,13 @@ public struct IdentityService: CredentialVerifier {
     /// `last_used_at` is refreshed at most this often per key, to keep writes off most requests.
     let lastUsedResolution: TimeInterval = 60
     let verifiedKeys: VerifiedKeyCache<String>
+    let onCredentialsChanged: @Sendable () async -> Void
 
     public init(
-        repositories: Repositories, logger: Logger, providerTokens: OIDCClient? = nil, keyCacheLifetime: Duration = .seconds(5)
+        repositories: Repositories, logger: Logger, providerTokens: OIDCClient? = nil, keyCacheLifetime: Duration = .seconds(5),
+        onCredentialsChanged: @escaping @Sendable () async -> Void = {}
     ) {
+        self.onCredentialsChanged = onCredentialsChanged
         self.verifiedKeys = VerifiedKeyCache(lifetime: keyCacheLifetime)
         self.users = repositories.users
         self.keys = repositories.keys
@@ -160,9 +164,11 @@ public struct IdentityService: CredentialVerifier {
 }
 
 extension IdentityService {
-    /// Forgets every remembered key verification: called after a key is revoked or a user is
-    /// disabled or changes role, so the change applies to the very next request.
-    public func forgetVerifiedKeys() {
+    /// Forgets every remembered key verification, here and (through `onCredentialsChanged`) in
+    /// gateways: called after a key is revoked or its limits change, or a user is disabled or
+    /// changes role or limits, so the change applies to the very next request.
+    public func credentialsChanged() async {
         verifiedKeys.removeAll()
+        await onCredentialsChanged()
     }
 }

@@ -102,6 +102,9 @@ public struct IntrospectionClient: CredentialVerifier {
         let digest = SHA256.hash(data: Array(bearer.utf8))
         let now = Date()
         if let principal = remembered.principal(keyID: digest, secretDigest: digest, now: now) { return principal }
+        // A `forgetRemembered` (a revocation pushed by the route watch) while this introspection
+        // is in flight must win over its answer.
+        let generation = remembered.generation
         let answer = try await introspect(bearer)
         guard answer.active, let sub = answer.sub, let username = answer.username, let role = answer.gantryRole else {
             throw GantryError(.unauthorized, "invalid API key", code: "invalid_api_key")
@@ -110,8 +113,13 @@ public struct IntrospectionClient: CredentialVerifier {
         let principal = Principal(
             userID: sub, userName: username, role: role, credential: credential, allowedDeployments: answer.gantryDeployments,
             keyLimits: answer.gantryLimits, userLimits: answer.gantryUserLimits)
-        remembered.remember(principal, keyID: digest, secretDigest: digest, keyExpiry: nil, now: now)
+        remembered.remember(principal, keyID: digest, secretDigest: digest, keyExpiry: nil, now: now, generation: generation)
         return principal
+    }
+
+    /// Forgets every remembered answer: the control role said credentials changed.
+    public func forgetRemembered() {
+        remembered.removeAll()
     }
 
     public func rememberedPrincipal(bearer: String) -> Principal? {

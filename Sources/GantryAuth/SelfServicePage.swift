@@ -60,7 +60,7 @@ public struct SelfServicePage: Sendable {
                 throw GantryError.notFound("API key '\(id)' not found")
             }
             try await keys.revokeKey(id: id, at: Date())
-            identity.forgetVerifiedKeys()
+            await identity.credentialsChanged()
             return Response(status: .seeOther, headers: [.location: "/"])
         }
     }

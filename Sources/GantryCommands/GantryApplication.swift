@@ -81,14 +81,17 @@ public func buildApplication(
     let engineClients = EngineClients(configuration: configuration.gateway.engineClientConfiguration)
 
     let oidc = configuration.auth.oidc.map { OIDCClient(settings: $0, httpClient: httpClient, logger: logger) }
-    let identity = IdentityService(repositories: repositories, logger: logger, providerTokens: oidc)
+    let routeTable = RouteTable()
+    // Gateways in other processes hear of revocations through the route watch.
+    let identity = IdentityService(
+        repositories: repositories, logger: logger, providerTokens: oidc,
+        onCredentialsChanged: { await routeTable.credentialsChanged() })
     let login = oidc.map {
         LoginService(
             oidc: $0, identity: identity, repositories: repositories, publicURL: configuration.auth.publicURL,
             sessionLifetime: configuration.auth.sessionLifetime, logger: logger)
     }
 
-    let routeTable = RouteTable()
     var adapters: [any EngineAdapter] = [
         LlamaCppAdapter(binary: configuration.engine.llamaServer), VLLMAdapter(program: configuration.engine.vllm),
         SGLangAdapter(python: configuration.engine.sglangPython), TGIAdapter(program: configuration.engine.tgi),

@@ -69,7 +69,8 @@ public func buildGatewayApplication(
         httpMetrics: HTTPRequestMetrics(registry: metrics), serverName: "gantry-gateway", logger: logger)
 
     let watcher = RouteWatcher(
-        controlURL: controlURL, serviceSecret: serviceSecret, routes: routeTable, httpClient: controlClient, logger: logger)
+        controlURL: controlURL, serviceSecret: serviceSecret, routes: routeTable, httpClient: controlClient, logger: logger,
+        credentialsChanged: { verifier.forgetRemembered() })
     // Shut down in reverse: the server, the route watch, the usage records still waiting
     // (written), the engines' clients, the store, the control role's client.
     let application = Application(

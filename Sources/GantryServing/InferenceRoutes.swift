@@ -6,6 +6,7 @@ import HTTPTypes
 public import Hummingbird
 public import Logging
 import NIOCore
+import ServiceLifecycle
 
 /// The `/v1` inference surface: authenticates nothing itself (the middleware did), checks the
 /// request against the model service's context and frequency limits and the key's quota, picks
@@ -88,11 +89,16 @@ public struct InferenceRoutes: Sendable {
                 } ?? 30
             let (generation, entries) =
                 if let after {
-                    await routes.routes(after: after, timeout: .seconds(seconds))
+                    await withGracefulShutdownHandler {
+                        await routes.routes(after: after, timeout: .seconds(seconds))
+                    } onGracefulShutdown: {
+                        Task { await routes.releaseWatchers() }
+                    }
                 } else {
                     (await routes.generation, routes.allEntries())
                 }
-            return JSONResponse(RouteSnapshot(generation: generation, data: entries))
+            return JSONResponse(
+                RouteSnapshot(generation: generation, credentials: await routes.credentialGeneration, data: entries))
         }
         // What a gateway in its own process saw: unreachable instances and its load.
         router.post("/api/v1/routes/reports") { request, context in
@@ -141,5 +147,7 @@ public struct InferenceRoutes: Sendable {
 /// The answer of `GET /api/v1/routes`.
 struct RouteSnapshot: Encodable {
     var generation: UInt64
+    /// The control role's credential generation: when it moves, gateways forget remembered keys.
+    var credentials: UInt64
     var data: [RouteEntry]
 }

@@ -32,7 +32,11 @@ public actor RouteTable: RoutePublisher {
     static let reportLifetime: Duration = .seconds(10)
     /// Counts changes to the published routes, for watchers in other processes.
     public private(set) var generation: UInt64 = 0
+    /// Counts changes to credentials (a revoked key, a disabled user, changed limits): a watcher
+    /// that sees it move forgets the verifications it remembers.
+    public private(set) var credentialGeneration: UInt64 = 0
     private var watchers: [CheckedContinuation<Void, Never>] = []
+    private var watchersReleased = false
 
     struct Waiter {
         let id: UInt64
@@ -223,10 +227,17 @@ public actor RouteTable: RoutePublisher {
 
     // MARK: - Watching
 
+    /// Credentials changed on the control role: wakes the route watchers, which carry the news
+    /// to gateways in other processes.
+    public func credentialsChanged() {
+        credentialGeneration += 1
+        changed()
+    }
+
     /// The routes once their generation is past `after`, or as they are when `timeout` passes
     /// first: a long poll for a gateway running in another process.
     public func routes(after: UInt64, timeout: Duration) async -> (generation: UInt64, entries: [RouteEntry]) {
-        if generation <= after {
+        if generation <= after, !watchersReleased {
             let timer = Task { [weak self] in
                 try await Task.sleep(for: timeout)
                 await self?.wakeWatchers()
@@ -235,6 +246,13 @@ public actor RouteTable: RoutePublisher {
             timer.cancel()
         }
         return (generation, allEntries())
+    }
+
+    /// Answers every waiting watch now and every later one at once: the process is shutting
+    /// down, and a graceful shutdown would otherwise wait out each long poll.
+    public func releaseWatchers() {
+        watchersReleased = true
+        wakeWatchers()
     }
 
     private func changed() {

@@ -7,8 +7,11 @@ public import ServiceLifecycle
 
 /// Keeps a gateway's route table equal to the control role's: long-polls
 /// `GET /api/v1/routes?after=<generation>` with the service credential, so a deploy, a scale or an
-/// instance that leaves rotation reaches the gateway as soon as it happens. While the control role
-/// cannot be reached the last table stays in use, and the watch retries every second.
+/// instance that leaves rotation reaches the gateway as soon as it happens. The same answer carries
+/// the control role's credential generation: when it moves (a key revoked, a user disabled,
+/// limits changed), `credentialsChanged` makes the gateway forget the verifications it remembers,
+/// so a revocation reaches it within one round trip instead of the cache's lifetime. While the
+/// control role cannot be reached the last table stays in use, and the watch retries every second.
 public struct RouteWatcher: Service {
     let controlURL: String
     let serviceSecret: String
@@ -16,11 +19,13 @@ public struct RouteWatcher: Service {
     let httpClient: HTTPClient
     let logger: Logger
     let pollSeconds: Int
+    let credentialsChanged: @Sendable () -> Void
 
     public init(
         controlURL: String, serviceSecret: String, routes: RouteTable, httpClient: HTTPClient, logger: Logger,
-        pollSeconds: Int = 30
+        pollSeconds: Int = 30, credentialsChanged: @escaping @Sendable () -> Void = {}
     ) {
+        self.credentialsChanged = credentialsChanged
         self.controlURL = controlURL.hasSuffix("/") ? String(controlURL.dropLast()) : controlURL
         self.serviceSecret = serviceSecret
         self.routes = routes
@@ -31,16 +36,24 @@ public struct RouteWatcher: Service {
 
     struct Snapshot: Decodable {
         var generation: UInt64
+        var credentials: UInt64
         var data: [RouteEntry]
     }
 
     public func run() async throws {
         await cancelWhenGracefulShutdown {
             var generation: UInt64?
+            var credentials: UInt64?
             var failing = false
             while !Task.isCancelled {
                 do {
                     let snapshot = try await fetch(after: generation)
+                    // Also on the first answer after a failure (or a control restart): what
+                    // changed meanwhile is unknown, so nothing remembered is kept.
+                    if snapshot.credentials != credentials {
+                        credentialsChanged()
+                        credentials = snapshot.credentials
+                    }
                     // Also when nothing changed (a poll that timed out): publishing again returns
                     // instances this gateway ejected to rotation, as the control role's probes
                     // still find them healthy.
@@ -58,6 +71,7 @@ public struct RouteWatcher: Service {
                     }
                     // A new control process starts its generations again: ask for everything.
                     generation = nil
+                    credentials = nil
                     try? await Task.sleep(for: .seconds(1))
                 }
             }

@@ -68,7 +68,7 @@ struct APIKeyTests {
             // Revoked behind the service's back (as another process would): the verification is
             // remembered for the cache lifetime; revoking through the service forgets it at once.
             #expect(try await identity.verify(bearer: key).userID == user.id)
-            identity.forgetVerifiedKeys()
+            await identity.credentialsChanged()
             await #expect(throws: GantryError(.unauthorized, "API key has been revoked", code: "invalid_api_key")) {
                 try await identity.verify(bearer: key)
             }
@@ -138,7 +138,7 @@ struct APIKeyRevocationTests {
         _ = await reads.next()
         // The key is revoked as the API does it: in the store, then the remembered keys go.
         try await store.repositories.keys.revokeKey(id: record.id, at: Date())
-        identity.forgetVerifiedKeys()
+        await identity.credentialsChanged()
         pausing.releases.continuation.yield()
         #expect(try await inFlight.value.userID == user.id, "the request that read the key first is served")
 

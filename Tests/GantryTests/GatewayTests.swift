@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import GantryAuth
 import GantryCore
 import GantryServing
 import GantryTestSupport
@@ -375,6 +376,63 @@ struct GatewayRoleTests {
                     try await Task.sleep(for: .milliseconds(20))
                 }
                 #expect(await gatewayTable.entry(for: "chat") == nil, "a withdrawn deployment leaves the gateway's table")
+            }
+        }
+    }
+}
+
+extension GatewayRoleTests {
+    @Test("revocations and changed limits reach a gateway's remembered keys through the route watch in under a second")
+    func revocationPush() async throws {
+        let secret = "route-watch-secret-for-tests-0123456789"
+        let port = try FreePort.find()
+        try await TestServer.running(port: port, flags: [.introspectionSecret: secret]) { test, base in
+            let user = try await test.server.identity.ensureUser(name: "ann", role: .user)
+            let (record, key) = try await test.server.identity.issueKey(userID: user.id, name: "a", expiresAt: nil)
+            let (_, other) = try await test.server.identity.issueKey(userID: user.id, name: "b", expiresAt: nil)
+            // A gateway's verifier that would remember answers for a minute: only the push can
+            // make it forget sooner.
+            let verifier = IntrospectionClient(
+                controlURL: base, serviceSecret: secret, httpClient: .shared, cacheLifetime: .seconds(60))
+            let watcher = RouteWatcher(
+                controlURL: base, serviceSecret: secret, routes: RouteTable(), httpClient: .shared,
+                logger: Logger(label: "watch"), pollSeconds: 30, credentialsChanged: { verifier.forgetRemembered() })
+            try await LocalTestServer.running(watcher, logger: Logger(label: "watch")) {
+                // Let the watch's first answer arrive (it forgets, harmlessly, on start).
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(try await verifier.verify(bearer: key).userID == user.id)
+                #expect(try await verifier.verify(bearer: other).userID == user.id)
+                #expect(verifier.rememberedPrincipal(bearer: key) != nil)
+
+                let admin = LiveAPI(key: test.adminKey)
+                let revokedAt = ContinuousClock.now
+                #expect(try await admin.send("DELETE", base + "/api/v1/keys/\(record.id)").status == 204)
+                var refused = false
+                while ContinuousClock.now - revokedAt < .seconds(3) {
+                    do {
+                        _ = try await verifier.verify(bearer: key)
+                    } catch {
+                        refused = true
+                        break
+                    }
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                let elapsed = ContinuousClock.now - revokedAt
+                print("revocation reached the gateway's verifier in \(elapsed)")
+                #expect(refused && elapsed < .seconds(1), "revoked key still verified after \(elapsed)")
+
+                // A change of the user's limits: the other key's remembered principal goes, and
+                // the next verification carries the new limits.
+                #expect(try await verifier.verify(bearer: other).userLimits == nil)
+                #expect(
+                    try await admin.send("PATCH", base + "/api/v1/users/\(user.id)", #"{"limits":{"requests_per_minute":5}}"#)
+                        .status == 200)
+                let changedAt = ContinuousClock.now
+                while ContinuousClock.now - changedAt < .seconds(3), verifier.rememberedPrincipal(bearer: other) != nil {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                #expect(ContinuousClock.now - changedAt < .seconds(1))
+                #expect(try await verifier.verify(bearer: other).userLimits == UsageLimits(requestsPerMinute: 5))
             }
         }
     }
