@@ -115,7 +115,8 @@ let package = Package(
             ],
             swiftSettings: sharedSwiftSettings),
         .target(
-            name: "GantryGateway", dependencies: ["GantryCore", "GantryHTTP", hummingbird, httpTypes, httpClient, logging],
+            name: "GantryGateway",
+            dependencies: ["GantryCore", "GantryHTTP", hummingbird, httpTypes, httpClient, logging, crypto],
             swiftSettings: sharedSwiftSettings),
         .target(
             name: "GantryOrchestrator",

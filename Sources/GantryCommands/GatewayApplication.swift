@@ -53,7 +53,8 @@ public func buildGatewayApplication(
     router.add(middleware: APIErrorMiddleware())
     router.add(
         middleware: ControlProxyMiddleware(
-            controlURL: controlURL, client: controlClient, maxBodyBytes: max(configuration.gateway.maxRequestBytes, 64 << 20)))
+            controlURL: controlURL, client: controlClient, maxBodyBytes: max(configuration.gateway.maxRequestBytes, 64 << 20),
+            serviceSecret: serviceSecret, clientAddress: { $0.remoteAddress }))
     let failedAuthentication = FailedAuthenticationLimiter(
         maximumFailures: configuration.auth.maxFailedAttemptsPerMinute, window: 60)
     router.add(

@@ -75,7 +75,9 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         if let bearer, let metricsToken, isMetrics, constantTimeEqual(bearer, metricsToken) {
             return try await next(request, context)
         }
-        if let retryAfter = limiter.retryAfter(for: context.remoteAddress) {
+        // Behind a gateway, the client's address as the gateway proved it (see ForwardedClient).
+        let address = ForwardedClient.address(in: request.headers, secret: serviceCredential) ?? context.remoteAddress
+        if let retryAfter = limiter.retryAfter(for: address) {
             throw GantryError(
                 .rateLimited, "too many failed authentication attempts from this address", code: "too_many_failed_attempts",
                 retryAfter: retryAfter)
@@ -91,7 +93,7 @@ public struct AuthenticationMiddleware: RouterMiddleware {
                 context.principal = try await verifier.verify(sessionToken: cookie)
             }
         } catch let error as GantryError where error.kind == .unauthorized {
-            limiter.recordFailure(for: context.remoteAddress)
+            limiter.recordFailure(for: address)
             // A stale cookie on a public page is not an error: the page shows the login link.
             guard isProtected || header != nil else { return try await next(request, context) }
             throw error

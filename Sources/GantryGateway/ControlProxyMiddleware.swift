@@ -19,9 +19,17 @@ public struct ControlProxyMiddleware<Context: RequestContext>: RouterMiddleware 
     let client: HTTPClient
     let maxBodyBytes: Int
     let timeout: Duration
+    /// The service credential: proves to the control role the client address this gateway reports.
+    let serviceSecret: String
+    let clientAddress: @Sendable (Context) -> String
 
     /// `client` must not follow redirects: the caller gets the control role's own answers.
-    public init(controlURL: String, client: HTTPClient, maxBodyBytes: Int, timeout: Duration = .seconds(600)) {
+    public init(
+        controlURL: String, client: HTTPClient, maxBodyBytes: Int, serviceSecret: String,
+        timeout: Duration = .seconds(600), clientAddress: @escaping @Sendable (Context) -> String
+    ) {
+        self.serviceSecret = serviceSecret
+        self.clientAddress = clientAddress
         self.controlURL = controlURL.hasSuffix("/") ? String(controlURL.dropLast()) : controlURL
         self.client = client
         self.maxBodyBytes = maxBodyBytes
@@ -35,9 +43,17 @@ public struct ControlProxyMiddleware<Context: RequestContext>: RouterMiddleware 
         if path.hasPrefix("/v1/") || ProxiedHeaders.localPaths.contains(path) { return try await next(request, context) }
         var upstream = HTTPClientRequest(url: controlURL + request.uri.description)
         upstream.method = HTTPMethod(rawValue: request.method.rawValue)
-        for field in request.headers where !ProxiedHeaders.connectionHeaders.contains(field.name.canonicalName) {
+        for field in request.headers
+        where !ProxiedHeaders.connectionHeaders.contains(field.name.canonicalName)
+            && !ForwardedClient.names.contains(field.name.canonicalName)
+        {
             upstream.headers.add(name: field.name.rawName, value: field.value)
         }
+        // The control role slows failed authentication down per client, not per gateway.
+        let address = clientAddress(context)
+        upstream.headers.add(name: ForwardedClient.addressField.rawName, value: address)
+        upstream.headers.add(
+            name: ForwardedClient.proofField.rawName, value: ForwardedClient.proof(address: address, secret: serviceSecret))
         if let id = context.logger[metadataKey: RequestID.metadataKey] {
             upstream.headers.add(name: "x-request-id", value: "\(id)")
         }

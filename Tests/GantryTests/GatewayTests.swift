@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import GantryAuth
+import GantryCommands
 import GantryCore
 import GantryServing
 import GantryTestSupport
@@ -433,6 +434,73 @@ extension GatewayRoleTests {
                 }
                 #expect(ContinuousClock.now - changedAt < .seconds(1))
                 #expect(try await verifier.verify(bearer: other).userLimits == UsageLimits(requestsPerMinute: 5))
+            }
+        }
+    }
+}
+
+extension GatewayRoleTests {
+    /// A gateway process's application, run in this process against `controlURL` until `body` returns.
+    static func runningGateway<T: Sendable>(
+        controlURL: String, secret: String, database: String, port: Int, directory: String,
+        _ body: @Sendable (String) async throws -> T
+    ) async throws -> T {
+        let flags: [GantrySetting: String] = [
+            .role: "gateway", .controlURL: controlURL, .introspectionSecret: secret, .databaseURL: database,
+            .port: String(port), .host: "127.0.0.1", .dataDir: directory + "/gateway", .cacheDir: directory + "/gateway-cache",
+            .logLevel: "warning",
+        ]
+        let reader = try await GantryConfiguration.reader(flags: flags, configFile: nil, environment: ["HOME": directory])
+        let configuration = try GantryConfiguration(reader: reader, environment: ["HOME": directory])
+        let gateway = try await buildGatewayApplication(configuration: configuration, logger: Logger(label: "gateway"))
+        let base = "http://127.0.0.1:\(port)"
+        return try await LocalTestServer.running(gateway.application, logger: Logger(label: "gateway")) {
+            for _ in 0..<100 {
+                let health = try? await HTTPClient.shared.execute(HTTPClientRequest(url: base + "/healthz"), timeout: .seconds(1))
+                if health?.status == .ok { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            return try await body(base)
+        }
+    }
+
+    @Test("bad credentials sent through a gateway slow down their client, not the gateway; a forged client address is ignored")
+    func slowdownFollowsTheClient() async throws {
+        let secret = "route-watch-secret-for-tests-0123456789"
+        let controlPort = try FreePort.find()
+        let flags: [GantrySetting: String] = [.introspectionSecret: secret, .maxFailedAuth: "3"]
+        try await TestServer.running(port: controlPort, flags: flags) { test, controlBase in
+            let database = "sqlite://\(test.directory.path)/data/gantry.sqlite"
+            try await Self.runningGateway(
+                controlURL: controlBase, secret: secret, database: database, port: try FreePort.find(),
+                directory: test.directory.path
+            ) { gatewayBase in
+                let gatewayPort = try #require(URL(string: gatewayBase)?.port)
+                func get(_ port: Int, from source: String, key: String, extra: String = "") async throws -> Int {
+                    let connection = try RawHTTPConnection(port: port, source: source)
+                    try connection.send(
+                        "GET /api/v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(key)\r\n\(extra)Connection: close\r\n\r\n"
+                    )
+                    return try await connection.answer().status
+                }
+                // A client at 127.0.0.2 guesses keys through the gateway until it is slowed down.
+                var statuses: [Int] = []
+                for index in 0..<5 { statuses.append(try await get(gatewayPort, from: "127.0.0.2", key: "gk_bad_\(index)")) }
+                #expect(statuses == [401, 401, 401, 429, 429], "\(statuses)")
+                // Everyone else behind the same gateway is served: the control blocked the client,
+                // not the gateway's own address.
+                #expect(try await get(gatewayPort, from: "127.0.0.1", key: test.adminKey) == 200)
+                #expect(try await get(gatewayPort, from: "127.0.0.3", key: test.adminKey) == 200)
+                // A client cannot borrow a gateway's word: the headers it sends are dropped by the
+                // gateway, and a forged proof sent to the control directly is ignored.
+                let zeros = String(repeating: "0", count: 64)
+                let forged = "X-Gantry-Client-Address: 127.0.0.9\r\nX-Gantry-Client-Proof: \(zeros)\r\n"
+                #expect(try await get(gatewayPort, from: "127.0.0.2", key: test.adminKey, extra: forged) == 429)
+                for index in 0..<3 {
+                    #expect(try await get(controlPort, from: "127.0.0.4", key: "gk_bad_\(index)", extra: forged) == 401)
+                }
+                #expect(try await get(controlPort, from: "127.0.0.4", key: test.adminKey, extra: forged) == 429)
+                #expect(try await get(controlPort, from: "127.0.0.5", key: test.adminKey) == 200)
             }
         }
     }

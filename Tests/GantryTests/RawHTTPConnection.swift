@@ -33,9 +33,25 @@ final class RawHTTPConnection: @unchecked Sendable {
     private let socketFD: Int32
     private var received: [UInt8] = []
 
-    init(port: Int) throws {
+    /// `source` is the loopback address the connection comes from (any of 127.0.0.0/8), so a test
+    /// can be several clients.
+    init(port: Int, source: String = "127.0.0.1") throws {
         socketFD = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard socketFD >= 0 else { throw GantryError(.internal, "no socket") }
+        if source != "127.0.0.1" {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            local.sin_addr.s_addr = inet_addr(source)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(socketFD, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            guard bound == 0 else {
+                close(socketFD)
+                throw GantryError(.internal, "bind to \(source) failed")
+            }
+        }
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(socketFD, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var noDelay: Int32 = 1
