@@ -9,8 +9,9 @@
 #   - llama.cpp's llama-server, built once into the cache by `gantry engines install llama-cpp`;
 #   - the demo model (SmolLM2-135M-Instruct GGUF), fetched and verified into the cache;
 #   - the official `openai` Python client, which OpenAIClientTests runs against Gantry.
-# Then `swift test`, then end-to-end tests of the real `gantry` binary: the all-in-one smoke test
-# and split roles (a control process behind two gateway processes).
+# Then `swift test`, then end-to-end tests of the real `gantry` binary: the all-in-one smoke test,
+# split roles (a control process behind two gateway processes) and a soak of the per-connection
+# bounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -42,4 +43,7 @@ bash scripts/smoke-test.sh "$GANTRY"
 
 step "split roles: two gateway processes in front of a control process"
 PG_URL="$PG_URL" bash scripts/split-roles-test.sh "$GANTRY"
+
+step "soak: misbehaving client connections beside good ones, with the server's RSS bounded"
+bash scripts/soak-test.sh "$GANTRY" .build/debug/gantry-fake-engine
 step "all tests passed"

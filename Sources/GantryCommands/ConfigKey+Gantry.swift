@@ -39,6 +39,19 @@ public struct GantrySetting: Sendable, Hashable {
     public static let port = GantrySetting(
         key: "http.port", flag: "port", type: "integer 0-65535", defaultDescription: "8080",
         help: "TCP port the HTTP server listens on (0 picks a free one).", isSecret: false)
+    public static let headTimeout = GantrySetting(
+        key: "http.headTimeoutSeconds", flag: "head-timeout", type: "integer seconds >= 1", defaultDescription: "15",
+        help: "How long a client may take to send a request's head, from its first byte; then 408 and the connection closes.",
+        isSecret: false)
+    public static let bodyTimeout = GantrySetting(
+        key: "http.bodyTimeoutSeconds", flag: "body-timeout", type: "integer seconds >= 1", defaultDescription: "60",
+        help: "How long a client may take to send a /v1 request's body after its head; then 408 and the connection closes.",
+        isSecret: false)
+    public static let idleTimeout = GantrySetting(
+        key: "http.idleTimeoutSeconds", flag: "idle-timeout", type: "integer seconds >= 1", defaultDescription: "60",
+        help:
+            "How long a kept-alive client connection may stay idle between requests, and the longest silence within other request bodies (uploads).",
+        isSecret: false)
     public static let dataDir = GantrySetting(
         key: "data.dir", flag: "data-dir", type: "path", defaultDescription: "~/.gantry",
         help: "Directory for the SQLite database, engine logs and uploaded files.", isSecret: false)
@@ -217,7 +230,8 @@ public struct GantrySetting: Sendable, Hashable {
         help: "Size past which least-recently-used cached versions are evicted.", isSecret: false)
 
     public static let all: [GantrySetting] = [
-        host, port, dataDir, databaseURL, cacheDir, llamaServer, engineThreads, engineStartupTimeout, vllmProgram,
+        host, port, headTimeout, bodyTimeout, idleTimeout, dataDir, databaseURL, cacheDir, llamaServer, engineThreads,
+        engineStartupTimeout, vllmProgram,
         sglangPython, tgiProgram, customEngineCommand, engineLogMaxBytes, role, controlURL, maxRequestBytes, upstreamTimeout,
         queueTimeout,
         maxQueuedRequests, reconcileInterval, logLevel, publicURL, oidcIssuer, oidcClientID, oidcClientSecret, oidcScopes,

@@ -149,7 +149,8 @@ public func buildApplication(
     let directRelay = DirectRelay(
         inference: inference, verifier: identity,
         addressBlocked: { failedAuthentication.retryAfter(for: $0) != nil },
-        httpMetrics: HTTPRequestMetrics(registry: metrics), serverName: "gantry", logger: logger)
+        httpMetrics: HTTPRequestMetrics(registry: metrics), serverName: "gantry", logger: logger,
+        clientTimeouts: configuration.http.clientTimeouts)
     UsageRoutes(repository: repositories.usage, recorder: usage).add(to: router)
     RegistryRoutes(registry: registry).add(to: router)
     DeploymentRoutes(service: deployments, repositories: repositories, runtime: runtime).add(to: router)

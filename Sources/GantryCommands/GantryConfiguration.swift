@@ -2,7 +2,7 @@ public import Configuration
 public import Foundation
 public import GantryAuth
 import GantryCore
-import GantryServing
+public import GantryServing
 public import GantryStore
 public import Logging
 
@@ -12,6 +12,8 @@ public struct GantryConfiguration: Sendable {
     public struct HTTP: Sendable {
         public var host: String
         public var port: Int
+        /// Head, body and idle deadlines on every client connection.
+        public var clientTimeouts: ClientTimeouts
     }
 
     public struct Engine: Sendable {
@@ -110,7 +112,11 @@ public struct GantryConfiguration: Sendable {
         let home = environment["HOME"] ?? NSHomeDirectory()
         http = HTTP(
             host: try values.string(.host) ?? "127.0.0.1",
-            port: try values.int(.port, in: 0...65535) ?? 8080)
+            port: try values.int(.port, in: 0...65535) ?? 8080,
+            clientTimeouts: ClientTimeouts(
+                head: .seconds(Int64(try values.int(.headTimeout, in: 1...3600) ?? 15)),
+                body: .seconds(Int64(try values.int(.bodyTimeout, in: 1...3600) ?? 60)),
+                idle: .seconds(Int64(try values.int(.idleTimeout, in: 1...86_400) ?? 60))))
         dataDirectory = Self.expandTilde(try values.string(.dataDir) ?? "~/.gantry", home: home)
         let defaultCache = environment["XDG_CACHE_HOME"].map { $0 + "/gantry" } ?? home + "/.cache/gantry"
         cacheDirectory = Self.expandTilde(try values.string(.cacheDir) ?? defaultCache, home: home)

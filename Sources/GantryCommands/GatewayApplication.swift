@@ -67,7 +67,8 @@ public func buildGatewayApplication(
     inference.add(to: router)
     let directRelay = DirectRelay(
         inference: inference, verifier: verifier, addressBlocked: { failedAuthentication.retryAfter(for: $0) != nil },
-        httpMetrics: HTTPRequestMetrics(registry: metrics), serverName: "gantry-gateway", logger: logger)
+        httpMetrics: HTTPRequestMetrics(registry: metrics), serverName: "gantry-gateway", logger: logger,
+        clientTimeouts: configuration.http.clientTimeouts)
 
     let watcher = RouteWatcher(
         controlURL: controlURL, serviceSecret: serviceSecret, routes: routeTable, httpClient: controlClient, logger: logger,

@@ -13,6 +13,12 @@ public struct ServerOptions: ParsableArguments {
     var host: String?
     @Option(name: .customLong(GantrySetting.port.flag), help: ArgumentHelp(GantrySetting.port.helpText))
     var port: String?
+    @Option(name: .customLong(GantrySetting.headTimeout.flag), help: ArgumentHelp(GantrySetting.headTimeout.helpText))
+    var headTimeout: String?
+    @Option(name: .customLong(GantrySetting.bodyTimeout.flag), help: ArgumentHelp(GantrySetting.bodyTimeout.helpText))
+    var bodyTimeout: String?
+    @Option(name: .customLong(GantrySetting.idleTimeout.flag), help: ArgumentHelp(GantrySetting.idleTimeout.helpText))
+    var idleTimeout: String?
     @Option(name: .customLong(GantrySetting.dataDir.flag), help: ArgumentHelp(GantrySetting.dataDir.helpText))
     var dataDir: String?
     @Option(name: .customLong(GantrySetting.databaseURL.flag), help: ArgumentHelp(GantrySetting.databaseURL.helpText))
@@ -129,7 +135,8 @@ public struct ServerOptions: ParsableArguments {
     /// The settings given on the command line.
     public var flags: [GantrySetting: String] {
         let pairs: [(GantrySetting, String?)] = [
-            (.host, host), (.port, port), (.dataDir, dataDir), (.databaseURL, databaseURL), (.cacheDir, cacheDir),
+            (.host, host), (.port, port), (.headTimeout, headTimeout), (.bodyTimeout, bodyTimeout),
+            (.idleTimeout, idleTimeout), (.dataDir, dataDir), (.databaseURL, databaseURL), (.cacheDir, cacheDir),
             (.llamaServer, llamaServer), (.engineThreads, engineThreads), (.engineStartupTimeout, engineStartupTimeout),
             (.maxRequestBytes, maxRequestBytes), (.upstreamTimeout, upstreamTimeout),
             (.vllmProgram, vllmProgram), (.sglangPython, sglangPython), (.tgiProgram, tgiProgram),

@@ -30,13 +30,21 @@ public final class DirectRelay: Sendable {
     let httpMetrics: HTTPRequestMetrics
     let logger: Logger
     let serverName: String
-    /// One engine connection pool per event loop, used only on that loop.
-    private let pools = Mutex<[ObjectIdentifier: NIOLoopBound<EnginePool>]>([:])
+    /// Deadlines on every client connection (head, body, idle), whichever path serves it.
+    let clientTimeouts: ClientTimeouts
+    /// One engine connection pool and one client deadline sweep per event loop, used only there.
+    private let loops = Mutex<[ObjectIdentifier: NIOLoopBound<PerLoop>]>([:])
+
+    struct PerLoop {
+        let pool: EnginePool
+        let deadlines: ClientDeadlineSweep
+    }
 
     public init(
         inference: InferenceRoutes, verifier: any CredentialVerifier, addressBlocked: @escaping @Sendable (String) -> Bool,
-        httpMetrics: HTTPRequestMetrics, serverName: String, logger: Logger
+        httpMetrics: HTTPRequestMetrics, serverName: String, logger: Logger, clientTimeouts: ClientTimeouts = ClientTimeouts()
     ) {
+        self.clientTimeouts = clientTimeouts
         self.routes = inference.routes
         self.configuration = inference.configuration
         self.metering = inference.metering
@@ -52,18 +60,22 @@ public final class DirectRelay: Sendable {
     /// everything.
     func makeHandlers(for channel: any Channel) -> (front: DirectRelayFront, behind: DirectRelayHandler)? {
         guard ClientBootstrap(validatingGroup: channel.eventLoop) != nil else { return nil }
-        let pool = pool(for: channel.eventLoop)
-        let behind = DirectRelayHandler(relay: self, pool: pool)
-        return (DirectRelayFront(relay: self, pool: pool, behind: behind), behind)
+        let loop = perLoop(channel.eventLoop)
+        let deadlines = ClientConnectionDeadlines(timeouts: clientTimeouts)
+        let behind = DirectRelayHandler(relay: self, pool: loop.pool, deadlines: deadlines)
+        let front = DirectRelayFront(relay: self, pool: loop.pool, behind: behind, deadlines: deadlines, sweep: loop.deadlines)
+        return (front, behind)
     }
 
-    private func pool(for eventLoop: any EventLoop) -> EnginePool {
+    private func perLoop(_ eventLoop: any EventLoop) -> PerLoop {
         let key = ObjectIdentifier(eventLoop)
-        if let found = pools.withLock({ $0[key] }) { return found.value }
-        let made = NIOLoopBound(EnginePool(eventLoop: eventLoop), eventLoop: eventLoop)
-        return pools.withLock { pools in
-            if let existing = pools[key] { return existing }
-            pools[key] = made
+        if let found = loops.withLock({ $0[key] }) { return found.value }
+        let made = NIOLoopBound(
+            PerLoop(pool: EnginePool(eventLoop: eventLoop), deadlines: ClientDeadlineSweep(eventLoop: eventLoop)),
+            eventLoop: eventLoop)
+        return loops.withLock { loops in
+            if let existing = loops[key] { return existing }
+            loops[key] = made
             return made
         }.value
     }

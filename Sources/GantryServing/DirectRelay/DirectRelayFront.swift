@@ -1,3 +1,4 @@
+import GantryCore
 import GantryHTTP
 import HTTPTypes
 import NIOCore
@@ -22,6 +23,13 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     let pool: EnginePool
     /// Behind the codec: told which handed-on request must go to the router.
     let behind: DirectRelayHandler
+    /// The connection's head, body and idle deadlines (shared with `behind`), checked by `sweep`.
+    let deadlines: ClientConnectionDeadlines
+    let sweep: ClientDeadlineSweep
+    /// The credential of the request whose body is still arriving, checked from its head: the
+    /// body of a caller not known yet is not read past `unverifiedBytes` until it is.
+    private var verifying = false
+    static let unverifiedBytes = 64 * 1024
     private var context: ChannelHandlerContext?
     /// Once true, every byte goes to the codec.
     private var handedOn = false
@@ -40,16 +48,43 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     private var readHeld = false
     private(set) var clientGone = false
 
-    init(relay: DirectRelay, pool: EnginePool, behind: DirectRelayHandler) {
+    init(
+        relay: DirectRelay, pool: EnginePool, behind: DirectRelayHandler, deadlines: ClientConnectionDeadlines,
+        sweep: ClientDeadlineSweep
+    ) {
         self.relay = relay
         self.pool = pool
         self.behind = behind
+        self.deadlines = deadlines
+        self.sweep = sweep
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        deadlines.onExpiry = { [weak self] expired, mayAnswer in self?.deadlinePassed(expired, mayAnswer: mayAnswer) }
+        sweep.add(deadlines)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        sweep.remove(deadlines)
+        self.context = nil
+    }
+
+    /// A client too slow with a head or a body is told 408 (when no answer has begun), an idle
+    /// one is simply closed.
+    private func deadlinePassed(_ expired: ClientDeadlines.Expired, mayAnswer: Bool) {
+        guard let context, !clientGone else { return }
+        relay.logger.debug("client deadline passed", metadata: ["deadline": "\(expired.rawValue)"])
+        if expired != .idle, mayAnswer {
+            var out = context.channel.allocator.buffer(capacity: 96)
+            out.writeStaticString("HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+            context.writeAndFlush(wrapOutboundOut(.byteBuffer(out)), promise: nil)
+        }
+        context.close(promise: nil)
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        deadlines.state.bytesReceived(now: .now())
         if handedOn { return context.fireChannelRead(data) }
         var bytes = unwrapInboundIn(data)
         received.appendUnserved(&bytes)
@@ -66,13 +101,19 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
             switch DirectRequestHead.parse(received, maxBodyBytes: relay.configuration.maxRequestBytes) {
             case .needMore: return
             case .notDirect: return handOn(context: context, first: nil)
-            case .head(let parsed): head = parsed
+            case .head(let parsed):
+                head = parsed
+                deadlines.state.headReceived(now: .now(), boundedBody: true)
             }
         }
         guard let request = received.readSlice(length: head.length + head.contentLength) else {
-            waitingHead = head
+            if waitingHead == nil {
+                waitingHead = head
+                checkCredentialAhead(of: head, context: context)
+            }
             return
         }
+        deadlines.state.bodyReceived()
         waitingHead = nil
         current = (request, head.closeAfter)
         let exchange = DirectExchange(
@@ -83,9 +124,42 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
         exchange.begin()
     }
 
+    /// A body is still arriving: its caller must be known before more than `unverifiedBytes` of
+    /// it are held. No credential, a blocked address or a credential the verifier refuses goes to
+    /// the router now (it answers 401 or 429, and the connection closes without reading the rest
+    /// of the body); one verified recently goes on; any other is verified while reading pauses at
+    /// the bound.
+    private func checkCredentialAhead(of head: DirectRequestHead, context: ChannelHandlerContext) {
+        guard let bearer = head.authorization.flatMap(BearerCredential.credential(fromAuthorization:)),
+            !relay.addressBlocked(clientAddress)
+        else { return handOn(context: context, first: nil) }
+        if relay.verifier.rememberedPrincipal(bearer: bearer) != nil { return }
+        verifying = true
+        let verifier = relay.verifier
+        let promise = context.eventLoop.makePromise(of: Principal.self)
+        promise.completeWithTask { try await verifier.verify(bearer: bearer) }
+        promise.futureResult.assumeIsolated().whenComplete { result in
+            self.verifying = false
+            guard let context = self.context, !self.clientGone, !self.handedOn, self.waitingHead != nil else { return }
+            switch result {
+            case .success:
+                // Remembered by the verifier now: the exchange finds it without asking again.
+                if self.readHeld, self.exchange == nil {
+                    self.readHeld = false
+                    context.read()
+                }
+                self.serveReceived(context: context)
+            case .failure:
+                self.handOn(context: context, first: nil)
+            }
+        }
+    }
+
     /// From now on the codec reads this connection: first `first` (a request the router must
     /// answer), then what arrived after it.
     private func handOn(context: ChannelHandlerContext, first: ByteBuffer?) {
+        // The request counted here is counted again when the codec passes its head on.
+        if first != nil || waitingHead != nil { deadlines.state.handedOn() }
         handedOn = true
         waitingHead = nil
         current = nil
@@ -108,12 +182,15 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
         // the engine's request) until the pipelined bytes waiting pass the bound.
         if !handedOn, exchange != nil, received.readableBytes > DirectRelayHandler.maxHeldBytes {
             readHeld = true
+        } else if !handedOn, verifying, received.readableBytes >= Self.unverifiedBytes {
+            readHeld = true
         } else {
             context.read()
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        sweep.remove(deadlines)
         clientGone = true
         exchange?.clientClosed()
         exchange = nil
@@ -151,6 +228,7 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     func exchangeFinished() {
         exchange = nil
         let closeAfter = current.take()?.closeAfter ?? false
+        deadlines.state.answerFinished(now: .now(), bytesWaiting: received.readableBytes > 0)
         guard let context, !clientGone else { return }
         if closeAfter { return context.close(promise: nil) }
         // A whole pipelined request is still served after graceful shutdown began; then the close.

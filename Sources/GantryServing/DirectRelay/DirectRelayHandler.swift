@@ -29,6 +29,9 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
 
     let relay: DirectRelay
     let pool: EnginePool
+    /// The connection's deadlines, shared with the front: this side reports heads, body ends and
+    /// answers once the codec reads the connection.
+    let deadlines: ClientConnectionDeadlines
     private var state = State.idle
     /// Requests given to the router whose answer has not been written yet.
     private var routerOwes = 0
@@ -44,9 +47,10 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
     /// The next request is one the front's exchange handed to the router: it goes there directly.
     var routeNextToRouter = false
 
-    init(relay: DirectRelay, pool: EnginePool) {
+    init(relay: DirectRelay, pool: EnginePool, deadlines: ClientConnectionDeadlines) {
         self.relay = relay
         self.pool = pool
+        self.deadlines = deadlines
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -59,7 +63,15 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        receive(unwrapInboundIn(data), context: context)
+        let part = unwrapInboundIn(data)
+        // As the parts arrive on the wire, whether served now or held.
+        switch part {
+        case .head(let head):
+            deadlines.state.headReceived(now: .now(), boundedBody: head.path?.hasPrefix("/v1/") ?? false)
+        case .end: deadlines.state.bodyReceived()
+        case .body: break
+        }
+        receive(part, context: context)
     }
 
     private func receive(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
@@ -103,7 +115,11 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
                 context.fireChannelRead(wrapInboundOut(part))
                 return
             }
-            if routerOwes == 0, !routeNextToRouter, let endpoint = DirectRelay.endpoint(method: head.method, path: head.path) {
+            // Only a caller verified recently has its body collected here; the router checks any
+            // other before it reads a byte of the body.
+            if routerOwes == 0, !routeNextToRouter, let endpoint = DirectRelay.endpoint(method: head.method, path: head.path),
+                Self.remembered(head, by: relay)
+            {
                 let expected = head.headerFields[.contentLength].flatMap(Int.init) ?? 0
                 let capacity = min(max(expected, 0), relay.configuration.maxRequestBytes)
                 state = .collecting(head, endpoint, context.channel.allocator.buffer(capacity: capacity))
@@ -114,6 +130,13 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
                 context.fireChannelRead(wrapInboundOut(part))
             }
         }
+    }
+
+    /// Whether the request's bearer credential was verified recently (no store or control read).
+    static func remembered(_ head: HTTPRequest, by relay: DirectRelay) -> Bool {
+        guard let bearer = head.headerFields[.authorization].flatMap(BearerCredential.credential(fromAuthorization:))
+        else { return false }
+        return relay.verifier.rememberedPrincipal(bearer: bearer) != nil
     }
 
     /// Hands a request the relay collected to the router.
@@ -134,6 +157,7 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
 
     func exchangeFinished() {
         exchange = nil
+        deadlines.state.answerFinished(now: .now(), bytesWaiting: false)
         let closeAfter = exchangeRequest.take()?.head.headerFields[.connection]?.lowercased() == "close"
         guard let context, !clientGone else { return }
         state = .idle
@@ -172,8 +196,17 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         // Only the router's writes pass here; the exchange writes from this handler's context.
-        if case .end = unwrapOutboundIn(data) { routerOwes = max(0, routerOwes - 1) }
-        context.write(data, promise: promise)
+        guard case .end = unwrapOutboundIn(data) else { return context.write(data, promise: promise) }
+        routerOwes = max(0, routerOwes - 1)
+        // The router answered before the request's body arrived (a refused credential, a body
+        // too large): close rather than read the rest to throw it away. Hummingbird would drain
+        // it, through the codec, however large it is: an unauthenticated caller's bytes.
+        let closeAfter = deadlines.state.answeringBeforeBody
+        deadlines.state.answerFinished(now: .now(), bytesWaiting: false)
+        guard closeAfter else { return context.write(data, promise: promise) }
+        let written = promise ?? context.eventLoop.makePromise()
+        written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        context.write(data, promise: written)
     }
 
     private func clientLeft() {
