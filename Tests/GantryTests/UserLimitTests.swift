@@ -7,6 +7,8 @@ import NIOCore
 import NIOHTTP1
 import Testing
 
+@testable import GantryAuth
+
 /// Limits and quotas an admin sets on a user hold over every key of that user, so a user who may
 /// create keys cannot escape them with a new one (issue 17, item 3).
 @Suite("Limits and quotas per user, over all their keys")
@@ -109,6 +111,46 @@ struct UserLimitTests {
                 #expect(over.text.contains("for user"), "\(over.text)")
                 // Another user is not limited by this one's limits.
                 #expect(try await DataPlaneTests.post(base, key: other, Self.chat).status == 200)
+            }
+        }
+    }
+
+    @Test("a browser session counts against the user's limits with the user's keys")
+    func sessionsCount() async throws {
+        let test = try await TestServer.make()
+        try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
+            // A service that takes OIDC logins (a session) beside API keys.
+            await test.server.routeTable.publish(
+                RouteEntry(
+                    deployment: "fake", version: "1", contextLimit: 512, createdAt: Date(),
+                    targets: [RouteTarget(instanceID: "ins_fake", endpoint: endpoint)],
+                    access: AccessPolicy(methods: [.apiKey, .oidc])))
+            let (user, key) = try await plane.userKey(test)
+            let token = RandomToken.make()
+            try await test.server.store.repositories.sessions.createSession(
+                BrowserSession(
+                    tokenHash: RandomToken.sha256Hex(token), userID: user.id, csrfToken: "csrf-for-test", createdAt: Date(),
+                    expiresAt: Date().addingTimeInterval(3600)))
+            try await plane.live(test) { base in
+                let set = try await Self.setUser(base, admin: test.adminKey, user.id, #"{"limits":{"requests_per_minute":2}}"#)
+                #expect(set.status == 200)
+                func bySession() async throws -> Answer {
+                    var request = HTTPClientRequest(url: base + "/v1/chat/completions")
+                    request.method = .POST
+                    request.headers.add(name: "cookie", value: "gantry_session=\(token)")
+                    request.headers.add(name: "x-csrf-token", value: "csrf-for-test")
+                    request.headers.add(name: "content-type", value: "application/json")
+                    request.body = .bytes(ByteBuffer(string: Self.chat))
+                    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+                    return Answer(
+                        status: Int(response.status.code), headers: response.headers,
+                        text: String(buffer: try await response.body.collect(upTo: 1 << 20)))
+                }
+                #expect(try await bySession().status == 200)
+                #expect(try await DataPlaneTests.post(base, key: key, Self.chat).status == 200)
+                let over = try await bySession()
+                #expect(over.status == 429, "\(over.text)")
+                #expect(over.text.contains("for user"))
             }
         }
     }
