@@ -130,7 +130,9 @@ def good_client():
             connection = http.client.HTTPConnection("127.0.0.1", args.port, timeout=30)
 
 
-def slow_head():
+def slow(kind, first, more, deadline):
+    """Sends `first`, then `more` every 0.3 s until the server closes; the close must come with
+    408 by `deadline` (plus slack)."""
     while time.monotonic() < stop_at:
         sock = connect()
         started = time.monotonic()
@@ -139,10 +141,10 @@ def slow_head():
         # Bound as arguments: a closure would see the next loop's socket and event.
         def trickle(sock, closed):
             try:
-                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: soak\r\nX-Slow: ")
+                sock.sendall(first)
                 while not closed.is_set():
                     time.sleep(0.3)
-                    sock.sendall(b"a")
+                    sock.sendall(more)
             except OSError:
                 pass
 
@@ -151,10 +153,14 @@ def slow_head():
         status = read_status_and_close(sock)
         closed.set()
         took = time.monotonic() - started
-        note("slow_head", took)
-        if status != 408 or took > args.head_timeout + SLACK:
-            problem(f"slow head: status {status} after {took:.2f} s")
+        note(kind, took)
+        if status != 408 or took > deadline + SLACK:
+            problem(f"{kind}: status {status} after {took:.2f} s")
         sock.close()
+
+
+def slow_head():
+    slow("slow_head", b"POST /v1/chat/completions HTTP/1.1\r\nHost: soak\r\nX-Slow: ", b"a", args.head_timeout)
 
 
 def slow_body():
@@ -162,29 +168,7 @@ def slow_body():
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: soak\r\nAuthorization: Bearer {args.key}\r\n"
         "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
     ).encode()
-    while time.monotonic() < stop_at:
-        sock = connect()
-        started = time.monotonic()
-        closed = threading.Event()
-
-        def trickle(sock, closed):
-            try:
-                sock.sendall(head + b'{"model":"fake",')
-                while not closed.is_set():
-                    time.sleep(0.3)
-                    sock.sendall(b" " * 100)
-            except OSError:
-                pass
-
-        sender = threading.Thread(target=trickle, args=(sock, closed), daemon=True)
-        sender.start()
-        status = read_status_and_close(sock)
-        closed.set()
-        took = time.monotonic() - started
-        note("slow_body", took)
-        if status != 408 or took > args.body_timeout + SLACK:
-            problem(f"slow body: status {status} after {took:.2f} s")
-        sock.close()
+    slow("slow_body", head + b'{"model":"fake",', b" " * 100, args.body_timeout)
 
 
 def unauthenticated(index):

@@ -20,8 +20,8 @@ public struct ClientTimeouts: Sendable, Equatable {
 }
 
 /// One client connection's deadlines: a pure state machine, told what happened and when, that
-/// says which deadline has passed. No timers here: `ClientDeadlineSweep` asks every connection of
-/// its event loop once per `sweepInterval`, so a request costs a few field updates.
+/// says which deadline has passed. No timers here: a `DeadlineSweep` asks every connection of
+/// its event loop every 250 ms, so a request costs a few field updates.
 ///
 /// While an answer is being produced there is no deadline (the engine's first-byte and idle
 /// timeouts bound that), so a long stream is never cut. Several requests may be in progress at
@@ -110,64 +110,25 @@ struct ClientDeadlines {
 /// A connection's deadlines and what to do when one passes: shared by the connection's two relay
 /// handlers (the front sees every byte; the handler behind the codec sees heads, ends and the
 /// router's answers once the front has handed the connection on). Used on its event loop only.
-final class ClientConnectionDeadlines {
+final class ClientConnectionDeadlines: SweepMember {
     var state: ClientDeadlines
     /// Called once when a deadline passes: answers 408 where it may and closes the connection.
     var onExpiry: ((ClientDeadlines.Expired, Bool) -> Void)?
-    /// Where this connection sits in its sweep.
     var sweepIndex: Int?
 
     init(timeouts: ClientTimeouts) {
         state = ClientDeadlines(timeouts: timeouts, now: .now())
     }
-}
 
-/// Checks the deadlines of every client connection of one event loop, once per `sweepInterval`
-/// while it has connections: deadlines are seconds long, so a 250 ms sweep is exact enough and
-/// costs nothing per request.
-final class ClientDeadlineSweep {
-    let eventLoop: any EventLoop
-    private var connections: [ClientConnectionDeadlines] = []
-    private var sweepScheduled = false
-    static let sweepInterval = TimeAmount.milliseconds(250)
-    /// Connections closed by each deadline, for metrics.
-    var onClosed: ((ClientDeadlines.Expired) -> Void)?
-
-    init(eventLoop: any EventLoop) {
-        self.eventLoop = eventLoop
-    }
-
-    func add(_ connection: ClientConnectionDeadlines) {
-        guard connection.sweepIndex == nil else { return }
-        connection.sweepIndex = connections.count
-        connections.append(connection)
-        if !sweepScheduled { scheduleSweep() }
-    }
-
-    func remove(_ connection: ClientConnectionDeadlines) {
-        guard let index = connection.sweepIndex else { return }
-        connection.sweepIndex = nil
-        let last = connections.removeLast()
-        if index < connections.count {
-            connections[index] = last
-            last.sweepIndex = index
-        }
-    }
-
-    private func scheduleSweep() {
-        sweepScheduled = true
-        eventLoop.assumeIsolated().scheduleTask(in: Self.sweepInterval) { self.sweep() }
-    }
-
-    private func sweep() {
-        sweepScheduled = false
-        let now = NIODeadline.now()
-        let expired = connections.compactMap { connection in connection.state.expired(now: now).map { (connection, $0) } }
-        for (connection, reason) in expired {
-            remove(connection)
-            onClosed?(reason)
-            connection.onExpiry?(reason, connection.state.mayAnswer)
-        }
-        if !connections.isEmpty { scheduleSweep() }
+    /// The deadlines of every client connection of one event loop, checked every 250 ms while it
+    /// has connections: deadlines are seconds long, so that is exact enough and costs nothing per
+    /// request.
+    static func sweep(on eventLoop: any EventLoop) -> DeadlineSweep<ClientConnectionDeadlines> {
+        DeadlineSweep(
+            eventLoop: eventLoop, interval: .milliseconds(250), passed: { $0.state.expired(now: $1) != nil },
+            expired: { connection, now in
+                guard let reason = connection.state.expired(now: now) else { return }
+                connection.onExpiry?(reason, connection.state.mayAnswer)
+            })
     }
 }

@@ -8,7 +8,7 @@ import NIOCore
 /// One `/v1` request served by the direct relay, on its connection's event loop: the same steps
 /// and answers as `InferenceRoutes.forward`, whose error paths it leaves to the router (see
 /// `DirectRelay`). Every step that can fail after admission answers here, in the OpenAI format.
-final class DirectExchange {
+final class DirectExchange: SweepMember {
     let client: any DirectClient
     let relay: DirectRelay
     let endpoint: InferenceEndpoint
@@ -26,7 +26,7 @@ final class DirectExchange {
     private var attempt = 0
     private var connection: EngineConnection?
     /// Where this exchange sits in its pool's deadline sweep (`EnginePool.watch`).
-    var waitingIndex: Int?
+    var sweepIndex: Int?
     /// Until the engine's head: when the first-byte timeout ends.
     private var firstByteDeadline = NIODeadline.distantFuture
     /// After it: how long the engine may go without sending anything.

@@ -37,7 +37,7 @@ public final class DirectRelay: Sendable {
 
     struct PerLoop {
         let pool: EnginePool
-        let deadlines: ClientDeadlineSweep
+        let deadlines: DeadlineSweep<ClientConnectionDeadlines>
     }
 
     public init(
@@ -71,7 +71,7 @@ public final class DirectRelay: Sendable {
         let key = ObjectIdentifier(eventLoop)
         if let found = loops.withLock({ $0[key] }) { return found.value }
         let made = NIOLoopBound(
-            PerLoop(pool: EnginePool(eventLoop: eventLoop), deadlines: ClientDeadlineSweep(eventLoop: eventLoop)),
+            PerLoop(pool: EnginePool(eventLoop: eventLoop), deadlines: ClientConnectionDeadlines.sweep(on: eventLoop)),
             eventLoop: eventLoop)
         return loops.withLock { loops in
             if let existing = loops[key] { return existing }

@@ -25,7 +25,7 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     let behind: DirectRelayHandler
     /// The connection's head, body and idle deadlines (shared with `behind`), checked by `sweep`.
     let deadlines: ClientConnectionDeadlines
-    let sweep: ClientDeadlineSweep
+    let sweep: DeadlineSweep<ClientConnectionDeadlines>
     /// The credential of the request whose body is still arriving, checked from its head: the
     /// body of a caller not known yet is not read past `unverifiedBytes` until it is.
     private var verifying = false
@@ -50,7 +50,7 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
 
     init(
         relay: DirectRelay, pool: EnginePool, behind: DirectRelayHandler, deadlines: ClientConnectionDeadlines,
-        sweep: ClientDeadlineSweep
+        sweep: DeadlineSweep<ClientConnectionDeadlines>
     ) {
         self.relay = relay
         self.pool = pool
