@@ -420,7 +420,10 @@ extension GatewayRoleTests {
                 }
                 let elapsed = ContinuousClock.now - revokedAt
                 print("revocation reached the gateway's verifier in \(elapsed)")
-                #expect(refused && elapsed < .seconds(1), "revoked key still verified after \(elapsed)")
+                // The push, not the verifier's 60 s memory, must have done it. Alone this takes
+                // about 16 ms; under the whole suite on two cores up to 0.7 s was seen, so the bound
+                // here leaves room, and scripts/split-roles-test.sh holds real processes to 1 s.
+                #expect(refused && elapsed < .seconds(3), "revoked key still verified after \(elapsed)")
 
                 // A change of the user's limits: the other key's remembered principal goes, and
                 // the next verification carries the new limits.
@@ -432,7 +435,7 @@ extension GatewayRoleTests {
                 while ContinuousClock.now - changedAt < .seconds(3), verifier.rememberedPrincipal(bearer: other) != nil {
                     try await Task.sleep(for: .milliseconds(10))
                 }
-                #expect(ContinuousClock.now - changedAt < .seconds(1))
+                #expect(ContinuousClock.now - changedAt < .seconds(3))
                 #expect(try await verifier.verify(bearer: other).userLimits == UsageLimits(requestsPerMinute: 5))
             }
         }
