@@ -147,9 +147,20 @@ public final class RateLimiter: Sendable {
         core.withLock { $0.settle(admission, tokens: tokens) }
     }
 
+    /// Takes an admission back whole, as if it had never been made: its request, its tokens and
+    /// its concurrency slot. For a request admitted and then handed elsewhere before it ran.
+    public func cancel(_ admission: RateLimitAdmission) {
+        core.withLock { $0.cancel(admission) }
+    }
+
     /// Tokens admitted into a scope's current window, for tests and metrics.
     public func tokensInWindow(_ scopeID: String) -> Int {
         core.withLock { $0.tokensInWindow(scopeID) }
+    }
+
+    /// Requests admitted into a scope's current window, for tests.
+    public func requestsInWindow(_ scopeID: String) -> Int {
+        core.withLock { $0.requestsInWindow(scopeID) }
     }
 }
 
@@ -268,6 +279,29 @@ struct RateLimiterCore {
             windows[id] = window
         }
         for id in admission.scopeIDs + admission.concurrencyScopeIDs { dropIfIdle(id) }
+    }
+
+    mutating func cancel(_ admission: RateLimitAdmission) {
+        for id in admission.concurrencyScopeIDs { windows[id]?.inFlight -= 1 }
+        for id in admission.scopeIDs {
+            guard var window = windows[id],
+                window.buckets.update(
+                    where: { $0.second == admission.second },
+                    {
+                        $0.requests -= 1
+                        $0.tokens -= admission.tokens
+                    })
+            else { continue }
+            window.requests -= 1
+            window.tokens -= admission.tokens
+            windows[id] = window
+        }
+        for id in admission.scopeIDs + admission.concurrencyScopeIDs { dropIfIdle(id) }
+    }
+
+    mutating func requestsInWindow(_ scopeID: String) -> Int {
+        prune(scopeID, now: second(of: clock.now))
+        return windows[scopeID]?.requests ?? 0
     }
 
     /// Tokens admitted into a scope's current window, for tests and metrics.

@@ -63,6 +63,14 @@ struct ClientDeadlinesTests {
         #expect(deadlines.expired(now: at(3609)) == nil)
         #expect(deadlines.expired(now: at(3610)) == .head)
 
+        // The next request's bytes arrive before the answer's end is recorded: still a head.
+        var early = ClientDeadlines(timeouts: timeouts, now: start)
+        early.headReceived(now: at(0), boundedBody: true)
+        early.bodyReceived()
+        early.bytesReceived(now: at(1))
+        early.answerFinished(now: at(2), bytesWaiting: false)
+        #expect(early.expired(now: at(12)) == .head)
+
         var quiet = ClientDeadlines(timeouts: timeouts, now: start)
         quiet.headReceived(now: at(0), boundedBody: true)
         quiet.bodyReceived()

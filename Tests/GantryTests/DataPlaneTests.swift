@@ -562,6 +562,30 @@ struct UsageRecorderTests {
         }
     }
 
+    @Test("a cancelled admission is taken back whole: its request, its tokens and its concurrency slot")
+    func cancel() async throws {
+        let limiter = RateLimiter()
+        let scopes = [LimitScope(kind: "key", id: "k:1", requestsPerMinute: 2, tokensPerMinute: 100, concurrentRequests: 1)]
+        guard case .success(let first) = limiter.admit(scopes, tokens: 60) else {
+            Issue.record("the first request fits")
+            return
+        }
+        limiter.cancel(first)
+        #expect(limiter.requestsInWindow("k:1") == 0)
+        #expect(limiter.tokensInWindow("k:1") == 0)
+        // Two more fit as if the first had never been admitted (the slot, the requests, the tokens).
+        guard case .success(let second) = limiter.admit(scopes, tokens: 60) else {
+            Issue.record("the cancelled admission left nothing behind")
+            return
+        }
+        limiter.settle(second, tokens: 40)
+        guard case .success = limiter.admit(scopes, tokens: 60) else {
+            Issue.record("two requests a minute, 100 tokens: 40 + 60 fit")
+            return
+        }
+        #expect(limiter.requestsInWindow("k:1") == 2)
+    }
+
     @Test("settling returns unused reserved tokens to every scope; concurrency slots are released")
     func settle() async throws {
         let limiter = RateLimiter()

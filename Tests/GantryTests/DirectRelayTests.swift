@@ -189,6 +189,28 @@ struct DirectRelayTests {
             + "X-Request-Id: \(id)\r\n\(extra)Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
     }
 
+    @Test("requests refused by a limit do not move the autoscaler's load signal")
+    func refusalsLeaveTheLoadAlone() async throws {
+        let test = try await TestServer.make()
+        try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
+            await dataPlane.publish(test, endpoint: endpoint, limits: FrequencyLimits(requestsPerMinutePerKey: 1))
+            let (_, key) = try await dataPlane.userKey(test)
+            try await dataPlane.live(test) { base in
+                let connection = try RawHTTPConnection(port: try #require(Int(base.split(separator: ":").last ?? "")))
+                try connection.send(Self.post(DataPlaneTests.chat, key: key, id: "ok"))
+                #expect(try await connection.answer().status == 200)
+                // The served request's peak is read (and reset) as the autoscaler does.
+                #expect(await test.server.routeTable.takeLoad(deployment: "fake").peakInFlight == 1)
+                for index in 0..<10 {
+                    try connection.send(Self.post(DataPlaneTests.chat, key: key, id: "r\(index)"))
+                    #expect(try await connection.answer().status == 429)
+                }
+                let load = await test.server.routeTable.takeLoad(deployment: "fake")
+                #expect(load.peakInFlight == 0, "refused requests counted in flight: peak \(load.peakInFlight)")
+            }
+        }
+    }
+
     @Test("pipelined requests on one connection are answered in order, direct and routed alike")
     func pipelining() async throws {
         let test = try await TestServer.make()

@@ -42,6 +42,8 @@ struct ClientDeadlines {
     private var headSince: NIODeadline?
     private var idleSince: NIODeadline
     private var lastRead: NIODeadline
+    /// Bytes of a following request arrived while an answer was being written.
+    private var nextRequestBytes = false
 
     init(timeouts: ClientTimeouts, now: NIODeadline) {
         self.timeouts = timeouts
@@ -53,12 +55,14 @@ struct ClientDeadlines {
     mutating func bytesReceived(now: NIODeadline) {
         lastRead = now
         if inProgress == 0, reading == nil, headSince == nil { headSince = now }
+        if inProgress > 0, reading == nil { nextRequestBytes = true }
     }
 
     /// A request's head arrived whole; its body follows (`boundedBody`: a `/v1` body).
     mutating func headReceived(now: NIODeadline, boundedBody: Bool) {
         inProgress += 1
         headSince = nil
+        nextRequestBytes = false
         reading = (now, boundedBody)
     }
 
@@ -78,7 +82,10 @@ struct ClientDeadlines {
     mutating func answerFinished(now: NIODeadline, bytesWaiting: Bool) {
         inProgress = max(0, inProgress - 1)
         guard inProgress == 0, reading == nil else { return }
-        if bytesWaiting {
+        // Also when the next request's bytes came before the answer's end was recorded (the
+        // client read the answer and wrote again before this side saw the end go out).
+        if bytesWaiting || nextRequestBytes {
+            nextRequestBytes = false
             headSince = now
         } else {
             headSince = nil

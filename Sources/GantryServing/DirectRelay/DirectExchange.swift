@@ -102,8 +102,8 @@ final class DirectExchange: SweepMember {
         }
     }
 
-    /// An instance first (undone exactly if the limits refuse), then the limits: either refusal
-    /// goes to the router, which queues or answers 429 as always.
+    /// The quota, the limits, then an instance (each undone exactly if a later one refuses):
+    /// any refusal goes to the router, which queues or answers 429 as always.
     private func admit(_ principal: Principal) {
         guard let parsed, let entry else { return handToRouter() }
         let reservation = parsed.reservation(contextLimit: entry.contextLimit)
@@ -117,21 +117,25 @@ final class DirectExchange: SweepMember {
         }
         let quotas = relay.metering.quotas
         func release() { if let quotaHold { quotas.settle(quotaHold, tokens: 0) } }
-        guard let target = try? relay.routes.acquireReady(deployment: parsed.deployment, version: parsed.pinnedVersion)
-        else {
-            release()
-            return handToRouter()
-        }
+        // The limits before an instance, in the router's order: a refused request must not touch
+        // an instance's count, which the autoscaler reads (its peak stays raised once counted).
         let scopes = LimitScope.scopes(principal: principal, entry: entry)
         var admission: RateLimitAdmission?
         if !scopes.isEmpty {
             switch relay.metering.limiter.admit(scopes, tokens: reservation) {
             case .success(let admitted): admission = admitted
             case .failure:
-                relay.routes.finish(instanceID: target.instanceID)
                 release()
                 return handToRouter()
             }
+        }
+        guard let target = try? relay.routes.acquireReady(deployment: parsed.deployment, version: parsed.pinnedVersion)
+        else {
+            // No ready instance: the router queues it and admits it again, so this admission is
+            // taken back whole (its request and tokens), not settled as a request that ran.
+            if let admission { relay.metering.limiter.cancel(admission) }
+            release()
+            return handToRouter()
         }
         relay.metering.metrics.relayedDirectly.increment()
         let meter = RequestMeter(
