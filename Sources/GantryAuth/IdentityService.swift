@@ -85,7 +85,7 @@ public struct IdentityService: CredentialVerifier {
             return remembered
         }
         // Stored as hex (`APIKeyFormat.hash(secret:)`); remembered as bytes.
-        let presentedHash = RandomToken.hex(presentedDigest)
+        let presentedHash = Hex.encode(presentedDigest)
         // A revocation between this read and `remember` must win (see VerifiedKeyCache.State).
         let generation = verifiedKeys.generation
         guard let record = try await keys.key(id: parsed.id) else { throw rejected }

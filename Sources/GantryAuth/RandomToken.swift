@@ -1,5 +1,6 @@
 import Crypto
 public import Foundation
+import GantryCore
 
 /// Unguessable strings for keys, sessions, `state`, `nonce` and PKCE verifiers.
 public enum RandomToken {
@@ -18,19 +19,7 @@ public enum RandomToken {
 
     /// Hex SHA-256, the form in which secrets are stored.
     static func sha256Hex(_ text: String) -> String {
-        hex(SHA256.hash(data: Array(text.utf8)))
-    }
-
-    /// Lower-case hex of a digest, from a table rather than 32 `String(format:)` calls.
-    static func hex(_ digest: SHA256Digest) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var hex: [UInt8] = []
-        hex.reserveCapacity(64)
-        for byte in digest {
-            hex.append(digits[Int(byte >> 4)])
-            hex.append(digits[Int(byte & 0x0f)])
-        }
-        return String(decoding: hex, as: UTF8.self)
+        Hex.encode(SHA256.hash(data: Array(text.utf8)))
     }
 
     /// PKCE S256 (RFC 7636): the challenge sent to the provider for a verifier kept here.

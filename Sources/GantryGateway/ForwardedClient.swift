@@ -1,5 +1,4 @@
 import Crypto
-import Foundation
 import GantryCore
 public import HTTPTypes
 
@@ -16,8 +15,7 @@ public enum ForwardedClient {
 
     /// HMAC-SHA256 of the address under the service credential, hex.
     static func proof(address: String, secret: String) -> String {
-        let code = HMAC<SHA256>.authenticationCode(for: Array(address.utf8), using: SymmetricKey(data: Array(secret.utf8)))
-        return code.map { String(format: "%02x", $0) }.joined()
+        Hex.encode(HMAC<SHA256>.authenticationCode(for: Array(address.utf8), using: SymmetricKey(data: Array(secret.utf8))))
     }
 
     /// The client's address when the request carries one with a valid proof.

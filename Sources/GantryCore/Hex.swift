@@ -1,8 +1,10 @@
-/// Lower-case hex for digests and signatures.
-enum Hex {
+/// Lower-case hex for digests and signatures, from a table rather than a `String(format:)` call
+/// per byte. One for every module: stored key hashes, S3 signatures, model file digests, the
+/// gateways' client-address proofs.
+public enum Hex {
     private static let digits = Array("0123456789abcdef".utf8)
 
-    static func encode(_ bytes: some Sequence<UInt8>) -> String {
+    public static func encode(_ bytes: some Sequence<UInt8>) -> String {
         var out: [UInt8] = []
         out.reserveCapacity(64)
         for byte in bytes {
