@@ -40,15 +40,15 @@ public struct GantrySetting: Sendable, Hashable {
         key: "http.port", flag: "port", type: "integer 0-65535", defaultDescription: "8080",
         help: "TCP port the HTTP server listens on (0 picks a free one).", isSecret: false)
     public static let headTimeout = GantrySetting(
-        key: "http.headTimeoutSeconds", flag: "head-timeout", type: "integer seconds >= 1", defaultDescription: "15",
+        key: "http.headTimeoutSeconds", flag: "head-timeout", type: "integer seconds 1-3600", defaultDescription: "15",
         help: "How long a client may take to send a request's head, from its first byte; then 408 and the connection closes.",
         isSecret: false)
     public static let bodyTimeout = GantrySetting(
-        key: "http.bodyTimeoutSeconds", flag: "body-timeout", type: "integer seconds >= 1", defaultDescription: "60",
+        key: "http.bodyTimeoutSeconds", flag: "body-timeout", type: "integer seconds 1-3600", defaultDescription: "60",
         help: "How long a client may take to send a /v1 request's body after its head; then 408 and the connection closes.",
         isSecret: false)
     public static let idleTimeout = GantrySetting(
-        key: "http.idleTimeoutSeconds", flag: "idle-timeout", type: "integer seconds >= 1", defaultDescription: "60",
+        key: "http.idleTimeoutSeconds", flag: "idle-timeout", type: "integer seconds 1-86400", defaultDescription: "60",
         help:
             "How long a kept-alive client connection may stay idle between requests, and the longest silence within other request bodies (uploads).",
         isSecret: false)

@@ -5,7 +5,8 @@ import Synchronization
 /// One token quota a request counts against: its key's or its user's (every credential of the
 /// user together, so a new key does not start a fresh quota).
 public struct QuotaScope: Sendable, Equatable {
-    public enum Holder: Sendable, Equatable {
+    /// Also the ledger's account: keys and users never share one.
+    public enum Holder: Sendable, Hashable {
         case key(String)
         case user(String)
     }
@@ -30,14 +31,6 @@ public struct QuotaScope: Sendable, Equatable {
         ].compactMap { $0 }
     }
 
-    /// The ledger's account: keys and users never share one.
-    var account: String {
-        switch holder {
-        case .key(let id): "k:" + id
-        case .user(let id): "u:" + id
-        }
-    }
-
     var whose: String {
         switch holder {
         case .key: "this key"
@@ -59,7 +52,7 @@ public final class QuotaLedger: Sendable {
 
     /// Tokens held against every quota of one admitted request, until it is settled.
     struct Hold: Sendable {
-        let accounts: [(account: String, periodStart: Date)]
+        let accounts: [(holder: QuotaScope.Holder, periodStart: Date)]
         let tokens: Int
     }
 
@@ -72,7 +65,7 @@ public final class QuotaLedger: Sendable {
     }
 
     private let repository: any UsageRepository
-    private let accounts = Mutex<[String: Account]>([:])
+    private let accounts = Mutex<[QuotaScope.Holder: Account]>([:])
 
     public init(repository: any UsageRepository) {
         self.repository = repository
@@ -82,7 +75,7 @@ public final class QuotaLedger: Sendable {
     public func check(_ scopes: [QuotaScope], now: Date = Date()) async throws {
         for scope in scopes {
             let start = scope.period.start(of: now)
-            guard accounts.withLock({ $0[scope.account]?.periodStart != start }) else { continue }
+            guard accounts.withLock({ $0[scope.holder]?.periodStart != start }) else { continue }
             let stored: Int
             switch scope.holder {
             case .key(let id): stored = try await repository.tokensUsed(keyID: id, since: start)
@@ -90,8 +83,8 @@ public final class QuotaLedger: Sendable {
             }
             // Another request may have loaded it while this one waited for the store.
             accounts.withLock { accounts in
-                if accounts[scope.account]?.periodStart != start {
-                    accounts[scope.account] = Account(periodStart: start, used: stored)
+                if accounts[scope.holder]?.periodStart != start {
+                    accounts[scope.holder] = Account(periodStart: start, used: stored)
                 }
             }
         }
@@ -104,13 +97,12 @@ public final class QuotaLedger: Sendable {
         return accounts.withLock { accounts in
             var verdict = Remembered.withinQuota
             for scope in scopes {
-                guard let account = accounts[scope.account], account.periodStart == scope.period.start(of: now) else {
+                guard let account = accounts[scope.holder], account.periodStart == scope.period.start(of: now) else {
                     verdict = .unknown
                     continue
                 }
-                if case .spent = Self.verdict(account, scope: scope, now: now) {
-                    return Self.verdict(account, scope: scope, now: now)
-                }
+                let spent = Self.verdict(account, scope: scope, now: now)
+                if case .spent = spent { return spent }
             }
             return verdict
         }
@@ -138,14 +130,14 @@ public final class QuotaLedger: Sendable {
     func hold(_ scopes: [QuotaScope], tokens: Int, now: Date = Date()) throws -> Hold? {
         guard !scopes.isEmpty else { return nil }
         return try accounts.withLock { accounts -> Hold? in
-            var held: [(account: String, periodStart: Date)] = []
+            var held: [(holder: QuotaScope.Holder, periodStart: Date)] = []
             for scope in scopes {
                 let start = scope.period.start(of: now)
-                guard let account = accounts[scope.account], account.periodStart == start else { continue }
+                guard let account = accounts[scope.holder], account.periodStart == start else { continue }
                 if case .spent(let error) = Self.verdict(account, scope: scope, now: now) { throw error }
-                held.append((scope.account, start))
+                held.append((scope.holder, start))
             }
-            for (account, _) in held { accounts[account]?.held += tokens }
+            for (holder, _) in held { accounts[holder]?.held += tokens }
             return held.isEmpty ? nil : Hold(accounts: held, tokens: tokens)
         }
     }
@@ -153,11 +145,11 @@ public final class QuotaLedger: Sendable {
     /// Ends a hold: its tokens are released and what the request used is counted instead.
     func settle(_ hold: Hold, tokens: Int) {
         accounts.withLock { accounts in
-            for (id, periodStart) in hold.accounts {
-                guard var account = accounts[id], account.periodStart == periodStart else { continue }
+            for (holder, periodStart) in hold.accounts {
+                guard var account = accounts[holder], account.periodStart == periodStart else { continue }
                 account.held = max(0, account.held - hold.tokens)
                 account.used += max(0, tokens)
-                accounts[id] = account
+                accounts[holder] = account
             }
         }
     }

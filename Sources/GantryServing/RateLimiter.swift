@@ -265,35 +265,32 @@ struct RateLimiterCore {
     /// Replaces the reservation with the tokens the request really used (which may be fewer, or,
     /// when the engine ignored `max_tokens`, more) and ends its concurrency slot.
     mutating func settle(_ admission: RateLimitAdmission, tokens: Int) {
+        end(admission, requests: 0, tokens: tokens - admission.tokens)
+    }
+
+    mutating func cancel(_ admission: RateLimitAdmission) {
+        end(admission, requests: -1, tokens: -admission.tokens)
+    }
+
+    /// Ends the admission's concurrency slot and moves its bucket's counts by `requests` and
+    /// `tokens` in every scope it was admitted into.
+    private mutating func end(_ admission: RateLimitAdmission, requests: Int, tokens: Int) {
         for id in admission.concurrencyScopeIDs { windows[id]?.inFlight -= 1 }
         let current = second(of: clock.now)
-        let delta = tokens - admission.tokens
         for id in admission.scopeIDs {
             prune(id, now: current)
             // Every scope prunes by the same rule, so the reservation's bucket is either still in
             // all of them or in none.
-            guard delta != 0, var window = windows[id],
-                window.buckets.update(where: { $0.second == admission.second }, { $0.tokens += delta })
-            else { continue }
-            window.tokens += delta
-            windows[id] = window
-        }
-        for id in admission.scopeIDs + admission.concurrencyScopeIDs { dropIfIdle(id) }
-    }
-
-    mutating func cancel(_ admission: RateLimitAdmission) {
-        for id in admission.concurrencyScopeIDs { windows[id]?.inFlight -= 1 }
-        for id in admission.scopeIDs {
-            guard var window = windows[id],
+            guard requests != 0 || tokens != 0, var window = windows[id],
                 window.buckets.update(
                     where: { $0.second == admission.second },
                     {
-                        $0.requests -= 1
-                        $0.tokens -= admission.tokens
+                        $0.requests += requests
+                        $0.tokens += tokens
                     })
             else { continue }
-            window.requests -= 1
-            window.tokens -= admission.tokens
+            window.requests += requests
+            window.tokens += tokens
             windows[id] = window
         }
         for id in admission.scopeIDs + admission.concurrencyScopeIDs { dropIfIdle(id) }

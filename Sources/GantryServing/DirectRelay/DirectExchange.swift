@@ -52,19 +52,14 @@ final class DirectExchange: SweepMember {
     // MARK: - Admission
 
     func begin() {
-        guard let bearer = authorization.flatMap(BearerCredential.credential(fromAuthorization:))
-        else { return handToRouter() }
-        if relay.addressBlocked(client.clientAddress) { return handToRouter() }
-        if let principal = relay.verifier.rememberedPrincipal(bearer: bearer) { return authenticated(principal) }
-        // Not verified recently: verify now (the store or the control role), then go on here.
-        let verifier = relay.verifier
-        let promise = eventLoop.makePromise(of: Principal.self)
-        promise.completeWithTask { try await verifier.verify(bearer: bearer) }
-        promise.futureResult.assumeIsolated().whenComplete { result in
-            guard !self.client.clientGone else { return }
-            switch result {
-            case .success(let principal): self.authenticated(principal)
-            case .failure: self.handToRouter()
+        switch relay.caller(authorization: authorization, address: client.clientAddress) {
+        case .refused: handToRouter()
+        case .remembered(let principal): authenticated(principal)
+        case .unverified(let bearer):
+            // Not verified recently: verify now (the store or the control role), then go on here.
+            relay.verify(bearer, on: eventLoop) { principal in
+                guard !self.client.clientGone else { return }
+                if let principal { self.authenticated(principal) } else { self.handToRouter() }
             }
         }
     }

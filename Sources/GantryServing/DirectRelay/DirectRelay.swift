@@ -80,6 +80,32 @@ public final class DirectRelay: Sendable {
         }.value
     }
 
+    /// What the relay knows of a request's caller from its `Authorization` value alone.
+    enum Caller {
+        /// No bearer credential, or an address slowed down for failed attempts: the router answers.
+        case refused
+        case remembered(Principal)
+        /// Not verified recently: `verify` asks the store or the control role.
+        case unverified(bearer: String)
+    }
+
+    /// The one reading of a request's credential on the relay's paths (the front, before and
+    /// after its body, and the handler behind the codec).
+    func caller(authorization: String?, address: String) -> Caller {
+        guard let bearer = authorization.flatMap(BearerCredential.credential(fromAuthorization:)),
+            !addressBlocked(address)
+        else { return .refused }
+        return verifier.rememberedPrincipal(bearer: bearer).map(Caller.remembered) ?? .unverified(bearer: bearer)
+    }
+
+    /// Verifies `bearer` and calls `done` on `eventLoop` with the principal, or nil if refused.
+    func verify(_ bearer: String, on eventLoop: any EventLoop, _ done: @escaping (Principal?) -> Void) {
+        let verifier = verifier
+        let promise = eventLoop.makePromise(of: Principal.self)
+        promise.completeWithTask { try await verifier.verify(bearer: bearer) }
+        promise.futureResult.assumeIsolated().whenComplete { done(try? $0.get()) }
+    }
+
     /// The endpoint a request head names, when it is one the relay serves.
     static func endpoint(method: HTTPRequest.Method, path: String?) -> InferenceEndpoint? {
         guard method == .post, let path else { return nil }

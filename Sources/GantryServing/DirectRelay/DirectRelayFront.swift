@@ -1,4 +1,3 @@
-import GantryCore
 import GantryHTTP
 import HTTPTypes
 import NIOCore
@@ -130,28 +129,23 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     /// of the body); one verified recently goes on; any other is verified while reading pauses at
     /// the bound.
     private func checkCredentialAhead(of head: DirectRequestHead, context: ChannelHandlerContext) {
-        guard let bearer = head.authorization.flatMap(BearerCredential.credential(fromAuthorization:)),
-            !relay.addressBlocked(clientAddress)
-        else { return handOn(context: context, first: nil) }
-        if relay.verifier.rememberedPrincipal(bearer: bearer) != nil { return }
+        let bearer: String
+        switch relay.caller(authorization: head.authorization, address: clientAddress) {
+        case .refused: return handOn(context: context, first: nil)
+        case .remembered: return
+        case .unverified(let unverified): bearer = unverified
+        }
         verifying = true
-        let verifier = relay.verifier
-        let promise = context.eventLoop.makePromise(of: Principal.self)
-        promise.completeWithTask { try await verifier.verify(bearer: bearer) }
-        promise.futureResult.assumeIsolated().whenComplete { result in
+        relay.verify(bearer, on: context.eventLoop) { principal in
             self.verifying = false
             guard let context = self.context, !self.clientGone, !self.handedOn, self.waitingHead != nil else { return }
-            switch result {
-            case .success:
-                // Remembered by the verifier now: the exchange finds it without asking again.
-                if self.readHeld, self.exchange == nil {
-                    self.readHeld = false
-                    context.read()
-                }
-                self.serveReceived(context: context)
-            case .failure:
-                self.handOn(context: context, first: nil)
+            guard principal != nil else { return self.handOn(context: context, first: nil) }
+            // Remembered by the verifier now: the exchange finds it without asking again.
+            if self.readHeld, self.exchange == nil {
+                self.readHeld = false
+                context.read()
             }
+            self.serveReceived(context: context)
         }
     }
 
@@ -190,7 +184,6 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        sweep.remove(deadlines)
         clientGone = true
         exchange?.clientClosed()
         exchange = nil

@@ -118,7 +118,7 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
             // Only a caller verified recently has its body collected here; the router checks any
             // other before it reads a byte of the body.
             if routerOwes == 0, !routeNextToRouter, let endpoint = DirectRelay.endpoint(method: head.method, path: head.path),
-                Self.remembered(head, by: relay)
+                case .remembered = relay.caller(authorization: head.headerFields[.authorization], address: clientAddress)
             {
                 let expected = head.headerFields[.contentLength].flatMap(Int.init) ?? 0
                 let capacity = min(max(expected, 0), relay.configuration.maxRequestBytes)
@@ -130,13 +130,6 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
                 context.fireChannelRead(wrapInboundOut(part))
             }
         }
-    }
-
-    /// Whether the request's bearer credential was verified recently (no store or control read).
-    static func remembered(_ head: HTTPRequest, by relay: DirectRelay) -> Bool {
-        guard let bearer = head.headerFields[.authorization].flatMap(BearerCredential.credential(fromAuthorization:))
-        else { return false }
-        return relay.verifier.rememberedPrincipal(bearer: bearer) != nil
     }
 
     /// Hands a request the relay collected to the router.
