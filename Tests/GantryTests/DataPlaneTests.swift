@@ -44,24 +44,30 @@ struct DataPlaneTests {
         var errorCode: String? { (json["error"] as? [String: Any])?["code"] as? String }
     }
 
-    static func post(_ base: String, key: String, _ body: String, path: String = "/v1/chat/completions") async throws -> Answer {
-        var request = HTTPClientRequest(url: base + path)
-        request.method = .POST
-        request.headers.add(name: "authorization", value: "Bearer \(key)")
-        request.headers.add(name: "content-type", value: "application/json")
-        request.body = .bytes(ByteBuffer(string: body))
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
-        let text = String(buffer: try await response.body.collect(upTo: 16 << 20))
-        return Answer(status: Int(response.status.code), headers: response.headers, text: text)
-    }
-
-    static func get(_ base: String, key: String, _ path: String) async throws -> Answer {
-        var request = HTTPClientRequest(url: base + path)
-        request.headers.add(name: "authorization", value: "Bearer \(key)")
+    /// One request with `key` as the bearer credential (none when nil) and a JSON body if given.
+    static func send(
+        _ method: HTTPMethod, _ url: String, key: String?, _ body: String? = nil, headers: [(String, String)] = []
+    ) async throws -> Answer {
+        var request = HTTPClientRequest(url: url)
+        request.method = method
+        if let key { request.headers.add(name: "authorization", value: "Bearer \(key)") }
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let body {
+            request.headers.add(name: "content-type", value: "application/json")
+            request.body = .bytes(ByteBuffer(string: body))
+        }
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
         return Answer(
             status: Int(response.status.code), headers: response.headers,
             text: String(buffer: try await response.body.collect(upTo: 16 << 20)))
+    }
+
+    static func post(_ base: String, key: String, _ body: String, path: String = "/v1/chat/completions") async throws -> Answer {
+        try await send(.POST, base + path, key: key, body)
+    }
+
+    static func get(_ base: String, key: String, _ path: String) async throws -> Answer {
+        try await send(.GET, base + path, key: key)
     }
 
     func live(_ test: TestServer, _ body: @escaping @Sendable (String) async throws -> Void) async throws {

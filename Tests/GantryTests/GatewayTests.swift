@@ -453,16 +453,11 @@ extension GatewayRoleTests {
             .port: String(port), .host: "127.0.0.1", .dataDir: directory + "/gateway", .cacheDir: directory + "/gateway-cache",
             .logLevel: "warning",
         ]
-        let reader = try await GantryConfiguration.reader(flags: flags, configFile: nil, environment: ["HOME": directory])
-        let configuration = try GantryConfiguration(reader: reader, environment: ["HOME": directory])
+        let configuration = try await TestServer.configuration(flags: flags, home: directory)
         let gateway = try await buildGatewayApplication(configuration: configuration, logger: Logger(label: "gateway"))
         let base = "http://127.0.0.1:\(port)"
         return try await LocalTestServer.running(gateway.application, logger: Logger(label: "gateway")) {
-            for _ in 0..<100 {
-                let health = try? await HTTPClient.shared.execute(HTTPClientRequest(url: base + "/healthz"), timeout: .seconds(1))
-                if health?.status == .ok { break }
-                try await Task.sleep(for: .milliseconds(50))
-            }
+            try await TestServer.waitUntilHealthy(base)
             return try await body(base)
         }
     }

@@ -28,8 +28,7 @@ struct TestServer {
         ]
         if let llamaServer { flags[.llamaServer] = llamaServer }
         flags.merge(extraFlags) { $1 }
-        let reader = try await GantryConfiguration.reader(flags: flags, configFile: nil, environment: ["HOME": directory.path])
-        let configuration = try GantryConfiguration(reader: reader, environment: ["HOME": directory.path])
+        let configuration = try await Self.configuration(flags: flags, home: directory.path)
         let server = try await buildApplication(configuration: configuration, logger: logger)
         guard let key = server.bootstrapAdminKey else { throw GantryError(.internal, "no bootstrap key on a fresh store") }
         return TestServer(server: server, directory: directory, adminKey: key)
@@ -54,6 +53,21 @@ extension ByteBuffer {
 }
 
 extension TestServer {
+    /// The configuration `flags` make, with `home` as the home directory and no file or variables.
+    static func configuration(flags: [GantrySetting: String], home: String) async throws -> GantryConfiguration {
+        let reader = try await GantryConfiguration.reader(flags: flags, configFile: nil, environment: ["HOME": home])
+        return try GantryConfiguration(reader: reader, environment: ["HOME": home])
+    }
+
+    /// Waits (up to 5 s) until the server at `base` answers `/healthz`.
+    static func waitUntilHealthy(_ base: String) async throws {
+        for _ in 0..<100 {
+            let health = try? await HTTPClient.shared.execute(HTTPClientRequest(url: base + "/healthz"), timeout: .seconds(1))
+            if health?.status == .ok { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
     /// Runs the application on a fixed, free port (OIDC redirect URIs must name it before the
     /// server starts, which `.live` testing with port 0 cannot do) until `body` returns.
     static func running<T: Sendable>(
@@ -66,14 +80,7 @@ extension TestServer {
         let test = try await make(flags: flags, logger: logger)
         let base = "http://127.0.0.1:\(port)"
         return try await LocalTestServer.running(test.server.application, logger: logger) {
-            for _ in 0..<100 {
-                if (try? await HTTPClient.shared.execute(HTTPClientRequest(url: base + "/healthz"), timeout: .seconds(1)))?.status
-                    == .ok
-                {
-                    break
-                }
-                try await Task.sleep(for: .milliseconds(50))
-            }
+            try await waitUntilHealthy(base)
             return try await body(test, base)
         }
     }

@@ -16,26 +16,12 @@ struct UserLimitTests {
     let plane = DataPlaneTests()
     typealias Answer = DataPlaneTests.Answer
 
-    static func send(_ method: HTTPMethod, _ url: String, key: String, _ body: String? = nil) async throws -> Answer {
-        var request = HTTPClientRequest(url: url)
-        request.method = method
-        request.headers.add(name: "authorization", value: "Bearer \(key)")
-        if let body {
-            request.headers.add(name: "content-type", value: "application/json")
-            request.body = .bytes(ByteBuffer(string: body))
-        }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
-        return Answer(
-            status: Int(response.status.code), headers: response.headers,
-            text: String(buffer: try await response.body.collect(upTo: 1 << 20)))
-    }
-
     static func setUser(_ base: String, admin: String, _ userID: String, _ body: String) async throws -> Answer {
-        try await send(.PATCH, base + "/api/v1/users/\(userID)", key: admin, body)
+        try await DataPlaneTests.send(.PATCH, base + "/api/v1/users/\(userID)", key: admin, body)
     }
 
     static func createKey(_ base: String, key: String, _ body: String) async throws -> Answer {
-        try await send(.POST, base + "/api/v1/keys", key: key, body)
+        try await DataPlaneTests.send(.POST, base + "/api/v1/keys", key: key, body)
     }
 
     /// Each answer of the fake engine uses 10 prompt and 5 completion tokens.
@@ -135,16 +121,9 @@ struct UserLimitTests {
                 let set = try await Self.setUser(base, admin: test.adminKey, user.id, #"{"limits":{"requests_per_minute":2}}"#)
                 #expect(set.status == 200)
                 func bySession() async throws -> Answer {
-                    var request = HTTPClientRequest(url: base + "/v1/chat/completions")
-                    request.method = .POST
-                    request.headers.add(name: "cookie", value: "gantry_session=\(token)")
-                    request.headers.add(name: "x-csrf-token", value: "csrf-for-test")
-                    request.headers.add(name: "content-type", value: "application/json")
-                    request.body = .bytes(ByteBuffer(string: Self.chat))
-                    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
-                    return Answer(
-                        status: Int(response.status.code), headers: response.headers,
-                        text: String(buffer: try await response.body.collect(upTo: 1 << 20)))
+                    try await DataPlaneTests.send(
+                        .POST, base + "/v1/chat/completions", key: nil, Self.chat,
+                        headers: [("cookie", "gantry_session=\(token)"), ("x-csrf-token", "csrf-for-test")])
                 }
                 #expect(try await bySession().status == 200)
                 #expect(try await DataPlaneTests.post(base, key: key, Self.chat).status == 200)
@@ -194,7 +173,7 @@ struct UserLimitTests {
             #expect(forUser.status == 409)
             // Revoking one frees a place.
             let withinID = try #require(within.json["id"] as? String)
-            #expect(try await Self.send(.DELETE, base + "/api/v1/keys/\(withinID)", key: key).status == 204)
+            #expect(try await DataPlaneTests.send(.DELETE, base + "/api/v1/keys/\(withinID)", key: key).status == 204)
             #expect(try await Self.createKey(base, key: key, #"{"name":"again"}"#).status == 201)
 
             // Absent fields are left alone; null removes one.
