@@ -254,8 +254,6 @@ record meta nginx_version "$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')"
 # --- (c) Gantry -----------------------------------------------------------------------------------
 GANTRY_PORT=$(free_port)
 GBASE="http://127.0.0.1:$GANTRY_PORT"
-MODEL_FILE="$WORK/fake-model.bin"
-printf 'gantry-fake-engine: no weights\n' >"$MODEL_FILE"
 gantry_args=(serve --port "$GANTRY_PORT" --data-dir "$WORK/gantry" --log-level warning --engine-threads 1
   --custom-engine-command "$FAKE --host {host} --port {port} --model {model} --stream-events $STREAM_EVENTS")
 [ -n "${GANTRY_TEST_LLAMA_SERVER:-}" ] && gantry_args+=(--llama-server "$GANTRY_TEST_LLAMA_SERVER")
@@ -267,35 +265,9 @@ wait_http "$GBASE/readyz" 30 "$WORK/gantry.stdout"
 ADMIN=
 for _ in $(seq 1 50); do ADMIN=$(grep -o 'gk_[A-Za-z0-9_-]*' "$WORK/gantry.stdout" | head -n 1 || true); [ -n "$ADMIN" ] && break; sleep 0.1; done
 [ -n "$ADMIN" ] || { logtail "$WORK/gantry.stdout" >&2; fail "Gantry printed no bootstrap admin key"; }
-api() { # method path [json]: fails with the answer on a non-2xx
-  local out code
-  out=$(curl -s -w '\n%{http_code}' -X "$1" "$GBASE$2" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' ${3:+-d "$3"}) \
-    || fail "$1 $2: no answer"
-  code=${out##*$'\n'}; out=${out%$'\n'*}
-  [[ $code == 2* ]] || fail "$1 $2 -> $code: $out"
-  printf '%s' "$out"
-}
-put_file() { # path file
-  local code
-  code=$(curl -s -o "$WORK/put.out" -w '%{http_code}' -T "$2" -H "Authorization: Bearer $ADMIN" "$GBASE$1") || fail "PUT $1: no answer"
-  [[ $code == 2* ]] || fail "PUT $1 -> $code: $(cat "$WORK/put.out")"
-}
-wait_deployment() { # name
-  local state=
-  for _ in $(seq 1 600); do
-    state=$(api GET "/api/v1/deployments/$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
-    [ "$state" = ready ] && return 0
-    [ "$state" = failed ] && break
-    sleep 0.2
-  done
-  api GET "/api/v1/deployments/$1/events" >&2 || true
-  fail "deployment $1 never became ready (last status: $state)"
-}
+api() { gantry_api "$GBASE" "$ADMIN" "$@"; } # method path [json]
 step "Gantry: registering a tiny model file, deploying the fake engine as the custom engine"
-api POST /api/v1/models '{"name":"fake-model","task":"chat"}' >/dev/null
-api POST /api/v1/models/fake-model/versions '{"format":"fake","context_limit":4096,"description":"no weights: the fake engine ignores it"}' >/dev/null
-put_file /api/v1/models/fake-model/versions/1/files/model.bin "$MODEL_FILE"
-api POST /api/v1/models/fake-model/versions/1/complete >/dev/null
+register_fake_model "$GBASE" "$ADMIN" "$WORK"
 # Limits on (high enough never to refuse, so every request pays for the check): per service,
 # per key on the service, and on the key itself with a token quota; usage accounting is always on.
 api POST /api/v1/deployments '{"name":"fake","model":"fake-model","engine":"custom","limits":{"requests_per_minute":100000000,"tokens_per_minute":1000000000000,"requests_per_minute_per_key":100000000,"tokens_per_minute_per_key":1000000000000}}' >/dev/null
@@ -303,8 +275,8 @@ api POST /api/v1/deployments "{\"name\":\"fake-held\",\"model\":\"fake-model\",\
 api POST /api/v1/users '{"name":"bench"}' >/dev/null
 USER_KEY=$(api POST /api/v1/keys '{"name":"bench","user":"bench","limits":{"requests_per_minute":100000000,"tokens_per_minute":1000000000000,"token_quota":1000000000000000,"quota_period":"day"}}' | grep -o 'gk_[A-Za-z0-9_-]*' | head -n 1 || true)
 [ -n "$USER_KEY" ] || fail "could not read the new user key"
-wait_deployment fake
-wait_deployment fake-held
+gantry_wait_ready "$GBASE" "$ADMIN" fake
+gantry_wait_ready "$GBASE" "$ADMIN" fake-held
 measure gantry "$GBASE" "$USER_KEY" "$DURATION"
 record gantry rss_kib "$(hwm_kib "$GANTRY_PID")"
 
@@ -377,7 +349,7 @@ if [ -n "${GANTRY_TEST_LLAMA_SERVER:-}" ] && [ -n "${GANTRY_TEST_MODEL:-}" ]; th
   api POST /api/v1/models '{"name":"smollm2","task":"chat"}' >/dev/null
   api POST /api/v1/models/smollm2/versions "{\"format\":\"gguf\",\"context_limit\":2048,\"artifact_uri\":\"file://$GANTRY_TEST_MODEL\"}" >/dev/null
   api POST /api/v1/deployments "{\"name\":\"smollm2\",\"model\":\"smollm2\",\"engine_args\":[\"--parallel\",\"$TOKEN_STREAMS\"]}" >/dev/null
-  wait_deployment smollm2
+  gantry_wait_ready "$GBASE" "$ADMIN" smollm2
   LLAMA_PORT=$(free_port)
   # The same flags as Gantry's llama-cpp adapter, and the same --parallel.
   spawn "$WORK/llama.log" "$GANTRY_TEST_LLAMA_SERVER" --model "$GANTRY_TEST_MODEL" --host 127.0.0.1 --port "$LLAMA_PORT" \

@@ -207,3 +207,39 @@ stop_moto() {
   if [ -n "${MOTO_DIR:-}" ]; then rm -rf "$MOTO_DIR" || true; fi
   return 0
 }
+
+# --- talking to a running Gantry (bench/gateway.sh, scripts/soak-test.sh) ----------------------
+# Each calls `fail MESSAGE`, which the calling script defines.
+
+gantry_api() { # BASE KEY METHOD PATH [JSON] -> the answer's body; fails with it on a non-2xx
+  local out code
+  out=$(curl -s -w '\n%{http_code}' -X "$3" "$1$4" -H "Authorization: Bearer $2" -H 'Content-Type: application/json' \
+    ${5:+-d "$5"}) || fail "$3 $4: no answer"
+  code=${out##*$'\n'}; out=${out%$'\n'*}
+  [[ $code == 2* ]] || fail "$3 $4 -> $code: $out"
+  printf '%s' "$out"
+}
+
+gantry_wait_ready() { # BASE KEY DEPLOYMENT: until it is ready (2 minutes at most)
+  local state=
+  for _ in $(seq 1 600); do
+    state=$(gantry_api "$1" "$2" GET "/api/v1/deployments/$3" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
+    [ "$state" = ready ] && return 0
+    [ "$state" = failed ] && break
+    sleep 0.2
+  done
+  gantry_api "$1" "$2" GET "/api/v1/deployments/$3/events" >&2 || true
+  fail "deployment $3 never became ready (last status: $state)"
+}
+
+register_fake_model() { # BASE KEY DIR: model fake-model, version 1, one file the fake engine ignores
+  printf 'gantry-fake-engine: no weights\n' >"$3/fake-model.bin"
+  gantry_api "$1" "$2" POST /api/v1/models '{"name":"fake-model","task":"chat"}' >/dev/null
+  gantry_api "$1" "$2" POST /api/v1/models/fake-model/versions \
+    '{"format":"fake","context_limit":4096,"description":"no weights: the fake engine ignores it"}' >/dev/null
+  local code
+  code=$(curl -s -o "$3/put.out" -w '%{http_code}' -T "$3/fake-model.bin" -H "Authorization: Bearer $2" \
+    "$1/api/v1/models/fake-model/versions/1/files/model.bin") || fail "PUT model.bin: no answer"
+  [[ $code == 2* ]] || fail "PUT model.bin -> $code: $(cat "$3/put.out")"
+  gantry_api "$1" "$2" POST /api/v1/models/fake-model/versions/1/complete >/dev/null
+}

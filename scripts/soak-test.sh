@@ -40,31 +40,13 @@ for _ in $(seq 1 150); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.
 ADMIN=""
 for _ in $(seq 1 50); do ADMIN=$(grep -o 'gk_[A-Za-z0-9_-]*' "$DATA/gantry.stdout" | head -n 1 || true); [ -n "$ADMIN" ] && break; sleep 0.1; done
 [ -n "$ADMIN" ] || fail "no bootstrap admin key printed"
-api() { # method path [json]
-  local out code
-  out=$(curl -s -w '\n%{http_code}' -X "$1" "$BASE$2" -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' ${3:+-d "$3"}) \
-    || fail "$1 $2: no answer"
-  code=${out##*$'\n'}; out=${out%$'\n'*}
-  [[ $code == 2* ]] || fail "$1 $2 -> $code: $out"
-  printf '%s' "$out"
-}
-printf 'gantry-fake-engine: no weights\n' >"$DATA/model.bin"
-api POST /api/v1/models '{"name":"fake-model","task":"chat"}' >/dev/null
-api POST /api/v1/models/fake-model/versions '{"format":"fake","context_limit":4096}' >/dev/null
-code=$(curl -s -o /dev/null -w '%{http_code}' -T "$DATA/model.bin" -H "Authorization: Bearer $ADMIN" \
-  "$BASE/api/v1/models/fake-model/versions/1/files/model.bin")
-[[ $code == 2* ]] || fail "file upload -> $code"
-api POST /api/v1/models/fake-model/versions/1/complete >/dev/null
+api() { gantry_api "$BASE" "$ADMIN" "$@"; } # method path [json]
+register_fake_model "$BASE" "$ADMIN" "$DATA"
 api POST /api/v1/deployments '{"name":"fake","model":"fake-model","engine":"custom"}' >/dev/null
 api POST /api/v1/users '{"name":"soak"}' >/dev/null
 KEY=$(api POST /api/v1/keys '{"name":"soak","user":"soak"}' | grep -o 'gk_[A-Za-z0-9_-]*' | head -n 1 || true)
 [ -n "$KEY" ] || fail "no user key"
-for _ in $(seq 1 300); do
-  status=$(api GET /api/v1/deployments/fake | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
-  [ "$status" = ready ] && break
-  sleep 0.2
-done
-[ "$status" = ready ] || fail "the fake deployment never became ready ($status)"
+gantry_wait_ready "$BASE" "$ADMIN" fake
 # Warm up (connection pools, caches, the allocator's arenas) before the baseline is taken.
 for _ in $(seq 1 50); do
   curl -sf -o /dev/null "$BASE/v1/chat/completions" -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
