@@ -5,6 +5,7 @@ import GantryCore
 public import GantryServing
 public import GantryStore
 public import Logging
+import NIOCore
 
 /// The whole typed configuration, read once at start from (highest first) command-line flags,
 /// `GANTRY_*` environment variables, a JSON config file, and built-in defaults.
@@ -106,6 +107,18 @@ public struct GantryConfiguration: Sendable {
         public var maxFailedAttemptsPerMinute: Int
     }
 
+    /// The client deadlines set, the rest at `ClientTimeouts`' defaults.
+    private static func clientTimeouts(_ values: SettingReader) throws -> ClientTimeouts {
+        let defaults = ClientTimeouts()
+        func seconds(_ setting: GantrySetting, in range: ClosedRange<Int>) throws -> TimeAmount? {
+            try values.int(setting, in: range).map { .seconds(Int64($0)) }
+        }
+        return ClientTimeouts(
+            head: try seconds(.headTimeout, in: 1...3600) ?? defaults.head,
+            body: try seconds(.bodyTimeout, in: 1...3600) ?? defaults.body,
+            idle: try seconds(.idleTimeout, in: 1...86_400) ?? defaults.idle)
+    }
+
     /// Reads and validates every key; the first invalid one is reported by name.
     public init(reader: ConfigReader, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
         let values = SettingReader(reader: reader)
@@ -113,10 +126,7 @@ public struct GantryConfiguration: Sendable {
         http = HTTP(
             host: try values.string(.host) ?? "127.0.0.1",
             port: try values.int(.port, in: 0...65535) ?? 8080,
-            clientTimeouts: ClientTimeouts(
-                head: .seconds(Int64(try values.int(.headTimeout, in: 1...3600) ?? 15)),
-                body: .seconds(Int64(try values.int(.bodyTimeout, in: 1...3600) ?? 60)),
-                idle: .seconds(Int64(try values.int(.idleTimeout, in: 1...86_400) ?? 60))))
+            clientTimeouts: try Self.clientTimeouts(values))
         dataDirectory = Self.expandTilde(try values.string(.dataDir) ?? "~/.gantry", home: home)
         let defaultCache = environment["XDG_CACHE_HOME"].map { $0 + "/gantry" } ?? home + "/.cache/gantry"
         cacheDirectory = Self.expandTilde(try values.string(.cacheDir) ?? defaultCache, home: home)
