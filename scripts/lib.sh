@@ -352,7 +352,7 @@ build_kubernetes_control_plane() {
 #   limited  no RBAC grant at all (403s)          -> GANTRY_TEST_KUBECONFIG_LIMITED, GANTRY_TEST_KUBE_TOKEN_LIMITED
 # Also exports GANTRY_TEST_KUBE_URL (https://127.0.0.1:PORT), GANTRY_TEST_KUBE_CA (the CA of the
 # apiserver's serving certificate, made here with openssl; the kubeconfigs verify with it) and
-# GANTRY_TEST_KUBE_BIN (the binaries' directory).
+# GANTRY_TEST_KUBE_BIN (the binaries' directory) and GANTRY_TEST_ETCD_URL (etcd's client URL).
 start_kubernetes_control_plane() {
   [ -n "${KUBE_BIN_DIR:-}" ] || ensure_kubernetes_control_plane || return 1
   ensure_kube_packages openssl:openssl curl:curl kubectl:kubernetes-client || return 1
@@ -381,7 +381,10 @@ start_kubernetes_control_plane() {
   # `default`), and without TaintNodesByCondition a new Node gets no node.kubernetes.io/not-ready
   # taint (no node controller would ever remove it). Logs: the apiserver reaches a Node's
   # InternalIP at its daemonEndpoints port over HTTPS (the stand-in kubelet's log server); with
-  # no --kubelet-certificate-authority it does not verify that server's certificate.
+  # no --kubelet-certificate-authority it does not verify that server's certificate. Pods are
+  # not held in the apiserver's watch cache (pods#0): their lists and watches go to etcd, so a
+  # test can compact etcd (GANTRY_TEST_ETCD_URL) and get the 410 Gone a long-lived cluster gives
+  # an informer that fell behind; a young cache would still serve any old version.
   "$KUBE_BIN_DIR/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
     --cert-dir "$KUBE_DIR/pki" --tls-cert-file "$KUBE_DIR/pki/apiserver.crt" --tls-private-key-file "$KUBE_DIR/pki/apiserver.key" \
@@ -390,12 +393,12 @@ start_kubernetes_control_plane() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-cluster-ip-range 10.96.0.0/16 --endpoint-reconciler-type none \
     --disable-admission-plugins=ServiceAccount,TaintNodesByCondition \
-    --kubelet-preferred-address-types=InternalIP >"$KUBE_DIR/apiserver.log" 2>&1 &
+    --kubelet-preferred-address-types=InternalIP --watch-cache-sizes=pods#0 >"$KUBE_DIR/apiserver.log" 2>&1 &
   KUBE_PIDS+=($!)
   export GANTRY_TEST_KUBE_URL="https://127.0.0.1:$api_port"
   export GANTRY_TEST_KUBE_CA="$KUBE_DIR/pki/ca.crt"
   export GANTRY_TEST_KUBE_TOKEN="$admin" GANTRY_TEST_KUBE_TOKEN_GANTRY="$gantry" GANTRY_TEST_KUBE_TOKEN_LIMITED="$limited"
-  export GANTRY_TEST_KUBE_BIN="$KUBE_BIN_DIR"
+  export GANTRY_TEST_KUBE_BIN="$KUBE_BIN_DIR" GANTRY_TEST_ETCD_URL="http://127.0.0.1:$etcd_port"
   export GANTRY_TEST_KUBECONFIG="$KUBE_DIR/admin.kubeconfig"
   export GANTRY_TEST_KUBECONFIG_GANTRY="$KUBE_DIR/gantry.kubeconfig"
   export GANTRY_TEST_KUBECONFIG_LIMITED="$KUBE_DIR/limited.kubeconfig"

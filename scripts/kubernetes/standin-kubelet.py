@@ -1456,6 +1456,10 @@ def main(argv):
         kubelet.stopping = True
         kubelet.wake.set()
 
+    # A parent may start us with these signals blocked (Foundation's Process hands its spawning
+    # thread's mask on, and Swift's worker threads block SIGTERM): unblock them, or a test's
+    # terminate would wait out its deadline. The pods' processes inherit the cleared mask.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     start_log_server(kubelet)
