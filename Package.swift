@@ -41,6 +41,8 @@ let package = Package(
         .package(url: "https://github.com/vapor/sqlite-kit", from: "4.5.2"),
         .package(url: "https://github.com/vapor/postgres-kit", from: "2.17.0"),
         .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
+        // Kubeconfig files are YAML.
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         .executableTarget(
@@ -83,6 +85,20 @@ let package = Package(
             ],
             swiftSettings: sharedSwiftSettings
         ),
+        // A small typed client for the Kubernetes API (pods, nodes, events, logs): shared by the
+        // Kubernetes runtime (GantryServing) and node source (GantryResources).
+        .target(
+            name: "GantryKubernetes",
+            dependencies: [
+                "GantryCore", httpClient, logging, serviceLifecycle,
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
         .target(
             name: "GantryHTTP",
             dependencies: [
@@ -97,7 +113,7 @@ let package = Package(
         .target(
             name: "GantryServing",
             dependencies: [
-                "GantryCore", "GantryHTTP", hummingbird, httpTypes, httpClient, logging, serviceLifecycle,
+                "GantryCore", "GantryHTTP", "GantryKubernetes", hummingbird, httpTypes, httpClient, logging, serviceLifecycle,
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -110,7 +126,7 @@ let package = Package(
         .target(
             name: "GantryResources",
             dependencies: [
-                "CNVML", "GantryCore", "GantryHTTP", hummingbird, logging, serviceLifecycle,
+                "CNVML", "GantryCore", "GantryHTTP", "GantryKubernetes", hummingbird, logging, serviceLifecycle,
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: sharedSwiftSettings),
@@ -134,7 +150,7 @@ let package = Package(
             name: "GantryCommands",
             dependencies: [
                 "GantryCore", "GantryStore", "GantryBlobs", "GantryHTTP", "GantryRegistry", "GantryServing",
-                "GantryResources", "GantryGateway", "GantryOrchestrator", "GantryAuth",
+                "GantryResources", "GantryGateway", "GantryOrchestrator", "GantryAuth", "GantryKubernetes",
                 hummingbird, httpClient, logging, serviceLifecycle, crypto,
                 .product(name: "_NIOFileSystem", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -156,8 +172,8 @@ let package = Package(
             name: "GantryTests",
             dependencies: [
                 "GantryCommands", "GantryTestSupport", "GantryStore", "GantryCore", "GantryAuth", "GantryServing",
-                "GantryHTTP", "GantryGateway", "GantryOrchestrator", "GantryRegistry", "GantryBlobs",
-                hummingbird, httpClient, crypto, serviceLifecycle,
+                "GantryHTTP", "GantryGateway", "GantryOrchestrator", "GantryRegistry", "GantryBlobs", "GantryKubernetes",
+                "GantryResources", hummingbird, httpClient, crypto, serviceLifecycle,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -49,6 +49,12 @@ public struct LocalDirectoryObjectStore: ObjectStore {
     }
 
     public func read(_ key: String, into consume: @Sendable (ByteBuffer) async throws -> Void) async throws {
+        try await read(key, range: 0..<Int64.max, into: consume)
+    }
+
+    public func read(_ key: String, range: Range<Int64>, into consume: @Sendable (ByteBuffer) async throws -> Void)
+        async throws
+    {
         let path = try self.path(for: key)
         // The scoped handle is closed even when this task is cancelled (a consumer that went
         // away cancels the read); closing by hand would fail under cancellation and leave the
@@ -57,7 +63,7 @@ public struct LocalDirectoryObjectStore: ObjectStore {
             try await FileSystem.shared.withFileHandle(forReadingAt: path) { handle in
                 // A directory opens for reading on Linux; only a regular file is an object.
                 guard try await handle.info().type == .regular else { throw GantryError.notFound("no object '\(key)'") }
-                for try await chunk in handle.readChunks(chunkLength: Self.readChunk) {
+                for try await chunk in handle.readChunks(in: range, chunkLength: Self.readChunk) {
                     try await consume(chunk)
                 }
             }

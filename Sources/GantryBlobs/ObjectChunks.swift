@@ -8,13 +8,17 @@ extension ObjectStore {
     /// client, a slow disk) holds at most one chunk in memory, never the object. When `body`
     /// returns or throws early, the read is stopped.
     public func withChunks<Result: Sendable>(
-        of key: String, _ body: (ObjectChunks) async throws -> Result
+        of key: String, range: Range<Int64>? = nil, _ body: (ObjectChunks) async throws -> Result
     ) async throws -> Result {
         let handoff = ChunkHandoff()
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 do {
-                    try await self.read(key) { chunk in try await handoff.send(chunk) }
+                    if let range {
+                        try await self.read(key, range: range) { chunk in try await handoff.send(chunk) }
+                    } else {
+                        try await self.read(key) { chunk in try await handoff.send(chunk) }
+                    }
                     await handoff.finish(throwing: nil)
                 } catch {
                     await handoff.finish(throwing: error)

@@ -53,6 +53,12 @@ public protocol ObjectStore: Sendable {
     /// - Throws: `GantryError(.notFound)` when there is no object under `key`.
     func read(_ key: String, into consume: @Sendable (ByteBuffer) async throws -> Void) async throws
 
+    /// Streams the bytes of `range` (offsets within the object, clamped to its end) to `consume`:
+    /// ranged downloads and resumed ones, without reading the rest.
+    ///
+    /// - Throws: `GantryError(.notFound)` when there is no object under `key`.
+    func read(_ key: String, range: Range<Int64>, into consume: @Sendable (ByteBuffer) async throws -> Void) async throws
+
     /// The object's size, or nil when there is none under `key`.
     func info(_ key: String) async throws -> ObjectInfo?
 

@@ -57,7 +57,25 @@ public final class S3ObjectStore: ObjectStore {
     }
 
     public func read(_ key: String, into consume: @Sendable (ByteBuffer) async throws -> Void) async throws {
-        let response = try await send(S3Request(method: .GET, key: try objectKey(key)), operation: "GetObject")
+        try await read(key, headers: [], into: consume)
+    }
+
+    public func read(_ key: String, range: Range<Int64>, into consume: @Sendable (ByteBuffer) async throws -> Void)
+        async throws
+    {
+        guard !range.isEmpty else { return }
+        // HTTP ranges name the last byte; an open end reads to the object's end.
+        let last = range.upperBound == Int64.max ? "" : String(range.upperBound - 1)
+        try await read(key, headers: [("range", "bytes=\(range.lowerBound)-\(last)")], into: consume)
+    }
+
+    func read(_ key: String, headers: [(String, String)], into consume: @Sendable (ByteBuffer) async throws -> Void)
+        async throws
+    {
+        let response = try await send(
+            S3Request(method: .GET, key: try objectKey(key), headers: headers), operation: "GetObject")
+        // A range that starts at or past the end is 416 for S3: nothing to read.
+        if response.status == .rangeNotSatisfiable { return }
         if response.status == .notFound {
             let error = await serviceError(response)
             // A missing bucket is a broken configuration, not a missing object.

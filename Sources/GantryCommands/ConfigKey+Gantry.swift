@@ -177,6 +177,40 @@ public struct GantrySetting: Sendable, Hashable {
         key: "resources.pollSeconds", flag: "resource-poll", type: "integer seconds >= 1", defaultDescription: "10",
         help: "Seconds between refreshes of GPU utilisation and memory.", isSecret: false)
 
+    public static let runtime = GantrySetting(
+        key: "orchestrator.runtime", flag: "runtime", type: "local | kubernetes", defaultDescription: "local",
+        help:
+            "Where engines run: local processes on this machine, or one Kubernetes pod per instance (placed by kube-scheduler; nodes and GPUs read from the cluster).",
+        isSecret: false)
+    public static let kubeconfig = GantrySetting(
+        key: "orchestrator.kubernetes.kubeconfig", flag: "kubeconfig", type: "path",
+        defaultDescription: "the pod's service account (in a cluster)",
+        help: "Kubeconfig file whose current context names the API server and Gantry's credentials.", isSecret: false)
+    public static let kubeNamespace = GantrySetting(
+        key: "orchestrator.kubernetes.namespace", flag: "kube-namespace", type: "string",
+        defaultDescription: "the kubeconfig context's, else the pod's own, else default",
+        help: "Namespace engine pods are made in.", isSecret: false)
+    public static let kubeInstallation = GantrySetting(
+        key: "orchestrator.kubernetes.installation", flag: "kube-installation", type: "label value",
+        defaultDescription: "gantry",
+        help:
+            "Names this Gantry's pods (label gantry.dev/installation), so installations sharing a namespace never touch each other's.",
+        isSecret: false)
+    public static let kubeImages = GantrySetting(
+        key: "orchestrator.kubernetes.images", flag: "kube-images", type: "engine=image,engine=image",
+        defaultDescription: "each engine project's published server image",
+        help: "Container image per engine (llama-cpp, vllm, sglang, tgi, custom).", isSecret: false)
+    public static let kubeRegistryURL = GantrySetting(
+        key: "orchestrator.kubernetes.registryURL", flag: "kube-registry-url", type: "URL",
+        defaultDescription: "auth.publicURL",
+        help: "Gantry's address as engine pods reach it, to fetch their model files.", isSecret: false)
+    public static let kubeGantryImage = GantrySetting(
+        key: "orchestrator.kubernetes.gantryImage", flag: "kube-gantry-image", type: "image", defaultDescription: "gantry:latest",
+        help: "The Gantry image engine pods' init container runs (gantry fetch-model).", isSecret: false)
+    public static let kubeReadinessPeriod = GantrySetting(
+        key: "orchestrator.kubernetes.readinessPeriodSeconds", flag: "kube-readiness-period", type: "integer seconds 1-300",
+        defaultDescription: "5", help: "How often the kubelet probes an engine pod's health path.", isSecret: false)
+
     public static let objectStore = GantrySetting(
         key: "blobs.store", flag: "object-store", type: "local | s3", defaultDescription: "local",
         help: "Where uploaded model files are kept: a local directory, or an S3-compatible bucket.", isSecret: false)
@@ -236,7 +270,9 @@ public struct GantrySetting: Sendable, Hashable {
         queueTimeout,
         maxQueuedRequests, reconcileInterval, logLevel, publicURL, oidcIssuer, oidcClientID, oidcClientSecret, oidcScopes,
         oidcAdminClaim, oidcAdminValue, oidcAcceptAccessTokens, oidcAccessTokenAudience, oidcJWKSRefetch, sessionHours,
-        introspectionSecret, metricsToken, maxFailedAuth, gpuSource, resourcePoll, objectStore, blobsDir, s3Endpoint, s3Region,
+        introspectionSecret, metricsToken, maxFailedAuth, gpuSource, resourcePoll, runtime, kubeconfig, kubeNamespace,
+        kubeInstallation, kubeImages, kubeRegistryURL, kubeGantryImage, kubeReadinessPeriod, objectStore, blobsDir, s3Endpoint,
+        s3Region,
         s3Bucket,
         s3Prefix, s3PathStyle, s3AccessKeyID, s3SecretAccessKey, s3SessionToken, s3PartSize, s3PartsInFlight, maxFileBytes,
         artifactCacheDir,

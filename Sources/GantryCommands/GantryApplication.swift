@@ -2,7 +2,7 @@ import AsyncHTTPClient
 import Foundation
 public import GantryAuth
 public import GantryBlobs
-import GantryCore
+public import GantryCore
 import GantryGateway
 public import GantryHTTP
 public import GantryOrchestrator
@@ -22,7 +22,10 @@ public struct GantryServer: Sendable {
     public var application: Application<RouterResponder<GantryRequestContext>>
     public let store: SQLStore
     public let routeTable: RouteTable
-    public let runtime: LocalProcessRuntime
+    /// Where engines run: `localRuntime`, or Kubernetes pods with `--runtime kubernetes`.
+    public let runtime: any EngineRuntime
+    /// Engines as processes on this machine (idle with `--runtime kubernetes`).
+    public let localRuntime: LocalProcessRuntime
     public let reconciler: Reconciler
     public let identity: IdentityService
     /// Present when OIDC login is configured.
@@ -36,6 +39,8 @@ public struct GantryServer: Sendable {
     /// Usage records waiting to be written; `flush()` writes them now.
     public let usage: UsageRecorder
     public let limiter: RateLimiter
+    /// Issues and checks the tokens engine pods fetch model files with.
+    public let modelFetch: ModelFetchTokens
     /// Set on the first start of an empty store: the admin key to print once. Never logged.
     public let bootstrapAdminKey: String?
 }
@@ -56,13 +61,22 @@ public func buildApplication(
     let metrics = PrometheusCollectorRegistry()
     let inventory: ResourceInventory
     let allocations: AllocationService
+    let cluster: KubernetesCluster?
     do {
         try await store.migrate(logger: logger)
         repositories = store.repositories
         bootstrapKey = try await IdentityService(repositories: repositories, logger: logger).bootstrapAdminKeyIfNeeded()
+        cluster =
+            configuration.runtime == .kubernetes
+            ? try await KubernetesCluster.connect(configuration.kubernetes, logger: logger) : nil
+        let nodeSource: any NodeSource =
+            if let cluster {
+                KubernetesNodeSource(nodes: cluster.nodes, pods: cluster.allPods)
+            } else {
+                LocalNodeSource(discovery: try LocalNodeSource.discovery(for: configuration.resources.gpuSource))
+            }
         inventory = ResourceInventory(
-            source: LocalNodeSource(discovery: try LocalNodeSource.discovery(for: configuration.resources.gpuSource)),
-            interval: configuration.resources.pollInterval, metrics: metrics, logger: logger)
+            source: nodeSource, interval: configuration.resources.pollInterval, metrics: metrics, logger: logger)
         allocations = AllocationService(inventory: inventory, ledger: repositories.allocations)
         // Allocations of instances no longer recorded are released; recorded instances keep
         // theirs (the reconcile loop adopts their engines or starts them again on the same GPUs),
@@ -97,11 +111,23 @@ public func buildApplication(
         SGLangAdapter(python: configuration.engine.sglangPython), TGIAdapter(program: configuration.engine.tgi),
     ]
     if let template = configuration.engine.customCommand { adapters.append(CustomCommandAdapter(template: template)) }
-    let runtime = await LocalProcessRuntime.make(
+    let localRuntime = await LocalProcessRuntime.make(
         configuration: .init(
             adapters: adapters, logDirectory: configuration.dataDirectory + "/logs", stopGracePeriod: .seconds(10),
             logMaxBytes: configuration.engine.logMaxBytes),
         httpClient: httpClient, logger: logger)
+    // Pods fetch their model files from the registry with these, checked by ModelFileRoutes.
+    let fetchTokens = ModelFetchTokens(
+        secret: configuration.auth.introspectionSecret,
+        baseURL: configuration.kubernetes.registryURL ?? configuration.auth.publicURL)
+    let runtime: any EngineRuntime =
+        if let cluster {
+            KubernetesRuntime(
+                client: cluster.client, pods: cluster.enginePods, nodes: cluster.nodes, adapters: adapters,
+                configuration: cluster.configuration, grants: fetchTokens, httpClient: httpClient, logger: logger)
+        } else {
+            localRuntime
+        }
     let objects: any ObjectStore
     let closeObjects: @Sendable () async throws -> Void
     do {
@@ -138,8 +164,9 @@ public func buildApplication(
         middleware: AuthenticationMiddleware(
             verifier: identity, limiter: failedAuthentication, serviceCredential: configuration.auth.introspectionSecret,
             metricsToken: configuration.auth.metricsToken))
-    OperationsRoutes.add(
-        to: router, registry: metrics, readiness: [ReadinessCheck(name: "store") { await store.ping() }])
+    var readiness = [ReadinessCheck(name: "store") { await store.ping() }]
+    if let cluster { readiness.append(ReadinessCheck(name: "kubernetes") { await cluster.isFollowing() }) }
+    OperationsRoutes.add(to: router, registry: metrics, readiness: readiness)
     let usage = UsageRecorder(repository: repositories.usage, logger: logger)
     let limiter = RateLimiter()
     let inference = configuration.gateway.inferenceRoutes(
@@ -153,6 +180,7 @@ public func buildApplication(
         clientTimeouts: configuration.http.clientTimeouts)
     UsageRoutes(repository: repositories.usage, recorder: usage).add(to: router)
     RegistryRoutes(registry: registry).add(to: router)
+    ModelFileRoutes(models: repositories.models, registry: registry, tokens: fetchTokens).add(to: router)
     DeploymentRoutes(service: deployments, repositories: repositories, runtime: runtime).add(to: router)
     IdentityRoutes(identity: identity, repositories: repositories).add(to: router)
     AuthRoutes(login: login, secureCookies: configuration.auth.publicURL.hasPrefix("https://")).add(to: router)
@@ -169,14 +197,15 @@ public func buildApplication(
         configuration: .init(address: .hostname(configuration.http.host, port: configuration.http.port), serverName: "gantry"),
         services: [
             HTTPClientService(client: httpClient), StoreService(store: store), ShutdownService(action: closeObjects),
-            engineClients, usage, runtime, reconciler, inventory,
-        ],
+            engineClients, usage,
+        ] + (cluster?.services ?? []) + [localRuntime, reconciler, inventory],
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.http.port) },
         logger: logger)
     return GantryServer(
-        application: application, store: store, routeTable: routeTable, runtime: runtime, reconciler: reconciler,
+        application: application, store: store, routeTable: routeTable, runtime: runtime, localRuntime: localRuntime,
+        reconciler: reconciler,
         identity: identity, login: login, registry: registry, objects: objects, deployments: deployments, metrics: metrics,
-        allocations: allocations, usage: usage, limiter: limiter,
+        allocations: allocations, usage: usage, limiter: limiter, modelFetch: fetchTokens,
         bootstrapAdminKey: bootstrapKey)
 }
 

@@ -10,7 +10,7 @@ public struct GantryCommand: AsyncParsableCommand {
         subcommands: [
             ServeCommand.self, QuickstartCommand.self, MigrateCommand.self, EnginesCommand.self, DemoModelCommand.self,
             LoginCommand.self, KeysCommand.self, UsersCommand.self, ResourcesCommand.self, ModelsCommand.self, DeployCommand.self,
-            DeploymentsCommand.self, UsageCommand.self,
+            DeploymentsCommand.self, UsageCommand.self, FetchModelCommand.self,
         ]
     )
 }

@@ -60,6 +60,8 @@ public struct GantryConfiguration: Sendable {
     public var logLevel: Logger.Level
     public var auth: Auth
     public var resources: Resources
+    public var runtime: RuntimeKind
+    public var kubernetes: Kubernetes
     public var blobs: Blobs
 
     /// The object store for model files, the upload limit and the node's artifact cache.
@@ -88,6 +90,25 @@ public struct GantryConfiguration: Sendable {
         public var sessionToken: String?
         public var partSizeBytes: Int
         public var partsInFlight: Int
+    }
+
+    public enum RuntimeKind: String, Sendable {
+        case local
+        case kubernetes
+    }
+
+    /// Settings of the Kubernetes runtime; read (and so checked) whichever runtime is chosen.
+    public struct Kubernetes: Sendable {
+        /// nil: the pod's service account.
+        public var kubeconfig: String?
+        /// nil: the kubeconfig context's, else the pod's own, else `default`.
+        public var namespace: String?
+        public var installation: String
+        public var images: [String: String]
+        public var readinessPeriodSeconds: Int
+        /// nil: `auth.publicURL`.
+        public var registryURL: String?
+        public var gantryImage: String
     }
 
     public struct Resources: Sendable {
@@ -184,6 +205,37 @@ public struct GantryConfiguration: Sendable {
         }
         resources = Resources(gpuSource: gpuSource, pollInterval: .seconds(try values.int(.resourcePoll, in: 1...3600) ?? 10))
         blobs = try Self.readBlobs(values, dataDirectory: dataDirectory, home: home, environment: environment)
+        let runtimeName = try values.string(.runtime) ?? "local"
+        guard let runtime = RuntimeKind(rawValue: runtimeName) else {
+            throw ConfigurationError(setting: .runtime, problem: "'\(runtimeName)' is not local or kubernetes")
+        }
+        self.runtime = runtime
+        kubernetes = try Self.readKubernetes(values, home: home)
+    }
+
+    static func readKubernetes(_ values: SettingReader, home: String) throws -> Kubernetes {
+        let installation = try values.string(.kubeInstallation) ?? "gantry"
+        let labelCharacters = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-_."))
+        guard (1...63).contains(installation.count), installation.unicodeScalars.allSatisfy(labelCharacters.contains),
+            installation.first?.isLetter == true || installation.first?.isNumber == true,
+            installation.last?.isLetter == true || installation.last?.isNumber == true
+        else {
+            throw ConfigurationError(
+                setting: .kubeInstallation, problem: "'\(installation)' is not a Kubernetes label value (1-63 of a-z, 0-9, -_.)")
+        }
+        var images: [String: String] = [:]
+        for pair in (try values.string(.kubeImages) ?? "").split(separator: ",") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                throw ConfigurationError(setting: .kubeImages, problem: "'\(pair)' is not engine=image")
+            }
+            images[parts[0]] = parts[1]
+        }
+        return Kubernetes(
+            kubeconfig: try values.string(.kubeconfig).map { expandTilde($0, home: home) },
+            namespace: try values.string(.kubeNamespace), installation: installation, images: images,
+            readinessPeriodSeconds: try values.int(.kubeReadinessPeriod, in: 1...300) ?? 5,
+            registryURL: try values.string(.kubeRegistryURL), gantryImage: try values.string(.kubeGantryImage) ?? "gantry:latest")
     }
 
     static func readBlobs(_ values: SettingReader, dataDirectory: String, home: String, environment: [String: String]) throws

@@ -99,6 +99,25 @@ public struct ServerOptions: ParsableArguments {
     var gpuSource: String?
     @Option(name: .customLong(GantrySetting.resourcePoll.flag), help: ArgumentHelp(GantrySetting.resourcePoll.helpText))
     var resourcePoll: String?
+    @Option(name: .customLong(GantrySetting.runtime.flag), help: ArgumentHelp(GantrySetting.runtime.helpText))
+    var runtime: String?
+    @Option(name: .customLong(GantrySetting.kubeconfig.flag), help: ArgumentHelp(GantrySetting.kubeconfig.helpText))
+    var kubeconfig: String?
+    @Option(name: .customLong(GantrySetting.kubeNamespace.flag), help: ArgumentHelp(GantrySetting.kubeNamespace.helpText))
+    var kubeNamespace: String?
+    @Option(
+        name: .customLong(GantrySetting.kubeInstallation.flag), help: ArgumentHelp(GantrySetting.kubeInstallation.helpText))
+    var kubeInstallation: String?
+    @Option(name: .customLong(GantrySetting.kubeImages.flag), help: ArgumentHelp(GantrySetting.kubeImages.helpText))
+    var kubeImages: String?
+    @Option(name: .customLong(GantrySetting.kubeRegistryURL.flag), help: ArgumentHelp(GantrySetting.kubeRegistryURL.helpText))
+    var kubeRegistryURL: String?
+    @Option(name: .customLong(GantrySetting.kubeGantryImage.flag), help: ArgumentHelp(GantrySetting.kubeGantryImage.helpText))
+    var kubeGantryImage: String?
+    @Option(
+        name: .customLong(GantrySetting.kubeReadinessPeriod.flag),
+        help: ArgumentHelp(GantrySetting.kubeReadinessPeriod.helpText))
+    var kubeReadinessPeriod: String?
     @Option(name: .customLong(GantrySetting.objectStore.flag), help: ArgumentHelp(GantrySetting.objectStore.helpText))
     var objectStore: String?
     @Option(name: .customLong(GantrySetting.blobsDir.flag), help: ArgumentHelp(GantrySetting.blobsDir.helpText))
@@ -149,6 +168,9 @@ public struct ServerOptions: ParsableArguments {
             (.oidcJWKSRefetch, oidcJWKSRefetch), (.sessionHours, sessionHours), (.introspectionSecret, introspectionSecret),
             (.metricsToken, metricsToken),
             (.maxFailedAuth, maxFailedAuth), (.gpuSource, gpuSource), (.resourcePoll, resourcePoll),
+            (.runtime, runtime), (.kubeconfig, kubeconfig), (.kubeNamespace, kubeNamespace),
+            (.kubeInstallation, kubeInstallation), (.kubeImages, kubeImages), (.kubeReadinessPeriod, kubeReadinessPeriod),
+            (.kubeRegistryURL, kubeRegistryURL), (.kubeGantryImage, kubeGantryImage),
             (.objectStore, objectStore),
             (.blobsDir, blobsDir),
             (.s3Endpoint, s3Endpoint),

@@ -138,3 +138,17 @@ public struct ModelVersion: Codable, Sendable, Equatable {
     /// The object-store prefix under which an uploaded version's files live.
     public var storagePrefix: String { "models/\(modelID)/\(id)/" }
 }
+
+extension ModelVersion {
+    /// The file an engine is given, relative to the version's directory: a gguf model's first
+    /// `.gguf` file (llama.cpp finds the other shards of a split model next to it); nil for other
+    /// formats, whose engines take the directory.
+    public func entryFile(among files: [ModelFile]) throws -> String? {
+        guard format == "gguf" else { return nil }
+        let ggufs = files.map(\.path).filter { $0.hasSuffix(".gguf") }.sorted()
+        guard let first = ggufs.first(where: { $0.contains("-00001-of-") }) ?? ggufs.first else {
+            throw GantryError.conflict("version '\(version)' is gguf but has no .gguf file")
+        }
+        return first
+    }
+}

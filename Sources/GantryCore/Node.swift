@@ -48,11 +48,19 @@ public struct NodeInventory: Codable, Sendable, Equatable {
     /// True when the GPUs come from recorded output, not from hardware.
     public var simulated: Bool
     public var observedAt: Date
+    /// Cluster nodes only: why new pods cannot land here (not Ready, cordoned, a NoSchedule
+    /// taint); empty when they can. Local nodes leave it nil.
+    public var unschedulableReasons: [String]?
+    /// Cluster nodes only: GPUs requested by the pods on this node that have not ended, Gantry's
+    /// or not. Local nodes leave it nil: there Gantry's own ledger says what is held.
+    public var gpusRequested: Int?
 
     public init(
         name: String, cpuCount: Int, memoryBytes: UInt64, labels: [String: String], gpus: [GPUInfo], gpuSource: String,
-        simulated: Bool, observedAt: Date
+        simulated: Bool, observedAt: Date, unschedulableReasons: [String]? = nil, gpusRequested: Int? = nil
     ) {
+        self.unschedulableReasons = unschedulableReasons
+        self.gpusRequested = gpusRequested
         self.name = name
         self.cpuCount = cpuCount
         self.memoryBytes = memoryBytes
@@ -64,7 +72,7 @@ public struct NodeInventory: Codable, Sendable, Equatable {
     }
 }
 
-/// Where nodes come from: this machine (local), or a cluster API later (Kubernetes).
+/// Where nodes come from: this machine (local), or a Kubernetes cluster's Nodes.
 public protocol NodeSource: Sendable {
     func nodes() async throws -> [NodeInventory]
 }

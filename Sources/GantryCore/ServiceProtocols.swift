@@ -122,11 +122,28 @@ public struct EngineLaunchSpec: Sendable, Equatable {
     /// GPUs reserved for it (UUIDs); empty runs on CPU and hides every GPU from the engine.
     public var gpuUUIDs: [String]
     public var cpuThreads: Int
+    /// The version served, for runtimes that fetch its files on the node themselves (then
+    /// `modelPath` is empty); also names the deployment's revision in labels.
+    public var modelVersion: ModelVersion?
+    /// GPUs wanted of a runtime that places instances itself (`gpuUUIDs` is empty then), and the
+    /// GPU product asked for, if any.
+    public var gpuCount: Int
+    public var gpuName: String?
+    /// The deployment revision the instance runs.
+    public var revisionID: String
+    /// For runtimes that fetch the files themselves: the file the engine loads, relative to the
+    /// version's directory (a gguf model's first shard); nil gives the engine the directory.
+    public var modelEntryFile: String?
 
     public init(
         instanceID: String, deploymentName: String, engine: String, modelPath: String, contextLimit: Int,
-        extraArguments: [String] = [], gpuUUIDs: [String] = [], cpuThreads: Int = 1
+        extraArguments: [String] = [], gpuUUIDs: [String] = [], cpuThreads: Int = 1, modelVersion: ModelVersion? = nil,
+        gpuCount: Int? = nil, gpuName: String? = nil, revisionID: String = ""
     ) {
+        self.modelVersion = modelVersion
+        self.gpuCount = gpuCount ?? gpuUUIDs.count
+        self.gpuName = gpuName
+        self.revisionID = revisionID
         self.instanceID = instanceID
         self.deploymentName = deploymentName
         self.engine = engine
@@ -138,14 +155,24 @@ public struct EngineLaunchSpec: Sendable, Equatable {
     }
 }
 
-/// A spawned engine: where it listens and its process.
+/// A started engine: where it listens and its process. A pod has no process id here, and no
+/// endpoint until the scheduler places it (its observation gives it then).
 public struct StartedEngine: Sendable, Equatable {
     public var endpoint: String
-    public var pid: Int32
+    public var pid: Int32?
+    /// How people find it: `pid 1234`, `pod gantry/gantry-ins-...`.
+    public var handle: String
 
     public init(endpoint: String, pid: Int32) {
         self.endpoint = endpoint
         self.pid = pid
+        self.handle = "pid \(pid)"
+    }
+
+    public init(endpoint: String, handle: String) {
+        self.endpoint = endpoint
+        self.pid = nil
+        self.handle = handle
     }
 }
 
@@ -157,13 +184,43 @@ public enum EngineHealth: Sendable, Equatable {
     case unhealthy(String)
     /// The process is gone; the string gives its exit status and last log lines.
     case exited(String)
+    /// Not placed yet: the cluster's scheduler finds no node; the string is its reason, verbatim.
+    case unschedulable(String)
+    /// Placed; its model files are being fetched onto the node (a pod's init container).
+    case fetching
 }
 
-/// A runtime driver: starts, watches and stops engine instances (local processes now,
-/// Kubernetes pods later).
+/// What a runtime sees of an instance: its health, and where it runs once the runtime (not
+/// Gantry) has placed it.
+public struct EngineObservation: Sendable, Equatable {
+    public var health: EngineHealth
+    /// The node it was placed on; nil when the runtime does not place instances or has not yet.
+    public var node: String?
+    /// Its endpoint once known; nil leaves the recorded one.
+    public var endpoint: String?
+    /// Times its engine restarted in place (a kubelet restarting a container); nil when the
+    /// runtime does not restart engines itself.
+    public var restarts: Int?
+
+    public init(health: EngineHealth, node: String? = nil, endpoint: String? = nil, restarts: Int? = nil) {
+        self.health = health
+        self.node = node
+        self.endpoint = endpoint
+        self.restarts = restarts
+    }
+}
+
+/// A runtime driver: starts, watches and stops engine instances (local processes, or Kubernetes
+/// pods).
 public protocol EngineRuntime: Sendable {
     /// Engine kinds this runtime can start here.
     var supportedEngines: [String] { get }
+    /// Whether the runtime places instances itself (Kubernetes: kube-scheduler) and fetches their
+    /// model files on the node; then Gantry reserves nothing and resolves no local path, and the
+    /// node comes from `observe`.
+    var placesInstances: Bool { get }
+    /// Health and placement of an instance; by default its probe alone.
+    func observe(instanceID: String) async -> EngineObservation
     /// Spawns an instance and returns at once; `probe` says when it is ready.
     func start(_ spec: EngineLaunchSpec) async throws -> StartedEngine
     func probe(instanceID: String) async -> EngineHealth
@@ -171,7 +228,7 @@ public protocol EngineRuntime: Sendable {
     func stop(instanceID: String) async
     /// Takes over an instance a previous run of Gantry started, if its process still runs and is
     /// that instance's engine. Returns false otherwise.
-    func adopt(instanceID: String, engine: String, pid: Int32, endpoint: String) async -> Bool
+    func adopt(instanceID: String, engine: String, pid: Int32?, endpoint: String) async -> Bool
     /// Stops engine processes this runtime once started that no recorded instance owns (left by
     /// a crash between spawn and record); returns their instance ids.
     func stopStrays(keeping instanceIDs: Set<String>) async -> [String]
@@ -180,6 +237,34 @@ public protocol EngineRuntime: Sendable {
     /// The engine's own Prometheus metrics, scraped now; nil when it is not running here or
     /// does not answer.
     func engineMetrics(instanceID: String) async -> String?
+}
+
+extension EngineRuntime {
+    public var placesInstances: Bool { false }
+
+    public func observe(instanceID: String) async -> EngineObservation {
+        EngineObservation(health: await probe(instanceID: instanceID))
+    }
+}
+
+/// A short-lived token that opens one model version's files, and nothing else, for a node that
+/// fetches them itself (a pod's init container).
+public struct ModelFetchGrant: Sendable, Equatable {
+    /// Where the version's manifest is; its files are under `<url>/files/<path>`.
+    public var url: String
+    public var token: String
+    /// The header that carries `token`.
+    public static let header = "x-gantry-fetch-token"
+
+    public init(url: String, token: String) {
+        self.url = url
+        self.token = token
+    }
+}
+
+/// Issues `ModelFetchGrant`s (the registry, which checks them when the files are fetched).
+public protocol ModelFetchGrants: Sendable {
+    func grant(versionID: String) -> ModelFetchGrant
 }
 
 /// Node-side artifact resolution: turns a model version into a local path an engine can load,

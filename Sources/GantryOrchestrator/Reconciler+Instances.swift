@@ -4,12 +4,12 @@ import Logging
 
 /// One instance's life: probing, placing, fetching, starting, crashing and restarting, stopping.
 extension Reconciler {
-    func probe(_ instances: [EngineInstance]) async -> [String: EngineHealth] {
-        await withTaskGroup(of: (String, EngineHealth).self) { group in
+    func probe(_ instances: [EngineInstance]) async -> [String: EngineObservation] {
+        await withTaskGroup(of: (String, EngineObservation).self) { group in
             for instance in instances {
-                group.addTask { (instance.id, await self.runtime.probe(instanceID: instance.id)) }
+                group.addTask { (instance.id, await self.runtime.observe(instanceID: instance.id)) }
             }
-            var results: [String: EngineHealth] = [:]
+            var results: [String: EngineObservation] = [:]
             for await (id, health) in group { results[id] = health }
             return results
         }
@@ -17,13 +17,19 @@ extension Reconciler {
 
     /// Moves one instance along its life according to what the runtime reports.
     func advance(
-        _ instance: inout EngineInstance, deployment: Deployment, health: EngineHealth?, load: DeploymentLoad
+        _ instance: inout EngineInstance, deployment: Deployment, health observation: EngineObservation?,
+        load: DeploymentLoad
     ) async throws {
         var remembered = memory[instance.id, default: InstanceMemory()]
         // A stopped instance is forgotten (stopInstance cleared its entry); anything else keeps it.
         defer { if instance.state != .stopped { memory[instance.id] = remembered } }
         let now = ContinuousClock.now
-        switch instance.state {
+        if let observation { try await follow(observation, &instance, deployment: deployment, memory: &remembered) }
+        let health = observation?.health
+        // An instance handed to a runtime that places it is starting while it waits for a node or
+        // fetches its model.
+        let handedOver = remembered.launched && (instance.state == .placing || instance.state == .fetching)
+        switch handedOver ? .starting : instance.state {
         case .starting:
             switch health {
             case .ready:
@@ -39,7 +45,28 @@ extension Reconciler {
                     "instance ready", metadata: ["deployment": "\(deployment.name)", "instance_id": "\(instance.id)"])
             case .exited(let reason):
                 try await crashed(&instance, deployment: deployment, reason: reason, memory: &remembered)
+            case .unschedulable(let reason):
+                // Waiting for capacity is not a slow start: the start-up clock begins once placed.
+                remembered.startedAt = now
+                if instance.state != .placing || instance.stateMessage != reason {
+                    try await save(&instance, .placing, message: reason)
+                    await event(deployment, instance, "scale_blocked", "waiting for the scheduler: \(reason)")
+                }
+                // The deployment's status shows the scheduler's reason; it blocks no new instance.
+                backoff[deployment.id] = (backoff[deployment.id]?.count ?? 0, now, "cannot place an instance: \(reason)")
+            case .fetching:
+                // Model files take as long as they take to download: the start-up clock waits too.
+                remembered.startedAt = now
+                if instance.state != .fetching {
+                    try await save(&instance, .fetching, message: "fetching the model files on \(instance.node)")
+                    await event(
+                        deployment, instance, "instance_state", "placed on \(instance.node); fetching the model files")
+                }
             default:
+                if instance.state == .placing || instance.state == .fetching {
+                    try await save(&instance, .starting, message: "")
+                    await event(deployment, instance, "instance_state", "engine starting on \(instance.node)")
+                }
                 if let started = remembered.startedAt, now - started > timing.startupTimeout {
                     try await crashed(
                         &instance, deployment: deployment,
@@ -57,7 +84,7 @@ extension Reconciler {
                 if let since = remembered.readySince, now - since > timing.stableAfter { remembered.consecutiveCrashes = 0 }
             case .exited(let reason):
                 try await crashed(&instance, deployment: deployment, reason: reason, memory: &remembered)
-            case .unhealthy, .starting:
+            case .unhealthy, .starting, .unschedulable, .fetching:
                 let why = if case .unhealthy(let text) = health { text } else { "the engine reports it is loading" }
                 remembered.healthy = false
                 if let last = remembered.lastFailedProbeAt, now - last < timing.interval { break }
@@ -85,7 +112,7 @@ extension Reconciler {
         case .pending, .placing, .fetching:
             // New instances are placed and started within one pass, so one without a node here
             // was cut off by a restart of Gantry: forget it, and the roll-out step makes another.
-            if instance.node.isEmpty {
+            if instance.node.isEmpty, !runtime.placesInstances {
                 try await stopInstance(&instance, deployment: deployment, reason: "interrupted before placement")
                 break
             }
@@ -95,6 +122,34 @@ extension Reconciler {
         case .failed, .stopped:
             break
         }
+    }
+
+    /// Takes in what a runtime that places instances says of one: its node and endpoint once
+    /// placed, and restarts it made in place.
+    func follow(
+        _ observation: EngineObservation, _ instance: inout EngineInstance, deployment: Deployment,
+        memory remembered: inout InstanceMemory
+    ) async throws {
+        var changed = false
+        if let node = observation.node, node != instance.node {
+            instance.node = node
+            changed = true
+        }
+        if let endpoint = observation.endpoint, endpoint != instance.endpoint {
+            instance.endpoint = endpoint
+            changed = true
+        }
+        if let restarts = observation.restarts {
+            if let last = remembered.runtimeRestarts, restarts > last {
+                instance.restarts += restarts - last
+                changed = true
+                await event(
+                    deployment, instance, "instance_restarted",
+                    "the engine restarted in place (restart \(restarts) of its container)")
+            }
+            remembered.runtimeRestarts = restarts
+        }
+        if changed { try await save(&instance, message: instance.stateMessage) }
     }
 
     /// Records a crash (stopping whatever is left of the process); starts the instance again after a
@@ -110,6 +165,8 @@ extension Reconciler {
         remembered.healthy = false
         instance.restarts += 1
         instance.pid = nil
+        remembered.launched = false
+        remembered.runtimeRestarts = nil
         if wasStarting, instance.revisionID == deployment.revision.id, deployment.previousRevision != nil {
             rolloutFailures[deployment.id, default: 0] += 1
         }
@@ -164,9 +221,12 @@ extension Reconciler {
         var resources = revision.resources
         resources.cpuThreads = resources.cpuThreads ?? defaultCPUThreads
         do {
-            let allocation = try await allocator.reserve(owner: instance.id, resources: resources)
-            instance.node = allocation.node
-            instance.gpuUUIDs = allocation.gpuUUIDs
+            // A runtime that places instances (kube-scheduler) is asked for the resources instead.
+            if !runtime.placesInstances {
+                let allocation = try await allocator.reserve(owner: instance.id, resources: resources)
+                instance.node = allocation.node
+                instance.gpuUUIDs = allocation.gpuUUIDs
+            }
         } catch let error as GantryError where error.kind == .conflict {
             try await repositories.instances.deleteInstance(id: instance.id)
             let reason = "cannot place \(ordinal): \(error.message)"
@@ -187,11 +247,26 @@ extension Reconciler {
         try await save(&instance, .fetching, message: "")
         let revision = revision(of: instance, in: deployment)
         let modelPath: String
+        let version: ModelVersion
+        var entryFile: String?
         do {
-            guard let version = try await repositories.models.version(id: revision.versionID) else {
+            guard let found = try await repositories.models.version(id: revision.versionID) else {
                 throw GantryError.notFound("model version \(revision.version) no longer exists")
             }
-            modelPath = try await artifacts.localPath(for: version)
+            version = found
+            if runtime.placesInstances {
+                // The runtime fetches the files on the node it picks, from the registry.
+                let files = try await repositories.models.files(versionID: version.id)
+                if files.isEmpty, let uri = version.artifactURI {
+                    throw GantryError.invalid(
+                        "version \(version.version) refers to \(uri), which nodes of a cluster cannot read; upload its files to the registry"
+                    )
+                }
+                entryFile = try version.entryFile(among: files)
+                modelPath = ""
+            } else {
+                modelPath = try await artifacts.localPath(for: version)
+            }
         } catch {
             let reason = "cannot fetch the model files: \((error as? GantryError)?.message ?? "\(error)")"
             await event(deployment, instance, "fetch_failed", reason)
@@ -203,19 +278,23 @@ extension Reconciler {
             recordBackoff(deployment, reason: reason)
             return
         }
-        let spec = EngineLaunchSpec(
+        var spec = EngineLaunchSpec(
             instanceID: instance.id, deploymentName: deployment.name, engine: revision.engine, modelPath: modelPath,
             contextLimit: revision.contextLimit, extraArguments: revision.engineArgs, gpuUUIDs: instance.gpuUUIDs,
-            cpuThreads: revision.resources.cpuThreads ?? defaultCPUThreads)
+            cpuThreads: revision.resources.cpuThreads ?? defaultCPUThreads, modelVersion: version,
+            gpuCount: revision.resources.gpus, gpuName: revision.resources.gpuName, revisionID: revision.id)
+        spec.modelEntryFile = entryFile
         do {
             let started = try await runtime.start(spec)
             instance.endpoint = started.endpoint
             instance.pid = started.pid
             remembered.startedAt = .now
             remembered.retryAt = nil
-            try await save(&instance, .starting, message: "")
+            remembered.launched = runtime.placesInstances
+            // Handed to a runtime that places it, the instance waits for a node first.
+            try await save(&instance, runtime.placesInstances ? .placing : .starting, message: "")
             let gpus = instance.gpuUUIDs.isEmpty ? "" : " on GPUs \(instance.gpuUUIDs.joined(separator: ","))"
-            await event(deployment, instance, "instance_state", "starting \(revision.engine) (pid \(started.pid))\(gpus)")
+            await event(deployment, instance, "instance_state", "starting \(revision.engine) (\(started.handle))\(gpus)")
         } catch {
             try await crashed(
                 &instance, deployment: deployment,

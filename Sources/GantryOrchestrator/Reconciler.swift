@@ -78,6 +78,11 @@ public actor Reconciler: Service {
         var consecutiveCrashes = 0
         var retryAt: ContinuousClock.Instant?
         var drainingSince: ContinuousClock.Instant?
+        /// Handed to a runtime that places instances itself: it is observed, not started again,
+        /// while it waits for a node or fetches its model (`placing`, `fetching`).
+        var launched = false
+        /// The in-place restarts the runtime last reported (a kubelet restarting the container).
+        var runtimeRestarts: Int?
     }
     var memory: [String: InstanceMemory] = [:]
     /// Placement or fetch failures per deployment, to back off instead of spinning.
@@ -180,12 +185,15 @@ public actor Reconciler: Service {
             guard let deployment = deployments[instance.deploymentID] else { continue }
             kept.insert(instance.id)
             let engine = revision(of: instance, in: deployment).engine
-            if instance.state.hasProcess, let pid = instance.pid,
-                await runtime.adopt(instanceID: instance.id, engine: engine, pid: pid, endpoint: instance.endpoint)
+            let handedOver = runtime.placesInstances && (instance.state == .placing || instance.state == .fetching)
+            if instance.state.hasProcess || handedOver,
+                await runtime.adopt(instanceID: instance.id, engine: engine, pid: instance.pid, endpoint: instance.endpoint)
             {
-                memory[instance.id] = InstanceMemory(startedAt: .now, readySince: instance.state == .ready ? .now : nil)
+                memory[instance.id] = InstanceMemory(
+                    startedAt: .now, readySince: instance.state == .ready ? .now : nil, launched: true)
                 if instance.state == .draining { memory[instance.id]?.drainingSince = .now }
-                await event(deployment, instance, "instance_adopted", "adopted running engine (pid \(pid)) after a restart")
+                let what = instance.pid.map { "pid \($0)" } ?? "its pod"
+                await event(deployment, instance, "instance_adopted", "adopted running engine (\(what)) after a restart")
             } else if instance.state.isActive, instance.state != .pending {
                 instance.state = .pending
                 instance.pid = nil
@@ -222,7 +230,7 @@ public actor Reconciler: Service {
         let load = await routes.takeLoad(deployment: deployment.name)
 
         // 1. Observe: probe every instance with a process, all at once.
-        let health = await probe(instances.filter { $0.state.hasProcess })
+        let health = await probe(instances.filter { $0.state.hasProcess || memory[$0.id]?.launched == true })
         for index in instances.indices {
             try await advance(&instances[index], deployment: deployment, health: health[instances[index].id], load: load)
         }

@@ -135,14 +135,9 @@ public actor ArtifactCache: ArtifactResolver {
         files.map { "\($0.sha256)  \($0.size)  \($0.path)" }.joined(separator: "\n") + "\n"
     }
 
-    /// What an engine is given: a gguf model's first `.gguf` file (llama.cpp finds the other
-    /// shards of a split model next to it), else the directory.
+    /// What an engine is given: the version's entry file, else the directory.
     static func entryPoint(for version: ModelVersion, files: [ModelFile], in directory: URL) throws -> String {
-        guard version.format == "gguf" else { return directory.path }
-        let ggufs = files.map(\.path).filter { $0.hasSuffix(".gguf") }.sorted()
-        guard let first = ggufs.first(where: { $0.contains("-00001-of-") }) ?? ggufs.first else {
-            throw GantryError.conflict("version '\(version.version)' is gguf but has no .gguf file")
-        }
-        return directory.appendingPathComponent(first).path
+        guard let file = try version.entryFile(among: files) else { return directory.path }
+        return directory.appendingPathComponent(file).path
     }
 }

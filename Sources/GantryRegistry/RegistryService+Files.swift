@@ -71,10 +71,10 @@ extension RegistryService {
     }
 
     /// Runs `body` with the file's bytes streamed from the object store.
-    public func withBytes<Result: Sendable>(of file: ModelFile, _ body: (ObjectChunks) async throws -> Result)
-        async throws -> Result
-    {
-        try await objects.withChunks(of: file.objectKey, body)
+    public func withBytes<Result: Sendable>(
+        of file: ModelFile, range: Range<Int64>? = nil, _ body: (ObjectChunks) async throws -> Result
+    ) async throws -> Result {
+        try await objects.withChunks(of: file.objectKey, range: range, body)
     }
 
     public func deleteFile(modelName: String, version name: String, path: String) async throws {

@@ -85,9 +85,12 @@ public struct AllocationService: Sendable {
         return await inventory.nodes().map { node in
             let here = held.filter { $0.node == node.name }
             let gpusHeld = Set(here.flatMap(\.gpuUUIDs))
+            // On a cluster the pods' requests say what is taken (kube-scheduler places, not Gantry).
+            let gpusFree =
+                node.gpusRequested.map { max(0, node.gpus.count - $0) } ?? node.gpus.count { !gpusHeld.contains($0.uuid) }
             return NodeSummary(
                 node: node.name, simulated: node.simulated, gpusTotal: node.gpus.count,
-                gpusFree: node.gpus.count { !gpusHeld.contains($0.uuid) }, cpuThreadsTotal: node.cpuCount,
+                gpusFree: gpusFree, cpuThreadsTotal: node.cpuCount,
                 cpuThreadsFree: node.cpuCount - here.reduce(0) { $0 + $1.cpuThreads })
         }
     }

@@ -25,11 +25,22 @@ public protocol EngineAdapter: Sendable {
     func isInstalled() async -> Bool
     /// The program and the arguments Gantry sets (model, address, context, threads, GPUs).
     func managedArguments(for spec: EngineLaunchSpec, host: String, port: Int) -> [String]
+    /// The engine project's published server image, for pods (`gpu`: a CUDA build is wanted);
+    /// nil when it has none and an operator must name one.
+    func containerImage(gpu: Bool) -> String?
+    /// How many leading managed arguments name the local program; a pod runs the image's own
+    /// program (`containerCommand`) with the rest.
+    var programArgumentCount: Int { get }
+    /// The program in the image; nil keeps the managed arguments' own program words.
+    var containerCommand: [String]? { get }
 }
 
 extension EngineAdapter {
     public var healthPath: String { "/health" }
     public var metricsPath: String { "/metrics" }
+    public func containerImage(gpu: Bool) -> String? { nil }
+    public var programArgumentCount: Int { 1 }
+    public var containerCommand: [String]? { nil }
 
     /// The managed arguments, then the deployment's own, with the engine pinned to its GPUs.
     public func command(for spec: EngineLaunchSpec, host: String, port: Int) -> EngineCommand {
@@ -58,6 +69,12 @@ public struct LlamaCppAdapter: EngineAdapter {
 
     public func isInstalled() async -> Bool { FileManager.default.isExecutableFile(atPath: binary) }
 
+    /// llama.cpp's published server images (CPU, and CUDA).
+    public func containerImage(gpu: Bool) -> String? {
+        gpu ? "ghcr.io/ggml-org/llama.cpp:server-cuda" : "ghcr.io/ggml-org/llama.cpp:server"
+    }
+    public var containerCommand: [String]? { ["/app/llama-server"] }
+
     /// The context limit becomes the context size, so the engine enforces it too; `--alias` makes
     /// it report the deployment name as its model. With GPUs every layer is offloaded. The
     /// revision's own arguments come last; the registry refuses those that would override these.
@@ -75,7 +92,7 @@ public struct LlamaCppAdapter: EngineAdapter {
             "--metrics",
             "--no-webui",
         ]
-        if !spec.gpuUUIDs.isEmpty { arguments += ["--n-gpu-layers", "999"] }
+        if spec.gpuCount > 0 { arguments += ["--n-gpu-layers", "999"] }
         return arguments
     }
 }
@@ -91,6 +108,9 @@ public struct VLLMAdapter: EngineAdapter {
     }
 
     public func isInstalled() async -> Bool { ExternalCommand.exists(program) }
+    public func containerImage(gpu: Bool) -> String? { "vllm/vllm-openai:latest" }
+    public var programArgumentCount: Int { 2 }
+    public var containerCommand: [String]? { ["vllm", "serve"] }
 
     public func managedArguments(for spec: EngineLaunchSpec, host: String, port: Int) -> [String] {
         let arguments = [
@@ -99,7 +119,7 @@ public struct VLLMAdapter: EngineAdapter {
             "--port", String(port),
             "--served-model-name", spec.deploymentName,
             "--max-model-len", String(spec.contextLimit),
-            "--tensor-parallel-size", String(max(1, spec.gpuUUIDs.count)),
+            "--tensor-parallel-size", String(max(1, spec.gpuCount)),
         ]
         return arguments
     }
@@ -122,6 +142,10 @@ public struct SGLangAdapter: EngineAdapter {
         return (try? await ExternalCommand.run([python, "-c", probe])) != nil
     }
 
+    public func containerImage(gpu: Bool) -> String? { "lmsysorg/sglang:latest" }
+    public var programArgumentCount: Int { 3 }
+    public var containerCommand: [String]? { ["python3", "-m", "sglang.launch_server"] }
+
     public func managedArguments(for spec: EngineLaunchSpec, host: String, port: Int) -> [String] {
         let arguments = [
             python, "-m", "sglang.launch_server",
@@ -130,7 +154,7 @@ public struct SGLangAdapter: EngineAdapter {
             "--port", String(port),
             "--served-model-name", spec.deploymentName,
             "--context-length", String(spec.contextLimit),
-            "--tp-size", String(max(1, spec.gpuUUIDs.count)),
+            "--tp-size", String(max(1, spec.gpuCount)),
         ]
         return arguments
     }
@@ -149,6 +173,9 @@ public struct TGIAdapter: EngineAdapter {
 
     public func isInstalled() async -> Bool { ExternalCommand.exists(program) }
 
+    public func containerImage(gpu: Bool) -> String? { "ghcr.io/huggingface/text-generation-inference:latest" }
+    public var containerCommand: [String]? { ["text-generation-launcher"] }
+
     public func managedArguments(for spec: EngineLaunchSpec, host: String, port: Int) -> [String] {
         var arguments = [
             program,
@@ -158,7 +185,7 @@ public struct TGIAdapter: EngineAdapter {
             "--max-total-tokens", String(spec.contextLimit),
             "--max-input-tokens", String(max(1, spec.contextLimit - 1)),
         ]
-        if spec.gpuUUIDs.count > 1 { arguments += ["--num-shard", String(spec.gpuUUIDs.count)] }
+        if spec.gpuCount > 1 { arguments += ["--num-shard", String(spec.gpuCount)] }
         return arguments
     }
 }
@@ -189,7 +216,7 @@ public struct CustomCommandAdapter: EngineAdapter {
         let values = [
             "{model}": spec.modelPath, "{host}": host, "{port}": String(port), "{context}": String(spec.contextLimit),
             "{name}": spec.deploymentName, "{threads}": String(spec.cpuThreads),
-            "{gpus}": spec.gpuUUIDs.joined(separator: ","), "{gpu_count}": String(spec.gpuUUIDs.count),
+            "{gpus}": spec.gpuUUIDs.joined(separator: ","), "{gpu_count}": String(spec.gpuCount),
         ]
         let arguments = template.split(separator: " ").map { word in
             values.reduce(String(word)) { text, pair in text.replacingOccurrences(of: pair.key, with: pair.value) }

@@ -153,8 +153,8 @@ public actor LocalProcessRuntime: EngineRuntime, Service {
         logger.info("engine stopped", metadata: ["instance_id": "\(instanceID)"])
     }
 
-    public func adopt(instanceID: String, engine: String, pid: Int32, endpoint: String) async -> Bool {
-        guard let adapter = adapters[engine], let environment = Self.environment(of: pid),
+    public func adopt(instanceID: String, engine: String, pid: Int32?, endpoint: String) async -> Bool {
+        guard let pid, let adapter = adapters[engine], let environment = Self.environment(of: pid),
             environment["GANTRY_INSTANCE_ID"] == instanceID, environment["GANTRY_RUNTIME_TAG"] == tag
         else { return false }
         instances[instanceID] = Instance(handle: .adopted(pid), endpoint: endpoint, adapter: adapter)

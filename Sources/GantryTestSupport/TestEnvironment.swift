@@ -19,6 +19,15 @@ public enum TestEnvironment {
     /// `openai` client; never the system's python3.
     public static let python = "GANTRY_TEST_PYTHON"
 
+    /// Kubeconfig files of the test control plane (scripts/lib.sh start_kubernetes_control_plane):
+    /// an administrator, Gantry's own user (the RBAC grants of its ClusterRole), and a user with
+    /// no grants at all.
+    public static let kubeconfigAdmin = "GANTRY_TEST_KUBECONFIG"
+    public static let kubeconfigGantry = "GANTRY_TEST_KUBECONFIG_GANTRY"
+    public static let kubeconfigLimited = "GANTRY_TEST_KUBECONFIG_LIMITED"
+    /// The test control plane's etcd (plain HTTP on 127.0.0.1), for compacting its history.
+    public static let etcdURL = "GANTRY_TEST_ETCD_URL"
+
     public struct Missing: Error, CustomStringConvertible {
         public var name: String
         public var description: String {

@@ -118,7 +118,7 @@ struct EndToEndTests {
 
             // The engine dies in the middle of a stream: the client gets an error event, not a hang,
             // and the reconcile loop replaces the instance.
-            let pid = try #require(await server.runtime.processIdentifier(instanceID: firstInstance))
+            let pid = try #require(await server.localRuntime.processIdentifier(instanceID: firstInstance))
             request.body = .bytes(
                 ByteBuffer(
                     string:
@@ -159,10 +159,10 @@ struct EndToEndTests {
             delete.headers.add(name: "authorization", value: "Bearer \(admin)")
             #expect(try await http.execute(delete, timeout: .seconds(10)).status == .accepted)
             let deadline = ContinuousClock.now + .seconds(30)
-            while ContinuousClock.now < deadline, !(await server.runtime.runningInstanceIDs().isEmpty) {
+            while ContinuousClock.now < deadline, !(await server.localRuntime.runningInstanceIDs().isEmpty) {
                 try await Task.sleep(for: .milliseconds(100))
             }
-            #expect(await server.runtime.runningInstanceIDs().isEmpty)
+            #expect(await server.localRuntime.runningInstanceIDs().isEmpty)
             let (gone, _) = try await post(
                 http, "\(base)/v1/chat/completions", key: key, #"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#)
             #expect(gone == 404)
@@ -180,10 +180,10 @@ struct EndToEndTests {
         let pid: Int32? = try await server.application.test(.live) { _ in
             let deadline = ContinuousClock.now + .seconds(120)
             while ContinuousClock.now < deadline {
-                if let id = await server.runtime.runningInstanceIDs().first,
+                if let id = await server.localRuntime.runningInstanceIDs().first,
                     try await server.store.repositories.deployments.deployment(named: "chat")?.status == .ready
                 {
-                    return await server.runtime.processIdentifier(instanceID: id)
+                    return await server.localRuntime.processIdentifier(instanceID: id)
                 }
                 try await Task.sleep(for: .milliseconds(200))
             }

@@ -77,7 +77,7 @@ struct LocalRuntimeTests {
         await runtime.stop(instanceID: "ins_a")
         // SIGKILL to the group is delivered at once, but the kernel may take a moment to end it.
         for _ in 0..<100 where Self.alive(helper) { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(!Self.alive(started.pid))
+        #expect(!Self.alive(started.pid!))
         #expect(!Self.alive(helper), "the engine's helper process went with it")
         #expect(await runtime.probe(instanceID: "ins_a") == .exited("not running on this node"))
     }
@@ -93,7 +93,7 @@ struct LocalRuntimeTests {
 
         // Strays are engines left by a crashed Gantry, long running; here they were just spawned,
         // so wait until their environment shows their instance ids (the shell is exec'd).
-        for pid in [kept.pid, stray.pid] {
+        for pid in [kept.pid!, stray.pid!] {
             for _ in 0..<100 {
                 let environment = (try? String(contentsOfFile: "/proc/\(pid)/environ", encoding: .utf8)) ?? ""
                 if environment.contains("GANTRY_INSTANCE_ID=ins_") { break }
@@ -106,8 +106,8 @@ struct LocalRuntimeTests {
         #expect(await !second.adopt(instanceID: "ins_kept", engine: "custom", pid: getpid(), endpoint: kept.endpoint))
         #expect(await second.adopt(instanceID: "ins_kept", engine: "custom", pid: kept.pid, endpoint: kept.endpoint))
         #expect(await second.stopStrays(keeping: ["ins_kept"]) == ["ins_stray"])
-        #expect(!Self.alive(stray.pid))
-        #expect(Self.alive(kept.pid))
+        #expect(!Self.alive(stray.pid!))
+        #expect(Self.alive(kept.pid!))
         // Another Gantry's engines (another data directory) are not ours to adopt or stop.
         let elsewhere = try TemporaryDirectory()
         let other = await Self.runtime(elsewhere, script: script, helperFile: helperFile)
@@ -115,8 +115,8 @@ struct LocalRuntimeTests {
         #expect(await other.stopStrays(keeping: []).isEmpty)
 
         await second.stop(instanceID: "ins_kept")
-        for _ in 0..<100 where Self.alive(kept.pid) { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(!Self.alive(kept.pid), "an adopted engine is stopped through its process group")
+        for _ in 0..<100 where Self.alive(kept.pid!) { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!Self.alive(kept.pid!), "an adopted engine is stopped through its process group")
         await first.stopAll()
     }
 }

@@ -68,6 +68,21 @@ struct ObjectStoreConformanceTests {
 
     struct Refused: Error {}
 
+    @Test("ranged reads: a middle, an open end, past the end, and a missing object", arguments: Backend.allCases)
+    func rangedReads(backend: Backend) async throws {
+        try await withStore(backend) { (fixture: Fixture) async throws in
+            let store = fixture.store
+            let bytes = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+            _ = try await store.put("r/blob", body: TestBody(bytes: bytes), limit: nil) { _ in }
+            #expect(try await store.readRange("r/blob", 10..<20) == Array(bytes[10..<20]))
+            #expect(try await store.readRange("r/blob", 99_990..<Int64.max) == Array(bytes[99_990...]))
+            #expect(try await store.readRange("r/blob", 0..<Int64.max) == bytes)
+            #expect(try await store.readRange("r/blob", 99_995..<200_000) == Array(bytes[99_995...]))
+            #expect(try await store.readRange("r/blob", 100_000..<Int64.max).isEmpty)
+            await #expect(throws: GantryError.self) { _ = try await store.readRange("r/missing", 0..<10) }
+        }
+    }
+
     @Test("a small object round-trips with its size and SHA-256", arguments: Backend.allCases)
     func smallRoundTrip(backend: Backend) async throws {
         try await withStore(backend) { (fixture: Fixture) async throws in

@@ -77,6 +77,12 @@ struct ReadResult {
 }
 
 extension ObjectStore {
+    func readRange(_ key: String, _ range: Range<Int64>) async throws -> [UInt8] {
+        let collected = Mutex<[UInt8]>([])
+        try await read(key, range: range) { chunk in collected.withLock { $0 += chunk.readableBytesView } }
+        return collected.withLock { $0 }
+    }
+
     func readAll(_ key: String) async throws -> ReadResult {
         let collected = Mutex(ReadResult(bytes: [], largestChunk: 0, chunks: 0))
         try await read(key) { chunk in

@@ -157,7 +157,7 @@ struct OrchestrationEndToEndTests {
             #expect(
                 String(decoding: events.body, as: UTF8.self).contains("ready"),
                 "an instance was ready before the service went to zero")
-            #expect(await test.server.runtime.runningInstanceIDs().isEmpty, "no engine runs at zero")
+            #expect(await test.server.localRuntime.runningInstanceIDs().isEmpty, "no engine runs at zero")
 
             let started = ContinuousClock.now
             #expect(try await chat(api, base, "chat") == 200)

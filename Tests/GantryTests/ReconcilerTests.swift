@@ -47,8 +47,8 @@ actor FakeRuntime: EngineRuntime {
 
     func stop(instanceID: String) async { engines[instanceID] = nil }
 
-    func adopt(instanceID: String, engine: String, pid: Int32, endpoint: String) async -> Bool {
-        guard adoptable[instanceID] == pid else { return false }
+    func adopt(instanceID: String, engine: String, pid: Int32?, endpoint: String) async -> Bool {
+        guard let pid, adoptable[instanceID] == pid else { return false }
         let spec = EngineLaunchSpec(instanceID: instanceID, deploymentName: "", engine: engine, modelPath: "", contextLimit: 1)
         engines[instanceID] = Engine(spec: spec, pid: pid, probes: 100)
         return true
