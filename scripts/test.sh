@@ -8,7 +8,10 @@
 #   - moto, an S3-compatible server from PyPI that checks request signatures, on a free port;
 #   - llama.cpp's llama-server, built once into the cache by `gantry engines install llama-cpp`;
 #   - the demo model (SmolLM2-135M-Instruct GGUF), fetched and verified into the cache;
-#   - the official `openai` Python client, which OpenAIClientTests runs against Gantry.
+#   - the official `openai` Python client, which OpenAIClientTests runs against Gantry;
+#   - a Kubernetes 1.20 control plane (etcd, kube-apiserver, kube-scheduler, built once from
+#     Debian's source package into the cache) on free ports, for the Kubernetes runtime's tests;
+#     their nodes are scripts/kubernetes/standin-kubelet.py, a TEST STAND-IN for the kubelet.
 # Then `swift test`, then end-to-end tests of the real `gantry` binary: the all-in-one smoke test,
 # split roles (a control process behind two gateway processes) and a soak of the per-connection
 # bounds.
@@ -30,6 +33,7 @@ MODEL=$("$GANTRY" demo-model | tail -n 1)
 start_private_postgres   # sets PG_URL; the cluster is removed on exit
 start_nanoidp            # exports GANTRY_TEST_OIDC_*; stopped on exit
 start_moto               # exports GANTRY_TEST_S3_*; stopped on exit
+start_kubernetes_control_plane  # exports GANTRY_TEST_KUBE*, GANTRY_TEST_ETCD_URL; stopped on exit
 
 export GANTRY_TEST_POSTGRES_URL="$PG_URL"
 export GANTRY_TEST_LLAMA_SERVER="$LLAMA_SERVER"

@@ -63,7 +63,8 @@ extension Reconciler {
                         deployment, instance, "instance_state", "placed on \(instance.node); fetching the model files")
                 }
             default:
-                if instance.state == .placing || instance.state == .fetching {
+                // Starting once a node holds it; an instance the scheduler has not seen yet stays placing.
+                if instance.state == .placing || instance.state == .fetching, !instance.node.isEmpty {
                     try await save(&instance, .starting, message: "")
                     await event(deployment, instance, "instance_state", "engine starting on \(instance.node)")
                 }

@@ -3,8 +3,10 @@ import Foundation
 /// A TEST STAND-IN for the kubelet (scripts/kubernetes/standin-kubelet.py), run for one test:
 /// it registers fixture Nodes with the test control plane's API server, runs the pods the real
 /// kube-scheduler binds to them as local processes on loopback addresses of their own, reports
-/// their status, and removes its Nodes and pods when stopped.
-public final class StandinKubelet {
+/// their status, and removes its Nodes and pods when stopped. Sendable: its pipe is used under a
+/// lock, one command and its answer at a time.
+public final class StandinKubelet: @unchecked Sendable {
+    private let lock = NSLock()
     public let nodePrefix: String
     let process: Process
     let input: FileHandle
@@ -54,6 +56,8 @@ public final class StandinKubelet {
 
     /// Sends a command (`kill-node NAME`, `crash NS/POD`) and waits for its `ok`.
     public func command(_ line: String) throws {
+        lock.lock()
+        defer { lock.unlock() }
         input.write(Data((line + "\n").utf8))
         let answer = try readLine(timeout: 30)
         guard answer == "ok" else { throw StandinError(message: "\(line): \(answer ?? "no answer")") }
@@ -61,6 +65,8 @@ public final class StandinKubelet {
 
     /// Stops it: it kills its processes and deletes its pods and Nodes.
     public func stop() {
+        lock.lock()
+        defer { lock.unlock() }
         guard process.isRunning else { return }
         process.terminate()
         let deadline = Date().addingTimeInterval(40)

@@ -50,11 +50,11 @@ struct KubernetesClusterTests {
         do {
             try await body(client, namespace)
         } catch {
-            try? await client.delete(Namespace.self, name: namespace, namespace: nil)
+            _ = try? await client.delete(Namespace.self, name: namespace, namespace: nil)
             try? await client.shutdown()
             throw error
         }
-        try? await client.delete(Namespace.self, name: namespace, namespace: nil)
+        _ = try? await client.delete(Namespace.self, name: namespace, namespace: nil)
         try await client.shutdown()
     }
 

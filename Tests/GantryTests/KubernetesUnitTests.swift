@@ -96,7 +96,16 @@ struct KubernetesUnitTests {
         outputSchema: nil, defaultEngine: nil, engineArgs: [], artifactURI: nil, status: .ready, statusMessage: "",
         deprecated: false, createdAt: Date(), updatedAt: Date())
 
-    @Test("an instance's pod: labels, image and arguments, port, GPU limits, node selector, probe, grace, volume")
+    /// The GPU products a pod's required node affinity allows.
+    static func productsAllowed(_ pod: Pod) -> [String]? {
+        let terms = pod.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms
+        guard let terms, terms.count == 1, let expressions = terms[0].matchExpressions, expressions.count == 1,
+            expressions[0].key == "nvidia.com/gpu.product", expressions[0].operator == "In"
+        else { return nil }
+        return expressions[0].values
+    }
+
+    @Test("an instance's pod: labels, image and arguments, port, GPU limits, GPU product affinity, probe, grace, volume")
     func manifest() throws {
         let spec = EngineLaunchSpec(
             instanceID: "ins_abc", deploymentName: "chat", engine: "llama-cpp", modelPath: "/models/mv_1", contextLimit: 4096,
@@ -125,7 +134,18 @@ struct KubernetesUnitTests {
         #expect(engine.resources?.requests == ["cpu": "4", "memory": "8Gi"])
         #expect(engine.readinessProbe?.httpGet?.path == "/health" && engine.readinessProbe?.httpGet?.port == 8080)
         #expect(engine.ports == [ContainerPort(name: "http", containerPort: 8080)])
-        #expect(pod.spec?.nodeSelector == ["nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"])
+        // No product known to match: the exact label, so the scheduler says no node matches.
+        #expect(Self.productsAllowed(pod) == ["NVIDIA-H100-80GB-HBM3"])
+        #expect(pod.spec?.tolerations == [Toleration(key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule")])
+        // `gpu_name` is a part of the name: every product of the cluster that contains it.
+        let products = PodManifest.matchingProducts(
+            "h100", among: ["NVIDIA-H100-80GB-HBM3", "NVIDIA-A10G", "NVIDIA-H100-NVL", "NVIDIA-H100-NVL"])
+        #expect(products == ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-NVL"])
+        #expect(PodManifest.matchingProducts("H100 80GB", among: ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-NVL"]).count == 1)
+        let anyH100 = PodManifest.make(
+            spec, adapter: LlamaCppAdapter(binary: "/usr/bin/llama-server"), image: "x", podName: "p",
+            configuration: configuration, gpuProducts: products)
+        #expect(Self.productsAllowed(anyH100) == products)
         #expect(pod.spec?.terminationGracePeriodSeconds == 30)
         #expect(pod.spec?.automountServiceAccountToken == false)
         #expect(pod.spec?.volumes == [.emptyDir("models")])
@@ -137,7 +157,7 @@ struct KubernetesUnitTests {
             cpu, adapter: VLLMAdapter(), image: "vllm", podName: "p",
             configuration: KubernetesRuntimeConfiguration(namespace: "ai", nodeModelCache: "/var/cache/gantry"))
         #expect(cpuPod.spec?.containers.first?.resources?.limits == nil)
-        #expect(cpuPod.spec?.nodeSelector == nil && cpuPod.spec?.tolerations == nil)
+        #expect(cpuPod.spec?.affinity == nil && cpuPod.spec?.tolerations == nil)
         #expect(cpuPod.spec?.containers.first?.command == ["vllm", "serve"])
         #expect(cpuPod.spec?.containers.first?.args?.first == "/models/mv_1")
         #expect(cpuPod.spec?.volumes == [.hostPath("models", path: "/var/cache/gantry")])

@@ -16,9 +16,11 @@ struct TestServer {
     let directory: TemporaryDirectory
     let adminKey: String
 
+    /// `adminKey`: a key of an earlier run on the same store (`flags` naming its data directory
+    /// and database), which makes no bootstrap key.
     static func make(
         database: String? = nil, llamaServer: String? = nil, flags extraFlags: [GantrySetting: String] = [:],
-        logger: Logger = Logger(label: "test")
+        adminKey: String? = nil, logger: Logger = Logger(label: "test")
     ) async throws -> TestServer {
         let directory = try TemporaryDirectory()
         var flags: [GantrySetting: String] = [
@@ -30,7 +32,9 @@ struct TestServer {
         flags.merge(extraFlags) { $1 }
         let configuration = try await Self.configuration(flags: flags, home: directory.path)
         let server = try await buildApplication(configuration: configuration, logger: logger)
-        guard let key = server.bootstrapAdminKey else { throw GantryError(.internal, "no bootstrap key on a fresh store") }
+        guard let key = server.bootstrapAdminKey ?? adminKey else {
+            throw GantryError(.internal, "no bootstrap key on a fresh store")
+        }
         return TestServer(server: server, directory: directory, adminKey: key)
     }
 }
@@ -71,13 +75,13 @@ extension TestServer {
     /// Runs the application on a fixed, free port (OIDC redirect URIs must name it before the
     /// server starts, which `.live` testing with port 0 cannot do) until `body` returns.
     static func running<T: Sendable>(
-        port: Int, flags: [GantrySetting: String], logger: Logger = Logger(label: "test"),
+        port: Int, flags: [GantrySetting: String], adminKey: String? = nil, logger: Logger = Logger(label: "test"),
         _ body: @Sendable (TestServer, String) async throws -> T
     ) async throws -> T {
         var flags = flags
         flags[.port] = String(port)
         flags[.host] = "127.0.0.1"
-        let test = try await make(flags: flags, logger: logger)
+        let test = try await make(flags: flags, adminKey: adminKey, logger: logger)
         let base = "http://127.0.0.1:\(port)"
         return try await LocalTestServer.running(test.server.application, logger: logger) {
             try await waitUntilHealthy(base)

@@ -28,6 +28,7 @@ public struct PodSpec: Codable, Sendable, Equatable {
     public var automountServiceAccountToken: Bool?
     public var enableServiceLinks: Bool?
     public var tolerations: [Toleration]?
+    public var affinity: Affinity?
 
     public init(containers: [Container]) {
         self.containers = containers
@@ -197,4 +198,44 @@ public struct ContainerState: Codable, Sendable, Equatable {
     public var waiting: Waiting?
     public var running: Running?
     public var terminated: Terminated?
+}
+
+/// Only the required node affinity: a pod may run on a node matching any one term.
+public struct Affinity: Codable, Sendable, Equatable {
+    public var nodeAffinity: NodeAffinity?
+
+    public init(requiredNodeTerms: [NodeSelectorTerm]) {
+        nodeAffinity = NodeAffinity(
+            requiredDuringSchedulingIgnoredDuringExecution: NodeSelector(nodeSelectorTerms: requiredNodeTerms))
+    }
+}
+
+public struct NodeAffinity: Codable, Sendable, Equatable {
+    public var requiredDuringSchedulingIgnoredDuringExecution: NodeSelector?
+}
+
+public struct NodeSelector: Codable, Sendable, Equatable {
+    public var nodeSelectorTerms: [NodeSelectorTerm]
+}
+
+/// Every expression of a term must hold.
+public struct NodeSelectorTerm: Codable, Sendable, Equatable {
+    public var matchExpressions: [NodeSelectorRequirement]?
+
+    public init(matchExpressions: [NodeSelectorRequirement]) {
+        self.matchExpressions = matchExpressions
+    }
+}
+
+public struct NodeSelectorRequirement: Codable, Sendable, Equatable {
+    public var key: String
+    /// `In`, `NotIn`, `Exists`, `DoesNotExist`, `Gt`, `Lt`.
+    public var `operator`: String
+    public var values: [String]?
+
+    public init(key: String, operator: String, values: [String]? = nil) {
+        self.key = key
+        self.operator = `operator`
+        self.values = values
+    }
 }

@@ -56,9 +56,14 @@ public actor KubernetesRuntime: EngineRuntime {
         await stop(instanceID: spec.instanceID)
         let name = PodManifest.podName(instanceID: spec.instanceID)
         // The init container fetches the version's files into the model volume on the node.
+        var products: [String] = []
+        if let wanted = spec.gpuName, spec.gpuCount > 0, let nodes {
+            let labels = await nodes.snapshot().values.compactMap { $0.metadata.labels?[PodManifest.gpuProductLabelKey] }
+            products = PodManifest.matchingProducts(wanted, among: labels)
+        }
         let pod = PodManifest.make(
             spec, adapter: adapter, image: image, podName: name, configuration: configuration,
-            grant: spec.modelVersion.map { grants.grant(versionID: $0.id) })
+            grant: spec.modelVersion.map { grants.grant(versionID: $0.id) }, gpuProducts: products)
         do {
             try await client.apply(pod)
         } catch let error as KubernetesError {

@@ -27,11 +27,15 @@ public enum PodManifest {
         configuration.modelMountPath + "/" + (spec.modelVersion?.id ?? "model")
     }
 
+    /// The label GPU Feature Discovery puts the GPU product in.
+    public static let gpuProductLabelKey = "nvidia.com/gpu.product"
+
     /// `grant` opens the version's files for the init container; nil makes none (the files are
-    /// expected on the node already).
+    /// expected on the node already). `gpuProducts`: the cluster's GPU products whose names
+    /// contain the wanted `gpuName` (`matchingProducts`).
     public static func make(
         _ spec: EngineLaunchSpec, adapter: any EngineAdapter, image: String, podName: String,
-        configuration: KubernetesRuntimeConfiguration, grant: ModelFetchGrant? = nil
+        configuration: KubernetesRuntimeConfiguration, grant: ModelFetchGrant? = nil, gpuProducts: [String] = []
     ) -> Pod {
         var spec = spec
         let directory = modelDirectory(spec, configuration: configuration)
@@ -80,7 +84,15 @@ public enum PodManifest {
             // GPU nodes are commonly tainted so that only GPU work lands there.
             podSpec.tolerations = [Toleration(key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule")]
             if let product = spec.gpuName, !product.isEmpty {
-                podSpec.nodeSelector = ["nvidia.com/gpu.product": gpuProductLabel(product)]
+                // `gpu_name` matches a part of the product name, which a selector cannot say: the
+                // pod may go to any product the cluster has that contains it. With none, the
+                // exact label stays, and the scheduler reports that no node matches.
+                let values = gpuProducts.isEmpty ? [gpuProductLabel(product)] : gpuProducts.sorted()
+                podSpec.affinity = Affinity(requiredNodeTerms: [
+                    NodeSelectorTerm(matchExpressions: [
+                        NodeSelectorRequirement(key: gpuProductLabelKey, operator: "In", values: values)
+                    ])
+                ])
             }
         }
         let labels = [
@@ -94,6 +106,13 @@ public enum PodManifest {
             name: podName, namespace: configuration.namespace, labels: labels,
             annotations: ["gantry.dev/deployment-name": spec.deploymentName])
         return Pod(metadata: metadata, spec: podSpec)
+    }
+
+    /// The products among `labels` (nodes' `nvidia.com/gpu.product` values) whose names contain
+    /// `wanted`, ignoring case and spaces written as dashes, as `gpu_name` matches on a local node.
+    public static func matchingProducts(_ wanted: String, among labels: some Sequence<String>) -> [String] {
+        let needle = wanted.lowercased().replacingOccurrences(of: " ", with: "-")
+        return Set(labels.filter { $0.lowercased().contains(needle) }).sorted()
     }
 
     /// GPU Feature Discovery writes the product with spaces as dashes (`NVIDIA-H100-80GB-HBM3`);

@@ -1,0 +1,211 @@
+import AsyncHTTPClient
+import Foundation
+import GantryCommands
+import GantryCore
+import GantryKubernetes
+import GantryServing
+import GantryTestSupport
+import Logging
+import NIOCore
+import Testing
+
+/// Gantry with `--runtime kubernetes` against the test control plane: a model uploaded to the
+/// registry, a deployment on two H100 GPUs, its pod placed by the real kube-scheduler and run by
+/// the stand-in kubelet (the init container is the real `gantry fetch-model`, the engine the real
+/// llama-server with the demo model), chat through the gateway, a crash restarted in place, a
+/// deployment the cluster cannot hold, and a restart of Gantry that adopts the running pod.
+/// Part of KubernetesClusterTests so that it never runs beside that suite's nodes.
+extension KubernetesClusterTests {
+    static let llamaImage = "gantry-test/llama-server"
+
+    /// The `gantry` executable built beside the tests (the init container's program).
+    static var gantryExecutable: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent(".build/debug/gantry").path
+    }
+
+    static func json(_ body: [UInt8]) -> [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] ?? [:]
+    }
+
+    /// Polls `url` until `condition` holds on its JSON, or `seconds` pass.
+    @discardableResult
+    static func poll(
+        _ api: LiveAPI, _ url: String, seconds: Int = 120, _ what: String, until condition: ([String: Any]) -> Bool
+    ) async throws -> [String: Any] {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        var last: [String: Any] = [:]
+        while ContinuousClock.now < deadline {
+            last = json(try await api.send("GET", url).body)
+            if condition(last) { return last }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("\(what) never happened: \(last)")
+        throw GantryError(.internal, "timed out waiting: \(what)")
+    }
+
+    static func instances(_ deployment: [String: Any]) -> [[String: Any]] {
+        deployment["instances"] as? [[String: Any]] ?? []
+    }
+
+    static func events(_ api: LiveAPI, _ base: String, _ name: String) async throws -> [[String: Any]] {
+        json(try await api.send("GET", "\(base)/api/v1/deployments/\(name)/events?limit=200").body)["data"]
+            as? [[String: Any]] ?? []
+    }
+
+    func gantryFlags(namespace: String, port: Int, data: String) -> [GantrySetting: String] {
+        [
+            .runtime: "kubernetes", .kubeconfig: gantry, .kubeNamespace: namespace, .kubeReadinessPeriod: "1",
+            .kubeRegistryURL: "http://127.0.0.1:\(port)", .kubeImages: "llama-cpp=\(Self.llamaImage)",
+            .dataDir: data, .databaseURL: "sqlite://\(data)/gantry.sqlite",
+        ]
+    }
+
+    @Test("a deployment runs as a pod the scheduler places on the right GPUs, serves chat, restarts in place, is adopted")
+    func deploymentOnCluster() async throws {
+        let llamaServer = try TestEnvironment.require(TestEnvironment.llamaServer)
+        let model = try TestEnvironment.require(TestEnvironment.model)
+        let standin = try StandinKubelet(
+            kubeconfig: admin, images: [Self.llamaImage: llamaServer, "gantry:latest": Self.gantryExecutable])
+        defer { standin.stop() }
+        let data = try TemporaryDirectory()
+        try await withNamespace { kube, namespace in
+            let port = try FreePort.find()
+            let flags = gantryFlags(namespace: namespace, port: port, data: data.path)
+            let (podName, adminKey) = try await TestServer.running(port: port, flags: flags) { test, base in
+                let api = LiveAPI(key: test.adminKey)
+                try await Self.uploadDemoModel(api, base, model: model)
+                let started = ContinuousClock.now
+                let created = try await api.send(
+                    "POST", "\(base)/api/v1/deployments",
+                    #"{"name":"chat","model":"smollm2","version":"1","resources":{"gpus":2,"gpu_name":"h100"}}"#)
+                #expect(created.status == 201, "\(String(decoding: created.body, as: UTF8.self))")
+                let ready = try await Self.poll(api, "\(base)/api/v1/deployments/chat", "the deployment ready") {
+                    Self.instances($0).first?["state"] as? String == "ready"
+                }
+                let deployToReady = ContinuousClock.now - started
+                print("[kubernetes] deploy to ready (scheduling, 94 MiB model fetch, engine load): \(deployToReady)")
+                let instance = try #require(Self.instances(ready).first)
+                #expect(instance["node"] as? String == standin.node("gpu-h100"), "\(instance)")
+                #expect((instance["endpoint"] as? String)?.hasPrefix("http://127.0.0.") == true, "\(instance)")
+
+                // The pod as the cluster has it: two GPUs, on the H100 node, owned by Gantry.
+                let pods = try await kube.list(
+                    Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry")
+                let pod = try #require(pods.items.first, "no pod in \(namespace)")
+                #expect(pods.items.count == 1)
+                #expect(pod.spec?.nodeName == standin.node("gpu-h100"))
+                #expect(pod.spec?.containers.first?.resources?.limits?["nvidia.com/gpu"] == "2")
+                #expect(pod.spec?.initContainers?.first?.env?.first?.value?.hasPrefix("gmf.") == true)
+
+                // A chat completion through the gateway reaches the engine in the pod.
+                try await Self.expectChat(api, base)
+
+                // The cluster's nodes, as Gantry lists them, count the pod's GPUs as requested.
+                try await Self.poll(api, "\(base)/api/v1/nodes", seconds: 10, "the H100 node's 2 GPUs requested") {
+                    let nodes = $0["data"] as? [[String: Any]] ?? []
+                    let h100 = nodes.first { $0["name"] as? String == standin.node("gpu-h100") }
+                    return h100?["gpus_requested"] as? Int == 2 && (h100?["gpus"] as? [Any])?.count == 8
+                }
+
+                // The engine crashes: the kubelet restarts it in place and Gantry counts it.
+                let name = try #require(pod.metadata.name)
+                try standin.command("crash \(namespace)/\(name)/engine")
+                try await Self.poll(api, "\(base)/api/v1/deployments/chat", "the restart counted and ready again") {
+                    let first = Self.instances($0).first
+                    return (first?["restarts"] as? Int ?? 0) >= 1 && first?["state"] as? String == "ready"
+                }
+                #expect(try await Self.events(api, base, "chat").contains { $0["kind"] as? String == "instance_restarted" })
+                let same = try await kube.list(
+                    Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry")
+                #expect(same.items.map(\.metadata.name) == [name], "the restart replaced the pod")
+                try await Self.expectChat(api, base)
+
+                // More H100s than are free: the scheduler's reason reaches the deployment.
+                let big = try await api.send(
+                    "POST", "\(base)/api/v1/deployments",
+                    #"{"name":"big","model":"smollm2","version":"1","resources":{"gpus":7,"gpu_name":"h100"}}"#)
+                #expect(big.status == 201, "\(String(decoding: big.body, as: UTF8.self))")
+                let blocked = try await Self.poll(api, "\(base)/api/v1/deployments/big", "the scheduler's verdict") {
+                    Self.instances($0).first?["state"] as? String == "placing"
+                        && (Self.instances($0).first?["state_message"] as? String ?? "").contains("Insufficient nvidia.com/gpu")
+                }
+                #expect(
+                    try await Self.events(api, base, "big").contains {
+                        $0["kind"] as? String == "scale_blocked"
+                            && ($0["message"] as? String ?? "").contains("Insufficient nvidia.com/gpu")
+                    }, "\(blocked)")
+                #expect(try await api.send("DELETE", "\(base)/api/v1/deployments/big").status == 202)
+                try await Self.waitForPods(kube, namespace, count: 1)
+                return (name, test.adminKey)
+            }
+
+            // Gantry restarts on the same store: it adopts the running pod instead of making another.
+            try await TestServer.running(port: port, flags: flags, adminKey: adminKey) { _, base in
+                let api = LiveAPI(key: adminKey)
+                let deployment = try await Self.poll(api, "\(base)/api/v1/deployments/chat", "the adopted instance ready") {
+                    Self.instances($0).first?["state"] as? String == "ready"
+                }
+                #expect(Self.instances(deployment).count == 1)
+                #expect(
+                    try await Self.events(api, base, "chat").contains { $0["kind"] as? String == "instance_adopted" })
+                let pods = try await kube.list(
+                    Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry")
+                #expect(pods.items.map(\.metadata.name) == [podName], "the restart made a new pod")
+                try await Self.expectChat(api, base)
+                #expect(try await api.send("DELETE", "\(base)/api/v1/deployments/chat").status == 202)
+                try await Self.waitForPods(kube, namespace, count: 0)
+            }
+        }
+    }
+
+    @Test("start-up with a user lacking a grant stops, naming the server, the user and the permission")
+    func startupRefused() async throws {
+        let data = try TemporaryDirectory()
+        var flags = gantryFlags(namespace: "default", port: 1, data: data.path)
+        flags[.kubeconfig] = limited
+        do {
+            _ = try await TestServer.make(flags: flags)
+            Issue.record("Gantry started on a cluster it may not read")
+        } catch {
+            let text = "\(error)"
+            #expect(
+                text.contains("Kubernetes runtime") && text.contains(#"User "limited" cannot list resource "nodes""#), "\(text)")
+            #expect(text.contains(try TestEnvironment.require("GANTRY_TEST_KUBE_URL")), "\(text)")
+        }
+    }
+
+    /// The demo model as version 1 of `smollm2`, its file uploaded into the registry (a cluster's
+    /// nodes fetch it from there; a file:// artifact is on Gantry's disk only).
+    static func uploadDemoModel(_ api: LiveAPI, _ base: String, model: String) async throws {
+        #expect(try await api.send("POST", "\(base)/api/v1/models", #"{"name":"smollm2","task":"chat"}"#).status == 201)
+        let version = try await api.send(
+            "POST", "\(base)/api/v1/models/smollm2/versions", #"{"format":"gguf","context_limit":1024}"#)
+        #expect(version.status == 201)
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: model)))
+        let files = "\(base)/api/v1/models/smollm2/versions/1/files/"
+        #expect(try await api.upload(files + "model.gguf", TestChunks(bytes: bytes), length: bytes.count).status == 201)
+        #expect(try await api.send("POST", "\(base)/api/v1/models/smollm2/versions/1/complete").status == 200)
+    }
+
+    static func expectChat(_ api: LiveAPI, _ base: String) async throws {
+        let answer = try await api.send(
+            "POST", "\(base)/v1/chat/completions",
+            #"{"model":"chat","messages":[{"role":"user","content":"Say hi"}],"max_tokens":4}"#)
+        #expect(answer.status == 200, "\(String(decoding: answer.body, as: UTF8.self))")
+        let usage = json(answer.body)["usage"] as? [String: Any]
+        #expect((usage?["completion_tokens"] as? Int ?? 0) > 0, "\(String(decoding: answer.body, as: UTF8.self))")
+    }
+
+    /// Waits (30 s at most) until `count` Gantry pods are left in the namespace.
+    static func waitForPods(_ kube: KubernetesClient, _ namespace: String, count: Int) async throws {
+        var left = -1
+        for _ in 0..<300 {
+            left = try await kube.list(Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry")
+                .items.count
+            if left == count { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("\(left) Gantry pods left in \(namespace), not \(count)")
+    }
+}
