@@ -86,7 +86,10 @@ public struct KubernetesNodeSource: NodeSource {
             reasons.append("not ready: no Ready condition reported")
         }
         if node.spec?.unschedulable == true { reasons.append("cordoned") }
-        for taint in node.spec?.taints ?? [] where taint.effect == "NoSchedule" || taint.effect == "NoExecute" {
+        // GPU nodes are commonly tainted nvidia.com/gpu to keep other work off; engine pods that
+        // ask for GPUs tolerate it, so it is no reason here.
+        for taint in node.spec?.taints ?? []
+        where (taint.effect == "NoSchedule" || taint.effect == "NoExecute") && taint.key != gpuResource {
             reasons.append("taint \(taint.key)\(taint.value.map { "=\($0)" } ?? ""):\(taint.effect)")
         }
         return reasons
