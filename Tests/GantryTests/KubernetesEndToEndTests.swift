@@ -13,7 +13,7 @@ import Testing
 /// registry, a deployment on two H100 GPUs, its pod placed by the real kube-scheduler and run by
 /// the stand-in kubelet (the init container is the real `gantry fetch-model`, the engine the real
 /// llama-server with the demo model), chat through the gateway, a crash restarted in place, a
-/// deployment the cluster cannot hold, and a restart of Gantry that adopts the running pod.
+/// rolling update with no failed request, a deployment the cluster cannot hold, and a restart of Gantry that adopts the running pod.
 /// Part of KubernetesClusterTests so that it never runs beside that suite's nodes.
 extension KubernetesClusterTests {
     static let llamaImage = "gantry-test/llama-server"
@@ -121,6 +121,27 @@ extension KubernetesClusterTests {
                 #expect(same.items.map(\.metadata.name) == [name], "the restart replaced the pod")
                 try await Self.expectChat(api, base)
 
+                // A rolling update to version 2 under back-to-back requests: a new pod, none failed.
+                #expect(try await api.send("PATCH", "\(base)/api/v1/deployments/chat", #"{"version":"2"}"#).status == 200)
+                var answered = 0
+                var failed: [String] = []
+                while true {
+                    let answer = try await api.send(
+                        "POST", "\(base)/v1/chat/completions",
+                        #"{"model":"chat","messages":[{"role":"user","content":"Hi"}],"max_tokens":2}"#)
+                    if answer.status == 200 { answered += 1 } else { failed.append(String(decoding: answer.body, as: UTF8.self)) }
+                    let now = Self.json(try await api.send("GET", "\(base)/api/v1/deployments/chat").body)
+                    if now["version"] as? String == "2", now["status"] as? String == "ready", Self.instances(now).count == 1 {
+                        break
+                    }
+                }
+                #expect(failed.isEmpty && answered > 0, "\(answered) answered, failed: \(failed)")
+                let updated = try await kube.list(
+                    Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry")
+                let current = try #require(updated.items.first { $0.metadata.deletionTimestamp == nil }?.metadata.name)
+                #expect(current != name, "the update kept the old pod")
+                try await Self.waitForPods(kube, namespace, count: 1)
+
                 // More H100s than are free: the scheduler's reason reaches the deployment.
                 let big = try await api.send(
                     "POST", "\(base)/api/v1/deployments",
@@ -137,7 +158,7 @@ extension KubernetesClusterTests {
                     }, "\(blocked)")
                 #expect(try await api.send("DELETE", "\(base)/api/v1/deployments/big").status == 202)
                 try await Self.waitForPods(kube, namespace, count: 1)
-                return (name, test.adminKey)
+                return (current, test.adminKey)
             }
 
             // Gantry restarts on the same store: it adopts the running pod instead of making another.
@@ -175,17 +196,19 @@ extension KubernetesClusterTests {
         }
     }
 
-    /// The demo model as version 1 of `smollm2`, its file uploaded into the registry (a cluster's
+    /// The demo model as versions 1 and 2 of `smollm2`, its file uploaded into the registry (a cluster's
     /// nodes fetch it from there; a file:// artifact is on Gantry's disk only).
     static func uploadDemoModel(_ api: LiveAPI, _ base: String, model: String) async throws {
         #expect(try await api.send("POST", "\(base)/api/v1/models", #"{"name":"smollm2","task":"chat"}"#).status == 201)
-        let version = try await api.send(
-            "POST", "\(base)/api/v1/models/smollm2/versions", #"{"format":"gguf","context_limit":1024}"#)
-        #expect(version.status == 201)
         let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: model)))
-        let files = "\(base)/api/v1/models/smollm2/versions/1/files/"
-        #expect(try await api.upload(files + "model.gguf", TestChunks(bytes: bytes), length: bytes.count).status == 201)
-        #expect(try await api.send("POST", "\(base)/api/v1/models/smollm2/versions/1/complete").status == 200)
+        for number in 1...2 {
+            let version = try await api.send(
+                "POST", "\(base)/api/v1/models/smollm2/versions", #"{"format":"gguf","context_limit":1024}"#)
+            #expect(version.status == 201)
+            let files = "\(base)/api/v1/models/smollm2/versions/\(number)/files/"
+            #expect(try await api.upload(files + "model.gguf", TestChunks(bytes: bytes), length: bytes.count).status == 201)
+            #expect(try await api.send("POST", "\(base)/api/v1/models/smollm2/versions/\(number)/complete").status == 200)
+        }
     }
 
     static func expectChat(_ api: LiveAPI, _ base: String) async throws {
