@@ -64,7 +64,7 @@ BASE="http://127.0.0.1:$PORT"
 GANTRY_PID=$!
 on_exit "kill $GANTRY_PID 2>/dev/null || true"
 for _ in $(seq 1 100); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done
-KEY=$(grep -o 'gk_[A-Za-z0-9_-]*' "$WORK/stdout" | head -n 1)
+KEY=$(grep -o 'gk_[A-Za-z0-9_-]*' "$WORK/stdout" | head -n 1) || { echo "gantry did not start:" >&2; tail -n 20 "$WORK/stderr" >&2; exit 1; }
 api() { gantry_api "$BASE" "$KEY" "$@"; }
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 chat() { curl -s -o /dev/null -w '%{http_code}' "$BASE/v1/chat/completions" -H "Authorization: Bearer $KEY" \
@@ -76,7 +76,13 @@ wait_for() { # python condition on d (the deployment), timeout seconds
   done
   echo "timed out waiting for: $1" >&2; tail -n 20 "$WORK/stderr" >&2; return 1
 }
-deleted() { for _ in $(seq 1 1500); do api GET /api/v1/deployments/chat >/dev/null 2>&1 || return 0; sleep 0.02; done; return 1; }
+deleted() { # until GET answers 404 (gantry_api would end the script on it)
+  for _ in $(seq 1 1500); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KEY" "$BASE/api/v1/deployments/chat")" = 404 ] && return 0
+    sleep 0.02
+  done
+  echo "the deployment was never deleted" >&2; return 1
+}
 
 step "uploading the demo model into the registry, as versions 1 and 2"
 api POST /api/v1/models '{"name":"smollm2","task":"chat"}' >/dev/null
