@@ -145,6 +145,12 @@ public func buildApplication(
         repositories: repositories, runtime: runtime, routes: routeTable, artifacts: artifacts, allocator: allocations,
         timing: .init(interval: configuration.reconcileInterval, startupTimeout: configuration.engine.startupTimeout),
         defaultCPUThreads: configuration.engine.threads, logger: logger)
+    if let cluster {
+        // A pod's or a node's change is news for its instance now, not at the next interval: a
+        // lost node's pods are replaced without waiting out a reconcile period. Wake-ups coalesce.
+        await cluster.enginePods.onChange { reconciler.wake() }
+        await cluster.nodes.onChange { reconciler.wake() }
+    }
     let registry = RegistryService(
         models: repositories.models, deployments: repositories.deployments, objects: objects,
         maxFileBytes: configuration.blobs.maxFileBytes, logger: logger)

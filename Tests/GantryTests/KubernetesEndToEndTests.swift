@@ -196,6 +196,54 @@ extension KubernetesClusterTests {
         }
     }
 
+    /// Runs kubectl (the administrator's kubeconfig) and returns its exit status and output.
+    func kubectl(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+        let directory = try TemporaryDirectory()
+        let log = directory.path + "/kubectl.log"
+        let process = try ChildProcess.spawn(["kubectl", "--kubeconfig", admin] + arguments, outputPath: log)
+        let status = await process.wait()
+        return (status, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+    }
+
+    @Test("deploy/kubernetes: the API server accepts every manifest, and its RBAC grants what Gantry uses, no more")
+    func deployManifests() async throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        let kube = try client(admin)
+        defer { Task { try? await kube.shutdown() } }
+        _ = try await kube.apply(Namespace(name: "gantry"))
+        let dryRun = try await kubectl(["apply", "--dry-run=server", "-k", root + "/deploy/kubernetes"])
+        #expect(dryRun.status == 0, "\(dryRun.output)")
+        for kind in ["deployment.apps/gantry-control", "deployment.apps/gantry-gateway", "service/gantry", "role.rbac"] {
+            #expect(dryRun.output.contains(kind), "\(kind) missing: \(dryRun.output)")
+        }
+        // The RBAC for real, then asked as the control role's ServiceAccount.
+        let rbac = try await kubectl(["apply", "-n", "gantry", "-f", root + "/deploy/kubernetes/rbac.yaml"])
+        #expect(rbac.status == 0, "\(rbac.output)")
+        let control = "system:serviceaccount:gantry:gantry-control"
+        let needed: [[String]] = [
+            ["list", "nodes"], ["watch", "nodes"], ["list", "pods", "--all-namespaces"], ["watch", "pods", "--all-namespaces"],
+            ["create", "pods", "-n", "gantry"], ["patch", "pods", "-n", "gantry"], ["delete", "pods", "-n", "gantry"],
+            ["get", "pods/log", "-n", "gantry"], ["create", "events", "-n", "gantry"],
+        ]
+        for permission in needed {
+            let answer = try await kubectl(["auth", "can-i", "--as", control] + permission)
+            // The verdict is the last line (warnings such as "not namespace scoped" come first).
+            #expect(answer.output.split(separator: "\n").last?.hasPrefix("yes") == true, "\(permission): \(answer.output)")
+        }
+        let refused: [[String]] = [
+            ["create", "pods", "-n", "default"], ["delete", "nodes"], ["get", "secrets", "-n", "gantry"],
+            ["list", "pods", "--as", "system:serviceaccount:gantry:gantry-gateway", "-n", "gantry"],
+        ]
+        for permission in refused {
+            let arguments = permission.contains("--as") ? permission : ["--as", control] + permission
+            let answer = try await kubectl(["auth", "can-i"] + arguments)
+            #expect(answer.output.split(separator: "\n").last?.hasPrefix("no") == true, "\(permission): \(answer.output)")
+        }
+        _ = try? await kubectl(["delete", "-n", "gantry", "-f", root + "/deploy/kubernetes/rbac.yaml"])
+        _ = try? await kube.delete(Namespace.self, name: "gantry", namespace: nil)
+    }
+
     /// The demo model as versions 1 and 2 of `smollm2`, its file uploaded into the registry (a cluster's
     /// nodes fetch it from there; a file:// artifact is on Gantry's disk only).
     static func uploadDemoModel(_ api: LiveAPI, _ base: String, model: String) async throws {
