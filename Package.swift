@@ -126,7 +126,7 @@ let package = Package(
         .target(
             name: "GantryResources",
             dependencies: [
-                "CNVML", "GantryCore", "GantryHTTP", "GantryKubernetes", hummingbird, logging, serviceLifecycle,
+                "CNVML", "GantryCore", "GantryHTTP", "GantryKubernetes", hummingbird, httpClient, logging, serviceLifecycle,
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: sharedSwiftSettings),

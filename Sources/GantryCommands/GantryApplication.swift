@@ -71,7 +71,8 @@ public func buildApplication(
             ? try await KubernetesCluster.connect(configuration.kubernetes, logger: logger) : nil
         let nodeSource: any NodeSource =
             if let cluster {
-                KubernetesNodeSource(nodes: cluster.nodes, pods: cluster.allPods)
+                KubernetesNodeSource(
+                    nodes: cluster.nodes, pods: cluster.allPods, exporters: DCGMExporterScraper(httpClient: .shared))
             } else {
                 LocalNodeSource(discovery: try LocalNodeSource.discovery(for: configuration.resources.gpuSource))
             }

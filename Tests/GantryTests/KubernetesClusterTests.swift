@@ -66,6 +66,23 @@ struct KubernetesClusterTests {
         return Pod(metadata: ObjectMeta(name: name, namespace: namespace, labels: labels), spec: spec)
     }
 
+    /// A stand-in for NVIDIA's dcgm-exporter on `node`: Python's HTTP server serving
+    /// fixtures/dcgm-exporter (its `metrics` file) on the pod's address, port 9400.
+    static func dcgmExporterPod(namespace: String, node: String) -> Pod {
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("fixtures/dcgm-exporter").path
+        var container = Container(name: "exporter", image: "gantry-test/dcgm-exporter")
+        container.command = ["python3", "-m", "http.server", "9400", "--bind", "$(POD_IP)", "--directory", fixtures]
+        container.env = [EnvVar(name: "POD_IP", fieldPath: "status.podIP")]
+        var spec = PodSpec(containers: [container])
+        spec.nodeSelector = ["kubernetes.io/hostname": node]
+        spec.terminationGracePeriodSeconds = 0
+        return Pod(
+            metadata: ObjectMeta(
+                name: "dcgm-exporter", namespace: namespace, labels: ["app.kubernetes.io/name": "dcgm-exporter"]),
+            spec: spec)
+    }
+
     @Test("apply is idempotent, list and watch by label see the scheduler's verdict, delete ends the watch's pod")
     func applyListWatchDelete() async throws {
         try await withNamespace { client, namespace in
@@ -170,17 +187,24 @@ struct KubernetesClusterTests {
         try await nowhere.shutdown()
     }
 
-    @Test("nodes and GPUs from the cluster: allocatable, GPU Feature Discovery labels, pods' GPU requests, cordons")
+    @Test(
+        "nodes and GPUs from the cluster: allocatable, GPU Feature Discovery labels, pods' GPU requests, dcgm-exporter readings, cordons"
+    )
     func nodeSource() async throws {
-        let standin = try StandinKubelet(kubeconfig: admin, images: [:])
+        let python = try TestEnvironment.require(TestEnvironment.python)
+        let standin = try StandinKubelet(kubeconfig: admin, images: ["gantry-test/dcgm-exporter": python])
         defer { standin.stop() }
         try await withNamespace { client, namespace in
             let nodes = KubernetesInformer<Node>(client: client, scope: .init(), logger: logger)
             let pods = KubernetesInformer<Pod>(client: client, scope: .init(), logger: logger)
             let tasks = [Task { try await nodes.run() }, Task { try await pods.run() }]
             defer { tasks.forEach { $0.cancel() } }
-            let source = KubernetesNodeSource(nodes: nodes, pods: pods)
+            let source = KubernetesNodeSource(
+                nodes: nodes, pods: pods, exporters: DCGMExporterScraper(httpClient: .shared))
             let h100 = standin.node("gpu-h100")
+            // A dcgm-exporter on the H100 node: the fixture in the exporter's format, served on
+            // the pod's address and port 9400 as the exporter's DaemonSet would.
+            _ = try await client.apply(Self.dcgmExporterPod(namespace: namespace, node: h100))
             // Another manager's pod holds 3 of the H100 node's GPUs.
             var foreign = Self.pod("foreign", namespace: namespace, gpus: 3)
             foreign.spec?.nodeSelector = ["kubernetes.io/hostname": h100]
@@ -193,10 +217,20 @@ struct KubernetesClusterTests {
                 try await Task.sleep(for: .milliseconds(100))
             }
             let byName = Dictionary(uniqueKeysWithValues: inventory.map { ($0.name, $0) })
-            let gpuNode = try #require(byName[h100], "\(inventory.map(\.name))")
+            var gpuNode = try #require(byName[h100], "\(inventory.map(\.name))")
             #expect(gpuNode.gpus.count == 8 && gpuNode.gpusRequested == 3)
             #expect(gpuNode.gpus.allSatisfy { $0.name == "NVIDIA-H100-80GB-HBM3" && $0.memoryTotalMiB == 81559 })
             #expect(Set(gpuNode.gpus.map(\.uuid)).count == 8)
+            // The exporter's readings: real UUIDs, utilisation and memory in use for GPUs 0 and 1.
+            for _ in 0..<100 where gpuNode.gpus[0].utilizationPercent == nil {
+                try await Task.sleep(for: .milliseconds(100))
+                gpuNode = try #require(try await source.nodes().first { $0.name == h100 })
+            }
+            #expect(gpuNode.gpus[0].uuid == "GPU-3f1c2a7e-9b41-4d0c-8e2f-5a6b7c8d9e01", "\(gpuNode.gpus[0])\n\(standin.logTail)")
+            #expect(gpuNode.gpus[0].utilizationPercent == 87 && gpuNode.gpus[0].memoryUsedMiB == 71362)
+            #expect(gpuNode.gpus[1].utilizationPercent == 0 && gpuNode.gpus[1].memoryUsedMiB == 0)
+            #expect(gpuNode.gpus[2].utilizationPercent == nil && gpuNode.gpus[2].uuid == "\(h100)/gpu2")
+            #expect(try await source.nodes().first { $0.name == standin.node("gpu-a10g") }?.gpus.first?.utilizationPercent == nil)
             #expect(gpuNode.cpuCount == 208 && gpuNode.memoryBytes == 2015 * 1_073_741_824)
             #expect(gpuNode.gpuSource == "kubernetes" && !gpuNode.simulated && gpuNode.unschedulableReasons == [])
             #expect(byName[standin.node("gpu-a10g")]?.gpus.count == 4)
@@ -211,6 +245,7 @@ struct KubernetesClusterTests {
             }
             #expect(reasons == ["cordoned"])
             try await client.delete(Pod.self, name: "foreign", namespace: namespace, gracePeriodSeconds: 0)
+            try await client.delete(Pod.self, name: "dcgm-exporter", namespace: namespace, gracePeriodSeconds: 0)
         }
     }
 }

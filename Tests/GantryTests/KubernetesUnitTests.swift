@@ -5,6 +5,8 @@ import GantryServing
 import GantryTestSupport
 import Testing
 
+@testable import GantryResources
+
 @Suite("Kubernetes: quantities, kubeconfigs, pod manifests and pod status, without a cluster")
 struct KubernetesUnitTests {
     @Test("quantities: plain, decimal and binary suffixes, millis, exponents; junk is nil")
@@ -223,5 +225,66 @@ struct KubernetesUnitTests {
         #expect(
             PodObservation.observe(evicted, port: 8080, nodeExists: true).health
                 == .exited("its pod ai/p failed: Evicted: The node was low on resource: memory."))
+    }
+
+    @Test("dcgm-exporter's text: utilisation and framebuffer memory per UUID from the fixture; the rest skipped")
+    func dcgmExporterText() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let text = try String(
+            contentsOf: root.appendingPathComponent("fixtures/dcgm-exporter/metrics"), encoding: .utf8)
+        let readings = DCGMExporterText.parse(text)
+        #expect(
+            readings == [
+                DCGMReading(
+                    uuid: "GPU-3f1c2a7e-9b41-4d0c-8e2f-5a6b7c8d9e01", hostname: "gpu-h100", index: 0,
+                    modelName: "NVIDIA H100 80GB HBM3", utilizationPercent: 87, memoryUsedMiB: 71362, memoryFreeMiB: 9641),
+                DCGMReading(
+                    uuid: "GPU-8a2d4e6f-1c3b-4a5d-9e7f-0b1c2d3e4f52", hostname: "gpu-h100", index: 1,
+                    modelName: "NVIDIA H100 80GB HBM3", utilizationPercent: 0, memoryUsedMiB: 0, memoryFreeMiB: 81004),
+            ])
+        // Variants the format allows: escapes in label values, spaces, a timestamp, NaN, CRLF,
+        // and lines to skip (no UUID, malformed, unterminated).
+        let variants = DCGMExporterText.parse(
+            """
+            DCGM_FI_DEV_GPU_UTIL{ gpu="3", UUID="GPU-a", modelName="A \\\"quoted\\\" name", Hostname="n1" } 101 1700000000000\r
+            DCGM_FI_DEV_FB_USED{gpu="3",UUID="GPU-a"} NaN
+            DCGM_FI_DEV_FB_FREE{UUID="GPU-a",gpu="3",} 12.6
+            DCGM_FI_DEV_GPU_UTIL{gpu="4"} 50
+            DCGM_FI_DEV_GPU_UTIL{gpu="5",UUID="GPU-b} 50
+            DCGM_FI_DEV_GPU_UTIL{gpu="6",UUID="GPU-c"}
+            DCGM_FI_DEV_GPU_UTIL{gpu="7" UUID="GPU-d"} 5
+            """)
+        #expect(
+            variants == [
+                DCGMReading(
+                    uuid: "GPU-a", hostname: "n1", index: 3, modelName: #"A "quoted" name"#, utilizationPercent: 100,
+                    memoryUsedMiB: nil, memoryFreeMiB: 13)
+            ], "\(variants)")
+    }
+
+    @Test("a node's GPUs take an exporter's readings by index; memory size from them only when no label gave it")
+    func gpuReadingsMerge() {
+        let gpus = (0..<2).map {
+            GPUInfo(
+                index: $0, uuid: "n/gpu\($0)", name: "NVIDIA-A10G", memoryTotalMiB: 0, memoryUsedMiB: nil,
+                utilizationPercent: nil, temperatureCelsius: nil, powerWatts: nil)
+        }
+        let node = NodeInventory(
+            name: "n", cpuCount: 8, memoryBytes: 1, labels: [:], gpus: gpus, gpuSource: "kubernetes", simulated: false,
+            observedAt: Date())
+        let merged = KubernetesNodeSource.withReadings(
+            node,
+            [
+                DCGMReading(
+                    uuid: "GPU-x", hostname: "n", index: 1, modelName: "", utilizationPercent: 40, memoryUsedMiB: 1000,
+                    memoryFreeMiB: 21000),
+                DCGMReading(
+                    uuid: "GPU-y", hostname: "n", index: 9, modelName: "", utilizationPercent: 1, memoryUsedMiB: 1,
+                    memoryFreeMiB: 1),
+            ])
+        #expect(merged.gpus[0] == gpus[0])
+        #expect(merged.gpus[1].uuid == "GPU-x" && merged.gpus[1].utilizationPercent == 40)
+        #expect(merged.gpus[1].memoryUsedMiB == 1000 && merged.gpus[1].memoryTotalMiB == 22000)
     }
 }

@@ -16,11 +16,14 @@ public struct KubernetesNodeSource: NodeSource {
 
     let nodeInformer: KubernetesInformer<Node>
     let podInformer: KubernetesInformer<Pod>
+    let exporters: DCGMExporterScraper?
 
     /// `pods` must follow every namespace: GPUs held by other managers' pods are taken too.
-    public init(nodes: KubernetesInformer<Node>, pods: KubernetesInformer<Pod>) {
+    /// `exporters`, when given, adds utilisation and memory in use from dcgm-exporter pods.
+    public init(nodes: KubernetesInformer<Node>, pods: KubernetesInformer<Pod>, exporters: DCGMExporterScraper? = nil) {
         self.nodeInformer = nodes
         self.podInformer = pods
+        self.exporters = exporters
     }
 
     public func nodes() async throws -> [NodeInventory] {
@@ -34,9 +37,30 @@ public struct KubernetesNodeSource: NodeSource {
             guard let node = pod.spec?.nodeName, Self.holdsResources(pod) else { continue }
             requested[node, default: 0] += Self.gpuRequest(of: pod)
         }
+        let readings = await exporters?.readings(among: pods) ?? [:]
         return await nodeInformer.snapshot().values.map { node in
-            Self.inventory(of: node, gpusRequested: requested[node.metadata.name ?? ""] ?? 0)
+            let name = node.metadata.name ?? ""
+            return Self.withReadings(
+                Self.inventory(of: node, gpusRequested: requested[name] ?? 0), readings[name] ?? [])
         }.sorted { $0.name < $1.name }
+    }
+
+    /// The node's GPUs with an exporter's readings, matched by index: the real UUID, utilisation
+    /// and memory in use (and the memory size, where no label gave it).
+    static func withReadings(_ inventory: NodeInventory, _ readings: [DCGMReading]) -> NodeInventory {
+        var inventory = inventory
+        for reading in readings {
+            guard let index = reading.index, inventory.gpus.indices.contains(index) else { continue }
+            var gpu = inventory.gpus[index]
+            gpu.uuid = reading.uuid
+            gpu.utilizationPercent = reading.utilizationPercent
+            gpu.memoryUsedMiB = reading.memoryUsedMiB
+            if gpu.memoryTotalMiB == 0, let used = reading.memoryUsedMiB, let free = reading.memoryFreeMiB {
+                gpu.memoryTotalMiB = used + free
+            }
+            inventory.gpus[index] = gpu
+        }
+        return inventory
     }
 
     /// Pods that have ended no longer hold what they asked for.
