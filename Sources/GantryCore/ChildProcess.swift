@@ -68,10 +68,19 @@ public final class ChildProcess: Sendable {
 
         let environmentLines = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
         var pid = pid_t()
-        let result = withCStrings(arguments) { argv in
-            withCStrings(environmentLines) { envp in
-                posix_spawnp(&pid, arguments[0], &actions, &attributes, argv, envp)
+        var result: Int32 = 0
+        // ETXTBSY: a program written moments ago (an installed engine, a test's script) can still
+        // be open for writing in a child another thread is forking: that child's copy of the
+        // descriptor closes at its exec, within milliseconds. Try again briefly, as Go's os/exec
+        // users do, instead of failing the start.
+        for attempt in 0..<20 {
+            result = withCStrings(arguments) { argv in
+                withCStrings(environmentLines) { envp in
+                    posix_spawnp(&pid, arguments[0], &actions, &attributes, argv, envp)
+                }
             }
+            guard result == ETXTBSY, attempt < 19 else { break }
+            usleep(10_000)
         }
         guard result == 0 else {
             throw CocoaError(

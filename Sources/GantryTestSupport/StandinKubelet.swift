@@ -1,20 +1,36 @@
 import Foundation
+import Synchronization
 
 /// A TEST STAND-IN for the kubelet (scripts/kubernetes/standin-kubelet.py), run for one test:
 /// it registers fixture Nodes with the test control plane's API server, runs the pods the real
 /// kube-scheduler binds to them as local processes on loopback addresses of their own, reports
-/// their status, and removes its Nodes and pods when stopped. Sendable: its pipe is used under a
-/// lock, one command and its answer at a time.
+/// their status, and removes its Nodes and pods when stopped.
+///
+/// Nothing here blocks a cooperative thread (there are two on this machine kind, and a blocked
+/// one starves every other test): a thread of its own reads the stand-in's answers, and waits
+/// sleep asynchronously. Commands are sent one at a time (`sending`); the rest is immutable.
 public final class StandinKubelet: @unchecked Sendable {
-    private let lock = NSLock()
     public let nodePrefix: String
+    public let workDirectory: TemporaryDirectory
     let process: Process
     let input: FileHandle
-    let output: FileHandle
-    public let workDirectory: TemporaryDirectory
+    let lines: AsyncStream<String>
+    let sending = Mutex(false)
 
-    /// `images` maps a container image to a local program (`*`: every other image).
-    public init(kubeconfig: String, images: [String: String], nodesFixture: String? = nil) throws {
+    /// Starts it and waits (60 s at most) until its Nodes exist and it follows pods. `images`
+    /// maps a container image to a local program (`*`: every other image).
+    public static func start(
+        kubeconfig: String, images: [String: String], nodesFixture: String? = nil
+    ) async throws -> StandinKubelet {
+        let standin = try StandinKubelet(kubeconfig: kubeconfig, images: images, nodesFixture: nodesFixture)
+        guard try await standin.nextLine(timeout: .seconds(60))?.contains("standin-kubelet ready") == true else {
+            await standin.stop()
+            throw StandinError(message: "the stand-in kubelet did not become ready:\n\(standin.logTail)")
+        }
+        return standin
+    }
+
+    private init(kubeconfig: String, images: [String: String], nodesFixture: String?) throws {
         let python = try TestEnvironment.require(TestEnvironment.python)
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
@@ -38,10 +54,25 @@ public final class StandinKubelet: @unchecked Sendable {
         try process.run()
         self.process = process
         self.input = stdin.fileHandleForWriting
-        self.output = stdout.fileHandleForReading
-        guard try readLine(timeout: 60)?.contains("standin-kubelet ready") == true else {
-            stop()
-            throw StandinError(message: "the stand-in kubelet did not become ready")
+        let (lines, continuation) = AsyncStream.makeStream(of: String.self)
+        self.lines = lines
+        // Blocking reads on a thread of its own, never on the cooperative pool.
+        let output = stdout.fileHandleForReading
+        Thread.detachNewThread {
+            var line = Data()
+            while true {
+                let chunk = output.availableData
+                if chunk.isEmpty { break }
+                for byte in chunk {
+                    if byte == UInt8(ascii: "\n") {
+                        continuation.yield(String(decoding: line, as: UTF8.self))
+                        line.removeAll()
+                    } else {
+                        line.append(byte)
+                    }
+                }
+            }
+            continuation.finish()
         }
     }
 
@@ -54,38 +85,55 @@ public final class StandinKubelet: @unchecked Sendable {
     /// A fixture node's name as registered (`gpu-h100` → `t123-gpu-h100`).
     public func node(_ name: String) -> String { nodePrefix + name }
 
-    /// Sends a command (`kill-node NAME`, `crash NS/POD`) and waits for its `ok`.
-    public func command(_ line: String) throws {
-        lock.lock()
-        defer { lock.unlock() }
+    /// Sends a command (`kill-node NAME`, `crash NS/POD[/CONTAINER]`) and waits for its `ok`.
+    public func command(_ line: String) async throws {
+        let acquired = sending.withLock { busy -> Bool in
+            if busy { return false }
+            busy = true
+            return true
+        }
+        guard acquired else {
+            throw StandinError(message: "\(line): another command is waiting for its answer")
+        }
+        defer { sending.withLock { $0 = false } }
         input.write(Data((line + "\n").utf8))
-        let answer = try readLine(timeout: 30)
+        var answer: String?
+        repeat {
+            answer = try await nextLine(timeout: .seconds(30))
+        } while answer != nil && answer != "ok" && answer?.hasPrefix("error") != true
         guard answer == "ok" else { throw StandinError(message: "\(line): \(answer ?? "no answer")") }
     }
 
-    /// Stops it: it kills its processes and deletes its pods and Nodes.
-    public func stop() {
-        lock.lock()
-        defer { lock.unlock() }
+    /// Stops it: it kills its processes and deletes its pods and Nodes (SIGKILL after 40 s).
+    public func stop() async {
         guard process.isRunning else { return }
         process.terminate()
-        let deadline = Date().addingTimeInterval(40)
-        while process.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        let deadline = ContinuousClock.now + .seconds(40)
+        while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
 
-    deinit { stop() }
+    /// Kills it at once if a test forgot to stop it.
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
 
-    func readLine(timeout: TimeInterval) throws -> String? {
-        var line = Data()
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            let byte = output.readData(ofLength: 1)
-            if byte.isEmpty { return line.isEmpty ? nil : String(decoding: line, as: UTF8.self) }
-            if byte.first == UInt8(ascii: "\n") { return String(decoding: line, as: UTF8.self) }
-            line.append(byte)
+    /// The next line it prints, or nil when it has ended or `timeout` passes.
+    func nextLine(timeout: Duration) async throws -> String? {
+        let lines = self.lines
+        return try await withThrowingTaskGroup(of: String?.self) { group in
+            group.addTask {
+                var iterator = lines.makeAsyncIterator()
+                return await iterator.next()
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = try await group.next() ?? nil
+            group.cancelAll()
+            return first
         }
-        return nil
     }
 
     struct StandinError: Error, CustomStringConvertible {

@@ -42,6 +42,19 @@ struct KubernetesClusterTests {
         #expect(response.status == .ok, "etcd compaction: \(String(buffer: body))")
     }
 
+    /// A stand-in kubelet for `body`, stopped after it (its Nodes and pods deleted).
+    func withStandin<T>(images: [String: String], _ body: (StandinKubelet) async throws -> T) async throws -> T {
+        let standin = try await StandinKubelet.start(kubeconfig: admin, images: images)
+        do {
+            let result = try await body(standin)
+            await standin.stop()
+            return result
+        } catch {
+            await standin.stop()
+            throw error
+        }
+    }
+
     /// A fresh namespace for one test, deleted after it (its pods are removed by the test).
     func withNamespace(_ body: (KubernetesClient, String) async throws -> Void) async throws {
         let client = try client(admin)
@@ -192,60 +205,62 @@ struct KubernetesClusterTests {
     )
     func nodeSource() async throws {
         let python = try TestEnvironment.require(TestEnvironment.python)
-        let standin = try StandinKubelet(kubeconfig: admin, images: ["gantry-test/dcgm-exporter": python])
-        defer { standin.stop() }
-        try await withNamespace { client, namespace in
-            let nodes = KubernetesInformer<Node>(client: client, scope: .init(), logger: logger)
-            let pods = KubernetesInformer<Pod>(client: client, scope: .init(), logger: logger)
-            let tasks = [Task { try await nodes.run() }, Task { try await pods.run() }]
-            defer { tasks.forEach { $0.cancel() } }
-            let source = KubernetesNodeSource(
-                nodes: nodes, pods: pods, exporters: DCGMExporterScraper(httpClient: .shared))
-            let h100 = standin.node("gpu-h100")
-            // A dcgm-exporter on the H100 node: the fixture in the exporter's format, served on
-            // the pod's address and port 9400 as the exporter's DaemonSet would.
-            _ = try await client.apply(Self.dcgmExporterPod(namespace: namespace, node: h100))
-            // Another manager's pod holds 3 of the H100 node's GPUs.
-            var foreign = Self.pod("foreign", namespace: namespace, gpus: 3)
-            foreign.spec?.nodeSelector = ["kubernetes.io/hostname": h100]
-            _ = try await client.apply(foreign)
-            var inventory: [NodeInventory] = []
-            let deadline = ContinuousClock.now + .seconds(20)
-            while ContinuousClock.now < deadline {
-                inventory = try await source.nodes().filter { $0.name.hasPrefix(standin.nodePrefix) }
-                if inventory.first(where: { $0.name == h100 })?.gpusRequested == 3 { break }
-                try await Task.sleep(for: .milliseconds(100))
+        try await withStandin(images: ["gantry-test/dcgm-exporter": python]) { standin in
+            try await withNamespace { client, namespace in
+                let nodes = KubernetesInformer<Node>(client: client, scope: .init(), logger: logger)
+                let pods = KubernetesInformer<Pod>(client: client, scope: .init(), logger: logger)
+                let tasks = [Task { try await nodes.run() }, Task { try await pods.run() }]
+                defer { tasks.forEach { $0.cancel() } }
+                let source = KubernetesNodeSource(
+                    nodes: nodes, pods: pods, exporters: DCGMExporterScraper(httpClient: .shared))
+                let h100 = standin.node("gpu-h100")
+                // A dcgm-exporter on the H100 node: the fixture in the exporter's format, served on
+                // the pod's address and port 9400 as the exporter's DaemonSet would.
+                _ = try await client.apply(Self.dcgmExporterPod(namespace: namespace, node: h100))
+                // Another manager's pod holds 3 of the H100 node's GPUs.
+                var foreign = Self.pod("foreign", namespace: namespace, gpus: 3)
+                foreign.spec?.nodeSelector = ["kubernetes.io/hostname": h100]
+                _ = try await client.apply(foreign)
+                var inventory: [NodeInventory] = []
+                let deadline = ContinuousClock.now + .seconds(20)
+                while ContinuousClock.now < deadline {
+                    inventory = try await source.nodes().filter { $0.name.hasPrefix(standin.nodePrefix) }
+                    if inventory.first(where: { $0.name == h100 })?.gpusRequested == 3 { break }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                let byName = Dictionary(uniqueKeysWithValues: inventory.map { ($0.name, $0) })
+                var gpuNode = try #require(byName[h100], "\(inventory.map(\.name))")
+                #expect(gpuNode.gpus.count == 8 && gpuNode.gpusRequested == 3)
+                #expect(gpuNode.gpus.allSatisfy { $0.name == "NVIDIA-H100-80GB-HBM3" && $0.memoryTotalMiB == 81559 })
+                #expect(Set(gpuNode.gpus.map(\.uuid)).count == 8)
+                // The exporter's readings: real UUIDs, utilisation and memory in use for GPUs 0 and 1.
+                for _ in 0..<100 where gpuNode.gpus[0].utilizationPercent == nil {
+                    try await Task.sleep(for: .milliseconds(100))
+                    gpuNode = try #require(try await source.nodes().first { $0.name == h100 })
+                }
+                #expect(
+                    gpuNode.gpus[0].uuid == "GPU-3f1c2a7e-9b41-4d0c-8e2f-5a6b7c8d9e01", "\(gpuNode.gpus[0])\n\(standin.logTail)")
+                #expect(gpuNode.gpus[0].utilizationPercent == 87 && gpuNode.gpus[0].memoryUsedMiB == 71362)
+                #expect(gpuNode.gpus[1].utilizationPercent == 0 && gpuNode.gpus[1].memoryUsedMiB == 0)
+                #expect(gpuNode.gpus[2].utilizationPercent == nil && gpuNode.gpus[2].uuid == "\(h100)/gpu2")
+                #expect(
+                    try await source.nodes().first { $0.name == standin.node("gpu-a10g") }?.gpus.first?.utilizationPercent == nil)
+                #expect(gpuNode.cpuCount == 208 && gpuNode.memoryBytes == 2015 * 1_073_741_824)
+                #expect(gpuNode.gpuSource == "kubernetes" && !gpuNode.simulated && gpuNode.unschedulableReasons == [])
+                #expect(byName[standin.node("gpu-a10g")]?.gpus.count == 4)
+                #expect(byName[standin.node("cpu-only")]?.gpus.isEmpty == true)
+                // Cordoning shows; uncordoning clears it.
+                _ = try await client.apply(Node(metadata: ObjectMeta(name: h100), spec: NodeSpec(unschedulable: true)))
+                var reasons: [String]?
+                for _ in 0..<100 {
+                    reasons = try await source.nodes().first { $0.name == h100 }?.unschedulableReasons
+                    if reasons == ["cordoned"] { break }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                #expect(reasons == ["cordoned"])
+                try await client.delete(Pod.self, name: "foreign", namespace: namespace, gracePeriodSeconds: 0)
+                try await client.delete(Pod.self, name: "dcgm-exporter", namespace: namespace, gracePeriodSeconds: 0)
             }
-            let byName = Dictionary(uniqueKeysWithValues: inventory.map { ($0.name, $0) })
-            var gpuNode = try #require(byName[h100], "\(inventory.map(\.name))")
-            #expect(gpuNode.gpus.count == 8 && gpuNode.gpusRequested == 3)
-            #expect(gpuNode.gpus.allSatisfy { $0.name == "NVIDIA-H100-80GB-HBM3" && $0.memoryTotalMiB == 81559 })
-            #expect(Set(gpuNode.gpus.map(\.uuid)).count == 8)
-            // The exporter's readings: real UUIDs, utilisation and memory in use for GPUs 0 and 1.
-            for _ in 0..<100 where gpuNode.gpus[0].utilizationPercent == nil {
-                try await Task.sleep(for: .milliseconds(100))
-                gpuNode = try #require(try await source.nodes().first { $0.name == h100 })
-            }
-            #expect(gpuNode.gpus[0].uuid == "GPU-3f1c2a7e-9b41-4d0c-8e2f-5a6b7c8d9e01", "\(gpuNode.gpus[0])\n\(standin.logTail)")
-            #expect(gpuNode.gpus[0].utilizationPercent == 87 && gpuNode.gpus[0].memoryUsedMiB == 71362)
-            #expect(gpuNode.gpus[1].utilizationPercent == 0 && gpuNode.gpus[1].memoryUsedMiB == 0)
-            #expect(gpuNode.gpus[2].utilizationPercent == nil && gpuNode.gpus[2].uuid == "\(h100)/gpu2")
-            #expect(try await source.nodes().first { $0.name == standin.node("gpu-a10g") }?.gpus.first?.utilizationPercent == nil)
-            #expect(gpuNode.cpuCount == 208 && gpuNode.memoryBytes == 2015 * 1_073_741_824)
-            #expect(gpuNode.gpuSource == "kubernetes" && !gpuNode.simulated && gpuNode.unschedulableReasons == [])
-            #expect(byName[standin.node("gpu-a10g")]?.gpus.count == 4)
-            #expect(byName[standin.node("cpu-only")]?.gpus.isEmpty == true)
-            // Cordoning shows; uncordoning clears it.
-            _ = try await client.apply(Node(metadata: ObjectMeta(name: h100), spec: NodeSpec(unschedulable: true)))
-            var reasons: [String]?
-            for _ in 0..<100 {
-                reasons = try await source.nodes().first { $0.name == h100 }?.unschedulableReasons
-                if reasons == ["cordoned"] { break }
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            #expect(reasons == ["cordoned"])
-            try await client.delete(Pod.self, name: "foreign", namespace: namespace, gracePeriodSeconds: 0)
-            try await client.delete(Pod.self, name: "dcgm-exporter", namespace: namespace, gracePeriodSeconds: 0)
         }
     }
 }

@@ -65,117 +65,121 @@ extension KubernetesClusterTests {
     func deploymentOnCluster() async throws {
         let llamaServer = try TestEnvironment.require(TestEnvironment.llamaServer)
         let model = try TestEnvironment.require(TestEnvironment.model)
-        let standin = try StandinKubelet(
-            kubeconfig: admin, images: [Self.llamaImage: llamaServer, "gantry:latest": Self.gantryExecutable])
-        defer { standin.stop() }
-        let data = try TemporaryDirectory()
-        try await withNamespace { kube, namespace in
-            let port = try FreePort.find()
-            let flags = gantryFlags(namespace: namespace, port: port, data: data.path)
-            let (podName, adminKey) = try await TestServer.running(port: port, flags: flags) { test, base in
-                let api = LiveAPI(key: test.adminKey)
-                try await Self.uploadDemoModel(api, base, model: model)
-                let started = ContinuousClock.now
-                let created = try await api.send(
-                    "POST", "\(base)/api/v1/deployments",
-                    #"{"name":"chat","model":"smollm2","version":"1","resources":{"gpus":2,"gpu_name":"h100"}}"#)
-                #expect(created.status == 201, "\(String(decoding: created.body, as: UTF8.self))")
-                let ready = try await Self.poll(api, "\(base)/api/v1/deployments/chat", "the deployment ready") {
-                    Self.instances($0).first?["state"] as? String == "ready"
-                }
-                let deployToReady = ContinuousClock.now - started
-                print("[kubernetes] deploy to ready (scheduling, 94 MiB model fetch, engine load): \(deployToReady)")
-                let instance = try #require(Self.instances(ready).first)
-                #expect(instance["node"] as? String == standin.node("gpu-h100"), "\(instance)")
-                #expect((instance["endpoint"] as? String)?.hasPrefix("http://127.0.0.") == true, "\(instance)")
-
-                // The pod as the cluster has it: two GPUs, on the H100 node, owned by Gantry.
-                let pods = try await kube.list(
-                    Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry")
-                let pod = try #require(pods.items.first, "no pod in \(namespace)")
-                #expect(pods.items.count == 1)
-                #expect(pod.spec?.nodeName == standin.node("gpu-h100"))
-                #expect(pod.spec?.containers.first?.resources?.limits?["nvidia.com/gpu"] == "2")
-                #expect(pod.spec?.initContainers?.first?.env?.first?.value?.hasPrefix("gmf.") == true)
-
-                // A chat completion through the gateway reaches the engine in the pod.
-                try await Self.expectChat(api, base)
-
-                // The cluster's nodes, as Gantry lists them, count the pod's GPUs as requested.
-                try await Self.poll(api, "\(base)/api/v1/nodes", seconds: 10, "the H100 node's 2 GPUs requested") {
-                    let nodes = $0["data"] as? [[String: Any]] ?? []
-                    let h100 = nodes.first { $0["name"] as? String == standin.node("gpu-h100") }
-                    return h100?["gpus_requested"] as? Int == 2 && (h100?["gpus"] as? [Any])?.count == 8
-                }
-
-                // The engine crashes: the kubelet restarts it in place and Gantry counts it.
-                let name = try #require(pod.metadata.name)
-                try standin.command("crash \(namespace)/\(name)/engine")
-                try await Self.poll(api, "\(base)/api/v1/deployments/chat", "the restart counted and ready again") {
-                    let first = Self.instances($0).first
-                    return (first?["restarts"] as? Int ?? 0) >= 1 && first?["state"] as? String == "ready"
-                }
-                #expect(try await Self.events(api, base, "chat").contains { $0["kind"] as? String == "instance_restarted" })
-                let same = try await kube.list(
-                    Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry")
-                #expect(same.items.map(\.metadata.name) == [name], "the restart replaced the pod")
-                try await Self.expectChat(api, base)
-
-                // A rolling update to version 2 under back-to-back requests: a new pod, none failed.
-                #expect(try await api.send("PATCH", "\(base)/api/v1/deployments/chat", #"{"version":"2"}"#).status == 200)
-                var answered = 0
-                var failed: [String] = []
-                while true {
-                    let answer = try await api.send(
-                        "POST", "\(base)/v1/chat/completions",
-                        #"{"model":"chat","messages":[{"role":"user","content":"Hi"}],"max_tokens":2}"#)
-                    if answer.status == 200 { answered += 1 } else { failed.append(String(decoding: answer.body, as: UTF8.self)) }
-                    let now = Self.json(try await api.send("GET", "\(base)/api/v1/deployments/chat").body)
-                    if now["version"] as? String == "2", now["status"] as? String == "ready", Self.instances(now).count == 1 {
-                        break
+        try await withStandin(images: [Self.llamaImage: llamaServer, "gantry:latest": Self.gantryExecutable]) { standin in
+            let data = try TemporaryDirectory()
+            try await withNamespace { kube, namespace in
+                let port = try FreePort.find()
+                let flags = gantryFlags(namespace: namespace, port: port, data: data.path)
+                let (podName, adminKey) = try await TestServer.running(port: port, flags: flags) { test, base in
+                    let api = LiveAPI(key: test.adminKey)
+                    try await Self.uploadDemoModel(api, base, model: model)
+                    let started = ContinuousClock.now
+                    let created = try await api.send(
+                        "POST", "\(base)/api/v1/deployments",
+                        #"{"name":"chat","model":"smollm2","version":"1","resources":{"gpus":2,"gpu_name":"h100"}}"#)
+                    #expect(created.status == 201, "\(String(decoding: created.body, as: UTF8.self))")
+                    let ready = try await Self.poll(api, "\(base)/api/v1/deployments/chat", "the deployment ready") {
+                        Self.instances($0).first?["state"] as? String == "ready"
                     }
-                }
-                #expect(failed.isEmpty && answered > 0, "\(answered) answered, failed: \(failed)")
-                let updated = try await kube.list(
-                    Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry")
-                let current = try #require(updated.items.first { $0.metadata.deletionTimestamp == nil }?.metadata.name)
-                #expect(current != name, "the update kept the old pod")
-                try await Self.waitForPods(kube, namespace, count: 1)
+                    let deployToReady = ContinuousClock.now - started
+                    print("[kubernetes] deploy to ready (scheduling, 94 MiB model fetch, engine load): \(deployToReady)")
+                    let instance = try #require(Self.instances(ready).first)
+                    #expect(instance["node"] as? String == standin.node("gpu-h100"), "\(instance)")
+                    #expect((instance["endpoint"] as? String)?.hasPrefix("http://127.0.0.") == true, "\(instance)")
 
-                // More H100s than are free: the scheduler's reason reaches the deployment.
-                let big = try await api.send(
-                    "POST", "\(base)/api/v1/deployments",
-                    #"{"name":"big","model":"smollm2","version":"1","resources":{"gpus":7,"gpu_name":"h100"}}"#)
-                #expect(big.status == 201, "\(String(decoding: big.body, as: UTF8.self))")
-                let blocked = try await Self.poll(api, "\(base)/api/v1/deployments/big", "the scheduler's verdict") {
-                    Self.instances($0).first?["state"] as? String == "placing"
-                        && (Self.instances($0).first?["state_message"] as? String ?? "").contains("Insufficient nvidia.com/gpu")
-                }
-                #expect(
-                    try await Self.events(api, base, "big").contains {
-                        $0["kind"] as? String == "scale_blocked"
-                            && ($0["message"] as? String ?? "").contains("Insufficient nvidia.com/gpu")
-                    }, "\(blocked)")
-                #expect(try await api.send("DELETE", "\(base)/api/v1/deployments/big").status == 202)
-                try await Self.waitForPods(kube, namespace, count: 1)
-                return (current, test.adminKey)
-            }
+                    // The pod as the cluster has it: two GPUs, on the H100 node, owned by Gantry.
+                    let pods = try await kube.list(
+                        Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry")
+                    let pod = try #require(pods.items.first, "no pod in \(namespace)")
+                    #expect(pods.items.count == 1)
+                    #expect(pod.spec?.nodeName == standin.node("gpu-h100"))
+                    #expect(pod.spec?.containers.first?.resources?.limits?["nvidia.com/gpu"] == "2")
+                    #expect(pod.spec?.initContainers?.first?.env?.first?.value?.hasPrefix("gmf.") == true)
 
-            // Gantry restarts on the same store: it adopts the running pod instead of making another.
-            try await TestServer.running(port: port, flags: flags, adminKey: adminKey) { _, base in
-                let api = LiveAPI(key: adminKey)
-                let deployment = try await Self.poll(api, "\(base)/api/v1/deployments/chat", "the adopted instance ready") {
-                    Self.instances($0).first?["state"] as? String == "ready"
+                    // A chat completion through the gateway reaches the engine in the pod.
+                    try await Self.expectChat(api, base)
+
+                    // The cluster's nodes, as Gantry lists them, count the pod's GPUs as requested.
+                    try await Self.poll(api, "\(base)/api/v1/nodes", seconds: 10, "the H100 node's 2 GPUs requested") {
+                        let nodes = $0["data"] as? [[String: Any]] ?? []
+                        let h100 = nodes.first { $0["name"] as? String == standin.node("gpu-h100") }
+                        return h100?["gpus_requested"] as? Int == 2 && (h100?["gpus"] as? [Any])?.count == 8
+                    }
+
+                    // The engine crashes: the kubelet restarts it in place and Gantry counts it.
+                    let name = try #require(pod.metadata.name)
+                    try await standin.command("crash \(namespace)/\(name)/engine")
+                    try await Self.poll(api, "\(base)/api/v1/deployments/chat", "the restart counted and ready again") {
+                        let first = Self.instances($0).first
+                        return (first?["restarts"] as? Int ?? 0) >= 1 && first?["state"] as? String == "ready"
+                    }
+                    #expect(try await Self.events(api, base, "chat").contains { $0["kind"] as? String == "instance_restarted" })
+                    let same = try await kube.list(
+                        Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry")
+                    #expect(same.items.map(\.metadata.name) == [name], "the restart replaced the pod")
+                    try await Self.expectChat(api, base)
+
+                    // A rolling update to version 2 under back-to-back requests: a new pod, none failed.
+                    #expect(try await api.send("PATCH", "\(base)/api/v1/deployments/chat", #"{"version":"2"}"#).status == 200)
+                    var answered = 0
+                    var failed: [String] = []
+                    while true {
+                        let answer = try await api.send(
+                            "POST", "\(base)/v1/chat/completions",
+                            #"{"model":"chat","messages":[{"role":"user","content":"Hi"}],"max_tokens":2}"#)
+                        if answer.status == 200 {
+                            answered += 1
+                        } else {
+                            failed.append(String(decoding: answer.body, as: UTF8.self))
+                        }
+                        let now = Self.json(try await api.send("GET", "\(base)/api/v1/deployments/chat").body)
+                        if now["version"] as? String == "2", now["status"] as? String == "ready", Self.instances(now).count == 1 {
+                            break
+                        }
+                    }
+                    #expect(failed.isEmpty && answered > 0, "\(answered) answered, failed: \(failed)")
+                    let updated = try await kube.list(
+                        Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry")
+                    let current = try #require(updated.items.first { $0.metadata.deletionTimestamp == nil }?.metadata.name)
+                    #expect(current != name, "the update kept the old pod")
+                    try await Self.waitForPods(kube, namespace, count: 1)
+
+                    // More H100s than are free: the scheduler's reason reaches the deployment.
+                    let big = try await api.send(
+                        "POST", "\(base)/api/v1/deployments",
+                        #"{"name":"big","model":"smollm2","version":"1","resources":{"gpus":7,"gpu_name":"h100"}}"#)
+                    #expect(big.status == 201, "\(String(decoding: big.body, as: UTF8.self))")
+                    let blocked = try await Self.poll(api, "\(base)/api/v1/deployments/big", "the scheduler's verdict") {
+                        Self.instances($0).first?["state"] as? String == "placing"
+                            && (Self.instances($0).first?["state_message"] as? String ?? "").contains(
+                                "Insufficient nvidia.com/gpu")
+                    }
+                    #expect(
+                        try await Self.events(api, base, "big").contains {
+                            $0["kind"] as? String == "scale_blocked"
+                                && ($0["message"] as? String ?? "").contains("Insufficient nvidia.com/gpu")
+                        }, "\(blocked)")
+                    #expect(try await api.send("DELETE", "\(base)/api/v1/deployments/big").status == 202)
+                    try await Self.waitForPods(kube, namespace, count: 1)
+                    return (current, test.adminKey)
                 }
-                #expect(Self.instances(deployment).count == 1)
-                #expect(
-                    try await Self.events(api, base, "chat").contains { $0["kind"] as? String == "instance_adopted" })
-                let pods = try await kube.list(
-                    Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry")
-                #expect(pods.items.map(\.metadata.name) == [podName], "the restart made a new pod")
-                try await Self.expectChat(api, base)
-                #expect(try await api.send("DELETE", "\(base)/api/v1/deployments/chat").status == 202)
-                try await Self.waitForPods(kube, namespace, count: 0)
+
+                // Gantry restarts on the same store: it adopts the running pod instead of making another.
+                try await TestServer.running(port: port, flags: flags, adminKey: adminKey) { _, base in
+                    let api = LiveAPI(key: adminKey)
+                    let deployment = try await Self.poll(api, "\(base)/api/v1/deployments/chat", "the adopted instance ready") {
+                        Self.instances($0).first?["state"] as? String == "ready"
+                    }
+                    #expect(Self.instances(deployment).count == 1)
+                    #expect(
+                        try await Self.events(api, base, "chat").contains { $0["kind"] as? String == "instance_adopted" })
+                    let pods = try await kube.list(
+                        Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry")
+                    #expect(pods.items.map(\.metadata.name) == [podName], "the restart made a new pod")
+                    try await Self.expectChat(api, base)
+                    #expect(try await api.send("DELETE", "\(base)/api/v1/deployments/chat").status == 202)
+                    try await Self.waitForPods(kube, namespace, count: 0)
+                }
             }
         }
     }
