@@ -159,8 +159,10 @@ extension Reconciler {
         _ instance: inout EngineInstance, deployment: Deployment, reason: String, memory remembered: inout InstanceMemory
     ) async throws {
         await runtime.stop(instanceID: instance.id)
-        // A failed spawn (still `fetching`) is a failed start as much as an engine that died starting.
-        let wasStarting = instance.state == .starting || instance.state == .fetching
+        // A failed spawn (still `fetching`) is a failed start as much as an engine that died starting,
+        // and so is a pod that failed before its node reported it started (an image that cannot
+        // be pulled), still `placing`.
+        let wasStarting = [.starting, .fetching, .placing].contains(instance.state)
         remembered.consecutiveCrashes += 1
         remembered.readySince = nil
         remembered.healthy = false

@@ -184,6 +184,73 @@ extension KubernetesClusterTests {
         }
     }
 
+    @Test(
+        "a deployment the cluster cannot hold waits with the scheduler's reason and goes ahead once GPUs free; an image that cannot be pulled is rolled back"
+    )
+    func capacityAndBadImage() async throws {
+        let llamaServer = try TestEnvironment.require(TestEnvironment.llamaServer)
+        let model = try TestEnvironment.require(TestEnvironment.model)
+        // No program for vLLM's image: the stand-in reports ErrImagePull, as a kubelet would.
+        try await withStandin(images: [Self.llamaImage: llamaServer, "gantry:latest": Self.gantryExecutable]) { _ in
+            let data = try TemporaryDirectory()
+            try await withNamespace { kube, namespace in
+                let port = try FreePort.find()
+                try await TestServer.running(port: port, flags: gantryFlags(namespace: namespace, port: port, data: data.path)) {
+                    test, base in
+                    let api = LiveAPI(key: test.adminKey)
+                    try await Self.uploadDemoModel(api, base, model: model)
+                    let deployments = "\(base)/api/v1/deployments"
+                    // 3 of the A10G node's 4 GPUs, then 2 more: the second waits for the scheduler.
+                    #expect(
+                        try await api.send(
+                            "POST", deployments,
+                            #"{"name":"a","model":"smollm2","version":"1","resources":{"gpus":3,"gpu_name":"a10g"}}"#
+                        ).status == 201)
+                    try await Self.poll(api, "\(deployments)/a", "a ready") { $0["status"] as? String == "ready" }
+                    #expect(
+                        try await api.send(
+                            "POST", deployments,
+                            #"{"name":"b","model":"smollm2","version":"1","resources":{"gpus":2,"gpu_name":"a10g"}}"#
+                        ).status == 201)
+                    try await Self.poll(api, "\(deployments)/b", "b waiting for the scheduler") {
+                        let first = Self.instances($0).first
+                        return first?["state"] as? String == "placing"
+                            && (first?["state_message"] as? String ?? "").contains("Insufficient nvidia.com/gpu")
+                    }
+                    // Deleting a frees its GPUs: b goes ahead by itself.
+                    #expect(try await api.send("DELETE", "\(deployments)/a").status == 202)
+                    let placed = try await Self.poll(api, "\(deployments)/b", "b ready once GPUs freed") {
+                        $0["status"] as? String == "ready"
+                    }
+                    let node = Self.instances(placed).first?["node"] as? String
+                    #expect(node?.hasSuffix("gpu-a10g") == true, "\(placed)")
+
+                    // A new revision whose image cannot be pulled fails to start and is rolled back;
+                    // the old instance serves throughout.
+                    #expect(try await api.send("PATCH", "\(deployments)/b", #"{"engine":"vllm"}"#).status == 200)
+                    try await Self.poll(api, "\(deployments)/b/events?limit=200", seconds: 120, "the roll-back") { answer in
+                        (answer["data"] as? [[String: Any]] ?? []).contains { $0["kind"] as? String == "rolled_back" }
+                    }
+                    let events = try await Self.events(api, base, "b")
+                    #expect(
+                        events.contains {
+                            $0["kind"] as? String == "instance_crashed"
+                                && ($0["message"] as? String ?? "").contains("ErrImagePull")
+                        }, "\(events.map { $0["message"] ?? "" })")
+                    try await Self.poll(api, "\(deployments)/b", "b back on its ready revision") {
+                        $0["status"] as? String == "ready" && Self.instances($0).count == 1
+                    }
+                    let answer = try await api.send(
+                        "POST", "\(base)/v1/chat/completions",
+                        #"{"model":"b","messages":[{"role":"user","content":"Hi"}],"max_tokens":2}"#)
+                    #expect(answer.status == 200, "\(String(decoding: answer.body, as: UTF8.self))")
+                    #expect(try await api.send("DELETE", "\(deployments)/b").status == 202)
+                    try await Self.waitForPods(kube, namespace, count: 0)
+                }
+            }
+        }
+    }
+
     @Test("start-up with a user lacking a grant stops, naming the server, the user and the permission")
     func startupRefused() async throws {
         let data = try TemporaryDirectory()
