@@ -445,17 +445,17 @@ extension GatewayRoleTests {
 extension GatewayRoleTests {
     /// A gateway process's application, run in this process against `controlURL` until `body` returns.
     static func runningGateway<T: Sendable>(
-        controlURL: String, secret: String, database: String, port: Int, directory: String,
+        controlURL: String, secret: String, database: String, port: Int, directory: String, host: String = "127.0.0.1",
         _ body: @Sendable (String) async throws -> T
     ) async throws -> T {
         let flags: [GantrySetting: String] = [
             .role: "gateway", .controlURL: controlURL, .introspectionSecret: secret, .databaseURL: database,
-            .port: String(port), .host: "127.0.0.1", .dataDir: directory + "/gateway", .cacheDir: directory + "/gateway-cache",
+            .port: String(port), .host: host, .dataDir: directory + "/gateway", .cacheDir: directory + "/gateway-cache",
             .logLevel: "warning",
         ]
         let configuration = try await TestServer.configuration(flags: flags, home: directory)
         let gateway = try await buildGatewayApplication(configuration: configuration, logger: Logger(label: "gateway"))
-        let base = "http://127.0.0.1:\(port)"
+        let base = "http://\(host):\(port)"
         return try await LocalTestServer.running(gateway.application, logger: Logger(label: "gateway")) {
             try await TestServer.waitUntilHealthy(base)
             return try await body(base)

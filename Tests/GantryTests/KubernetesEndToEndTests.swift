@@ -17,6 +17,7 @@ import Testing
 /// Part of KubernetesClusterTests so that it never runs beside that suite's nodes.
 extension KubernetesClusterTests {
     static let llamaImage = "gantry-test/llama-server"
+    static let gatewaySecret = "kubernetes-gateway-secret-for-tests-0123456789"
 
     /// The `gantry` executable built beside the tests (the init container's program).
     static var gantryExecutable: String {
@@ -57,11 +58,13 @@ extension KubernetesClusterTests {
         [
             .runtime: "kubernetes", .kubeconfig: gantry, .kubeNamespace: namespace, .kubeReadinessPeriod: "1",
             .kubeRegistryURL: "http://127.0.0.1:\(port)", .kubeImages: "llama-cpp=\(Self.llamaImage)",
-            .dataDir: data, .databaseURL: "sqlite://\(data)/gantry.sqlite",
+            .dataDir: data, .databaseURL: "sqlite://\(data)/gantry.sqlite", .introspectionSecret: Self.gatewaySecret,
         ]
     }
 
-    @Test("a deployment runs as a pod the scheduler places on the right GPUs, serves chat, restarts in place, is adopted")
+    @Test(
+        "a deployment runs as a pod the scheduler places on the right GPUs, serves chat through the control and a gateway elsewhere, restarts in place, rolls to v2 with none failed, is adopted"
+    )
     func deploymentOnCluster() async throws {
         let llamaServer = try TestEnvironment.require(TestEnvironment.llamaServer)
         let model = try TestEnvironment.require(TestEnvironment.model)
@@ -98,6 +101,14 @@ extension KubernetesClusterTests {
 
                     // A chat completion through the gateway reaches the engine in the pod.
                     try await Self.expectChat(api, base)
+                    // So does one through a gateway process on another address: it routes to the pod's
+                    // own address, which any host of the cluster reaches, not to the control's host.
+                    try await GatewayRoleTests.runningGateway(
+                        controlURL: base, secret: Self.gatewaySecret, database: "sqlite://\(data.path)/gantry.sqlite",
+                        port: try FreePort.find(), directory: data.path, host: "127.0.0.250"
+                    ) { gatewayBase in
+                        try await Self.expectChat(api, gatewayBase)
+                    }
 
                     // The cluster's nodes, as Gantry lists them, count the pod's GPUs as requested.
                     try await Self.poll(api, "\(base)/api/v1/nodes", seconds: 10, "the H100 node's 2 GPUs requested") {
