@@ -216,7 +216,9 @@ struct ClientBoundsTests {
                             + String(repeating: " ", count: 1000))
                     let answer = try await connection.answer()
                     #expect(answer.status == 401, "\(authorization): \(answer.status)")
-                    // The rest of the body is not read to be thrown away: the connection ends.
+                    // The rest of the body is not read to be thrown away: the connection ends,
+                    // and the answer says so.
+                    #expect(answer.fields["connection"] == "close", "\(answer.fields)")
                     #expect(try await connection.endsWithoutMore())
                 }
                 // A key not verified yet is verified from the head, and its request is then served
@@ -234,6 +236,42 @@ struct ClientBoundsTests {
                 let metrics = try await DataPlaneTests.get(base, key: test.adminKey, "/metrics").text
                 #expect(DirectRelayTests.relayCount(metrics, "direct") >= 1)
             }
+        }
+    }
+
+    @Test(
+        "an answer given before its request's body arrived announces the close that follows, on every path; a whole request keeps the connection"
+    )
+    func earlyAnswersAnnounceTheClose() async throws {
+        let flags: [GantrySetting: String] = [.introspectionSecret: "introspection-secret-for-tests-0123456789"]
+        let port = try FreePort.find()
+        try await TestServer.running(port: port, flags: flags) { test, _ in
+            let body = "token=gk_abcdefghijklmnopqrstuvwxyz"
+            // Refused from the head (no credential, or a session without its CSRF token), before
+            // the body: clients such as async-http-client would otherwise send their next request
+            // on this connection and see it closed under them.
+            for (path, type) in [
+                ("/auth/introspect", "application/x-www-form-urlencoded"), ("/api/v1/keys", "application/json"),
+                ("/me/keys", "application/x-www-form-urlencoded"), ("/v1/chat/completions", "application/json"),
+            ] {
+                let connection = try RawHTTPConnection(port: port)
+                try connection.send(
+                    "POST \(path) HTTP/1.1\r\nHost: x\r\nContent-Type: \(type)\r\nContent-Length: \(body.utf8.count)\r\n\r\n")
+                let answer = try await connection.answer()
+                #expect(answer.status == 401, "\(path): \(answer.status)")
+                #expect(answer.fields["connection"] == "close", "\(path): \(answer.fields)")
+                try? connection.send(body + "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                #expect(try await connection.endsWithoutMore(), "\(path): answered after announcing the close")
+            }
+            // The same refusal once the whole body is there: the connection stays open and serves on.
+            let connection = try RawHTTPConnection(port: port)
+            try connection.send(
+                "POST /auth/introspect HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                    + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)")
+            let refused = try await connection.answer()
+            #expect(refused.status == 401 && refused.fields["connection"] == nil, "\(refused.fields)")
+            try connection.send("GET /api/v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(test.adminKey)\r\n\r\n")
+            #expect(try await connection.answer().status == 200)
         }
     }
 }

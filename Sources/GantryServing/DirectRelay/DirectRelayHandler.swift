@@ -46,6 +46,8 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
     private(set) var clientGone = false
     /// The next request is one the front's exchange handed to the router: it goes there directly.
     var routeNextToRouter = false
+    /// The router's answer being written announced `connection: close` (it came before the body).
+    private var closingAfterAnswer = false
 
     init(relay: DirectRelay, pool: EnginePool, deadlines: ClientConnectionDeadlines) {
         self.relay = relay
@@ -189,12 +191,25 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         // Only the router's writes pass here; the exchange writes from this handler's context.
-        guard case .end = unwrapOutboundIn(data) else { return context.write(data, promise: promise) }
+        switch unwrapOutboundIn(data) {
+        case .head(var response) where deadlines.state.answeringBeforeBody:
+            // The router answers before the request's body arrived (a refused credential, a body
+            // too large): the connection closes after this answer rather than read the rest to
+            // throw it away (Hummingbird would drain it through the codec, however large: an
+            // unauthenticated caller's bytes). The answer says so, or a client would send its
+            // next request on a connection about to close, and fail it.
+            closingAfterAnswer = true
+            response.headerFields[.connection] = "close"
+            return context.write(wrapOutboundOut(.head(response)), promise: promise)
+        case .head, .body:
+            return context.write(data, promise: promise)
+        case .end:
+            break
+        }
         routerOwes = max(0, routerOwes - 1)
-        // The router answered before the request's body arrived (a refused credential, a body
-        // too large): close rather than read the rest to throw it away. Hummingbird would drain
-        // it, through the codec, however large it is: an unauthenticated caller's bytes.
-        let closeAfter = deadlines.state.answeringBeforeBody
+        // Once announced, the close happens even if the body finished arriving meanwhile.
+        let closeAfter = closingAfterAnswer || deadlines.state.answeringBeforeBody
+        closingAfterAnswer = false
         deadlines.state.answerFinished(now: .now(), bytesWaiting: false)
         guard closeAfter else { return context.write(data, promise: promise) }
         let written = promise ?? context.eventLoop.makePromise()
