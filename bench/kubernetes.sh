@@ -45,7 +45,12 @@ exec 3<>"$WORK/standin.in"
   --images "{\"gantry-bench/llama-server\": \"$ENGINE\", \"gantry:latest\": \"$GANTRY\"}" \
   <"$WORK/standin.in" >"$WORK/standin.out" 2>"$WORK/standin.log" &
 STANDIN_PID=$!
-on_exit "kill $STANDIN_PID 2>/dev/null; wait $STANDIN_PID 2>/dev/null || true"
+stop_standin() { # SIGTERM (it deletes its pods and Nodes), SIGKILL after 10 s; never waits longer
+  kill "$STANDIN_PID" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do kill -0 "$STANDIN_PID" 2>/dev/null || return 0; sleep 0.1; done
+  pkill -9 -P "$STANDIN_PID" 2>/dev/null; kill -9 "$STANDIN_PID" 2>/dev/null || true
+}
+on_exit stop_standin
 until grep -q "standin-kubelet ready" "$WORK/standin.out"; do sleep 0.05; done
 standin() { # COMMAND: sends it and waits for its answer
   local answers
