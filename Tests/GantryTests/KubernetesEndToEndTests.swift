@@ -262,6 +262,64 @@ extension KubernetesClusterTests {
         }
     }
 
+    @Test("a cordoned node's deleted pod comes back on another node; a namespace being deleted is reported, not crashed on")
+    func cordonAndDeletedNamespace() async throws {
+        let llamaServer = try TestEnvironment.require(TestEnvironment.llamaServer)
+        let model = try TestEnvironment.require(TestEnvironment.model)
+        try await withStandin(images: [Self.llamaImage: llamaServer, "gantry:latest": Self.gantryExecutable]) { standin in
+            let data = try TemporaryDirectory()
+            try await withNamespace { kube, namespace in
+                let port = try FreePort.find()
+                try await TestServer.running(port: port, flags: gantryFlags(namespace: namespace, port: port, data: data.path)) {
+                    test, base in
+                    let api = LiveAPI(key: test.adminKey)
+                    try await Self.uploadDemoModel(api, base, model: model)
+                    let url = "\(base)/api/v1/deployments/chat"
+                    #expect(
+                        try await api.send(
+                            "POST", "\(base)/api/v1/deployments",
+                            #"{"name":"chat","model":"smollm2","version":"1","resources":{"gpus":1}}"#
+                        ).status == 201)
+                    let ready = try await Self.poll(api, url, "ready") { $0["status"] as? String == "ready" }
+                    let first = try #require(Self.instances(ready).first?["node"] as? String)
+                    #expect(first.hasPrefix(standin.nodePrefix), "\(first)")
+
+                    // Cordon its node and delete its pod (a drain): the instance comes back elsewhere.
+                    _ = try await kube.apply(Node(metadata: ObjectMeta(name: first), spec: NodeSpec(unschedulable: true)))
+                    let pod = try #require(
+                        try await kube.list(
+                            Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry"
+                        ).items.first?.metadata.name)
+                    try await kube.delete(Pod.self, name: pod, namespace: namespace, gracePeriodSeconds: 0)
+                    let moved = try await Self.poll(api, url, "ready on another node") {
+                        let instance = Self.instances($0).first
+                        return instance?["state"] as? String == "ready" && instance?["node"] as? String != first
+                    }
+                    let second = Self.instances(moved).first?["node"] as? String
+                    #expect(second?.hasPrefix(standin.nodePrefix) == true && second != first, "\(moved)")
+                    #expect(try await Self.events(api, base, "chat").contains { $0["kind"] as? String == "instance_crashed" })
+                    _ = try await kube.apply(Node(metadata: ObjectMeta(name: first), spec: NodeSpec(unschedulable: false)))
+
+                    // The namespace is deleted under Gantry (with no namespace controller here, its
+                    // pods are deleted by hand): new pods are refused, and the instance says why.
+                    try await kube.delete(Namespace.self, name: namespace, namespace: nil)
+                    for item in try await kube.list(Pod.self, namespace: namespace).items {
+                        if let name = item.metadata.name {
+                            try await kube.delete(Pod.self, name: name, namespace: namespace, gracePeriodSeconds: 0)
+                        }
+                    }
+                    try await Self.poll(api, "\(url)/events?limit=200", "the refusal reported") { answer in
+                        (answer["data"] as? [[String: Any]] ?? []).contains {
+                            ($0["message"] as? String ?? "").contains("being terminated")
+                        }
+                    }
+                    #expect(try await api.send("GET", "\(base)/healthz").status == 200)
+                    #expect(try await api.send("DELETE", url).status == 202)
+                }
+            }
+        }
+    }
+
     @Test("start-up with a user lacking a grant stops, naming the server, the user and the permission")
     func startupRefused() async throws {
         let data = try TemporaryDirectory()
