@@ -54,6 +54,37 @@ extension KubernetesClusterTests {
             as? [[String: Any]] ?? []
     }
 
+    /// What a test on the cluster works with: the stand-in kubelet's nodes, the administrator's
+    /// client, the namespace Gantry's pods go to, and a Gantry serving there with the demo model
+    /// uploaded as versions 1 and 2.
+    struct ClusterGantry: Sendable {
+        let standin: StandinKubelet
+        let kube: KubernetesClient
+        let namespace: String
+        let base: String
+        let api: LiveAPI
+    }
+
+    /// Runs `body` with Gantry on the cluster (`--runtime kubernetes`, Gantry's own RBAC user), on
+    /// nodes of a stand-in kubelet that maps the llama.cpp image to the cached llama-server and
+    /// Gantry's image to the built `gantry`; everything is stopped and deleted after it.
+    func withGantryOnCluster(_ body: @Sendable (ClusterGantry) async throws -> Void) async throws {
+        let llamaServer = try TestEnvironment.require(TestEnvironment.llamaServer)
+        let model = try TestEnvironment.require(TestEnvironment.model)
+        try await withStandin(images: [Self.llamaImage: llamaServer, "gantry:latest": Self.gantryExecutable]) { standin in
+            let data = try TemporaryDirectory()
+            try await withNamespace { kube, namespace in
+                let port = try FreePort.find()
+                try await TestServer.running(port: port, flags: gantryFlags(namespace: namespace, port: port, data: data.path)) {
+                    test, base in
+                    let api = LiveAPI(key: test.adminKey)
+                    try await Self.uploadDemoModel(api, base, model: model)
+                    try await body(ClusterGantry(standin: standin, kube: kube, namespace: namespace, base: base, api: api))
+                }
+            }
+        }
+    }
+
     func gantryFlags(namespace: String, port: Int, data: String) -> [GantrySetting: String] {
         [
             .runtime: "kubernetes", .kubeconfig: gantry, .kubeNamespace: namespace, .kubeReadinessPeriod: "1",
@@ -199,124 +230,106 @@ extension KubernetesClusterTests {
         "a deployment the cluster cannot hold waits with the scheduler's reason and goes ahead once GPUs free; an image that cannot be pulled is rolled back"
     )
     func capacityAndBadImage() async throws {
-        let llamaServer = try TestEnvironment.require(TestEnvironment.llamaServer)
-        let model = try TestEnvironment.require(TestEnvironment.model)
         // No program for vLLM's image: the stand-in reports ErrImagePull, as a kubelet would.
-        try await withStandin(images: [Self.llamaImage: llamaServer, "gantry:latest": Self.gantryExecutable]) { _ in
-            let data = try TemporaryDirectory()
-            try await withNamespace { kube, namespace in
-                let port = try FreePort.find()
-                try await TestServer.running(port: port, flags: gantryFlags(namespace: namespace, port: port, data: data.path)) {
-                    test, base in
-                    let api = LiveAPI(key: test.adminKey)
-                    try await Self.uploadDemoModel(api, base, model: model)
-                    let deployments = "\(base)/api/v1/deployments"
-                    // 3 of the A10G node's 4 GPUs, then 2 more: the second waits for the scheduler.
-                    #expect(
-                        try await api.send(
-                            "POST", deployments,
-                            #"{"name":"a","model":"smollm2","version":"1","resources":{"gpus":3,"gpu_name":"a10g"}}"#
-                        ).status == 201)
-                    try await Self.poll(api, "\(deployments)/a", "a ready") { $0["status"] as? String == "ready" }
-                    #expect(
-                        try await api.send(
-                            "POST", deployments,
-                            #"{"name":"b","model":"smollm2","version":"1","resources":{"gpus":2,"gpu_name":"a10g"}}"#
-                        ).status == 201)
-                    try await Self.poll(api, "\(deployments)/b", "b waiting for the scheduler") {
-                        let first = Self.instances($0).first
-                        return first?["state"] as? String == "placing"
-                            && (first?["state_message"] as? String ?? "").contains("Insufficient nvidia.com/gpu")
-                    }
-                    // Deleting a frees its GPUs: b goes ahead by itself.
-                    #expect(try await api.send("DELETE", "\(deployments)/a").status == 202)
-                    let placed = try await Self.poll(api, "\(deployments)/b", "b ready once GPUs freed") {
-                        $0["status"] as? String == "ready"
-                    }
-                    let node = Self.instances(placed).first?["node"] as? String
-                    #expect(node?.hasSuffix("gpu-a10g") == true, "\(placed)")
-
-                    // A new revision whose image cannot be pulled fails to start and is rolled back;
-                    // the old instance serves throughout.
-                    #expect(try await api.send("PATCH", "\(deployments)/b", #"{"engine":"vllm"}"#).status == 200)
-                    try await Self.poll(api, "\(deployments)/b/events?limit=200", seconds: 120, "the roll-back") { answer in
-                        (answer["data"] as? [[String: Any]] ?? []).contains { $0["kind"] as? String == "rolled_back" }
-                    }
-                    let events = try await Self.events(api, base, "b")
-                    #expect(
-                        events.contains {
-                            $0["kind"] as? String == "instance_crashed"
-                                && ($0["message"] as? String ?? "").contains("ErrImagePull")
-                        }, "\(events.map { $0["message"] ?? "" })")
-                    try await Self.poll(api, "\(deployments)/b", "b back on its ready revision") {
-                        $0["status"] as? String == "ready" && Self.instances($0).count == 1
-                    }
-                    let answer = try await api.send(
-                        "POST", "\(base)/v1/chat/completions",
-                        #"{"model":"b","messages":[{"role":"user","content":"Hi"}],"max_tokens":2}"#)
-                    #expect(answer.status == 200, "\(String(decoding: answer.body, as: UTF8.self))")
-                    #expect(try await api.send("DELETE", "\(deployments)/b").status == 202)
-                    try await Self.waitForPods(kube, namespace, count: 0)
-                }
+        try await withGantryOnCluster { cluster in
+            let (kube, namespace, base, api) = (cluster.kube, cluster.namespace, cluster.base, cluster.api)
+            let deployments = "\(base)/api/v1/deployments"
+            // 3 of the A10G node's 4 GPUs, then 2 more: the second waits for the scheduler.
+            #expect(
+                try await api.send(
+                    "POST", deployments,
+                    #"{"name":"a","model":"smollm2","version":"1","resources":{"gpus":3,"gpu_name":"a10g"}}"#
+                ).status == 201)
+            try await Self.poll(api, "\(deployments)/a", "a ready") { $0["status"] as? String == "ready" }
+            #expect(
+                try await api.send(
+                    "POST", deployments,
+                    #"{"name":"b","model":"smollm2","version":"1","resources":{"gpus":2,"gpu_name":"a10g"}}"#
+                ).status == 201)
+            try await Self.poll(api, "\(deployments)/b", "b waiting for the scheduler") {
+                let first = Self.instances($0).first
+                return first?["state"] as? String == "placing"
+                    && (first?["state_message"] as? String ?? "").contains("Insufficient nvidia.com/gpu")
             }
+            // Deleting a frees its GPUs: b goes ahead by itself.
+            #expect(try await api.send("DELETE", "\(deployments)/a").status == 202)
+            let placed = try await Self.poll(api, "\(deployments)/b", "b ready once GPUs freed") {
+                $0["status"] as? String == "ready"
+            }
+            let node = Self.instances(placed).first?["node"] as? String
+            #expect(node?.hasSuffix("gpu-a10g") == true, "\(placed)")
+
+            // A new revision whose image cannot be pulled fails to start and is rolled back;
+            // the old instance serves throughout.
+            #expect(try await api.send("PATCH", "\(deployments)/b", #"{"engine":"vllm"}"#).status == 200)
+            try await Self.poll(api, "\(deployments)/b/events?limit=200", seconds: 120, "the roll-back") { answer in
+                (answer["data"] as? [[String: Any]] ?? []).contains { $0["kind"] as? String == "rolled_back" }
+            }
+            let events = try await Self.events(api, base, "b")
+            #expect(
+                events.contains {
+                    $0["kind"] as? String == "instance_crashed"
+                        && ($0["message"] as? String ?? "").contains("ErrImagePull")
+                }, "\(events.map { $0["message"] ?? "" })")
+            try await Self.poll(api, "\(deployments)/b", "b back on its ready revision") {
+                $0["status"] as? String == "ready" && Self.instances($0).count == 1
+            }
+            let answer = try await api.send(
+                "POST", "\(base)/v1/chat/completions",
+                #"{"model":"b","messages":[{"role":"user","content":"Hi"}],"max_tokens":2}"#)
+            #expect(answer.status == 200, "\(String(decoding: answer.body, as: UTF8.self))")
+            #expect(try await api.send("DELETE", "\(deployments)/b").status == 202)
+            try await Self.waitForPods(kube, namespace, count: 0)
         }
     }
 
     @Test("a cordoned node's deleted pod comes back on another node; a namespace being deleted is reported, not crashed on")
     func cordonAndDeletedNamespace() async throws {
-        let llamaServer = try TestEnvironment.require(TestEnvironment.llamaServer)
-        let model = try TestEnvironment.require(TestEnvironment.model)
-        try await withStandin(images: [Self.llamaImage: llamaServer, "gantry:latest": Self.gantryExecutable]) { standin in
-            let data = try TemporaryDirectory()
-            try await withNamespace { kube, namespace in
-                let port = try FreePort.find()
-                try await TestServer.running(port: port, flags: gantryFlags(namespace: namespace, port: port, data: data.path)) {
-                    test, base in
-                    let api = LiveAPI(key: test.adminKey)
-                    try await Self.uploadDemoModel(api, base, model: model)
-                    let url = "\(base)/api/v1/deployments/chat"
-                    #expect(
-                        try await api.send(
-                            "POST", "\(base)/api/v1/deployments",
-                            #"{"name":"chat","model":"smollm2","version":"1","resources":{"gpus":1}}"#
-                        ).status == 201)
-                    let ready = try await Self.poll(api, url, "ready") { $0["status"] as? String == "ready" }
-                    let first = try #require(Self.instances(ready).first?["node"] as? String)
-                    #expect(first.hasPrefix(standin.nodePrefix), "\(first)")
+        try await withGantryOnCluster { cluster in
+            let (standin, kube, namespace, base, api) = (
+                cluster.standin, cluster.kube, cluster.namespace, cluster.base, cluster.api
+            )
+            let url = "\(base)/api/v1/deployments/chat"
+            #expect(
+                try await api.send(
+                    "POST", "\(base)/api/v1/deployments",
+                    #"{"name":"chat","model":"smollm2","version":"1","resources":{"gpus":1}}"#
+                ).status == 201)
+            let ready = try await Self.poll(api, url, "ready") { $0["status"] as? String == "ready" }
+            let first = try #require(Self.instances(ready).first?["node"] as? String)
+            #expect(first.hasPrefix(standin.nodePrefix), "\(first)")
 
-                    // Cordon its node and delete its pod (a drain): the instance comes back elsewhere.
-                    _ = try await kube.apply(Node(metadata: ObjectMeta(name: first), spec: NodeSpec(unschedulable: true)))
-                    let pod = try #require(
-                        try await kube.list(
-                            Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry"
-                        ).items.first?.metadata.name)
-                    try await kube.delete(Pod.self, name: pod, namespace: namespace, gracePeriodSeconds: 0)
-                    let moved = try await Self.poll(api, url, "ready on another node") {
-                        let instance = Self.instances($0).first
-                        return instance?["state"] as? String == "ready" && instance?["node"] as? String != first
-                    }
-                    let second = Self.instances(moved).first?["node"] as? String
-                    #expect(second?.hasPrefix(standin.nodePrefix) == true && second != first, "\(moved)")
-                    #expect(try await Self.events(api, base, "chat").contains { $0["kind"] as? String == "instance_crashed" })
-                    _ = try await kube.apply(Node(metadata: ObjectMeta(name: first), spec: NodeSpec(unschedulable: false)))
+            // Cordon its node and delete its pod (a drain): the instance comes back elsewhere.
+            _ = try await kube.apply(Node(metadata: ObjectMeta(name: first), spec: NodeSpec(unschedulable: true)))
+            let pod = try #require(
+                try await kube.list(
+                    Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry"
+                ).items.first?.metadata.name)
+            try await kube.delete(Pod.self, name: pod, namespace: namespace, gracePeriodSeconds: 0)
+            let moved = try await Self.poll(api, url, "ready on another node") {
+                let instance = Self.instances($0).first
+                return instance?["state"] as? String == "ready" && instance?["node"] as? String != first
+            }
+            let second = Self.instances(moved).first?["node"] as? String
+            #expect(second?.hasPrefix(standin.nodePrefix) == true && second != first, "\(moved)")
+            #expect(try await Self.events(api, base, "chat").contains { $0["kind"] as? String == "instance_crashed" })
+            _ = try await kube.apply(Node(metadata: ObjectMeta(name: first), spec: NodeSpec(unschedulable: false)))
 
-                    // The namespace is deleted under Gantry (with no namespace controller here, its
-                    // pods are deleted by hand): new pods are refused, and the instance says why.
-                    try await kube.delete(Namespace.self, name: namespace, namespace: nil)
-                    for item in try await kube.list(Pod.self, namespace: namespace).items {
-                        if let name = item.metadata.name {
-                            try await kube.delete(Pod.self, name: name, namespace: namespace, gracePeriodSeconds: 0)
-                        }
-                    }
-                    try await Self.poll(api, "\(url)/events?limit=200", "the refusal reported") { answer in
-                        (answer["data"] as? [[String: Any]] ?? []).contains {
-                            ($0["message"] as? String ?? "").contains("being terminated")
-                        }
-                    }
-                    #expect(try await api.send("GET", "\(base)/healthz").status == 200)
-                    #expect(try await api.send("DELETE", url).status == 202)
+            // The namespace is deleted under Gantry (with no namespace controller here, its
+            // pods are deleted by hand): new pods are refused, and the instance says why.
+            try await kube.delete(Namespace.self, name: namespace, namespace: nil)
+            for item in try await kube.list(Pod.self, namespace: namespace).items {
+                if let name = item.metadata.name {
+                    try await kube.delete(Pod.self, name: name, namespace: namespace, gracePeriodSeconds: 0)
                 }
             }
+            try await Self.poll(api, "\(url)/events?limit=200", "the refusal reported") { answer in
+                (answer["data"] as? [[String: Any]] ?? []).contains {
+                    ($0["message"] as? String ?? "").contains("being terminated")
+                }
+            }
+            #expect(try await api.send("GET", "\(base)/healthz").status == 200)
+            #expect(try await api.send("DELETE", url).status == 202)
         }
     }
 
