@@ -141,6 +141,16 @@ extension KubernetesClusterTests {
                         try await Self.expectChat(api, gatewayBase)
                     }
 
+                    // The engine's log comes through pods/log (the kubelet's log endpoint), and its metrics
+                    // from the pod's own address.
+                    let instanceURL = "\(base)/api/v1/deployments/chat/instances/\(try #require(instance["id"] as? String))"
+                    let log = try await api.send("GET", "\(instanceURL)/logs?max_bytes=65536")
+                    #expect(log.status == 200 && String(decoding: log.body, as: UTF8.self).contains("llama"), "\(log.status)")
+                    let metrics = try await api.send("GET", "\(instanceURL)/metrics")
+                    #expect(
+                        metrics.status == 200 && String(decoding: metrics.body, as: UTF8.self).contains("llamacpp:"),
+                        "\(metrics.status)")
+
                     // The cluster's nodes, as Gantry lists them, count the pod's GPUs as requested.
                     try await Self.poll(api, "\(base)/api/v1/nodes", seconds: 10, "the H100 node's 2 GPUs requested") {
                         let nodes = $0["data"] as? [[String: Any]] ?? []
@@ -159,7 +169,9 @@ extension KubernetesClusterTests {
                     let same = try await kube.list(
                         Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry")
                     #expect(same.items.map(\.metadata.name) == [name], "the restart replaced the pod")
-                    try await Self.expectChat(api, base)
+                    // The instance stays `ready` but out of routing until the kubelet's probe passes
+                    // again; then it serves (the restarted engine loads its model first).
+                    try await Self.expectServingAgain(api, base)
 
                     // A rolling update to version 2 under back-to-back requests: a new pod, none failed.
                     #expect(try await api.send("PATCH", "\(base)/api/v1/deployments/chat", #"{"version":"2"}"#).status == 200)
@@ -218,7 +230,7 @@ extension KubernetesClusterTests {
                     let pods = try await kube.list(
                         Pod.self, namespace: namespace, labelSelector: "app.kubernetes.io/managed-by=gantry")
                     #expect(pods.items.map(\.metadata.name) == [podName], "the restart made a new pod")
-                    try await Self.expectChat(api, base)
+                    try await Self.expectServingAgain(api, base)
                     #expect(try await api.send("DELETE", "\(base)/api/v1/deployments/chat").status == 202)
                     try await Self.waitForPods(kube, namespace, count: 0)
                 }
@@ -419,6 +431,22 @@ extension KubernetesClusterTests {
         #expect(answer.status == 200, "\(String(decoding: answer.body, as: UTF8.self))")
         let usage = json(answer.body)["usage"] as? [String: Any]
         #expect((usage?["completion_tokens"] as? Int ?? 0) > 0, "\(String(decoding: answer.body, as: UTF8.self))")
+    }
+
+    /// Sends chat completions until one succeeds (60 s at most): a restarted engine is back in
+    /// routing once its readiness probe passes and the next reconcile pass sees it.
+    static func expectServingAgain(_ api: LiveAPI, _ base: String) async throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        var last = ""
+        while ContinuousClock.now < deadline {
+            let answer = try await api.send(
+                "POST", "\(base)/v1/chat/completions",
+                #"{"model":"chat","messages":[{"role":"user","content":"Say hi"}],"max_tokens":4}"#)
+            if answer.status == 200 { return }
+            last = "\(answer.status) \(String(decoding: answer.body, as: UTF8.self))"
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        Issue.record("the restarted engine never served again: \(last)")
     }
 
     /// Waits (30 s at most) until `count` Gantry pods are left in the namespace.
