@@ -96,6 +96,11 @@ public struct GantrySetting: Sendable, Hashable {
     public static let maxQueuedRequests = GantrySetting(
         key: "gateway.maxQueuedRequests", flag: "max-queued-requests", type: "integer >= 0", defaultDescription: "100",
         help: "Requests held per model while it has no ready instance; more get a 503 at once.", isSecret: false)
+    public static let relay = GantrySetting(
+        key: "gateway.relay", flag: "relay", type: "off | engine | full", defaultDescription: "full",
+        help:
+            "Which of Gantry's own HTTP/1.1 pieces serve /v1: off (Hummingbird's codec and router, async-http-client to the engine), engine (the codec, then the relay's own engine connections), full (also its own request reader ahead of the codec). The same decisions and answers in every mode; the switch to turn the hand-written code off.",
+        isSecret: false)
     public static let role = GantrySetting(
         key: "server.role", flag: "role", type: "all|control|gateway", defaultDescription: "all",
         help: "What this process runs: everything, or a gateway (the /v1 data plane) in front of a control process.",
@@ -268,7 +273,7 @@ public struct GantrySetting: Sendable, Hashable {
         engineStartupTimeout, vllmProgram,
         sglangPython, tgiProgram, customEngineCommand, engineLogMaxBytes, role, controlURL, maxRequestBytes, upstreamTimeout,
         queueTimeout,
-        maxQueuedRequests, reconcileInterval, logLevel, publicURL, oidcIssuer, oidcClientID, oidcClientSecret, oidcScopes,
+        maxQueuedRequests, relay, reconcileInterval, logLevel, publicURL, oidcIssuer, oidcClientID, oidcClientSecret, oidcScopes,
         oidcAdminClaim, oidcAdminValue, oidcAcceptAccessTokens, oidcAccessTokenAudience, oidcJWKSRefetch, sessionHours,
         introspectionSecret, metricsToken, maxFailedAuth, gpuSource, resourcePoll, runtime, kubeconfig, kubeNamespace,
         kubeInstallation, kubeImages, kubeRegistryURL, kubeGantryImage, kubeReadinessPeriod, objectStore, blobsDir, s3Endpoint,

@@ -184,7 +184,7 @@ public func buildApplication(
         inference: inference, verifier: identity,
         addressBlocked: { failedAuthentication.retryAfter(for: $0) != nil },
         httpMetrics: HTTPRequestMetrics(registry: metrics), serverName: "gantry", logger: logger,
-        clientTimeouts: configuration.http.clientTimeouts)
+        clientTimeouts: configuration.http.clientTimeouts, mode: configuration.gateway.relay)
     UsageRoutes(repository: repositories.usage, recorder: usage).add(to: router)
     RegistryRoutes(registry: registry).add(to: router)
     ModelFileRoutes(models: repositories.models, registry: registry, tokens: fetchTokens).add(to: router)

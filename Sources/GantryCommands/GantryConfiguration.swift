@@ -48,6 +48,8 @@ public struct GantryConfiguration: Sendable {
         public var upstreamTimeout: Duration
         public var queueTimeout: Duration
         public var maxQueuedRequests: Int
+        /// Which of the relay's own HTTP/1.1 pieces serve `/v1` (`gateway.relay`).
+        public var relay: RelayMode
     }
 
     public var http: HTTP
@@ -184,7 +186,8 @@ public struct GantryConfiguration: Sendable {
             maxRequestBytes: try values.int(.maxRequestBytes, in: 1024...(1 << 30)) ?? (4 << 20),
             upstreamTimeout: .seconds(try values.int(.upstreamTimeout, in: 1...86_400) ?? 600),
             queueTimeout: .seconds(try values.int(.queueTimeout, in: 1...86_400) ?? 120),
-            maxQueuedRequests: try values.int(.maxQueuedRequests, in: 0...1_000_000) ?? 100)
+            maxQueuedRequests: try values.int(.maxQueuedRequests, in: 0...1_000_000) ?? 100,
+            relay: try Self.readRelay(values))
         reconcileInterval = .seconds(try values.int(.reconcileInterval, in: 1...3600) ?? 5)
         let level = try values.string(.logLevel) ?? "info"
         guard let parsedLevel = Logger.Level(rawValue: level) else {
@@ -301,6 +304,14 @@ public struct GantryConfiguration: Sendable {
             partSizeBytes: (try values.int(.s3PartSize, in: 5...512) ?? 8) << 20,
             partsInFlight: try values.int(.s3PartsInFlight, in: 1...64) ?? 3
         )
+    }
+
+    static func readRelay(_ values: SettingReader) throws -> RelayMode {
+        let text = try values.string(.relay) ?? RelayMode.full.rawValue
+        guard let mode = RelayMode(rawValue: text) else {
+            throw ConfigurationError(setting: .relay, problem: "'\(text)' is not one of off, engine, full")
+        }
+        return mode
     }
 
     static func readAuth(_ values: SettingReader, http: HTTP) throws -> Auth {

@@ -68,7 +68,7 @@ public func buildGatewayApplication(
     let directRelay = DirectRelay(
         inference: inference, verifier: verifier, addressBlocked: { failedAuthentication.retryAfter(for: $0) != nil },
         httpMetrics: HTTPRequestMetrics(registry: metrics), serverName: "gantry-gateway", logger: logger,
-        clientTimeouts: configuration.http.clientTimeouts)
+        clientTimeouts: configuration.http.clientTimeouts, mode: configuration.gateway.relay)
 
     let watcher = RouteWatcher(
         controlURL: controlURL, serviceSecret: serviceSecret, routes: routeTable, httpClient: controlClient, logger: logger,

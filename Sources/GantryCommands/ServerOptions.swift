@@ -48,6 +48,8 @@ public struct ServerOptions: ParsableArguments {
     var queueTimeout: String?
     @Option(name: .customLong(GantrySetting.maxQueuedRequests.flag), help: ArgumentHelp(GantrySetting.maxQueuedRequests.helpText))
     var maxQueuedRequests: String?
+    @Option(name: .customLong(GantrySetting.relay.flag), help: ArgumentHelp(GantrySetting.relay.helpText))
+    var relay: String?
     @Option(name: .customLong(GantrySetting.role.flag), help: ArgumentHelp(GantrySetting.role.helpText))
     var role: String?
     @Option(name: .customLong(GantrySetting.controlURL.flag), help: ArgumentHelp(GantrySetting.controlURL.helpText))
@@ -160,7 +162,7 @@ public struct ServerOptions: ParsableArguments {
             (.maxRequestBytes, maxRequestBytes), (.upstreamTimeout, upstreamTimeout),
             (.vllmProgram, vllmProgram), (.sglangPython, sglangPython), (.tgiProgram, tgiProgram),
             (.customEngineCommand, customEngineCommand), (.engineLogMaxBytes, engineLogMaxBytes), (.queueTimeout, queueTimeout),
-            (.maxQueuedRequests, maxQueuedRequests), (.role, role), (.controlURL, controlURL),
+            (.maxQueuedRequests, maxQueuedRequests), (.relay, relay), (.role, role), (.controlURL, controlURL),
             (.reconcileInterval, reconcileInterval), (.logLevel, logLevel), (.publicURL, publicURL), (.oidcIssuer, oidcIssuer),
             (.oidcClientID, oidcClientID), (.oidcClientSecret, oidcClientSecret), (.oidcScopes, oidcScopes),
             (.oidcAdminClaim, oidcAdminClaim), (.oidcAdminValue, oidcAdminValue),

@@ -94,7 +94,8 @@ public struct ErrorResponse: Sendable {
         headers[.contentType] = style == .openAI ? "application/json" : "application/problem+json"
         if error.kind == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
         if let retryAfter = error.retryAfter { headers[.retryAfter] = String(retryAfter) }
-        for (name, value) in error.headers {
+        // In one order (a dictionary has none), so the same error is always the same bytes.
+        for (name, value) in error.headers.sorted(by: { $0.key < $1.key }) {
             if let field = HTTPField.Name(name) { headers[field] = value }
         }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(data: body())))

@@ -31,7 +31,7 @@ enum EngineFailure {
 
     /// The engine's own context-overflow answer, as the gateway's `context_length_exceeded`.
     static func contextOverflow(_ entry: RouteEntry, endpoint: InferenceEndpoint) -> GantryError {
-        InferenceRoutes.contextExceeded(
+        AdmissionPipeline.contextExceeded(
             "the prompt plus max_tokens exceeds the context limit of model '\(entry.deployment)' (\(entry.contextLimit) tokens)",
             param: endpoint.promptField)
     }

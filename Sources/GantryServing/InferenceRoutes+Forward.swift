@@ -26,87 +26,67 @@ extension InferenceRoutes {
             throw GantryError(.payloadTooLarge, "request body is larger than \(configuration.maxRequestBytes) bytes")
         }
         let parsed = try InferenceRequest.parse(body, endpoint: endpoint)
-        guard let entry = routes.entry(for: parsed.deployment), entry.admits(principal) else {
-            throw Self.modelNotFound(parsed.deployment)
-        }
-        if let version = parsed.pinnedVersion, version != entry.version, version != entry.canaryVersion {
-            throw GantryError.notFound(
-                "version '\(version)' of model '\(parsed.deployment)' is not deployed", code: "model_not_found")
-        }
-        let meter = RequestMeter(
-            MeteredRequest(principal: principal, deployment: entry.deployment, endpoint: endpoint, started: started),
-            metering: metering)
+        let admitted = try await admit(
+            AdmissionPipeline.Request(parsed: parsed, principal: principal, started: started), body: body)
         do {
-            return try await admitAndRelay(parsed, body: body, entry: entry, principal: principal, meter: meter, context: context)
+            return try await relay(admitted, body: body, context: context)
         } catch {
-            meter.finish(failure: error)
+            admitted.meter.finish(failure: error)
             throw error
         }
     }
 
-    private func admitAndRelay(
-        _ parsed: InferenceRequest, body: ByteBuffer, entry: RouteEntry, principal: Principal, meter: RequestMeter,
-        context: GantryRequestContext
-    ) async throws -> Response {
-        let limit = entry.contextLimit
-        if let maxTokens = parsed.maxTokens, maxTokens >= limit {
-            throw Self.contextExceeded(
-                "max_tokens (\(maxTokens)) leaves no room for a prompt in the context limit of model '\(entry.deployment)' (\(limit) tokens)",
-                param: "max_tokens")
-        }
-        if parsed.choices > 1, !EngineUsageReporting.countsEverySequence(engine: entry.engine) {
-            throw EngineUsageReporting.severalSequencesRefused(parsed, deployment: entry.deployment)
-        }
-        let reservation = parsed.reservation(contextLimit: limit)
-        var quotaHold: QuotaLedger.Hold?
-        let quotaScopes = QuotaScope.scopes(for: principal)
-        if !quotaScopes.isEmpty {
-            do {
-                try await metering.quotas.check(quotaScopes)
-                quotaHold = try metering.quotas.hold(quotaScopes, tokens: reservation)
-            } catch let error as GantryError where error.kind == .rateLimited {
-                metering.metrics.limitRejected(model: entry.deployment, scope: "quota")
+    /// Drives the admission pipeline through what it needs waited for: the quota's stored use, the
+    /// engine's token count, the queue for an instance. Throws the refusal, accounted.
+    private func admit(_ request: AdmissionPipeline.Request, body: ByteBuffer) async throws -> AdmissionPipeline.Admitted {
+        // A quota is read at most twice (a period may end between the read and the decision).
+        var reads = 0
+        // Waiting for requests in flight to release a quota is bounded like the queue.
+        let quotaDeadline = ContinuousClock.now + configuration.queueTimeout
+        var quotaWaitOver = false
+        while true {
+            switch pipeline.decide(request, quotaWaitOver: quotaWaitOver) {
+            case .admit(let admitted):
+                return admitted
+            case .refuse(let error):
                 throw error
+            case .readQuota(let scopes):
+                reads += 1
+                guard reads <= 2 else { throw GantryError(.unavailable, "the quota could not be read; retry shortly") }
+                do {
+                    try await metering.quotas.check(scopes)
+                } catch let error as GantryError where error.kind == .rateLimited {
+                    // Spent: the next decision refuses it, and accounts the refusal.
+                }
+            case .waitForQuota(let settlements):
+                await metering.quotas.settlement(after: settlements, timeout: quotaDeadline - .now)
+                quotaWaitOver = ContinuousClock.now >= quotaDeadline || Task.isCancelled
+            case .countTokens(let held):
+                // Only when the bound says the prompt might not fit does the engine's tokenizer
+                // count it, on the instance that will then serve it.
+                let lease = try await waitForInstance(held, attempt: 1)
+                let counted = try? await tokenizer.countPromptTokens(
+                    engine: held.entry.engine, baseURL: lease.endpoint, endpoint: held.parsed.endpoint, body: body)
+                switch pipeline.counted(held, promptTokens: counted, on: lease) {
+                case .admit(let admitted): return admitted
+                case .refuse(let error): throw error
+                default: preconditionFailure("a counted request is admitted or refused")
+                }
+            case .queue(let held):
+                return pipeline.leased(held, try await waitForInstance(held, attempt: 1))
             }
         }
-        // From here every end of the request settles the hold (the meter accounts exactly once).
-        meter.reserved(estimate: parsed.usageEstimate(contextLimit: limit), quotaHold: quotaHold)
+    }
 
-        // Admission comes before any instance is asked for anything: a caller over a limit never
-        // waits in a queue, wakes a service at zero or holds an instance.
-        let scopes = LimitScope.scopes(principal: principal, entry: entry)
-        if !scopes.isEmpty {
-            switch metering.limiter.admit(scopes, tokens: reservation) {
-            case .success(let admission):
-                meter.admitted(admission)
-            case .failure(let rejection):
-                metering.metrics.limitRejected(model: entry.deployment, scope: rejection.scopeKind)
-                var headers = Dictionary(
-                    rejection.status.headers.map { ($0.0.rawName, $0.1) }, uniquingKeysWith: { first, _ in first })
-                headers["retry-after-ms"] = String(Int(rejection.retryAfter.inSeconds * 1000))
-                throw GantryError(
-                    .rateLimited, rejection.message, code: "rate_limit_exceeded",
-                    retryAfter: max(1, Int(rejection.retryAfter.inSeconds.rounded(.up))), headers: headers)
-            }
+    /// An instance for a held request, waiting in the queue on the first attempt; a failure ends
+    /// the request.
+    private func waitForInstance(_ held: AdmissionPipeline.Held, attempt: Int) async throws -> InFlightLease {
+        do {
+            return try await acquire(held.parsed, entry: held.entry, attempt: attempt)
+        } catch {
+            pipeline.failed(held, error)
+            throw error
         }
-
-        // Only when the bound says the prompt might not fit does the engine's tokenizer count it,
-        // on the instance that will then serve it.
-        var lease: InFlightLease?
-        if parsed.mayExceedContext(limit) {
-            let target = try await acquire(parsed, entry: entry, attempt: 1)
-            meter.counted(on: target)
-            let counted = try? await tokenizer.countPromptTokens(
-                engine: entry.engine, baseURL: target.endpoint, endpoint: parsed.endpoint, body: body)
-            if let counted, counted + (parsed.maxTokens ?? 1) > limit {
-                target.end()
-                throw Self.contextExceeded(
-                    "This model's maximum context length is \(limit) tokens. However, you requested \(counted + (parsed.maxTokens ?? 0)) tokens (\(counted) in the messages, \(parsed.maxTokens ?? 0) in the completion). Please reduce the length of the messages or completion.",
-                    param: parsed.endpoint.promptField)
-            }
-            lease = target
-        }
-        return try await relay(parsed, body: body, entry: entry, lease: lease, meter: meter, context: context)
     }
 
     /// Picks an instance; a retry goes to another ready instance or nowhere: it never waits in the queue.
@@ -123,10 +103,12 @@ extension InferenceRoutes {
         return InFlightLease(target, of: entry, routes: routes, metrics: metering.metrics)
     }
 
-    private func relay(
-        _ parsed: InferenceRequest, body: ByteBuffer, entry: RouteEntry, lease firstLease: InFlightLease?, meter: RequestMeter,
-        context: GantryRequestContext
-    ) async throws -> Response {
+    private func relay(_ admitted: AdmissionPipeline.Admitted, body: ByteBuffer, context: GantryRequestContext) async throws
+        -> Response
+    {
+        let parsed = admitted.parsed
+        let entry = admitted.entry
+        let meter = admitted.meter
         var upstream = HTTPClientRequest(url: "")
         upstream.method = .POST
         upstream.headers.add(name: "content-type", value: "application/json")
@@ -138,7 +120,7 @@ extension InferenceRoutes {
         // One retry on another instance, only when the first could not even be connected to:
         // then the request never reached an engine and cannot have run twice.
         var attempt = 0
-        var pending = firstLease
+        var pending: InFlightLease? = admitted.lease
         let response: HTTPClientResponse
         let lease: InFlightLease
         while true {
@@ -262,10 +244,6 @@ extension InferenceRoutes {
                 }
                 try await writer.finish(nil)
             })
-    }
-
-    static func contextExceeded(_ message: String, param: String) -> GantryError {
-        GantryError.invalid(message, param: param, code: "context_length_exceeded")
     }
 
     /// Engines' own context-overflow errors: llama.cpp's `exceed_context_size_error`, vLLM's and

@@ -42,6 +42,8 @@ public struct InferenceRoutes: Sendable {
     let configuration: Configuration
     let metering: Metering
     let tokenizer: EngineTokenizer
+    /// The decisions of every `/v1` request, shared with the direct relay.
+    let pipeline: AdmissionPipeline
 
     public init(
         routes: RouteTable, clients: EngineClients, configuration: Configuration, metering: Metering
@@ -51,6 +53,7 @@ public struct InferenceRoutes: Sendable {
         self.configuration = configuration
         self.metering = metering
         self.tokenizer = EngineTokenizer(client: clients.defaultClient)
+        self.pipeline = AdmissionPipeline(routes: routes, metering: metering)
     }
 
     public func add(to router: Router<GantryRequestContext>) {

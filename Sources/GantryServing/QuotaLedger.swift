@@ -60,12 +60,25 @@ public final class QuotaLedger: Sendable {
     enum Remembered {
         case withinQuota
         case spent(GantryError)
+        /// Not used up, but what requests in flight hold reaches the quota: once they settle
+        /// (most use less than they hold) there may be room again.
+        case heldInFlight(GantryError)
         /// Some account's use this period has not been read yet: `check` reads it.
         case unknown
     }
 
+    /// The outcome of `hold`.
+    enum HoldOutcome {
+        /// Nil without a quota loaded for this period.
+        case held(Hold?)
+        case spent(GantryError)
+        case heldInFlight(GantryError)
+    }
+
     private let repository: any UsageRepository
     private let accounts = Mutex<[QuotaScope.Holder: Account]>([:])
+    /// Moves at every settlement, for requests waiting for holds to end (`settlement(after:)`).
+    private let settlements = Mutex<UInt64>(0)
 
     public init(repository: any UsageRepository) {
         self.repository = repository
@@ -91,6 +104,20 @@ public final class QuotaLedger: Sendable {
         if case .spent(let error) = rememberedCheck(scopes, now: now) { throw error }
     }
 
+    /// How many settlements there have been: `settlement(after:)` waits for the next one.
+    var settlementCount: UInt64 { settlements.withLock { $0 } }
+
+    /// Waits until a hold is settled after `count` (or `timeout` passes): a request refused only
+    /// for what requests in flight hold then decides again. Polls every 10 ms: a settlement is a
+    /// lock-protected counter, and waiting requests are few (one per waiting client connection).
+    func settlement(after count: UInt64, timeout: Duration) async {
+        let deadline = ContinuousClock.now + timeout
+        while settlementCount == count, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+            if Task.isCancelled { return }
+        }
+    }
+
     /// The quota check from memory alone.
     func rememberedCheck(_ scopes: [QuotaScope], now: Date = Date()) -> Remembered {
         guard !scopes.isEmpty else { return .withinQuota }
@@ -101,8 +128,11 @@ public final class QuotaLedger: Sendable {
                     verdict = .unknown
                     continue
                 }
-                let spent = Self.verdict(account, scope: scope, now: now)
-                if case .spent = spent { return spent }
+                switch Self.verdict(account, scope: scope, now: now) {
+                case .spent(let error): return .spent(error)
+                case .heldInFlight(let error): verdict = .heldInFlight(error)
+                case .withinQuota, .unknown: break
+                }
             }
             return verdict
         }
@@ -114,12 +144,12 @@ public final class QuotaLedger: Sendable {
         let used = account.used + account.held
         guard used < scope.quota else {
             let inFlight = account.held > 0 ? " (\(account.held) of them held for requests in flight)" : ""
-            return .spent(
-                GantryError(
-                    .rateLimited,
-                    "You exceeded your current quota: \(scope.whose) used \(used) of its \(scope.quota) tokens this \(scope.period.rawValue)\(inFlight).",
-                    code: "insufficient_quota", type: "insufficient_quota",
-                    retryAfter: Int(scope.period.end(of: now).timeIntervalSince(now).rounded(.up))))
+            let error = GantryError(
+                .rateLimited,
+                "You exceeded your current quota: \(scope.whose) used \(used) of its \(scope.quota) tokens this \(scope.period.rawValue)\(inFlight).",
+                code: "insufficient_quota", type: "insufficient_quota",
+                retryAfter: Int(scope.period.end(of: now).timeIntervalSince(now).rounded(.up)))
+            return account.used < scope.quota ? .heldInFlight(error) : .spent(error)
         }
         return .withinQuota
     }
@@ -127,18 +157,23 @@ public final class QuotaLedger: Sendable {
     /// Checks every quota from memory and, when all are within, holds `tokens` (the request's
     /// reservation) in each until `settle`; one step under the lock. Nil without a quota. An
     /// account not loaded for this period (`check` loads it) is left out of the hold.
-    func hold(_ scopes: [QuotaScope], tokens: Int, now: Date = Date()) throws -> Hold? {
-        guard !scopes.isEmpty else { return nil }
-        return try accounts.withLock { accounts -> Hold? in
+    func hold(_ scopes: [QuotaScope], tokens: Int, now: Date = Date()) -> HoldOutcome {
+        guard !scopes.isEmpty else { return .held(nil) }
+        return accounts.withLock { accounts -> HoldOutcome in
             var held: [(holder: QuotaScope.Holder, periodStart: Date)] = []
+            var waiting: GantryError?
             for scope in scopes {
                 let start = scope.period.start(of: now)
                 guard let account = accounts[scope.holder], account.periodStart == start else { continue }
-                if case .spent(let error) = Self.verdict(account, scope: scope, now: now) { throw error }
-                held.append((scope.holder, start))
+                switch Self.verdict(account, scope: scope, now: now) {
+                case .spent(let error): return .spent(error)
+                case .heldInFlight(let error): waiting = error
+                case .withinQuota, .unknown: held.append((scope.holder, start))
+                }
             }
+            if let waiting { return .heldInFlight(waiting) }
             for (holder, _) in held { accounts[holder]?.held += tokens }
-            return held.isEmpty ? nil : Hold(accounts: held, tokens: tokens)
+            return .held(held.isEmpty ? nil : Hold(accounts: held, tokens: tokens))
         }
     }
 
@@ -152,5 +187,6 @@ public final class QuotaLedger: Sendable {
                 accounts[holder] = account
             }
         }
+        settlements.withLock { $0 &+= 1 }
     }
 }

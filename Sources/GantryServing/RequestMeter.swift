@@ -121,6 +121,7 @@ final class RequestMeter: Sendable {
 
     func sent(to lease: InFlightLease) {
         counted(on: lease)
+        lease.dispatched()
         state.withLock { $0.sentAt = .now }
     }
 
@@ -151,6 +152,12 @@ final class RequestMeter: Sendable {
         metering.account(request, saved, status: status, usage: reported, errorType: errorType)
     }
 
+    /// Ends the meter without a record: the request was withdrawn before it was decided, and
+    /// another transport decides and accounts it again.
+    func discard() {
+        _ = takeUnfinished()
+    }
+
     private func takeUnfinished() -> State? {
         state.withLock { state in
             guard !state.finished else { return nil }
@@ -173,6 +180,7 @@ final class InFlightLease: Sendable {
     let instanceID: String
     let endpoint: String
     let version: String
+    let deployment: String
     /// The model's and the instance's in-flight gauges, looked up once.
     private let gauges: [Gauge]
     private let ended = Mutex(false)
@@ -182,9 +190,16 @@ final class InFlightLease: Sendable {
         self.routes = routes
         self.instanceID = target.instanceID
         self.endpoint = target.endpoint
+        self.deployment = entry.deployment
         self.version = target.canary ? (entry.canaryVersion ?? entry.version) : entry.version
         gauges = metrics.inFlightGauges(model: entry.deployment, instanceID: target.instanceID)
         for gauge in gauges { gauge.increment(by: 1) }
+    }
+
+    /// The request goes to the engine now: from here it counts in the load the autoscaler reads
+    /// (a lease taken only to count a prompt's tokens, then refused, never does).
+    func dispatched() {
+        routes.dispatched(deployment: deployment)
     }
 
     func end() {

@@ -169,10 +169,18 @@ public actor RouteTable: RoutePublisher {
             }
             guard let target = routing.leastOutstanding(of: entry, version: version) else { return nil }
             routing.inFlight[target.instanceID, default: (deployment, 0)].count += 1
-            let now = routing.deploymentInFlight[deployment, default: 0] + 1
-            routing.deploymentInFlight[deployment] = now
-            routing.peakInFlight[deployment] = max(routing.peakInFlight[deployment, default: 0], now)
+            routing.deploymentInFlight[deployment, default: 0] += 1
             return target
+        }
+    }
+
+    /// A request holding an instance of `deployment` was sent to its engine: the deployment's
+    /// peak, which the autoscaler reads, counts it. Not at `acquireReady`: a request may hold an
+    /// instance only to have its prompt counted, and be refused.
+    public nonisolated func dispatched(deployment: String) {
+        routing.withLock { routing in
+            let now = routing.deploymentInFlight[deployment, default: 0]
+            routing.peakInFlight[deployment] = max(routing.peakInFlight[deployment, default: 0], now)
         }
     }
 

@@ -53,6 +53,14 @@ public enum FakeEngine {
                 return try await Self.answer(path: path, fields: fields, behaviour: behaviour, recorder: recorder)
             }
         }
+        // llama-server's tokenizer endpoint, FAKE: one token per four characters of the text.
+        router.post("/tokenize") { request, _ in
+            var request = request
+            let body = try await request.collectBody(upTo: 1 << 20)
+            let fields = (try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any]) ?? [:]
+            let count = (((fields["content"] as? String)?.count ?? 0) + 3) / 4
+            return json(#"{"tokens":[\#((0..<count).map { _ in "1" }.joined(separator: ","))]}"#)
+        }
         return try await LocalTestServer.withServer(router) { base in try await body(base) }
     }
 

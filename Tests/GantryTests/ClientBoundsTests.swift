@@ -132,9 +132,11 @@ struct ClientBoundsTests {
         return (answer, ContinuousClock.now - started)
     }
 
-    @Test("half-sent heads and slow /v1 bodies get 408 and are closed at their deadline; idle connections are closed")
-    func deadlines() async throws {
-        let test = try await TestServer.make(flags: Self.short)
+    @Test(
+        "half-sent heads and slow /v1 bodies get 408 and are closed at their deadline; idle connections are closed; with every gateway.relay",
+        arguments: RelayMode.allCases)
+    func deadlines(mode: RelayMode) async throws {
+        let test = try await TestServer.make(flags: Self.short.merging([.relay: mode.rawValue]) { $1 })
         try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
             await dataPlane.publish(test, endpoint: endpoint)
             try await dataPlane.live(test) { base in

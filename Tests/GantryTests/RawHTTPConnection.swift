@@ -17,6 +17,8 @@ final class RawHTTPConnection: @unchecked Sendable {
         var fields: [String: String]
         /// The body, with chunked framing removed.
         var body: String
+        /// The answer's bytes as they arrived, head and framing included.
+        var raw = ""
         var id: String { fields["x-request-id"] ?? "" }
     }
 
@@ -131,6 +133,9 @@ final class RawHTTPConnection: @unchecked Sendable {
     private func readMore() throws -> Bool {
         var buffer = [UInt8](repeating: 0, count: 65536)
         let count = read(socketFD, &buffer, buffer.count)
+        // A server that closed with bytes of ours unread resets the connection: an end too (which
+        // of the two a client sees depends on whether its last bytes crossed the close).
+        if count < 0, errno == ECONNRESET { return false }
         if count < 0 {
             throw GantryError(
                 .internal,
@@ -168,7 +173,12 @@ final class RawHTTPConnection: @unchecked Sendable {
                 if size == 0 { break }
             }
         }
-        return (Answer(status: status, fields: fields, body: String(decoding: body, as: UTF8.self)), position)
+        return (
+            Answer(
+                status: status, fields: fields, body: String(decoding: body, as: UTF8.self),
+                raw: String(decoding: bytes[..<position], as: UTF8.self)),
+            position
+        )
     }
 
     private static func find(_ needle: [UInt8], in bytes: [UInt8], from start: Int) -> Int? {

@@ -64,83 +64,59 @@ final class DirectExchange: SweepMember {
         }
     }
 
+    /// The admission pipeline decides; the relay drives only what needs no wait but a quota's
+    /// stored use. It answers a refusal itself, in the same bytes as the router; a request that
+    /// must wait for a token count or an instance is withdrawn whole and handed to the router,
+    /// which decides it again.
     private func authenticated(_ principal: Principal) {
-        guard let parsed = try? InferenceRequest.parse(body, endpoint: endpoint),
-            let entry = relay.routes.entry(for: parsed.deployment), entry.admits(principal)
-        else { return handToRouter() }
-        if let version = parsed.pinnedVersion, version != entry.version, version != entry.canaryVersion {
-            return handToRouter()
-        }
-        let limit = entry.contextLimit
-        if let maxTokens = parsed.maxTokens, maxTokens >= limit { return handToRouter() }
-        if parsed.mayExceedContext(limit) { return handToRouter() }
-        if parsed.choices > 1, !EngineUsageReporting.countsEverySequence(engine: entry.engine) { return handToRouter() }
-        self.parsed = parsed
-        self.entry = entry
-        let quotaScopes = QuotaScope.scopes(for: principal)
-        switch relay.metering.quotas.rememberedCheck(quotaScopes) {
-        case .withinQuota:
-            admit(principal)
-        case .spent:
-            handToRouter()
-        case .unknown:
-            let quotas = relay.metering.quotas
-            let promise = eventLoop.makePromise(of: Void.self)
-            promise.completeWithTask { try await quotas.check(quotaScopes) }
-            promise.futureResult.assumeIsolated().whenComplete { result in
-                guard !self.client.clientGone else { return }
-                switch result {
-                case .success: self.admit(principal)
-                case .failure: self.handToRouter()
-                }
-            }
-        }
-    }
-
-    /// The quota, the limits, then an instance (each undone exactly if a later one refuses):
-    /// any refusal goes to the router, which queues or answers 429 as always.
-    private func admit(_ principal: Principal) {
-        guard let parsed, let entry else { return handToRouter() }
-        let reservation = parsed.reservation(contextLimit: entry.contextLimit)
-        // The quota first: what in-flight requests hold counts, so concurrent ones cannot all
-        // pass. Undone if the instance or the limits refuse.
-        let quotaHold: QuotaLedger.Hold?
+        let parsed: InferenceRequest
         do {
-            quotaHold = try relay.metering.quotas.hold(QuotaScope.scopes(for: principal), tokens: reservation)
+            parsed = try InferenceRequest.parse(body, endpoint: endpoint)
+        } catch let error as GantryError {
+            return fail(error)
         } catch {
             return handToRouter()
         }
-        let quotas = relay.metering.quotas
-        func release() { if let quotaHold { quotas.settle(quotaHold, tokens: 0) } }
-        // The limits before an instance, in the router's order: a refused request must not touch
-        // an instance's count, which the autoscaler reads (its peak stays raised once counted).
-        let scopes = LimitScope.scopes(principal: principal, entry: entry)
-        var admission: RateLimitAdmission?
-        if !scopes.isEmpty {
-            switch relay.metering.limiter.admit(scopes, tokens: reservation) {
-            case .success(let admitted): admission = admitted
-            case .failure:
-                release()
-                return handToRouter()
+        decide(AdmissionPipeline.Request(parsed: parsed, principal: principal, started: started), quotaRead: false)
+    }
+
+    private func decide(_ request: AdmissionPipeline.Request, quotaRead: Bool) {
+        switch relay.pipeline.decide(request) {
+        case .admit(let admitted):
+            start(admitted)
+        case .refuse(let error):
+            fail(error)
+        case .readQuota(let scopes):
+            guard !quotaRead else { return handToRouter() }
+            let quotas = relay.metering.quotas
+            let promise = eventLoop.makePromise(of: Void.self)
+            promise.completeWithTask { try await quotas.check(scopes) }
+            promise.futureResult.assumeIsolated().whenComplete { result in
+                guard !self.client.clientGone else { return }
+                switch result {
+                case .success: self.decide(request, quotaRead: true)
+                case .failure(let error as GantryError) where error.kind == .rateLimited:
+                    // Spent: the pipeline refuses it now, and accounts the refusal.
+                    self.decide(request, quotaRead: true)
+                case .failure: self.handToRouter()
+                }
             }
+        case .waitForQuota:
+            // Nothing is held yet: the router waits.
+            handToRouter()
+        case .countTokens(let held), .queue(let held):
+            relay.pipeline.withdraw(held)
+            handToRouter()
         }
-        guard let target = try? relay.routes.acquireReady(deployment: parsed.deployment, version: parsed.pinnedVersion)
-        else {
-            // No ready instance: the router queues it and admits it again, so this admission is
-            // taken back whole (its request and tokens), not settled as a request that ran.
-            if let admission { relay.metering.limiter.cancel(admission) }
-            release()
-            return handToRouter()
-        }
+    }
+
+    private func start(_ admitted: AdmissionPipeline.Admitted) {
         relay.metering.metrics.relayedDirectly.increment()
-        let meter = RequestMeter(
-            MeteredRequest(principal: principal, deployment: entry.deployment, endpoint: endpoint, started: started),
-            metering: relay.metering)
-        if let admission { meter.admitted(admission) }
-        meter.reserved(estimate: parsed.usageEstimate(contextLimit: entry.contextLimit), quotaHold: quotaHold)
-        self.meter = meter
-        lease = InFlightLease(target, of: entry, routes: relay.routes, metrics: relay.metering.metrics)
-        upstreamBody = (try? parsed.upstreamBody(body)) ?? body
+        parsed = admitted.parsed
+        entry = admitted.entry
+        meter = admitted.meter
+        lease = admitted.lease
+        upstreamBody = (try? admitted.parsed.upstreamBody(body)) ?? body
         send()
     }
 
@@ -359,8 +335,9 @@ final class DirectExchange: SweepMember {
         var response = response
         // No answer the relay builds has these yet (engine headers are not passed on).
         response.headerFields.append(HTTPField(name: RequestID.headerName, value: requestID))
-        response.headerFields.append(HTTPField(name: .server, value: relay.serverName))
+        // In the order Hummingbird writes them on the router's answers.
         response.headerFields.append(HTTPField(name: .date, value: client.pool.httpDate()))
+        response.headerFields.append(HTTPField(name: .server, value: relay.serverName))
         return response
     }
 

@@ -24,6 +24,8 @@ public final class DirectRelay: Sendable {
     let routes: RouteTable
     let configuration: InferenceRoutes.Configuration
     let metering: Metering
+    /// The decisions of every `/v1` request, shared with the router.
+    let pipeline: AdmissionPipeline
     let verifier: any CredentialVerifier
     /// Whether an address is refused for failed authentication attempts (the router answers it).
     let addressBlocked: @Sendable (String) -> Bool
@@ -32,6 +34,9 @@ public final class DirectRelay: Sendable {
     let serverName: String
     /// Deadlines on every client connection (head, body, idle), whichever path serves it.
     let clientTimeouts: ClientTimeouts
+    /// Which of the relay's pieces serve requests. Whatever the mode, the front and the handler
+    /// sit on every connection: they keep the connection's deadlines and bounds.
+    let mode: RelayMode
     /// One engine connection pool and one client deadline sweep per event loop, used only there.
     private let loops = Mutex<[ObjectIdentifier: NIOLoopBound<PerLoop>]>([:])
 
@@ -42,12 +47,15 @@ public final class DirectRelay: Sendable {
 
     public init(
         inference: InferenceRoutes, verifier: any CredentialVerifier, addressBlocked: @escaping @Sendable (String) -> Bool,
-        httpMetrics: HTTPRequestMetrics, serverName: String, logger: Logger, clientTimeouts: ClientTimeouts = ClientTimeouts()
+        httpMetrics: HTTPRequestMetrics, serverName: String, logger: Logger, clientTimeouts: ClientTimeouts = ClientTimeouts(),
+        mode: RelayMode = .full
     ) {
         self.clientTimeouts = clientTimeouts
+        self.mode = mode
         self.routes = inference.routes
         self.configuration = inference.configuration
         self.metering = inference.metering
+        self.pipeline = inference.pipeline
         self.verifier = verifier
         self.addressBlocked = addressBlocked
         self.httpMetrics = httpMetrics
@@ -63,7 +71,9 @@ public final class DirectRelay: Sendable {
         let loop = perLoop(channel.eventLoop)
         let deadlines = ClientConnectionDeadlines(timeouts: clientTimeouts)
         let behind = DirectRelayHandler(relay: self, pool: loop.pool, deadlines: deadlines)
-        let front = DirectRelayFront(relay: self, pool: loop.pool, behind: behind, deadlines: deadlines, sweep: loop.deadlines)
+        let front = DirectRelayFront(
+            relay: self, pool: loop.pool, behind: behind, deadlines: deadlines, sweep: loop.deadlines,
+            parses: mode == .full)
         return (front, behind)
     }
 

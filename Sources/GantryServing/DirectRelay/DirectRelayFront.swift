@@ -49,8 +49,11 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
 
     init(
         relay: DirectRelay, pool: EnginePool, behind: DirectRelayHandler, deadlines: ClientConnectionDeadlines,
-        sweep: DeadlineSweep<ClientConnectionDeadlines>
+        sweep: DeadlineSweep<ClientConnectionDeadlines>, parses: Bool
     ) {
+        // Not parsing (`gateway.relay` below `full`): every byte goes to the codec from the start,
+        // and this handler only keeps the connection's deadlines.
+        self.handedOn = !parses
         self.relay = relay
         self.pool = pool
         self.behind = behind

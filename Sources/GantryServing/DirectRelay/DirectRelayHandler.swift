@@ -119,7 +119,8 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
             }
             // Only a caller verified recently has its body collected here; the router checks any
             // other before it reads a byte of the body.
-            if routerOwes == 0, !routeNextToRouter, let endpoint = DirectRelay.endpoint(method: head.method, path: head.path),
+            if relay.mode != .off, routerOwes == 0, !routeNextToRouter,
+                let endpoint = DirectRelay.endpoint(method: head.method, path: head.path),
                 case .remembered = relay.caller(authorization: head.headerFields[.authorization], address: clientAddress)
             {
                 let expected = head.headerFields[.contentLength].flatMap(Int.init) ?? 0
