@@ -41,17 +41,19 @@ struct DirectRequestHead: Equatable {
         for index in 0..<min(bytes.count, methodAndSlash.count) where bytes[index] != methodAndSlash[index] {
             return .notDirect
         }
-        guard let blankLine = HTTPHeadBytes.blankLine(in: bytes, limit: maxBytes) else {
-            // A head with a bare LF (or CR) never gets the CRLF CRLF looked for: waiting for more
-            // held such a connection forever, unanswered. The codec decides what those mean.
-            return bytes.count >= maxBytes || hasBareLineEnd(bytes) ? .notDirect : .needMore
-        }
-        let length = blankLine + 4
+        let whole = HTTPHeadBytes.blankLine(in: bytes, limit: maxBytes) != nil
+        // A head with a bare LF (or CR) never gets the CRLF CRLF looked for: waiting for more
+        // held such a connection forever, unanswered. The codec decides what those mean.
+        if !whole, bytes.count >= maxBytes || hasBareLineEnd(bytes) { return .notDirect }
+        // A head not whole yet is read as far as it goes: a line the codec would refuse hands the
+        // connection on now (the codec answers 400 at once), not when the rest arrives.
+        let partial: Parsed = whole ? .notDirect : .needMore
 
         // The request line: POST, the target, HTTP/1.1.
-        guard let lineEnd = endOfLine(bytes, from: 0), lineEnd > methodAndSlash.count + version.count else {
-            return .notDirect
+        guard let lineEnd = endOfLine(bytes, from: 0) else {
+            return isTargetSoFar(bytes) ? partial : .notDirect
         }
+        guard lineEnd > methodAndSlash.count + version.count else { return .notDirect }
         let targetEnd = lineEnd - version.count
         for index in 0..<version.count where bytes[targetEnd + index] != version[index] { return .notDirect }
         let targetStart = methodAndSlash.count - 1
@@ -61,19 +63,25 @@ struct DirectRequestHead: Equatable {
 
         var head = DirectRequestHead(
             endpoint: endpoint, path: path, authorization: nil, requestID: nil, contentLength: -1, closeAfter: false,
-            length: length)
+            length: 0)
         var sawHost = false
         var start = lineEnd + 2
         while true {
-            guard let end = endOfLine(bytes, from: start) else { return .notDirect }
-            if end == start { break }  // the blank line
+            guard let end = endOfLine(bytes, from: start) else {
+                return HeaderLine.isNameSoFar(bytes, from: start) ? partial : .notDirect
+            }
+            if end == start {  // the blank line
+                head.length = end + 2
+                break
+            }
             guard let field = HeaderLine(bytes, start: start, end: end) else { return .notDirect }
             start = end + 2
             switch field.known {
             case nil:
                 continue
             case .contentLength:
-                guard head.contentLength < 0, let value = HTTPHeadBytes.decimal(field.value, maxDigits: 10), value <= maxBodyBytes
+                guard head.contentLength < 0, field.isPlainLength,
+                    let value = HTTPHeadBytes.decimal(field.value, maxDigits: 10), value <= maxBodyBytes
                 else { return .notDirect }
                 head.contentLength = value
             case .host:
@@ -97,6 +105,17 @@ struct DirectRequestHead: Equatable {
         }
         guard sawHost, head.contentLength >= 0 else { return .notDirect }
         return .head(head)
+    }
+
+    /// Whether the request line received so far (no line end yet) can still be one the front
+    /// reads: the target's characters, up to the space before the version.
+    private static func isTargetSoFar(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var index = methodAndSlash.count
+        while index < bytes.count, bytes[index] != UInt8(ascii: " ") {
+            guard (0x21...0x7E).contains(bytes[index]) else { return false }
+            index += 1
+        }
+        return true
     }
 
     /// Whether a LF without a CR before it, or a CR followed by anything but LF, comes first in
@@ -142,6 +161,9 @@ private struct HeaderLine {
     /// Without the spaces and tabs around it.
     let value: HTTPHeadBytes.Bytes
     let known: Known?
+    /// Only spaces follow the value (llhttp refuses a `Content-Length` with a tab after its
+    /// digits: found by the differential test against NIO's decoder).
+    let isPlainLength: Bool
 
     init?(_ bytes: UnsafeRawBufferPointer, start: Int, end: Int) {
         var colon = start
@@ -151,11 +173,25 @@ private struct HeaderLine {
         }
         guard colon < end, colon > start else { return nil }
         value = HTTPHeadBytes.trimmed(bytes[(colon + 1)..<end])
+        isPlainLength = bytes[value.endIndex..<end].allSatisfy { $0 == UInt8(ascii: " ") }
         guard !value.contains(where: { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F }) else { return nil }
         known = Self.known(bytes[start..<colon])
     }
 
     var text: String { String(decoding: value, as: UTF8.self) }
+
+    /// Whether a header line received so far (no line end yet) can still be a field: token
+    /// characters up to its colon, if it has one yet.
+    static func isNameSoFar(_ bytes: UnsafeRawBufferPointer, from start: Int) -> Bool {
+        var index = start
+        while index < bytes.count, bytes[index] != UInt8(ascii: ":") {
+            // A CR is the line end arriving.
+            guard isTokenCharacter(bytes[index]) || (bytes[index] == UInt8(ascii: "\r") && index == bytes.count - 1)
+            else { return false }
+            index += 1
+        }
+        return true
+    }
 
     private static let names: [(name: StaticString, known: Known)] = [
         ("content-length", .contentLength), ("host", .host), ("authorization", .authorization),
