@@ -2,7 +2,8 @@
 # What a gateway in front of an engine costs: the same load (wrk, same settings) against
 #   (a) gantry-fake-engine directly (a FAKE OpenAI engine: canned answers, far faster than any proxy),
 #   (b) nginx as a reverse proxy (upstream keepalive, proxy_buffering off),
-#   (c) Gantry's gateway (release build, API keys on, a user's key, limits per service, per key on
+#   (c) Gantry's gateway (gateway.relay full, the default; in the interleaved rounds also engine and
+#       off, each a Gantry of its own; release build, API keys on, a user's key, limits per service, per key on
 #       the service and per key with a token quota, usage records; the fake engine deployed as
 #       the custom engine),
 #   (d) LiteLLM's proxy (PyPI, 2 workers, master key), shorter runs.
@@ -18,6 +19,8 @@
 # Knobs: DURATION, WARMUP (2), CONNECTIONS (64), LITELLM_DURATION (min(DURATION, 5)),
 # TTFT_REQUESTS (200), STREAMS (1000), STREAM_DELAY_MS (200), STREAM_EVENTS_HELD (50),
 # ROUNDS (5: interleaved rounds of the two throughput runs against the engine, nginx and Gantry),
+# RELAY_MODES ("engine off": the other gateway.relay modes, each a Gantry of its own measured in
+# the same rounds beside the default, full; "" for none),
 # BUILD=0 (use the binaries in .build/release as they are), SKIP_LITELLM=1, DOCS=0 (no docs update).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -95,9 +98,10 @@ stop_group() { # pgid: TERM, up to 10 s, then KILL
   kill -KILL -- "-$pgid" 2>/dev/null || true
 }
 ENGINE_PIDS=()      # engines Gantry started (own process groups), in case Gantry dies first
+GANTRY_PIDS=()      # every Gantry started, the default relay mode's first
 cleanup() {
   set +e
-  if [ -n "${GANTRY_PID:-}" ]; then ENGINE_PIDS+=($(pgrep -P "$GANTRY_PID" 2>/dev/null)); fi
+  for pid in "${GANTRY_PIDS[@]}"; do ENGINE_PIDS+=($(pgrep -P "$pid" 2>/dev/null)); done
   for pgid in "${GROUPS_STARTED[@]}"; do stop_group "$pgid"; done
   for pid in "${ENGINE_PIDS[@]}"; do
     kill -0 "$pid" 2>/dev/null && grep -qE 'gantry-fake-engine|llama-server' "/proc/$pid/cmdline" 2>/dev/null \
@@ -151,8 +155,10 @@ wrk_errors() {
 wrk_pct() { awk -v p="$2" '$1 == p {print $2}' "$1"; } # file, 50% or 99% -> "123.45us"
 
 # Runs every measurement against one target: name, base URL, key ("-" for none), duration.
-measure() {
-  local name=$1 base=$2 key=$3 duration=$4
+# prepare NAME BASE KEY: the wrk scripts, and one correct answer and stream first (a clear failure
+# beats a table of error rates); records the events per stream.
+prepare() {
+  local name=$1 base=$2 key=$3
   local url="$base/v1/chat/completions" k=() answer events
   [ "$key" != - ] && k=(-H "Authorization: Bearer $key")
   write_lua "$WORK/chat-$name.lua" "$CHAT" "$key"
@@ -166,6 +172,12 @@ measure() {
     || fail "$name: unexpected stream: $events"
   events=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["events"])' "$events")
   record "$name" events "$events"
+}
+
+measure() {
+  local name=$1 base=$2 key=$3 duration=$4
+  local url="$base/v1/chat/completions"
+  prepare "$name" "$base" "$key"
 
   step "$name: non-streaming, $CONNECTIONS connections, ${duration}s after ${WARMUP}s warm-up"
   wrk --timeout 10s -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$WORK/chat-$name.lua" "$url" >/dev/null
@@ -251,46 +263,64 @@ measure nginx "http://127.0.0.1:$NGINX_PORT" - "$DURATION"
 record nginx rss_kib "$(hwm_kib $(pgrep -g "$NGINX_PID"))"
 record meta nginx_version "$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')"
 
-# --- (c) Gantry -----------------------------------------------------------------------------------
-GANTRY_PORT=$(free_port)
-GBASE="http://127.0.0.1:$GANTRY_PORT"
-gantry_args=(serve --port "$GANTRY_PORT" --data-dir "$WORK/gantry" --log-level warning --engine-threads 1
-  --custom-engine-command "$FAKE --host {host} --port {port} --model {model} --stream-events $STREAM_EVENTS")
-[ -n "${GANTRY_TEST_LLAMA_SERVER:-}" ] && gantry_args+=(--llama-server "$GANTRY_TEST_LLAMA_SERVER")
-mkdir -p "$WORK/gantry"
-spawn "$WORK/gantry.stdout" "$GANTRY" "${gantry_args[@]}"
-GANTRY_PID=$LAST_PID
-wait_http "$GBASE/healthz" 60 "$WORK/gantry.stdout"
-wait_http "$GBASE/readyz" 30 "$WORK/gantry.stdout"
-ADMIN=
-for _ in $(seq 1 50); do ADMIN=$(grep -o 'gk_[A-Za-z0-9_-]*' "$WORK/gantry.stdout" | head -n 1 || true); [ -n "$ADMIN" ] && break; sleep 0.1; done
-[ -n "$ADMIN" ] || { logtail "$WORK/gantry.stdout" >&2; fail "Gantry printed no bootstrap admin key"; }
+# --- (c) Gantry ---------------------------------------------------------------------------------
+# start_gantry NAME RELAY [held]: a Gantry with gateway.relay = RELAY, the fake engine deployed as
+# the custom engine behind it, and a user's key; sets G_BASE, G_PID, G_ADMIN and G_KEY.
+start_gantry() {
+  local name=$1 relay=$2 held=${3:-} port
+  port=$(free_port)
+  G_BASE="http://127.0.0.1:$port"
+  local args=(serve --port "$port" --data-dir "$WORK/$name" --log-level warning --engine-threads 1 --relay "$relay"
+    --custom-engine-command "$FAKE --host {host} --port {port} --model {model} --stream-events $STREAM_EVENTS")
+  [ -n "${GANTRY_TEST_LLAMA_SERVER:-}" ] && args+=(--llama-server "$GANTRY_TEST_LLAMA_SERVER")
+  mkdir -p "$WORK/$name"
+  spawn "$WORK/$name.stdout" "$GANTRY" "${args[@]}"
+  G_PID=$LAST_PID
+  GANTRY_PIDS+=("$G_PID")
+  wait_http "$G_BASE/healthz" 60 "$WORK/$name.stdout"
+  wait_http "$G_BASE/readyz" 30 "$WORK/$name.stdout"
+  G_ADMIN=
+  for _ in $(seq 1 50); do G_ADMIN=$(grep -o 'gk_[A-Za-z0-9_-]*' "$WORK/$name.stdout" | head -n 1 || true); [ -n "$G_ADMIN" ] && break; sleep 0.1; done
+  [ -n "$G_ADMIN" ] || { logtail "$WORK/$name.stdout" >&2; fail "$name printed no bootstrap admin key"; }
+  local base=$G_BASE admin=$G_ADMIN
+  g_api() { gantry_api "$base" "$admin" "$@"; }
+  step "$name (gateway.relay $relay): registering a tiny model file, deploying the fake engine as the custom engine"
+  mkdir -p "$WORK/$name-model"
+  register_fake_model "$G_BASE" "$G_ADMIN" "$WORK/$name-model"
+  # Limits on (high enough never to refuse, so every request pays for the check): per service,
+  # per key on the service, and on the key itself with a token quota; usage accounting is always on.
+  g_api POST /api/v1/deployments '{"name":"fake","model":"fake-model","engine":"custom","limits":{"requests_per_minute":100000000,"tokens_per_minute":1000000000000,"requests_per_minute_per_key":100000000,"tokens_per_minute_per_key":1000000000000}}' >/dev/null
+  [ -n "$held" ] && g_api POST /api/v1/deployments "{\"name\":\"fake-held\",\"model\":\"fake-model\",\"engine\":\"custom\",\"engine_args\":[\"--event-delay-ms\",\"$STREAM_DELAY_MS\",\"--stream-events\",\"$STREAM_EVENTS_HELD\"]}" >/dev/null
+  g_api POST /api/v1/users '{"name":"bench"}' >/dev/null
+  G_KEY=$(g_api POST /api/v1/keys '{"name":"bench","user":"bench","limits":{"requests_per_minute":100000000,"tokens_per_minute":1000000000000,"token_quota":1000000000000000,"quota_period":"day"}}' | grep -o 'gk_[A-Za-z0-9_-]*' | head -n 1 || true)
+  [ -n "$G_KEY" ] || fail "$name: could not read the new user key"
+  gantry_wait_ready "$G_BASE" "$G_ADMIN" fake
+  [ -z "$held" ] || gantry_wait_ready "$G_BASE" "$G_ADMIN" fake-held
+}
+start_gantry gantry full held
+GBASE=$G_BASE GANTRY_PID=$G_PID ADMIN=$G_ADMIN USER_KEY=$G_KEY
 api() { gantry_api "$GBASE" "$ADMIN" "$@"; } # method path [json]
-step "Gantry: registering a tiny model file, deploying the fake engine as the custom engine"
-register_fake_model "$GBASE" "$ADMIN" "$WORK"
-# Limits on (high enough never to refuse, so every request pays for the check): per service,
-# per key on the service, and on the key itself with a token quota; usage accounting is always on.
-api POST /api/v1/deployments '{"name":"fake","model":"fake-model","engine":"custom","limits":{"requests_per_minute":100000000,"tokens_per_minute":1000000000000,"requests_per_minute_per_key":100000000,"tokens_per_minute_per_key":1000000000000}}' >/dev/null
-api POST /api/v1/deployments "{\"name\":\"fake-held\",\"model\":\"fake-model\",\"engine\":\"custom\",\"engine_args\":[\"--event-delay-ms\",\"$STREAM_DELAY_MS\",\"--stream-events\",\"$STREAM_EVENTS_HELD\"]}" >/dev/null
-api POST /api/v1/users '{"name":"bench"}' >/dev/null
-USER_KEY=$(api POST /api/v1/keys '{"name":"bench","user":"bench","limits":{"requests_per_minute":100000000,"tokens_per_minute":1000000000000,"token_quota":1000000000000000,"quota_period":"day"}}' | grep -o 'gk_[A-Za-z0-9_-]*' | head -n 1 || true)
-[ -n "$USER_KEY" ] || fail "could not read the new user key"
-gantry_wait_ready "$GBASE" "$ADMIN" fake
-gantry_wait_ready "$GBASE" "$ADMIN" fake-held
 measure gantry "$GBASE" "$USER_KEY" "$DURATION"
 record gantry rss_kib "$(hwm_kib "$GANTRY_PID")"
+
+# The other relay modes, measured only in the interleaved rounds, beside the default.
+declare -A ROUND_URL=([direct]="http://127.0.0.1:$FAKE_PORT/v1/chat/completions"
+  [nginx]="http://127.0.0.1:$NGINX_PORT/v1/chat/completions" [gantry]="$GBASE/v1/chat/completions")
+ROUND_TARGETS=(direct nginx gantry)
+for relay in ${RELAY_MODES:-engine off}; do
+  start_gantry "gantry_$relay" "$relay"
+  prepare "gantry_$relay" "$G_BASE" "$G_KEY"
+  ROUND_URL[gantry_$relay]="$G_BASE/v1/chat/completions"
+  ROUND_TARGETS+=("gantry_$relay")
+done
 
 # --- interleaved rounds -------------------------------------------------------------------------
 # Single runs on this shared machine drift by 10-15 % from one minute to the next, so the ratios
 # the targets name are also taken round by round: each round runs the engine, nginx and Gantry
 # back to back with the same load.
 for round in $(seq 1 "$ROUNDS"); do
-  for target in direct nginx gantry; do
-    case $target in
-      direct) url="http://127.0.0.1:$FAKE_PORT/v1/chat/completions" ;;
-      nginx) url="http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
-      gantry) url="$GBASE/v1/chat/completions" ;;
-    esac
+  for target in "${ROUND_TARGETS[@]}"; do
+    url=${ROUND_URL[$target]}
     step "round $round of $ROUNDS: $target, non-streaming and streaming, $CONNECTIONS connections"
     for kind in chat stream; do
       wrk --timeout 10s -t1 -c"$CONNECTIONS" -d1s -s "$WORK/$kind-$target.lua" "$url" >/dev/null
@@ -302,6 +332,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 record meta rounds "$ROUNDS"
 stop_group "$NGINX_PID"
+for pid in "${GANTRY_PIDS[@]:1}"; do ENGINE_PIDS+=($(pgrep -P "$pid" 2>/dev/null)); stop_group "$pid"; done
 
 # --- 1,000 streams held open through Gantry ---------------------------------------------------
 held_streams gantry "$GBASE/v1/chat/completions" "$GANTRY_PID" "$USER_KEY"

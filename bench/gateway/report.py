@@ -153,7 +153,39 @@ def table(results):
                 f"Gantry's {label} as a share of nginx's, round by round: "
                 + ", ".join(f"{v:.1f} %" for v in ratios) + f" (median {sorted(ratios)[len(ratios) // 2]:.1f} %)."
             )
+    lines += relay_modes(results, rounds)
     return "\n".join(lines)
+
+
+RELAY_TARGETS = (("gantry", "full (default)"), ("gantry_engine", "engine"), ("gantry_off", "off"))
+
+
+def relay_modes(results, rounds):
+    """The gateway.relay modes side by side, from the same interleaved rounds: each one's median
+    and its share of nginx's figure round by round."""
+    present = [(t, label) for t, label in RELAY_TARGETS if f"round_chat_1" in results.get(t, {})]
+    if not rounds or len(present) < 2 or "round_chat_1" not in results.get("nginx", {}):
+        return []
+    nginx = results["nginx"]
+    lines = [
+        "",
+        f"`gateway.relay`, side by side in the same {rounds} interleaved rounds (median; share of nginx's figure in the same round, median):",
+        "",
+        "| gateway.relay | requests/s, non-streaming | share of nginx | SSE events/s | share of nginx |",
+        "|---|---|---|---|---|",
+    ]
+    for target, label in present:
+        x = results[target]
+        cells = []
+        for kind in ("chat", "stream"):
+            scale = int(x["events"]) if kind == "stream" else 1
+            values = [scale * float(x[f"round_{kind}_{i}"]) for i in range(1, rounds + 1)]
+            nscale = int(nginx["events"]) if kind == "stream" else 1
+            shares = sorted(
+                100 * values[i - 1] / (nscale * float(nginx[f"round_{kind}_{i}"])) for i in range(1, rounds + 1))
+            cells += [f"{sorted(values)[len(values) // 2]:,.0f}", f"{shares[len(shares) // 2]:.1f} %"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def section(results, body):
