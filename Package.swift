@@ -116,12 +116,8 @@ let package = Package(
             name: "GantryServing",
             dependencies: [
                 "GantryCore", "GantryHTTP", "GantryKubernetes", hummingbird, httpTypes, httpClient, logging, serviceLifecycle,
-                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
             ],
             swiftSettings: sharedSwiftSettings
         ),
@@ -134,7 +130,15 @@ let package = Package(
             swiftSettings: sharedSwiftSettings),
         .target(
             name: "GantryGateway",
-            dependencies: ["GantryCore", "GantryHTTP", hummingbird, httpTypes, httpClient, logging, crypto],
+            dependencies: [
+                "GantryCore", "GantryHTTP", hummingbird, httpTypes, httpClient, logging, crypto, serviceLifecycle,
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+            ],
             swiftSettings: sharedSwiftSettings),
         .target(
             name: "GantryOrchestrator",

@@ -3,7 +3,7 @@ import Foundation
 public import GantryAuth
 public import GantryBlobs
 public import GantryCore
-import GantryGateway
+public import GantryGateway
 public import GantryHTTP
 public import GantryOrchestrator
 public import GantryRegistry

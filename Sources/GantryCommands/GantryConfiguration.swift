@@ -2,6 +2,7 @@ public import Configuration
 public import Foundation
 public import GantryAuth
 import GantryCore
+public import GantryGateway
 public import GantryServing
 public import GantryStore
 public import Logging

@@ -2,7 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import GantryAuth
 import GantryCore
-import GantryGateway
+public import GantryGateway
 public import GantryHTTP
 public import GantryServing
 import GantryStore

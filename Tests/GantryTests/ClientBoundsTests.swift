@@ -6,6 +6,7 @@ import GantryTestSupport
 import NIOCore
 import Testing
 
+@testable import GantryGateway
 @testable import GantryServing
 
 /// The deadlines of a client connection as a state machine, told the time: no sleeping.

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import GantryAuth
 import GantryCore
+import GantryGateway
 import GantryServing
 import GantryTestSupport
 import HTTPTypes

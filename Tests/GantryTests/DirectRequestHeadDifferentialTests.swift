@@ -4,6 +4,7 @@ import NIOHTTP1
 import PropertyBased
 import Testing
 
+@testable import GantryGateway
 @testable import GantryServing
 
 /// The relay's front reads request heads with its own parser (`DirectRequestHead`), ahead of the

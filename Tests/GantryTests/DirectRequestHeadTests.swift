@@ -1,6 +1,7 @@
 import NIOCore
 import Testing
 
+@testable import GantryGateway
 @testable import GantryServing
 
 /// What the relay's front reads itself and what it leaves to Hummingbird's codec: it must take

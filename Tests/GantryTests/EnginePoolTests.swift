@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import Testing
 
+@testable import GantryGateway
 @testable import GantryServing
 
 /// The relay's engine connections: kept for the next request only while young, because engines

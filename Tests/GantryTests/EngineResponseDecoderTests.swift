@@ -2,6 +2,7 @@ import NIOCore
 import NIOEmbedded
 import Testing
 
+@testable import GantryGateway
 @testable import GantryServing
 
 /// The relay's own decoder for engine answers: framing by length, by chunks and by close, in any

@@ -3,6 +3,7 @@ import Foundation
 import GantryAuth
 import GantryCommands
 import GantryCore
+import GantryGateway
 import GantryServing
 import GantryTestSupport
 import Hummingbird

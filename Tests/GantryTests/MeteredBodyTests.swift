@@ -3,6 +3,7 @@ import GantryCore
 import NIOCore
 import Testing
 
+@testable import GantryGateway
 @testable import GantryServing
 
 /// What the gateway reserves and meters must cover what an engine runs for the same body. Bodies

@@ -1,6 +1,7 @@
 import Foundation
 import GantryBlobs
 import GantryCore
+import GantryGateway
 import GantryOrchestrator
 import GantryRegistry
 import GantryResources

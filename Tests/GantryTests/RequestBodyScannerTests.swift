@@ -3,6 +3,7 @@ import GantryCore
 import NIOCore
 import Testing
 
+@testable import GantryGateway
 @testable import GantryServing
 
 /// The one-pass body scanner must read exactly what `JSONDecoder` reads, and leave to it

@@ -1,6 +1,7 @@
 import NIOCore
 import Testing
 
+@testable import GantryGateway
 @testable import GantryServing
 
 @Suite("SSE relay")

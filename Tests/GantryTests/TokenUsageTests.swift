@@ -1,6 +1,7 @@
 import NIOCore
 import Testing
 
+@testable import GantryGateway
 @testable import GantryServing
 
 /// Usage read from a whole (non-streamed) answer without decoding it.

@@ -1,6 +1,7 @@
 import Foundation
 import GantryCommands
 import GantryCore
+import GantryGateway
 import GantryServing
 import GantryTestSupport
 import Testing

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import GantryCore
+import GantryGateway
 import GantryServing
 import GantryTestSupport
 import NIOCore
