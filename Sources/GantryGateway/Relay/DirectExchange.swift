@@ -23,20 +23,14 @@ final class DirectExchange: SweepMember {
     private var meter: RequestMeter?
     private var lease: InFlightLease?
     private var upstreamBody: ByteBuffer?
-    private var attempt = 0
     private var connection: EngineConnection?
     /// Where this exchange sits in its pool's deadline sweep (`EnginePool.watch`).
     var sweepIndex: Int?
-    /// Until the engine's head: when the first-byte timeout ends.
-    private var firstByteDeadline = NIODeadline.distantFuture
-    /// After it: how long the engine may go without sending anything.
-    private var idleAllowance: TimeAmount?
-    /// The last read from the engine, for the idle timeout.
-    private var lastRead = NIODeadline.now()
+    /// The phase, the attempt and the engine's deadlines; this class does what it says.
+    private var machine = ExchangeStateMachine()
     private var engineHead: EngineResponseHead?
     private var collected: ByteBuffer?
     private var stream: StreamMeter?
-    private var finished = false
 
     init(client: any DirectClient, endpoint: InferenceEndpoint, authorization: String?, requestID: String, body: ByteBuffer) {
         self.client = client
@@ -117,75 +111,117 @@ final class DirectExchange: SweepMember {
         meter = admitted.meter
         lease = admitted.lease
         upstreamBody = (try? admitted.parsed.upstreamBody(body)) ?? body
-        send()
+        let configured = relay.configuration.upstreamTimeout
+        perform(
+            machine.admitted(
+                firstByteTimeout: TimeAmount(admitted.entry.firstByteTimeout(default: configured)),
+                idleTimeout: TimeAmount(admitted.entry.idleTimeout(default: configured))))
     }
 
     private func handToRouter() {
-        finished = true
+        machine.endedBeforeAdmission()
         client.handToRouter()
     }
 
     // MARK: - The engine
 
-    private func send() {
-        guard let lease, let meter, let upstreamBody else { return }
-        attempt += 1
+    /// Does what the state machine said.
+    private func perform(_ action: ExchangeStateMachine.Action) {
+        switch action {
+        case .none:
+            break
+        case .connect:
+            connect()
+        case .send:
+            guard let connection, let upstreamBody else { return }
+            connection.send(path: endpoint.path, requestID: requestID, body: upstreamBody)
+            client.pool.watch(self)
+        case .retry:
+            retry()
+        case .fail(let failure):
+            releaseConnection(keepAlive: false)
+            fail(Self.error(failure, firstByteTimeout: firstByteTimeout))
+        case .endStreamWithError(let timedOut):
+            // Mid-stream: end the stream with an error event the client can see, not a silent cut.
+            releaseConnection(keepAlive: false)
+            lease?.end()
+            let error = EngineFailure.duringStream(timedOut: timedOut)
+            if var stream {
+                let rest = stream.finish()
+                if rest.readableBytes > 0 { client.writeBody(rest) }
+                meter?.finish(status: EngineFailure.status(of: error), usage: stream.usage, errorType: error.code)
+            }
+            client.writeBody(EngineFailure.event(error))
+            complete(status: 200)
+        case .finish:
+            finishAnswer()
+        case .abandon:
+            // The client left: closing the engine's connection cancels its request.
+            client.pool.unwatch(self)
+            releaseConnection(keepAlive: false)
+            meter?.finish(status: 499, usage: stream?.usage, errorType: "client_closed")
+            lease?.end()
+        }
+    }
+
+    static func error(_ failure: ExchangeStateMachine.Failure, firstByteTimeout: Duration) -> GantryError {
+        switch failure {
+        case .overloaded: EngineFailure.overloaded
+        case .unreachable: EngineFailure.unreachable
+        case .noAnswer: EngineFailure.noAnswer(within: firstByteTimeout.inSeconds)
+        case .whileAnswering(let timedOut): EngineFailure.whileAnswering(timedOut: timedOut)
+        }
+    }
+
+    private func connect() {
+        guard let lease, let meter else { return }
         meter.sent(to: lease)
         client.pool.connection(to: lease.endpoint) { result in
-            guard !self.finished else {
-                if case .success(let connection) = result { self.client.pool.release(connection) }
-                return
-            }
             switch result {
             case .success(let connection):
+                guard case .connecting = self.machine.state else { return self.client.pool.release(connection) }
                 self.connection = connection
                 connection.exchange = self
-                connection.send(path: self.endpoint.path, requestID: self.requestID, body: upstreamBody)
-                self.firstByteDeadline = .now() + TimeAmount(self.firstByteTimeout)
-                self.client.pool.watch(self)
+                self.perform(self.machine.connected(now: .now()))
             case .failure(let error):
-                self.connectFailed(error)
+                guard case .connecting = self.machine.state else { return }
+                let poolFull = error is EnginePool.Full
+                if !poolFull, let lease = self.lease {
+                    self.relay.routes.reportUnreachable(instanceID: lease.instanceID)
+                    self.relay.logger.warning(
+                        "engine request failed", metadata: ["instance_id": "\(lease.instanceID)", "error": "\(error)"])
+                }
+                self.lease?.end()
+                self.lease = nil
+                self.perform(self.machine.connectFailed(poolFull: poolFull))
             }
         }
+    }
+
+    /// The connection could not be opened: the request never reached an engine, so it may go to
+    /// another ready instance, once.
+    private func retry() {
+        guard let parsed, let entry,
+            let target = try? relay.routes.acquireReady(deployment: parsed.deployment, version: parsed.pinnedVersion)
+        else { return perform(machine.noInstanceToRetry()) }
+        meter?.retried()
+        lease = InFlightLease(target, of: entry, routes: relay.routes, metrics: relay.metering.metrics)
+        connect()
     }
 
     private var firstByteTimeout: Duration {
         entry?.firstByteTimeout(default: relay.configuration.upstreamTimeout) ?? relay.configuration.upstreamTimeout
     }
 
-    private var idleTimeout: Duration {
-        entry?.idleTimeout(default: relay.configuration.upstreamTimeout) ?? relay.configuration.upstreamTimeout
-    }
-
-    /// The connection could not be opened: the request never reached an engine, so it may go to
-    /// another ready instance, once.
-    private func connectFailed(_ error: any Error) {
-        guard let lease, let parsed, let entry else { return }
-        lease.end()
-        self.lease = nil
-        if error is EnginePool.Full {
-            return fail(EngineFailure.overloaded)
-        }
-        relay.routes.reportUnreachable(instanceID: lease.instanceID)
-        relay.logger.warning(
-            "engine request failed", metadata: ["instance_id": "\(lease.instanceID)", "error": "\(error)"])
-        guard attempt < 2,
-            let target = try? relay.routes.acquireReady(deployment: parsed.deployment, version: parsed.pinnedVersion)
-        else { return fail(EngineFailure.unreachable) }
-        meter?.retried()
-        self.lease = InFlightLease(target, of: entry, routes: relay.routes, metrics: relay.metering.metrics)
-        send()
-    }
-
     func engineHead(_ head: EngineResponseHead) {
-        guard !finished, let parsed, let lease, let meter else { return }
+        guard case .waitingForHead = machine.state, let parsed, let lease, let meter else { return }
         engineHead = head
         meter.headReceived()
         // Passive health: an engine answering 5xx leaves rotation until its next probe.
         if head.status >= 500 { relay.routes.reportUnreachable(instanceID: lease.instanceID) }
-        lastRead = .now()
-        idleAllowance = TimeAmount(idleTimeout)
-        guard parsed.stream, head.status == 200 else {
+        let streaming = parsed.stream && head.status == 200
+        perform(machine.headReceived(streaming: streaming, now: .now()))
+        guard streaming else {
             collected = ByteBuffer()
             return
         }
@@ -197,8 +233,8 @@ final class DirectExchange: SweepMember {
     }
 
     func engineBody(_ chunk: ByteBuffer) {
-        guard !finished else { return }
-        lastRead = .now()
+        guard case .answering = machine.state else { return }
+        machine.bodyReceived(now: .now())
         if stream != nil {
             meter?.bodyByteReceived()
             let out = stream!.relay(chunk)
@@ -216,7 +252,7 @@ final class DirectExchange: SweepMember {
     }
 
     func engineReadComplete() {
-        if stream != nil, !finished { client.flush() }
+        if stream != nil, !machine.isFinished { client.flush() }
     }
 
     func clientWritable() {
@@ -224,7 +260,12 @@ final class DirectExchange: SweepMember {
     }
 
     func engineEnd() {
-        guard !finished, let engineHead, let lease, let meter, let entry, let parsed else { return }
+        perform(machine.engineEnded())
+    }
+
+    /// The whole answer arrived.
+    private func finishAnswer() {
+        guard let engineHead, let lease, let meter, let entry, let parsed else { return }
         releaseConnection(keepAlive: engineHead.keepAlive)
         if var stream {
             let rest = stream.finish()
@@ -247,41 +288,22 @@ final class DirectExchange: SweepMember {
 
     /// The engine went away, failed or stalled before its answer ended.
     func engineFailed(timedOut: Bool, reason: String) {
-        guard !finished, let lease else { return }
-        releaseConnection(keepAlive: false)
-        relay.routes.reportUnreachable(instanceID: lease.instanceID)
-        relay.logger.warning("engine request failed", metadata: ["instance_id": "\(lease.instanceID)", "error": "\(reason)"])
-        lease.end()
-        if var stream {
-            // Mid-stream: end the stream with an error event the client can see, not a silent cut.
-            let error = EngineFailure.duringStream(timedOut: timedOut)
-            let rest = stream.finish()
-            if rest.readableBytes > 0 { client.writeBody(rest) }
-            client.writeBody(EngineFailure.event(error))
-            meter?.finish(status: EngineFailure.status(of: error), usage: stream.usage, errorType: error.code)
-            return complete(status: 200)
+        if !machine.isFinished, let lease {
+            relay.routes.reportUnreachable(instanceID: lease.instanceID)
+            relay.logger.warning(
+                "engine request failed", metadata: ["instance_id": "\(lease.instanceID)", "error": "\(reason)"])
         }
-        if engineHead == nil {
-            fail(timedOut ? EngineFailure.noAnswer(within: firstByteTimeout.inSeconds) : EngineFailure.unreachable)
-        } else {
-            fail(EngineFailure.whileAnswering(timedOut: timedOut))
-        }
+        perform(machine.engineFailed(timedOut: timedOut))
     }
 
-    /// The client left: closing the engine's connection cancels its request.
+    /// The client left.
     func clientClosed() {
-        guard !finished else { return }
-        finished = true
-        client.pool.unwatch(self)
-        releaseConnection(keepAlive: false)
-        meter?.finish(status: 499, usage: stream?.usage, errorType: "client_closed")
-        lease?.end()
+        perform(machine.clientClosed())
     }
 
     /// Whether the engine has taken too long: for its head, or since its last bytes.
     func deadlinePassed(_ now: NIODeadline) -> Bool {
-        if let idleAllowance { return now >= lastRead + idleAllowance }
-        return now >= firstByteDeadline
+        machine.deadlinePassed(now: now)
     }
 
     func timedOut() {
@@ -343,7 +365,7 @@ final class DirectExchange: SweepMember {
 
     /// Ends the answer, then counts it as the router's middleware would.
     private func complete(status: Int) {
-        finished = true
+        machine.endedBeforeAdmission()
         // Every answer ends here (and a vanished client in `clientClosed`): no deadline after it.
         client.pool.unwatch(self)
         client.writeEnd()
