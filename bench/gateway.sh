@@ -156,10 +156,10 @@ wrk_pct() { awk -v p="$2" '$1 == p {print $2}' "$1"; } # file, 50% or 99% -> "12
 
 # Runs every measurement against one target: name, base URL, key ("-" for none), duration.
 # prepare NAME BASE KEY: the wrk scripts, and one correct answer and stream first (a clear failure
-# beats a table of error rates); records the events per stream.
+# beats a table of error rates); records the events per stream, and leaves them in `events`.
 prepare() {
   local name=$1 base=$2 key=$3
-  local url="$base/v1/chat/completions" k=() answer events
+  local url="$base/v1/chat/completions" k=() answer
   [ "$key" != - ] && k=(-H "Authorization: Bearer $key")
   write_lua "$WORK/chat-$name.lua" "$CHAT" "$key"
   write_lua "$WORK/stream-$name.lua" "$STREAM" "$key"
