@@ -174,8 +174,29 @@ let package = Package(
             ],
             swiftSettings: sharedSwiftSettings
         ),
+        // Fast unit tests, one target per module: no server, database or peer
+        // (`swift test --filter 'Gantry(Gateway|Serving|Core|Auth|Commands)Tests'` runs them in seconds).
         .testTarget(
-            name: "GantryTests",
+            name: "GantryGatewayTests",
+            dependencies: [
+                "GantryGateway", "GantryCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
+            swiftSettings: sharedSwiftSettings
+        ),
+        .testTarget(
+            name: "GantryServingTests", dependencies: ["GantryServing", "GantryCore"], swiftSettings: sharedSwiftSettings),
+        .testTarget(name: "GantryCoreTests", dependencies: ["GantryCore"], swiftSettings: sharedSwiftSettings),
+        .testTarget(name: "GantryAuthTests", dependencies: ["GantryAuth", "GantryCore"], swiftSettings: sharedSwiftSettings),
+        .testTarget(
+            name: "GantryCommandsTests", dependencies: ["GantryCommands", "GantryCore"], swiftSettings: sharedSwiftSettings),
+        // Tests against live servers and the real peers (PostgreSQL, moto, nanoidp, llama.cpp, the
+        // Kubernetes control plane), started by scripts/test.sh.
+        .testTarget(
+            name: "GantryIntegrationTests",
             dependencies: [
                 "GantryCommands", "GantryTestSupport", "GantryStore", "GantryCore", "GantryAuth", "GantryServing",
                 "GantryHTTP", "GantryGateway", "GantryOrchestrator", "GantryRegistry", "GantryBlobs", "GantryKubernetes",
@@ -183,8 +204,6 @@ let package = Package(
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             swiftSettings: sharedSwiftSettings
         ),

@@ -4,7 +4,6 @@ import NIOCore
 import Testing
 
 @testable import GantryGateway
-@testable import GantryServing
 
 /// What the gateway reserves and meters must cover what an engine runs for the same body. Bodies
 /// are built as lists of top-level (key, JSON value) pairs, so what each engine reads (the last

@@ -5,7 +5,6 @@ import PropertyBased
 import Testing
 
 @testable import GantryGateway
-@testable import GantryServing
 
 /// The relay's front reads request heads with its own parser (`DirectRequestHead`), ahead of the
 /// codec Hummingbird runs (NIOHTTP1's `HTTPRequestDecoder`, llhttp). Random heads, most of them

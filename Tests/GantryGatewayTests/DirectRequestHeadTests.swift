@@ -2,7 +2,6 @@ import NIOCore
 import Testing
 
 @testable import GantryGateway
-@testable import GantryServing
 
 /// What the relay's front reads itself and what it leaves to Hummingbird's codec: it must take
 /// the common request in any spelling the codec accepts, wait for a head that is not whole, and

@@ -2,7 +2,6 @@ import NIOCore
 import Testing
 
 @testable import GantryGateway
-@testable import GantryServing
 
 /// Usage read from a whole (non-streamed) answer without decoding it.
 @Suite("Token usage in answers")

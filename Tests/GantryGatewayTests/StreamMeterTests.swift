@@ -2,7 +2,6 @@ import NIOCore
 import Testing
 
 @testable import GantryGateway
-@testable import GantryServing
 
 @Suite("SSE relay")
 struct StreamMeterTests {

@@ -3,7 +3,6 @@ import NIOEmbedded
 import Testing
 
 @testable import GantryGateway
-@testable import GantryServing
 
 /// The relay's own decoder for engine answers: framing by length, by chunks and by close, in any
 /// split of the bytes, and a failed connection for anything it cannot frame.

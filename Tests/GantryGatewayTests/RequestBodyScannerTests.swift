@@ -4,7 +4,6 @@ import NIOCore
 import Testing
 
 @testable import GantryGateway
-@testable import GantryServing
 
 /// The one-pass body scanner must read exactly what `JSONDecoder` reads, and leave to it
 /// everything it is not sure of.
