@@ -77,11 +77,20 @@ public final class QuotaLedger: Sendable {
 
     private let repository: any UsageRepository
     private let accounts = Mutex<[QuotaScope.Holder: Account]>([:])
-    /// Moves at every settlement, for requests waiting for holds to end (`settlement(after:)`).
-    private let settlements = Mutex<UInt64>(0)
+    /// Settlements so far, and the requests waiting for the next one (`settlement(after:)`).
+    private struct Settlements {
+        var count: UInt64 = 0
+        var nextWaiter = 0
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    }
 
-    public init(repository: any UsageRepository) {
+    private let settlements = Mutex(Settlements())
+    /// At most this many requests wait for a settlement at once; more are refused at once.
+    let maxWaiting: Int
+
+    public init(repository: any UsageRepository, maxWaiting: Int = 1000) {
         self.repository = repository
+        self.maxWaiting = maxWaiting
     }
 
     /// Throws `insufficient_quota` (429) once any of the quotas is used for its period.
@@ -105,16 +114,39 @@ public final class QuotaLedger: Sendable {
     }
 
     /// How many settlements there have been: `settlement(after:)` waits for the next one.
-    var settlementCount: UInt64 { settlements.withLock { $0 } }
+    var settlementCount: UInt64 { settlements.withLock { $0.count } }
 
-    /// Waits until a hold is settled after `count` (or `timeout` passes): a request refused only
-    /// for what requests in flight hold then decides again. Polls every 10 ms: a settlement is a
-    /// lock-protected counter, and waiting requests are few (one per waiting client connection).
-    func settlement(after count: UInt64, timeout: Duration) async {
-        let deadline = ContinuousClock.now + timeout
-        while settlementCount == count, ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(10))
-            if Task.isCancelled { return }
+    /// Waits until a hold is settled after `count`, or `timeout` passes: a request refused only
+    /// for what requests in flight hold then decides again. Woken by `settle`, not polling. False,
+    /// at once, when `maxWaiting` requests already wait: the caller refuses then.
+    func settlement(after count: UInt64, timeout: Duration) async -> Bool {
+        let id: Int? = settlements.withLock { state in
+            guard state.waiters.count < maxWaiting else { return nil }
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        guard let id else { return false }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await Task.sleep(for: timeout) }
+            group.addTask { await self.nextSettlement(after: count, id: id) }
+            await group.next()
+            group.cancelAll()
+        }
+        return true
+    }
+
+    private func nextSettlement(after count: UInt64, id: Int) async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = settlements.withLock { state -> Bool in
+                    guard state.count == count, !Task.isCancelled else { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            settlements.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
         }
     }
 
@@ -187,6 +219,11 @@ public final class QuotaLedger: Sendable {
                 accounts[holder] = account
             }
         }
-        settlements.withLock { $0 &+= 1 }
+        let waiting = settlements.withLock { state in
+            state.count &+= 1
+            defer { state.waiters.removeAll() }
+            return state.waiters.isEmpty ? [] : Array(state.waiters.values)
+        }
+        for waiter in waiting { waiter.resume() }
     }
 }

@@ -59,8 +59,8 @@ extension InferenceRoutes {
                     // Spent: the next decision refuses it, and accounts the refusal.
                 }
             case .waitForQuota(let settlements):
-                await metering.quotas.settlement(after: settlements, timeout: quotaDeadline - .now)
-                quotaWaitOver = ContinuousClock.now >= quotaDeadline || Task.isCancelled
+                let waited = await metering.quotas.settlement(after: settlements, timeout: quotaDeadline - .now)
+                quotaWaitOver = !waited || ContinuousClock.now >= quotaDeadline || Task.isCancelled
             case .countTokens(let held):
                 // Only when the bound says the prompt might not fit does the engine's tokenizer
                 // count it, on the instance that will then serve it.
