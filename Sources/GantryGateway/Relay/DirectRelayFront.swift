@@ -25,13 +25,11 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     /// The connection's head, body and idle deadlines (shared with `behind`), checked by `sweep`.
     let deadlines: ClientConnectionDeadlines
     let sweep: DeadlineSweep<ClientConnectionDeadlines>
-    /// The credential of the request whose body is still arriving, checked from its head: the
-    /// body of a caller not known yet is not read past `unverifiedBytes` until it is.
-    private var verifying = false
+    /// The body of a caller not known yet is not read past `unverifiedBytes` until it is.
     static let unverifiedBytes = 64 * 1024
     private var context: ChannelHandlerContext?
-    /// Once true, every byte goes to the codec.
-    private var handedOn = false
+    /// When to parse, hand on, hold reading and close; this handler keeps the bytes.
+    private var machine: FrontStateMachine
     /// Bytes read and not yet served (the served ones are dropped as more arrive).
     private var received = ByteBuffer()
     /// The head of the request whose body is still arriving.
@@ -42,9 +40,6 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     private var current: (request: ByteBuffer, closeAfter: Bool)?
     /// Whether the answer being written is chunked (no `Content-Length`).
     private var chunked = false
-    /// Graceful shutdown asked for the connection to close: after the answer being served.
-    private var closeWhenDone = false
-    private var readHeld = false
     private(set) var clientGone = false
 
     init(
@@ -53,7 +48,9 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     ) {
         // Not parsing (`gateway.relay` below `full`): every byte goes to the codec from the start,
         // and this handler only keeps the connection's deadlines.
-        self.handedOn = !parses
+        self.machine = FrontStateMachine(
+            parses: parses,
+            bounds: .init(whileServing: DirectRelayHandler.maxHeldBytes, whileVerifying: Self.unverifiedBytes))
         self.relay = relay
         self.pool = pool
         self.behind = behind
@@ -87,32 +84,66 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         deadlines.state.bytesReceived(now: .now())
-        if handedOn { return context.fireChannelRead(data) }
+        if machine.isHandedOn { return context.fireChannelRead(data) }
         var bytes = unwrapInboundIn(data)
         received.appendUnserved(&bytes)
-        if exchange == nil { serveReceived(context: context) }
+        if machine.bytesArrived() == .parse { serveReceived(context: context) }
+    }
+
+    /// Does what the state machine said.
+    private func perform(_ action: FrontStateMachine.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .none: break
+        case .parse: serveReceived(context: context)
+        case .handOn(let withCurrent): handOn(context: context, first: withCurrent ? current?.request : nil)
+        case .verify: verifyCaller(context: context)
+        case .startExchange: startExchange()
+        case .read: context.read()
+        case .close: context.close(promise: nil)
+        case .abandonExchange:
+            exchange?.clientClosed()
+            exchange = nil
+        }
     }
 
     /// Starts the next request when it is whole, or hands the connection on.
     private func serveReceived(context: ChannelHandlerContext) {
-        guard !handedOn, !clientGone, exchange == nil, received.readableBytes > 0 else { return }
+        guard machine.bytesArrived() == .parse, !clientGone, exchange == nil, received.readableBytes > 0 else { return }
         let head: DirectRequestHead
         if let waitingHead {
             head = waitingHead
         } else {
             switch DirectRequestHead.parse(received, maxBodyBytes: relay.configuration.maxRequestBytes) {
             case .needMore: return
-            case .notDirect: return handOn(context: context, first: nil)
+            case .notDirect: return perform(machine.notDirect(), context: context)
             case .head(let parsed):
                 head = parsed
                 deadlines.state.headReceived(now: .now(), boundedBody: true)
             }
         }
-        guard let request = received.readSlice(length: head.length + head.contentLength) else {
-            if waitingHead == nil {
-                waitingHead = head
-                checkCredentialAhead(of: head, context: context)
-            }
+        let whole = received.readableBytes >= head.length + head.contentLength
+        // The caller is read from the head once, when its body is not all there yet.
+        let caller: FrontStateMachine.Caller =
+            whole || waitingHead != nil
+            ? .remembered : Self.caller(relay.caller(authorization: head.authorization, address: clientAddress))
+        if !whole { waitingHead = head }
+        pendingHead = head
+        perform(machine.headParsed(whole: whole, closeAfter: head.closeAfter, caller: caller), context: context)
+    }
+
+    /// The head `serveReceived` just read, for `startExchange`.
+    private var pendingHead: DirectRequestHead?
+
+    private static func caller(_ caller: DirectRelay.Caller) -> FrontStateMachine.Caller {
+        switch caller {
+        case .refused: .refused
+        case .remembered: .remembered
+        case .unverified: .unverified
+        }
+    }
+
+    private func startExchange() {
+        guard let head = pendingHead.take(), let request = received.readSlice(length: head.length + head.contentLength) else {
             return
         }
         deadlines.state.bodyReceived()
@@ -126,29 +157,19 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
         exchange.begin()
     }
 
-    /// A body is still arriving: its caller must be known before more than `unverifiedBytes` of
-    /// it are held. No credential, a blocked address or a credential the verifier refuses goes to
-    /// the router now (it answers 401 or 429, and the connection closes without reading the rest
-    /// of the body); one verified recently goes on; any other is verified while reading pauses at
-    /// the bound.
-    private func checkCredentialAhead(of head: DirectRequestHead, context: ChannelHandlerContext) {
-        let bearer: String
-        switch relay.caller(authorization: head.authorization, address: clientAddress) {
-        case .refused: return handOn(context: context, first: nil)
-        case .remembered: return
-        case .unverified(let unverified): bearer = unverified
-        }
-        verifying = true
+    /// A body is still arriving and its caller is not known: verified while reading pauses at
+    /// `unverifiedBytes`. A refused credential goes to the router (it answers 401, and the
+    /// connection closes without reading the rest of the body).
+    private func verifyCaller(context: ChannelHandlerContext) {
+        guard let head = waitingHead,
+            case .unverified(let bearer) = relay.caller(authorization: head.authorization, address: clientAddress)
+        else { return perform(machine.verified(true), context: context) }
         relay.verify(bearer, on: context.eventLoop) { principal in
-            self.verifying = false
-            guard let context = self.context, !self.clientGone, !self.handedOn, self.waitingHead != nil else { return }
-            guard principal != nil else { return self.handOn(context: context, first: nil) }
+            guard let context = self.context, !self.clientGone else { return }
+            let action = self.machine.verified(principal != nil)
             // Remembered by the verifier now: the exchange finds it without asking again.
-            if self.readHeld, self.exchange == nil {
-                self.readHeld = false
-                context.read()
-            }
-            self.serveReceived(context: context)
+            if action == .parse, self.machine.resumeReading() { context.read() }
+            self.perform(action, context: context)
         }
     }
 
@@ -157,8 +178,8 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     private func handOn(context: ChannelHandlerContext, first: ByteBuffer?) {
         // The request counted here is counted again when the codec passes its head on.
         if first != nil || waitingHead != nil { deadlines.state.handedOn() }
-        handedOn = true
         waitingHead = nil
+        pendingHead = nil
         current = nil
         if let first {
             behind.routeNextToRouter = true
@@ -167,29 +188,20 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
         if received.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(received)) }
         received = ByteBuffer()
         context.fireChannelReadComplete()
-        if closeWhenDone { context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
-        if readHeld {
-            readHeld = false
-            context.read()
-        }
+        if machine.closeWhenDone { context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
+        if machine.resumeReading() { context.read() }
     }
 
     func read(context: ChannelHandlerContext) {
         // During an exchange reading goes on (a client that leaves must be seen at once, to cancel
         // the engine's request) until the pipelined bytes waiting pass the bound.
-        if !handedOn, exchange != nil, received.readableBytes > DirectRelayHandler.maxHeldBytes {
-            readHeld = true
-        } else if !handedOn, verifying, received.readableBytes >= Self.unverifiedBytes {
-            readHeld = true
-        } else {
-            context.read()
-        }
+        if machine.isHandedOn { return context.read() }
+        perform(machine.readRequested(buffered: received.readableBytes), context: context)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         clientGone = true
-        exchange?.clientClosed()
-        exchange = nil
+        perform(machine.inactive(), context: context)
         context.fireChannelInactive()
     }
 
@@ -201,12 +213,10 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         // Graceful shutdown: Hummingbird's connection-state handler would close at once, as it
         // sees no request in progress; close once the request being served is answered instead.
-        guard !handedOn, event is ChannelShouldQuiesceEvent else { return context.fireUserInboundEventTriggered(event) }
-        if exchange == nil, received.readableBytes == 0 {
-            context.close(promise: nil)
-        } else {
-            closeWhenDone = true
+        guard !machine.isHandedOn, event is ChannelShouldQuiesceEvent else {
+            return context.fireUserInboundEventTriggered(event)
         }
+        perform(machine.quiesce(bytesWaiting: received.readableBytes > 0), context: context)
     }
 
     // MARK: - DirectClient
@@ -218,22 +228,17 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     func handToRouter() {
         exchange = nil
         guard let context, !clientGone else { return }
-        handOn(context: context, first: current?.request)
+        perform(machine.exchangeHandedToRouter(), context: context)
     }
 
     func exchangeFinished() {
         exchange = nil
-        let closeAfter = current.take()?.closeAfter ?? false
         deadlines.state.answerFinished(now: .now(), bytesWaiting: received.readableBytes > 0)
+        current = nil
         guard let context, !clientGone else { return }
-        if closeAfter { return context.close(promise: nil) }
         // A whole pipelined request is still served after graceful shutdown began; then the close.
-        serveReceived(context: context)
-        if closeWhenDone, !handedOn, exchange == nil { return context.close(promise: nil) }
-        if readHeld, !handedOn, exchange == nil {
-            readHeld = false
-            context.read()
-        }
+        perform(machine.exchangeFinished(), context: context)
+        perform(machine.settled(), context: context)
     }
 
     func writeHead(_ response: HTTPResponse) {
