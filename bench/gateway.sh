@@ -307,7 +307,7 @@ record gantry rss_kib "$(hwm_kib "$GANTRY_PID")"
 declare -A ROUND_URL=([direct]="http://127.0.0.1:$FAKE_PORT/v1/chat/completions"
   [nginx]="http://127.0.0.1:$NGINX_PORT/v1/chat/completions" [gantry]="$GBASE/v1/chat/completions")
 ROUND_TARGETS=(direct nginx gantry)
-for relay in ${RELAY_MODES:-engine off}; do
+for relay in ${RELAY_MODES-engine off}; do
   start_gantry "gantry_$relay" "$relay"
   prepare "gantry_$relay" "$G_BASE" "$G_KEY"
   ROUND_URL[gantry_$relay]="$G_BASE/v1/chat/completions"
