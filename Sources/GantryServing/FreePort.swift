@@ -1,15 +1,56 @@
+import Foundation
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
     import Darwin
 #endif
 
-/// Asks the kernel for a free TCP port on 127.0.0.1 by binding port 0.
+/// A free TCP port on 127.0.0.1, below the kernel's ephemeral range when there is room.
 ///
-/// The port is released before the engine binds it, so another process could take it in between;
-/// a launch that fails to bind is reported and retried by the reconcile loop.
+/// The port is released before the engine (or a test's server) binds it, so another process could
+/// take it in between; a launch that fails to bind is reported and retried by the reconcile loop.
+/// Ports the kernel hands out for port 0 come from the ephemeral range, the same range every
+/// outgoing connection's local port comes from: under many connections one of them took a port
+/// found this way before the server bound it (seen in CI: a test server never listened). A port
+/// below that range is never taken by an outgoing connection.
 public enum FreePort {
     public static func find() throws -> Int {
+        let first = ephemeralRangeStart()
+        if first > 12_000 {
+            for _ in 0..<200 {
+                let port = Int.random(in: 10_000..<first)
+                if canBind(port) { return port }
+            }
+        }
+        return try kernelChosen()
+    }
+
+    /// The first port of the kernel's ephemeral range (Linux's default when it cannot be read).
+    static func ephemeralRangeStart() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8),
+            let first = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap({ Int($0) })
+        else { return 32_768 }
+        return first
+    }
+
+    private static func canBind(_ port: Int) -> Bool {
+        #if canImport(Glibc)
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+            let fd = socket(AF_INET, SOCK_STREAM, 0)
+        #endif
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
+    }
+
+    private static func kernelChosen() throws -> Int {
         #if canImport(Glibc)
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         #else
