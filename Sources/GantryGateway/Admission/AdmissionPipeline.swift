@@ -123,10 +123,7 @@ struct AdmissionPipeline: Sendable {
             return refuse(error, meter: meter)
         }
         guard let target else { return .queue(held) }
-        return .admit(
-            Admitted(
-                parsed: parsed, entry: entry, meter: meter,
-                lease: InFlightLease(target, of: entry, routes: routes, metrics: metering.metrics)))
+        return .admit(Admitted(parsed: parsed, entry: entry, meter: meter, lease: lease(target, of: entry)))
     }
 
     /// The engine's tokenizer counted the prompt on `lease`'s instance (nil: it could not, and the
@@ -153,9 +150,10 @@ struct AdmissionPipeline: Sendable {
         Admitted(parsed: held.parsed, entry: held.entry, meter: held.meter, lease: lease)
     }
 
-    /// A leased instance for `held`, when one is ready now.
-    func lease(_ target: RouteTarget, for held: Held) -> InFlightLease {
-        InFlightLease(target, of: held.entry, routes: routes, metrics: metering.metrics)
+    /// A target the route table counted in flight for a request to `entry`, as a lease that ends
+    /// exactly once (the first choice here, a queued request's or a retry's in the transports).
+    func lease(_ target: RouteTarget, of entry: RouteEntry) -> InFlightLease {
+        InFlightLease(target, of: entry, routes: routes, metrics: metering.metrics)
     }
 
     /// Takes back everything `held` holds, as if it had never been decided: its request and

@@ -100,7 +100,7 @@ extension InferenceRoutes {
             throw EngineFailure.unreachable
         }
         guard let target = found else { throw Self.modelNotFound(parsed.deployment) }
-        return InFlightLease(target, of: entry, routes: routes, metrics: metering.metrics)
+        return pipeline.lease(target, of: entry)
     }
 
     private func relay(_ admitted: AdmissionPipeline.Admitted, body: ByteBuffer, context: GantryRequestContext) async throws

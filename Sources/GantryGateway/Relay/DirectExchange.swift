@@ -205,7 +205,7 @@ final class DirectExchange: SweepMember {
             let target = try? relay.routes.acquireReady(deployment: parsed.deployment, version: parsed.pinnedVersion)
         else { return perform(machine.noInstanceToRetry()) }
         meter?.retried()
-        lease = InFlightLease(target, of: entry, routes: relay.routes, metrics: relay.metering.metrics)
+        lease = relay.pipeline.lease(target, of: entry)
         connect()
     }
 
