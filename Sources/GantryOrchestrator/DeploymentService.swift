@@ -258,7 +258,7 @@ public struct DeploymentService: Sendable {
     {
         let versionChanged = base.map { $0.versionID != version.id } ?? true
         // A new version brings its own defaults unless the request overrides them.
-        let engine = request.engine ?? (versionChanged ? nil : base?.engine) ?? version.defaultEngine ?? "llama-cpp"
+        let engine = request.engine ?? (versionChanged ? nil : base?.engine) ?? version.defaultEngine ?? EngineName.llamaCpp
         guard supportedEngines.contains(engine) else {
             throw GantryError.invalid(
                 "engine '\(engine)' is not available on any node; available: \(supportedEngines.joined(separator: ", "))",

@@ -58,7 +58,7 @@ extension EngineAdapter {
 
 /// llama.cpp's `llama-server`.
 public struct LlamaCppAdapter: EngineAdapter {
-    public static let name = "llama-cpp"
+    public static let name = EngineName.llamaCpp
     public var name: String { Self.name }
     /// Path of the `llama-server` binary.
     public var binary: String

@@ -7,8 +7,7 @@ enum EngineUsageReporting {
     /// or a list of two prompts, with two choices of 10 tokens each and a `usage` of 10 completion
     /// tokens (measured): a request for several sequences on it would be metered for one.
     static func countsEverySequence(engine: String) -> Bool {
-        // The name `LlamaCppAdapter.name` has in GantryServing, which the gateway may not import.
-        engine != "llama-cpp"
+        engine != EngineName.llamaCpp
     }
 
     /// The 400 for a request of several sequences to an engine that counts one.

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import GantryCore
 import NIOCore
 
 /// Counts a prompt's tokens exactly with the engine's own tokenizer, for the requests whose
@@ -12,7 +13,7 @@ struct EngineTokenizer: Sendable {
 
     /// The prompt's token count, or nil when this engine cannot say.
     func countPromptTokens(engine: String, baseURL: String, endpoint: InferenceEndpoint, body: ByteBuffer) async throws -> Int? {
-        guard engine == "llama-cpp" else { return nil }
+        guard engine == EngineName.llamaCpp else { return nil }
         switch endpoint {
         case .chatCompletions:
             let rendered = try await post(baseURL + "/apply-template", body: body)
