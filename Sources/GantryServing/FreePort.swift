@@ -15,7 +15,7 @@ import Foundation
 /// below that range is never taken by an outgoing connection.
 public enum FreePort {
     public static func find() throws -> Int {
-        let first = ephemeralRangeStart()
+        let first = ephemeralStart
         if first > 12_000 {
             for _ in 0..<200 {
                 let port = Int.random(in: 10_000..<first)
@@ -24,6 +24,9 @@ public enum FreePort {
         }
         return try kernelChosen()
     }
+
+    /// The first port of the kernel's ephemeral range, read once.
+    static let ephemeralStart = ephemeralRangeStart()
 
     /// The first port of the kernel's ephemeral range (Linux's default when it cannot be read).
     static func ephemeralRangeStart() -> Int {
