@@ -182,7 +182,7 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
         pendingHead = nil
         current = nil
         if let first {
-            behind.routeNextToRouter = true
+            behind.routeNextToRouter()
             context.fireChannelRead(wrapInboundOut(first))
         }
         if received.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(received)) }

@@ -7,52 +7,45 @@ import NIOHTTPTypes
 /// connection to Hummingbird's codec. It sits between the connection state handler and the
 /// router's channel: requests it does not serve pass through untouched.
 ///
-/// Order on the connection is kept: a request is served directly only when the router owes no
-/// answer on this connection, and while a direct exchange runs, further (pipelined) request
-/// parts are held. Reading goes on meanwhile (a client that leaves must be seen at once, to
-/// cancel the engine's request) until the held parts pass `maxHeldBytes`.
+/// Its decisions (which request is served here, what waits, when reading is held, when the
+/// connection closes) are `HandlerStateMachine`'s; this class keeps the parts and does them.
 final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, DirectClient {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPResponsePart
 
-    enum State {
-        case idle
-        /// Reading the body of a request the relay may serve.
-        case collecting(HTTPRequest, InferenceEndpoint, ByteBuffer)
-        /// Passing a request's parts to the router.
-        case passingOn
-        /// A direct exchange is running.
-        case busy
-    }
-
     let relay: DirectRelay
     let pool: EnginePool
     /// The connection's deadlines, shared with the front: this side reports heads, body ends and
     /// answers once the codec reads the connection.
     let deadlines: ClientConnectionDeadlines
-    private var state = State.idle
-    /// Requests given to the router whose answer has not been written yet.
-    private var routerOwes = 0
-    private var held: [HTTPRequestPart] = []
-    private var heldBytes = 0
+    /// What to do with each part and answer; this class keeps the parts and does it.
+    private var machine: HandlerStateMachine
     static let maxHeldBytes = 64 * 1024
-    private var readHeld = false
+    /// The request being collected: its head, endpoint and body so far.
+    private var collecting: (head: HTTPRequest, endpoint: InferenceEndpoint, body: ByteBuffer)?
+    /// The endpoint of the head just found servable, for its `collect`.
+    private var directEndpoint: InferenceEndpoint?
+    /// Parts that arrived during an exchange, in order.
+    private var held: [HTTPRequestPart] = []
     private(set) var context: ChannelHandlerContext?
     private var exchange: DirectExchange?
     /// The running exchange's request, for the router if the exchange hands it back.
     private var exchangeRequest: (head: HTTPRequest, body: ByteBuffer)?
-    private(set) var clientGone = false
-    /// The next request is one the front's exchange handed to the router: it goes there directly.
-    var routeNextToRouter = false
-    /// The router's answer being written announced `connection: close` (it came before the body).
-    private var closingAfterAnswer = false
 
     init(relay: DirectRelay, pool: EnginePool, deadlines: ClientConnectionDeadlines) {
         self.relay = relay
         self.pool = pool
         self.deadlines = deadlines
+        machine = HandlerStateMachine(maxRequestBytes: relay.configuration.maxRequestBytes, maxHeldBytes: Self.maxHeldBytes)
+    }
+
+    var clientGone: Bool { machine.clientGone }
+
+    /// The front's exchange handed its request to the router: the next request goes there directly.
+    func routeNextToRouter() {
+        machine.nextRequestGoesToRouter()
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -77,67 +70,57 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
     }
 
     private func receive(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
-        switch state {
-        case .busy:
-            if case .body(let chunk) = part { heldBytes += chunk.readableBytes }
-            heldBytes += 64
-            held.append(part)
-        case .passingOn:
-            if case .end = part { state = .idle }
+        switch machine.partArrived(describe(part)) {
+        case .forward:
             context.fireChannelRead(wrapInboundOut(part))
-        case .collecting(let head, let endpoint, var body):
+        case .hold:
+            held.append(part)
+        case .collect:
             switch part {
-            case .body(let chunk):
-                state = .busy  // drops the state's reference so the append does not copy
-                if body.readableBytes + chunk.readableBytes > relay.configuration.maxRequestBytes {
-                    // The router answers 413 (and reads the rest of the body).
-                    state = .passingOn
-                    pass(head, body: body, end: false, context: context)
-                    context.fireChannelRead(wrapInboundOut(part))
-                } else {
-                    body.writeImmutableBuffer(chunk)
-                    state = .collecting(head, endpoint, body)
-                }
-            case .end:
-                state = .busy
-                let exchange = DirectExchange(
-                    client: self, endpoint: endpoint, authorization: head.headerFields[.authorization],
-                    requestID: RequestID.of(head.headerFields), body: body)
-                self.exchange = exchange
-                exchangeRequest = (head, body)
-                exchange.begin()
-            case .head:
-                // A new head before the end: not HTTP; let the router deal with it.
-                state = .passingOn
-                pass(head, body: body, end: false, context: context)
-                context.fireChannelRead(wrapInboundOut(part))
-            }
-        case .idle:
-            guard case .head(let head) = part else {
-                context.fireChannelRead(wrapInboundOut(part))
-                return
-            }
-            // Only a caller verified recently has its body collected here; the router checks any
-            // other before it reads a byte of the body.
-            if relay.mode != .off, routerOwes == 0, !routeNextToRouter,
-                let endpoint = DirectRelay.endpoint(method: head.method, path: head.path),
-                case .remembered = relay.caller(authorization: head.headerFields[.authorization], address: clientAddress)
-            {
+            case .head(let head):
+                guard let endpoint = directEndpoint.take() else { return }
                 let expected = head.headerFields[.contentLength].flatMap(Int.init) ?? 0
                 let capacity = min(max(expected, 0), relay.configuration.maxRequestBytes)
-                state = .collecting(head, endpoint, context.channel.allocator.buffer(capacity: capacity))
-            } else {
-                routeNextToRouter = false
-                routerOwes += 1
-                state = .passingOn
-                context.fireChannelRead(wrapInboundOut(part))
+                collecting = (head, endpoint, context.channel.allocator.buffer(capacity: capacity))
+            case .body(let chunk):
+                collecting!.body.writeImmutableBuffer(chunk)
+            case .end:
+                break
             }
+        case .passCollected:
+            guard let (head, _, body) = collecting.take() else { return }
+            pass(head, body: body, end: false, context: context)
+            context.fireChannelRead(wrapInboundOut(part))
+        case .startExchange:
+            guard let (head, endpoint, body) = collecting.take() else { return }
+            let exchange = DirectExchange(
+                client: self, endpoint: endpoint, authorization: head.headerFields[.authorization],
+                requestID: RequestID.of(head.headerFields), body: body)
+            self.exchange = exchange
+            exchangeRequest = (head, body)
+            exchange.begin()
+        }
+    }
+
+    /// The part as the state machine needs it. Whether a head could be served directly is asked
+    /// only when it could be (the caller lookup is not free): only a caller verified recently has
+    /// its body collected here; the router checks any other before it reads a byte of the body.
+    private func describe(_ part: HTTPRequestPart) -> HandlerStateMachine.Part {
+        switch part {
+        case .head(let head):
+            guard machine.mayServeNext, relay.mode != .off,
+                let endpoint = DirectRelay.endpoint(method: head.method, path: head.path),
+                case .remembered = relay.caller(authorization: head.headerFields[.authorization], address: clientAddress)
+            else { return .head(direct: false) }
+            directEndpoint = endpoint
+            return .head(direct: true)
+        case .body(let chunk): return .body(bytes: chunk.readableBytes)
+        case .end: return .end
         }
     }
 
     /// Hands a request the relay collected to the router.
     private func pass(_ head: HTTPRequest, body: ByteBuffer, end: Bool, context: ChannelHandlerContext) {
-        routerOwes += 1
         context.fireChannelRead(wrapInboundOut(.head(head)))
         if body.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(body))) }
         if end { context.fireChannelRead(wrapInboundOut(.end(nil))) }
@@ -145,8 +128,8 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
 
     func handToRouter() {
         exchange = nil
-        guard let context, !clientGone, let (head, body) = exchangeRequest.take() else { return }
-        state = .idle
+        let request = exchangeRequest.take()
+        guard machine.exchangeHandedToRouter(), let context, let (head, body) = request else { return }
         pass(head, body: body, end: true, context: context)
         resume(context: context)
     }
@@ -155,62 +138,55 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
         exchange = nil
         deadlines.state.answerFinished(now: .now(), bytesWaiting: false)
         let closeAfter = exchangeRequest.take()?.head.headerFields[.connection]?.lowercased() == "close"
-        guard let context, !clientGone else { return }
-        state = .idle
-        if closeAfter {
-            context.close(promise: nil)
-            return
+        let action = machine.exchangeFinished(closeAfter: closeAfter)
+        guard let context else { return }
+        switch action {
+        case .none: break
+        case .close: context.close(promise: nil)
+        case .resume: resume(context: context)
         }
-        resume(context: context)
     }
 
     /// Serves what arrived during the exchange, then lets reading go on.
     private func resume(context: ChannelHandlerContext) {
         // The router's channel takes what was read when the read completes.
-        defer { if routerOwes > 0 { context.fireChannelReadComplete() } }
-        while !held.isEmpty {
-            if case .busy = state { return }
+        defer { if machine.routerOwes > 0 { context.fireChannelReadComplete() } }
+        while !held.isEmpty, !machine.isServing {
             let part = held.removeFirst()
-            if case .body(let chunk) = part { heldBytes -= chunk.readableBytes }
-            heldBytes -= 64
+            machine.releaseHeld(describeHeld(part))
             receive(part, context: context)
         }
-        if case .busy = state { return }
-        if readHeld {
-            readHeld = false
-            context.read()
+        if machine.resumed() { context.read() }
+    }
+
+    /// A held part's size, as it was counted when held.
+    private func describeHeld(_ part: HTTPRequestPart) -> HandlerStateMachine.Part {
+        switch part {
+        case .head: .head(direct: false)
+        case .body(let chunk): .body(bytes: chunk.readableBytes)
+        case .end: .end
         }
     }
 
     func read(context: ChannelHandlerContext) {
-        if case .busy = state, heldBytes > Self.maxHeldBytes {
-            readHeld = true
-        } else {
-            context.read()
-        }
+        if machine.readRequested() { context.read() }
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         // Only the router's writes pass here; the exchange writes from this handler's context.
         switch unwrapOutboundIn(data) {
-        case .head(var response) where deadlines.state.answeringBeforeBody:
-            // The router answers before the request's body arrived (a refused credential, a body
-            // too large): the connection closes after this answer rather than read the rest to
-            // throw it away (Hummingbird would drain it through the codec, however large: an
-            // unauthenticated caller's bytes). The answer says so, or a client would send its
-            // next request on a connection about to close, and fail it.
-            closingAfterAnswer = true
+        case .head(var response):
+            guard machine.routerAnswerHead(beforeBody: deadlines.state.answeringBeforeBody) else {
+                return context.write(data, promise: promise)
+            }
             response.headerFields[.connection] = "close"
             return context.write(wrapOutboundOut(.head(response)), promise: promise)
-        case .head, .body:
+        case .body:
             return context.write(data, promise: promise)
         case .end:
             break
         }
-        routerOwes = max(0, routerOwes - 1)
-        // Once announced, the close happens even if the body finished arriving meanwhile.
-        let closeAfter = closingAfterAnswer || deadlines.state.answeringBeforeBody
-        closingAfterAnswer = false
+        let closeAfter = machine.routerAnswerEnded(beforeBody: deadlines.state.answeringBeforeBody)
         deadlines.state.answerFinished(now: .now(), bytesWaiting: false)
         guard closeAfter else { return context.write(data, promise: promise) }
         let written = promise ?? context.eventLoop.makePromise()
@@ -219,8 +195,7 @@ final class DirectRelayHandler: ChannelDuplexHandler, RemovableChannelHandler, D
     }
 
     private func clientLeft() {
-        clientGone = true
-        exchange?.clientClosed()
+        if machine.clientLeft() { exchange?.clientClosed() }
         exchange = nil
     }
 
