@@ -78,6 +78,8 @@ struct APIKeyTests {
             let expiry = Date().addingTimeInterval(2)
             let (_, expiring) = try await identity.issueKey(userID: user.id, name: "short", expiresAt: expiry)
             #expect(try await identity.verify(bearer: expiring).userID == user.id)
+            // The service reads the wall clock (there is none to inject), so the test waits for the
+            // expiry itself: the sleep is computed from it, not guessed.
             try await Task.sleep(for: .seconds(max(0, expiry.timeIntervalSinceNow) + 0.1))
             await #expect(throws: GantryError(.unauthorized, "API key has expired", code: "invalid_api_key")) {
                 try await identity.verify(bearer: expiring)

@@ -101,7 +101,8 @@ struct AllocationLedgerTests {
         try await store.close()
     }
 
-    @Test("100 simultaneous one-GPU allocations on 8 GPUs: 8 succeed, no GPU twice", arguments: Backend.allCases)
+    @Test(
+        "100 simultaneous one-GPU allocations on 8 GPUs: 8 succeed, no GPU twice", .tags(.postgres), arguments: Backend.allCases)
     func concurrentAllocations(backend: Backend) async throws {
         try await withLedger(backend) { (service: AllocationService, _: SQLStore) async throws in
             let results = await withTaskGroup(of: Result<Allocation, any Error>.self) { group in
@@ -128,7 +129,7 @@ struct AllocationLedgerTests {
         }
     }
 
-    @Test("the database itself refuses a GPU held twice, under concurrency", arguments: Backend.allCases)
+    @Test("the database itself refuses a GPU held twice, under concurrency", .tags(.postgres), arguments: Backend.allCases)
     func databaseEnforcesUniqueness(backend: Backend) async throws {
         try await withLedger(backend) { (_: AllocationService, store: SQLStore) async throws in
             let ledger = store.repositories.allocations
@@ -150,7 +151,7 @@ struct AllocationLedgerTests {
 
     @Test(
         "bad requests: too many GPUs, zero or negative counts, unknown node, release twice or someone else's",
-        arguments: Backend.allCases)
+        .tags(.postgres), arguments: Backend.allCases)
     func badRequests(backend: Backend) async throws {
         try await withLedger(backend) { (service: AllocationService, _: SQLStore) async throws in
             await #expect(throws: GantryError.self) { try await service.allocate(owner: "o", request: ResourceRequest(gpus: 9)) }

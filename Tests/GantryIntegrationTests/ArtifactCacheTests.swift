@@ -92,6 +92,8 @@ struct ArtifactCacheTests {
         // Room for two versions.
         let cache = fixture.cache(maxBytes: 900_000)
         let root = fixture.directory.path + "/cache/"
+        // The cache orders versions by the modification time it gives each one's marker file when
+        // used: the uses are 20 ms apart so that their order is unambiguous.
         _ = try await cache.localPath(for: fixture.versions[0])
         try await Task.sleep(for: .milliseconds(20))
         _ = try await cache.localPath(for: fixture.versions[1])

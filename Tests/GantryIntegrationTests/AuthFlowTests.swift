@@ -13,7 +13,7 @@ import Testing
 /// Login with a real OpenID Connect provider (nanoidp, started by scripts/test.sh), driven as a
 /// browser and a CLI would, without a browser: Gantry's redirect, the provider's login form, the
 /// callback, the session, the self-service page, the device flow, key rotation at the provider.
-@Suite("Login with nanoidp", .serialized)
+@Suite("Login with nanoidp", .serialized, .tags(.nanoidp))
 struct AuthFlowTests {
     let idp: NanoIDP
     static let introspectionSecret = "introspection-secret-for-tests-0123456789"

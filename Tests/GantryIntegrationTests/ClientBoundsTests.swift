@@ -35,7 +35,8 @@ struct ClientBoundsTests {
             await dataPlane.publish(test, endpoint: endpoint)
             try await dataPlane.live(test) { base in
                 let port = try Self.port(base)
-                // A head that never ends, sent a byte at a time.
+                // A head that never ends, sent a byte at a time (a fixed pace: the slow client is
+                // the subject, and the server's deadline must cut it off).
                 let head = try RawHTTPConnection(port: port)
                 try head.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
                 let trickle = Task {
@@ -125,6 +126,8 @@ struct ClientBoundsTests {
                     + "X-Request-Id: c1\r\nContent-Length: \(body.utf8.count)\r\n\r\n"
                 let connection = try RawHTTPConnection(port: port)
                 try connection.send(head + String(body.prefix(10)))
+                // The rest of the body comes later on purpose (a fixed time), so the server has the
+                // head, and verifies the key from it, before the body is whole.
                 try await Task.sleep(for: .milliseconds(200))
                 try connection.send(String(body.dropFirst(10)))
                 let served = try await connection.answer()

@@ -114,14 +114,18 @@ struct DataPlaneTests {
     @Test("requests per minute per key, concurrency per model, and a request larger than the limit")
     func requestAndConcurrencyLimits() async throws {
         let test = try await TestServer.make()
-        try await FakeEngine.withEngine(.normal(chunks: 20, delay: .milliseconds(50))) { endpoint in
+        let engine = FakeEngine.Recorder()
+        try await FakeEngine.withEngine(.normal(chunks: 20, delay: .milliseconds(50)), recorder: engine) { endpoint in
             await publish(test, endpoint: endpoint, limits: FrequencyLimits(tokensPerMinutePerKey: 5000, concurrentRequests: 1))
             let (_, key) = try await userKey(test, limits: UsageLimits(requestsPerMinute: 3))
             let (_, other) = try await userKey(test, name: "bob")
             try await live(test) { base in
-                // One stream holds the model's only concurrency slot: a second caller is refused.
+                // One stream holds the model's only concurrency slot (for its 1 s of events once the
+                // engine has it): a second caller is refused.
                 let holding = Task { try await Self.post(base, key: other, Self.streamChat) }
-                try await Task.sleep(for: .milliseconds(300))
+                try await waitUntil("the engine has the holding stream", within: .seconds(10), every: .milliseconds(10)) {
+                    await engine.bodies.count == 1
+                }
                 let busy = try await Self.post(base, key: key, Self.chat)
                 #expect(busy.status == 429)
                 #expect(busy.text.contains("concurrent"))
@@ -537,6 +541,7 @@ struct UsageRecorderTests {
             #expect(await memory.batches.joined().count >= 100, "full batches are written without waiting for the interval")
             #expect(await memory.batches.allSatisfy { $0.count <= 50 })
             // Once those writes are done, fewer than a batch wait for the interval, or the shutdown.
+            // Fixed times on purpose: what is checked is that nothing is written during them.
             try await Task.sleep(for: .milliseconds(300))
             let written = await memory.batches.joined().count
             for index in 120..<130 { recorder.record(Self.record(index)) }
@@ -553,18 +558,19 @@ struct UsageRecorderTests {
         let memory = MemoryUsage(writeDelay: .milliseconds(200))
         let recorder = UsageRecorder(repository: memory, batchSize: 50, interval: .seconds(3600), logger: Logger(label: "t"))
         try await LocalTestServer.running(recorder, logger: Logger(label: "t")) {
-            func waitUntil(_ condition: @Sendable () async -> Bool) async throws {
-                let deadline = ContinuousClock.now + .seconds(5)
-                while ContinuousClock.now < deadline, await !condition() { try await Task.sleep(for: .milliseconds(5)) }
-            }
             for index in 0..<50 { recorder.record(Self.record(index)) }
-            try await waitUntil { await memory.writesStarted == 1 }
+            try await waitUntil("the first write starts", every: .milliseconds(5)) { await memory.writesStarted == 1 }
             for index in 50..<60 { recorder.record(Self.record(index)) }
             // The first write ends; the ten that came during it are fewer than a batch: they wait.
-            try await Task.sleep(for: .milliseconds(500))
+            try await waitUntil("the first write ends", every: .milliseconds(5)) { await !memory.batches.isEmpty }
+            // A fixed time on purpose: no small write may start during it.
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(await memory.writesStarted == 1)
             #expect(await memory.batches.map(\.count) == [50])
             for index in 60..<100 { recorder.record(Self.record(index)) }
-            try await waitUntil { await memory.batches.joined().count == 100 }
+            try await waitUntil("the second batch is written", every: .milliseconds(5)) {
+                await memory.batches.joined().count == 100
+            }
             #expect(await memory.batches.map(\.count) == [50, 50])
         }
     }

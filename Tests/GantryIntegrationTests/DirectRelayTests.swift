@@ -295,7 +295,8 @@ struct DirectRelayTests {
                 let first = try await DataPlaneTests.post(base, key: test.adminKey, DataPlaneTests.chat)
                 #expect(first.status == 200 && first.text.contains("answer-1"))
                 // The engine's unasked bytes arrive while the connection is idle (well within the
-                // 3 s a connection may stay idle and still be reused).
+                // 3 s a connection may stay idle and still be reused). A fixed time: nothing shows
+                // when the gateway has read them, and the point is that they came while it was idle.
                 try await Task.sleep(for: .milliseconds(400))
                 let second = try await DataPlaneTests.post(base, key: test.adminKey, DataPlaneTests.chat)
                 #expect(second.status == 200)
@@ -323,7 +324,9 @@ struct DirectRelayTests {
                     for connection in connections {
                         group.addTask { try await connection.answer().status }
                     }
-                    try await Task.sleep(for: .milliseconds(200))
+                    try await waitUntil("every reader waits in a read", within: .seconds(10), every: .milliseconds(10)) {
+                        connections.allSatisfy(\.isReading)
+                    }
                     for (index, connection) in connections.enumerated() {
                         try connection.send(Self.post(DataPlaneTests.chat, key: key, id: "waiting-\(index)"))
                     }

@@ -11,7 +11,7 @@ import Testing
 
 /// The walking skeleton with real parts: the real application on a real port, llama.cpp's
 /// `llama-server` started by the orchestrator, the SmolLM2 demo model, requests over HTTP.
-@Suite("End to end with llama.cpp", .serialized)
+@Suite("End to end with llama.cpp", .serialized, .tags(.llamaCpp))
 struct EndToEndTests {
     let llamaServer: String
     let model: String
@@ -190,8 +190,10 @@ struct EndToEndTests {
             return nil
         }
         let enginePID = try #require(pid)
-        // The test framework has shut the application down gracefully; the engine must be gone.
-        try await Task.sleep(for: .milliseconds(200))
-        #expect(kill(enginePID, 0) != 0, "llama-server \(enginePID) outlived the application")
+        // The test framework has shut the application down gracefully; the engine must be gone (a
+        // llama-server left running would not end by itself within the bound).
+        try await waitUntil("llama-server \(enginePID) has ended with the application", within: .seconds(5)) {
+            kill(enginePID, 0) != 0
+        }
     }
 }

@@ -317,6 +317,8 @@ struct GatewayTests {
             let watch = Task {
                 try await api.send("GET", base + "/api/v1/routes?after=\(generation)&timeout_seconds=20")
             }
+            // Time for the watch to reach the server and wait there. A fixed time, since nothing
+            // shows a waiting watch; one that arrives late is answered at once all the same.
             try await Task.sleep(for: .milliseconds(200))
             let started = ContinuousClock.now
             await test.server.routeTable.publish(

@@ -12,7 +12,9 @@ import Testing
 /// and kube-scheduler 1.20.2 with etcd, started by scripts/test.sh (scripts/lib.sh
 /// start_kubernetes_control_plane). Nodes come from the stand-in kubelet. Serialized: Nodes are
 /// cluster-wide, and the scheduler would place one test's pods on another's nodes.
-@Suite("Kubernetes: client, informers and nodes against a real kube-apiserver and kube-scheduler", .serialized)
+@Suite(
+    "Kubernetes: client, informers and nodes against a real kube-apiserver and kube-scheduler", .serialized,
+    .tags(.kubernetes))
 struct KubernetesClusterTests {
     let admin: String
     let gantry: String
@@ -201,8 +203,8 @@ struct KubernetesClusterTests {
     }
 
     @Test(
-        "nodes and GPUs from the cluster: allocatable, GPU Feature Discovery labels, pods' GPU requests, dcgm-exporter readings, cordons"
-    )
+        "nodes and GPUs from the cluster: allocatable, GPU Feature Discovery labels, pods' GPU requests, dcgm-exporter readings, cordons",
+        .tags(.python))
     func nodeSource() async throws {
         let python = try TestEnvironment.require(TestEnvironment.python)
         try await withStandin(images: ["gantry-test/dcgm-exporter": python]) { standin in

@@ -94,8 +94,8 @@ extension KubernetesClusterTests {
     }
 
     @Test(
-        "a deployment runs as a pod the scheduler places on the right GPUs, serves chat through the control and a gateway elsewhere, restarts in place, rolls to v2 with none failed, is adopted"
-    )
+        "a deployment runs as a pod the scheduler places on the right GPUs, serves chat through the control and a gateway elsewhere, restarts in place, rolls to v2 with none failed, is adopted",
+        .tags(.llamaCpp, .python))
     func deploymentOnCluster() async throws {
         let llamaServer = try TestEnvironment.require(TestEnvironment.llamaServer)
         let model = try TestEnvironment.require(TestEnvironment.model)
@@ -239,8 +239,8 @@ extension KubernetesClusterTests {
     }
 
     @Test(
-        "a deployment the cluster cannot hold waits with the scheduler's reason and goes ahead once GPUs free; an image that cannot be pulled is rolled back"
-    )
+        "a deployment the cluster cannot hold waits with the scheduler's reason and goes ahead once GPUs free; an image that cannot be pulled is rolled back",
+        .tags(.llamaCpp, .python))
     func capacityAndBadImage() async throws {
         // No program for vLLM's image: the stand-in reports ErrImagePull, as a kubelet would.
         try await withGantryOnCluster { cluster in
@@ -295,7 +295,9 @@ extension KubernetesClusterTests {
         }
     }
 
-    @Test("a cordoned node's deleted pod comes back on another node; a namespace being deleted is reported, not crashed on")
+    @Test(
+        "a cordoned node's deleted pod comes back on another node; a namespace being deleted is reported, not crashed on",
+        .tags(.llamaCpp, .python))
     func cordonAndDeletedNamespace() async throws {
         try await withGantryOnCluster { cluster in
             let (standin, kube, namespace, base, api) = (

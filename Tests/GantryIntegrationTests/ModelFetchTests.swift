@@ -49,7 +49,7 @@ struct ModelFetchTests {
 
     @Test(
         "a version's files: manifest and ranged reads with its token, refused without; fetched, kept, and a bad resume caught",
-        arguments: StoreKind.allCases)
+        .tags(.moto), arguments: StoreKind.allCases)
     func fetch(kind: StoreKind) async throws {
         let test = try await RegistryTestServer.make(kind)
         let weights = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }

@@ -124,7 +124,7 @@ struct ModelRegistryTests {
 
     @Test(
         "uploads: stream in, digest and size kept, nested paths, stream out; complete makes it immutable",
-        arguments: StoreKind.allCases)
+        .tags(.moto), arguments: StoreKind.allCases)
     func uploadLifecycle(kind: StoreKind) async throws {
         let test = try await RegistryTestServer.make(kind)
         let weights = TestBytes.random(3 << 20, seed: 7)
@@ -175,7 +175,7 @@ struct ModelRegistryTests {
 
     @Test(
         "bad uploads: digest mismatch 422, over the limit 413, traversal 400, no files to complete 409; nothing left behind",
-        arguments: StoreKind.allCases)
+        .tags(.moto), arguments: StoreKind.allCases)
     func badUploads(kind: StoreKind) async throws {
         let test = try await RegistryTestServer.make(kind, flags: [.maxFileBytes: "1048576"])
         try await test.server.application.test(.router) { client in
@@ -228,7 +228,7 @@ struct ModelRegistryTests {
 
     @Test(
         "an upload cut off half way leaves nothing; a second upload of the same path while one runs is 409",
-        arguments: StoreKind.allCases)
+        .tags(.moto), arguments: StoreKind.allCases)
     func interruptedAndConcurrentUploads(kind: StoreKind) async throws {
         let test = try await RegistryTestServer.make(kind)
         try await test.server.application.test(.live) { client in
@@ -273,7 +273,7 @@ struct ModelRegistryTests {
 
     @Test(
         "deleting a version or model a deployment uses is 409 naming it; otherwise rows and objects go",
-        arguments: StoreKind.allCases)
+        .tags(.moto), arguments: StoreKind.allCases)
     func deletion(kind: StoreKind) async throws {
         let test = try await RegistryTestServer.make(kind)
         try await test.server.application.test(.router) { client in

@@ -9,7 +9,7 @@ import Testing
 
 /// One suite, run against every object store: the local directory and S3 (moto, started by
 /// scripts/test.sh). Each must keep the promises of `ObjectStore` the same way.
-@Suite("Object store conformance")
+@Suite("Object store conformance", .tags(.moto))
 struct ObjectStoreConformanceTests {
     enum Backend: String, CaseIterable, CustomTestStringConvertible {
         case local

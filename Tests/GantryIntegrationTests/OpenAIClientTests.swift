@@ -11,7 +11,7 @@ import Testing
 /// real llama.cpp engines: chat, streaming with and without usage, completions, embeddings, and
 /// the client's error classes for 400, 401, 404 and 429. The checks are in
 /// Tests/openai-client/check.py; this test deploys what they need and runs them.
-@Suite("Official OpenAI Python client")
+@Suite("Official OpenAI Python client", .tags(.llamaCpp, .python))
 struct OpenAIClientTests {
     let llamaServer: String
     let model: String

@@ -11,7 +11,7 @@ import Testing
 /// The orchestrator with real engines: llama.cpp's `llama-server` and the SmolLM2 demo model,
 /// started as processes by the local runtime, requests over HTTP through the gateway. Two
 /// instances at one thread each fit this 2-core machine.
-@Suite("Orchestration end to end with llama.cpp", .serialized)
+@Suite("Orchestration end to end with llama.cpp", .serialized, .tags(.llamaCpp))
 struct OrchestrationEndToEndTests {
     let llamaServer: String
     let model: String
@@ -105,7 +105,8 @@ struct OrchestrationEndToEndTests {
                     && instances.count == 1 && instances.first?["id"] as? String != oldInstance
             }
             let took = ContinuousClock.now - started
-            try await Task.sleep(for: .milliseconds(500))  // requests keep succeeding on the new instance
+            // A fixed time on purpose: requests keep succeeding on the new instance alone for it.
+            try await Task.sleep(for: .milliseconds(500))
             stop.withLock { $0 = true }
             await load.value
             let result = counts.withLock { $0 }

@@ -1,6 +1,7 @@
 import Foundation
 import GantryCore
 import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -34,6 +35,11 @@ final class RawHTTPConnection: @unchecked Sendable {
 
     private let socketFD: Int32
     private var received: [UInt8] = []
+    private let reading = Atomic<Bool>(false)
+
+    /// Whether a read of this connection is under way: a test can wait until its readers hold
+    /// their threads before it lets the server send anything.
+    var isReading: Bool { reading.load(ordering: .sequentiallyConsistent) }
 
     /// `source` is the loopback address the connection comes from (any of 127.0.0.0/8), so a test
     /// can be several clients.
@@ -132,7 +138,9 @@ final class RawHTTPConnection: @unchecked Sendable {
     /// False at the connection's end.
     private func readMore() throws -> Bool {
         var buffer = [UInt8](repeating: 0, count: 65536)
+        reading.store(true, ordering: .sequentiallyConsistent)
         let count = read(socketFD, &buffer, buffer.count)
+        reading.store(false, ordering: .sequentiallyConsistent)
         // A server that closed with bytes of ours unread resets the connection: an end too (which
         // of the two a client sees depends on whether its last bytes crossed the close).
         if count < 0, errno == ECONNRESET { return false }

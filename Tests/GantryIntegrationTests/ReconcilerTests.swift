@@ -260,6 +260,8 @@ struct ReconcilerTests {
                     await h.runtime.kill(instance.id)
                 }
                 await h.reconciler.reconcileOnce()
+                // At least the longest restart delay before the fifth crash (10 ms doubled twice),
+                // so every pass finds the restart due: the loop is bounded by its passes.
                 try await Task.sleep(for: .milliseconds(40))
             }
             let looped = try #require(try await h.instances().first)
@@ -423,8 +425,9 @@ struct ReconcilerTests {
         let routes = RouteTable()
         await routes.publish(RouteEntry(deployment: "chat", version: "1", contextLimit: 8, createdAt: Date(), targets: []))
         let waiting = Task { try await routes.acquire(deployment: "chat", timeout: .milliseconds(300), maxQueued: 1) }
-        try await Task.sleep(for: .milliseconds(50))
-        #expect(await routes.takeLoad(deployment: "chat").queued == 1)
+        try await waitUntil("the first request is queued", within: .seconds(5), every: .milliseconds(5)) {
+            await routes.takeLoad(deployment: "chat").queued == 1
+        }
         let full = await #expect(throws: GantryError.self) {
             try await routes.acquire(deployment: "chat", timeout: .seconds(5), maxQueued: 1)
         }

@@ -159,13 +159,3 @@ struct GatedBody: AsyncSequence, Sendable {
 
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(body: self) }
 }
-
-/// Polls `condition` for up to 20 seconds.
-func waitUntil(_ what: String, _ condition: () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + .seconds(20)
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(100))
-    }
-    throw GantryError(.gatewayTimeout, "timed out waiting until \(what)")
-}

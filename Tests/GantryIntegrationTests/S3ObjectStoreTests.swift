@@ -136,7 +136,7 @@ struct S3ObjectStoreTests {
         }
     }
 
-    @Test("a missing bucket is a clear badGateway error, without secrets")
+    @Test("a missing bucket is a clear badGateway error, without secrets", .tags(.moto))
     func missingBucket() async throws {
         let configuration = try ObjectStoreConformanceTests.s3Configuration(bucket: "gantry-no-such-bucket", prefix: "")
         let store = try S3ObjectStore(configuration: configuration)
@@ -155,7 +155,7 @@ struct S3ObjectStoreTests {
         try await store.shutdown()
     }
 
-    @Test("a wrong secret is refused by the service (signatures are checked), and not echoed")
+    @Test("a wrong secret is refused by the service (signatures are checked), and not echoed", .tags(.moto))
     func wrongSecret() async throws {
         var configuration = try ObjectStoreConformanceTests.s3Configuration(prefix: "")
         configuration.credentials.secretAccessKey = "not-the-secret-\(UUID().uuidString)"
@@ -167,7 +167,7 @@ struct S3ObjectStoreTests {
         try await store.shutdown()
     }
 
-    @Test("a put larger than a part is a multipart upload; open uploads are seen and aborted")
+    @Test("a put larger than a part is a multipart upload; open uploads are seen and aborted", .tags(.moto))
     func multipartUploads() async throws {
         let store = try S3ObjectStore(
             configuration: ObjectStoreConformanceTests.s3Configuration(prefix: "mp-\(UUID().uuidString)/"))

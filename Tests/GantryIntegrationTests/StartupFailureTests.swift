@@ -10,7 +10,7 @@ import Testing
 /// What an operator sees when a dependency is wrong at start: the real cause, at once.
 @Suite("Start-up failures")
 struct StartupFailureTests {
-    @Test("a PostgreSQL error at start names the server's own error and its SQLSTATE")
+    @Test("a PostgreSQL error at start names the server's own error and its SQLSTATE", .tags(.postgres))
     func postgresErrorIsReported() async throws {
         let adminURL = try TestEnvironment.require(TestEnvironment.postgresURL)
         var components = try #require(URLComponents(string: adminURL))
@@ -38,7 +38,7 @@ struct StartupFailureTests {
         }
     }
 
-    @Test("the engine installer adopts an existing binary and is idempotent afterwards")
+    @Test("the engine installer adopts an existing binary and is idempotent afterwards", .tags(.llamaCpp))
     func installerAdoptsBinary() async throws {
         let binary = try TestEnvironment.require(TestEnvironment.llamaServer)
         let cache = try TemporaryDirectory()

@@ -6,7 +6,7 @@ import Logging
 import Testing
 
 /// One suite, run against both databases: every repository must behave the same on each.
-@Suite("Store conformance")
+@Suite("Store conformance", .tags(.postgres))
 struct StoreConformanceTests {
     enum Backend: String, CaseIterable, CustomTestStringConvertible {
         case sqlite

@@ -63,12 +63,12 @@ extension TestServer {
         return try GantryConfiguration(reader: reader, environment: ["HOME": home])
     }
 
-    /// Waits (up to 5 s) until the server at `base` answers `/healthz`.
+    /// Waits until the server at `base` answers `/healthz` with 200, and throws ``WaitTimedOut``
+    /// if it has not within 30 s (it usually takes milliseconds; the bound is for a busy machine).
     static func waitUntilHealthy(_ base: String) async throws {
-        for _ in 0..<100 {
+        try await waitUntil("\(base)/healthz answers 200", within: .seconds(30), every: .milliseconds(50)) {
             let health = try? await HTTPClient.shared.execute(HTTPClientRequest(url: base + "/healthz"), timeout: .seconds(1))
-            if health?.status == .ok { return }
-            try await Task.sleep(for: .milliseconds(50))
+            return health?.status == .ok
         }
     }
 

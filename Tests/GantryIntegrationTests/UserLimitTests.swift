@@ -71,7 +71,8 @@ struct UserLimitTests {
     @Test("requests per minute and concurrency set on a user count every key of the user")
     func frequencyOverAllKeys() async throws {
         let test = try await TestServer.make()
-        try await FakeEngine.withEngine(.normal(chunks: 10, delay: .milliseconds(50))) { endpoint in
+        let engine = FakeEngine.Recorder()
+        try await FakeEngine.withEngine(.normal(chunks: 10, delay: .milliseconds(50)), recorder: engine) { endpoint in
             await plane.publish(test, endpoint: endpoint)
             let (user, first) = try await plane.userKey(test)
             let (_, second) = try await test.server.identity.issueKey(userID: user.id, name: "two", expiresAt: nil)
@@ -80,9 +81,12 @@ struct UserLimitTests {
                 let set = try await Self.setUser(
                     base, admin: test.adminKey, user.id, #"{"limits":{"requests_per_minute":3,"concurrent_requests":1}}"#)
                 #expect(set.status == 200, "\(set.text)")
-                // One stream holds the user's only concurrency slot, whichever key asks next.
+                // One stream holds the user's only concurrency slot (for its 0.5 s of events once the
+                // engine has it), whichever key asks next.
                 let holding = Task { try await DataPlaneTests.post(base, key: first, DataPlaneTests.streamChat) }
-                try await Task.sleep(for: .milliseconds(200))
+                try await waitUntil("the engine has the holding stream", within: .seconds(10), every: .milliseconds(10)) {
+                    await engine.bodies.count == 1
+                }
                 let busy = try await DataPlaneTests.post(base, key: second, Self.chat)
                 #expect(busy.status == 429)
                 #expect(busy.text.contains("user") && busy.text.contains("concurrent"), "\(busy.text)")
