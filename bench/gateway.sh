@@ -319,7 +319,14 @@ done
 # the targets name are also taken round by round: each round runs the engine, nginx and Gantry
 # back to back with the same load.
 for round in $(seq 1 "$ROUNDS"); do
-  for target in "${ROUND_TARGETS[@]}"; do
+  order=("${ROUND_TARGETS[@]}")
+  # Odd rounds run in reverse, so that no target always runs right after the same other one (a
+  # Gantry measured just after another inherits its warm caches and its leftover sockets).
+  if [ $((round % 2)) = 1 ]; then
+    order=()
+    for ((i = ${#ROUND_TARGETS[@]} - 1; i >= 0; i--)); do order+=("${ROUND_TARGETS[$i]}"); done
+  fi
+  for target in "${order[@]}"; do
     url=${ROUND_URL[$target]}
     step "round $round of $ROUNDS: $target, non-streaming and streaming, $CONNECTIONS connections"
     for kind in chat stream; do
