@@ -157,7 +157,9 @@ def table(results):
     return "\n".join(lines)
 
 
-RELAY_TARGETS = (("gantry", "full (default)"), ("gantry_engine", "engine"), ("gantry_off", "off"))
+RELAY_TARGETS = (("gantry", "full (default)"), ("gantry_engine", "engine"), ("gantry_off", "off"),
+    ("gantry_full-ahc", "full, engine side async-http-client, .delegateAndChannel(on:) (experiment)"),
+    ("gantry_full-ahcd", "full, engine side async-http-client, .delegate(on:) (experiment)"))
 
 
 def relay_modes(results, rounds):
