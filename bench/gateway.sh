@@ -267,18 +267,14 @@ record meta nginx_version "$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')"
 # start_gantry NAME RELAY [held]: a Gantry with gateway.relay = RELAY, the fake engine deployed as
 # the custom engine behind it, and a user's key; sets G_BASE, G_PID, G_ADMIN and G_KEY.
 start_gantry() {
-  local name=$1 relay=$2 held=${3:-} port launcher=()
-  # EXPERIMENT (issue 19): full with the engine request made by async-http-client's delegate API,
-  # its connection on the exchange's loop (full-ahc) or on any loop (full-ahcd).
-  if [ "$relay" = full-ahc ]; then relay=full; launcher=(env GANTRY_EXPERIMENT_RELAY_ENGINE_CLIENT=async-http-client); fi
-  if [ "$relay" = full-ahcd ]; then relay=full; launcher=(env GANTRY_EXPERIMENT_RELAY_ENGINE_CLIENT=async-http-client-delegate-loop); fi
+  local name=$1 relay=$2 held=${3:-} port
   port=$(free_port)
   G_BASE="http://127.0.0.1:$port"
   local args=(serve --port "$port" --data-dir "$WORK/$name" --log-level warning --engine-threads 1 --relay "$relay"
     --custom-engine-command "$FAKE --host {host} --port {port} --model {model} --stream-events $STREAM_EVENTS")
   [ -n "${GANTRY_TEST_LLAMA_SERVER:-}" ] && args+=(--llama-server "$GANTRY_TEST_LLAMA_SERVER")
   mkdir -p "$WORK/$name"
-  spawn "$WORK/$name.stdout" "${launcher[@]}" "$GANTRY" "${args[@]}"
+  spawn "$WORK/$name.stdout" "$GANTRY" "${args[@]}"
   G_PID=$LAST_PID
   GANTRY_PIDS+=("$G_PID")
   wait_http "$G_BASE/healthz" 60 "$WORK/$name.stdout"

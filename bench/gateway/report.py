@@ -157,9 +157,7 @@ def table(results):
     return "\n".join(lines)
 
 
-RELAY_TARGETS = (("gantry", "full (default)"), ("gantry_engine", "engine"), ("gantry_off", "off"),
-    ("gantry_full-ahc", "full, engine side async-http-client, .delegateAndChannel(on:) (experiment)"),
-    ("gantry_full-ahcd", "full, engine side async-http-client, .delegate(on:) (experiment)"))
+RELAY_TARGETS = (("gantry", "full (default)"), ("gantry_engine", "engine"), ("gantry_off", "off"))
 
 
 def relay_modes(results, rounds):

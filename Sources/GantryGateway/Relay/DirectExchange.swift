@@ -24,8 +24,6 @@ final class DirectExchange: SweepMember {
     private var lease: InFlightLease?
     private var upstreamBody: ByteBuffer?
     private var connection: EngineConnection?
-    /// EXPERIMENT: the engine request made with async-http-client instead (`DirectRelay.experimentEngineClient`).
-    private var call: AsyncHTTPClientEngineCall?
     /// Where this exchange sits in its pool's deadline sweep (`EnginePool.watch`).
     var sweepIndex: Int?
     /// The phase, the attempt and the engine's deadlines; this class does what it says.
@@ -135,15 +133,6 @@ final class DirectExchange: SweepMember {
         case .connect:
             connect()
         case .send:
-            if let engineClient = relay.experimentEngineClient, let lease, let upstreamBody {
-                let call = AsyncHTTPClientEngineCall(exchange: self, eventLoop: eventLoop)
-                self.call = call
-                client.pool.watch(self)
-                call.start(
-                    client: engineClient, url: lease.endpoint + endpoint.path, requestID: requestID, body: upstreamBody,
-                    sameChannelLoop: relay.experimentSameChannelLoop)
-                return
-            }
             guard let connection, let upstreamBody else { return }
             connection.send(path: endpoint.path, requestID: requestID, body: upstreamBody)
             client.pool.watch(self)
@@ -187,7 +176,6 @@ final class DirectExchange: SweepMember {
     private func connect() {
         guard let lease, let meter else { return }
         meter.sent(to: lease)
-        if relay.experimentEngineClient != nil { return perform(machine.connected(now: .now())) }
         client.pool.connection(to: lease.endpoint) { result in
             switch result {
             case .success(let connection):
@@ -252,10 +240,7 @@ final class DirectExchange: SweepMember {
             let out = stream!.relay(chunk)
             guard out.readableBytes > 0, !client.clientGone else { return }
             client.writeBody(out)
-            if !client.clientWritable {
-                connection?.pauseReading()
-                call?.pauseReading()
-            }
+            if !client.clientWritable { connection?.pauseReading() }
         } else if collected != nil {
             meter?.bodyByteReceived()
             if collected!.readableBytes + chunk.readableBytes > relay.configuration.maxResponseBytes {
@@ -272,7 +257,6 @@ final class DirectExchange: SweepMember {
 
     func clientWritable() {
         connection?.resumeReading()
-        call?.resumeReading()
     }
 
     func engineEnd() {
@@ -329,10 +313,6 @@ final class DirectExchange: SweepMember {
     /// Gives the engine connection back for the next request, or closes it (which cancels an
     /// unfinished request on the engine).
     private func releaseConnection(keepAlive: Bool) {
-        if let call {
-            self.call = nil
-            if !keepAlive { call.cancel() }
-        }
         guard let connection else { return }
         self.connection = nil
         if keepAlive {

@@ -1,5 +1,3 @@
-import AsyncHTTPClient
-import Foundation
 public import GantryCore
 public import GantryHTTP
 import Hummingbird
@@ -39,11 +37,6 @@ public final class DirectRelay: Sendable {
     /// Which of the relay's pieces serve requests. Whatever the mode, the front and the handler
     /// sit on every connection: they keep the connection's deadlines and bounds.
     let mode: RelayMode
-    /// EXPERIMENT (issue 19): engine requests through async-http-client's delegate API instead of
-    /// `EnginePool`, when `GANTRY_EXPERIMENT_RELAY_ENGINE_CLIENT=async-http-client`; for the A/B only.
-    let experimentEngineClient: HTTPClient?
-    /// `...=async-http-client-delegate-loop`: `.delegate(on:)` rather than `.delegateAndChannel(on:)`.
-    let experimentSameChannelLoop: Bool
     /// One engine connection pool and one client deadline sweep per event loop, used only there.
     private let loops = Mutex<[ObjectIdentifier: NIOLoopBound<PerLoop>]>([:])
 
@@ -68,9 +61,6 @@ public final class DirectRelay: Sendable {
         self.httpMetrics = httpMetrics
         self.serverName = serverName
         self.logger = logger
-        let experiment = ProcessInfo.processInfo.environment["GANTRY_EXPERIMENT_RELAY_ENGINE_CLIENT"]
-        self.experimentEngineClient = experiment?.hasPrefix("async-http-client") == true ? inference.clients.defaultClient : nil
-        self.experimentSameChannelLoop = experiment != "async-http-client-delegate-loop"
     }
 
     /// The connection's handlers (ahead of the HTTP codec and behind it), or nil where the event
