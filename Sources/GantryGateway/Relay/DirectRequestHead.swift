@@ -168,13 +168,13 @@ private struct HeaderLine {
     init?(_ bytes: UnsafeRawBufferPointer, start: Int, end: Int) {
         var colon = start
         while colon < end, bytes[colon] != UInt8(ascii: ":") {
-            guard Self.isTokenCharacter(bytes[colon]) else { return nil }  // also refuses folding's leading space
+            guard HTTPHeadBytes.isTokenCharacter(bytes[colon]) else { return nil }  // also refuses folding's leading space
             colon += 1
         }
         guard colon < end, colon > start else { return nil }
         value = HTTPHeadBytes.trimmed(bytes[(colon + 1)..<end])
         isPlainLength = bytes[value.endIndex..<end].allSatisfy { $0 == UInt8(ascii: " ") }
-        guard !value.contains(where: { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F }) else { return nil }
+        guard HTTPHeadBytes.isFieldValue(value) else { return nil }
         known = Self.known(bytes[start..<colon])
     }
 
@@ -186,7 +186,7 @@ private struct HeaderLine {
         var index = start
         while index < bytes.count, bytes[index] != UInt8(ascii: ":") {
             // A CR is the line end arriving.
-            guard isTokenCharacter(bytes[index]) || (bytes[index] == UInt8(ascii: "\r") && index == bytes.count - 1)
+            guard HTTPHeadBytes.isTokenCharacter(bytes[index]) || (bytes[index] == UInt8(ascii: "\r") && index == bytes.count - 1)
             else { return false }
             index += 1
         }
@@ -201,15 +201,5 @@ private struct HeaderLine {
 
     private static func known(_ name: HTTPHeadBytes.Bytes) -> Known? {
         names.first { HTTPHeadBytes.equalsIgnoringCase(name, $0.name) }?.known
-    }
-
-    /// RFC 9110's tchar.
-    private static func isTokenCharacter(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return true
-        default:
-            return "!#$%&'*+-.^_`|~".utf8.contains(byte)
-        }
     }
 }

@@ -109,7 +109,11 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
         case .trailers:
             // Trailer fields are not relayed; the empty line ends the answer.
             guard let line = try Self.readLine(&buffer) else { return .needMoreData }
-            if line.readableBytes == 0 { try finishMessage(context, rest: buffer) }
+            if line.readableBytes == 0 {
+                try finishMessage(context, rest: buffer)
+            } else if !Self.isFieldLine(line) {
+                throw EngineResponseError(description: "a malformed trailer line")
+            }
             return .continue
 
         case .untilClose:
@@ -163,6 +167,12 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
             guard statusLine.count >= 12, statusLine.starts(with: "HTTP/1.".utf8), statusLine[statusLine.startIndex + 8] == 32
             else { throw EngineResponseError(description: "not an HTTP/1.x status line") }
             let minor = statusLine[statusLine.startIndex + 7]
+            // HTTP/1.0 or 1.1 only, exactly three digits, then a space or the line's end; no control
+            // bytes in the reason.
+            guard minor == UInt8(ascii: "0") || minor == UInt8(ascii: "1"),
+                statusLine.count == 12 || statusLine[statusLine.startIndex + 12] == 32,
+                HTTPHeadBytes.isFieldValue(statusLine[(statusLine.startIndex + 12)...])
+            else { throw EngineResponseError(description: "a malformed status line") }
             var status = 0
             for byte in statusLine[(statusLine.startIndex + 9)..<(statusLine.startIndex + 12)] {
                 guard (48...57).contains(byte) else { throw EngineResponseError(description: "a malformed status code") }
@@ -170,6 +180,9 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
             }
             var head = EngineResponseHead(status: status, contentType: nil, keepAlive: minor == UInt8(ascii: "1"))
             var chunked = false
+            var transferEncoding = false
+            // `close` wins over `keep-alive`, wherever each is listed.
+            var closes = false
             var contentLength: Int?
             while let line = lines.next(), !line.isEmpty {
                 guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else {
@@ -177,27 +190,49 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
                 }
                 let name = line[line.startIndex..<colon]
                 let value = HTTPHeadBytes.trimmed(line[(colon + 1)...])
+                // As strict as NIO's decoder (the differential test holds it to that): a token
+                // name, no space before the colon, no folding, no control bytes in the value.
+                guard HTTPHeadBytes.isToken(name), HTTPHeadBytes.isFieldValue(value) else {
+                    throw EngineResponseError(description: "a malformed header line")
+                }
                 if HTTPHeadBytes.equalsIgnoringCase(name, "content-length") {
-                    guard let length = HTTPHeadBytes.decimal(value, maxDigits: 18),
-                        contentLength == nil || contentLength == length
-                    else {
+                    // A second length, even an equal one, is refused, as NIO's decoder refuses it.
+                    guard let length = HTTPHeadBytes.decimal(value, maxDigits: 18), contentLength == nil else {
                         throw EngineResponseError(description: "a malformed or conflicting content-length")
                     }
                     contentLength = length
                 } else if HTTPHeadBytes.equalsIgnoringCase(name, "transfer-encoding") {
-                    chunked = HTTPHeadBytes.endsWithIgnoringCase(value, "chunked")
+                    transferEncoding = true
+                    // Chunked when the last coding of the list, and of the last line, is exactly
+                    // `chunked` ("xchunked" is not: found by the differential test).
+                    let last = value.lastIndex(of: UInt8(ascii: ",")).map { value.index(after: $0) } ?? value.startIndex
+                    chunked = HTTPHeadBytes.equalsIgnoringCase(HTTPHeadBytes.trimmed(value[last...]), "chunked")
                 } else if HTTPHeadBytes.equalsIgnoringCase(name, "connection") {
-                    if HTTPHeadBytes.containsIgnoringCase(value, "close") { head.keepAlive = false }
-                    if HTTPHeadBytes.containsIgnoringCase(value, "keep-alive") { head.keepAlive = true }
+                    for token in value.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: true) {
+                        let token = HTTPHeadBytes.trimmed(token)
+                        if HTTPHeadBytes.equalsIgnoringCase(token, "close") { closes = true }
+                        if HTTPHeadBytes.equalsIgnoringCase(token, "keep-alive") { head.keepAlive = true }
+                    }
                 } else if HTTPHeadBytes.equalsIgnoringCase(name, "content-type") {
                     head.contentType = String(decoding: value, as: UTF8.self)
                 }
             }
-            // Transfer-Encoding wins over Content-Length (RFC 9112 6.3); a framing that is not
+            // Both framings at once is how responses are smuggled (RFC 9112 6.3 lets a recipient
+            // refuse it; NIO's decoder does): refused. A transfer coding that does not end in
             // chunked runs to the connection's close.
-            if chunked { contentLength = nil }
-            if !chunked, contentLength == nil { head.keepAlive = false }
+            if transferEncoding, contentLength != nil {
+                throw EngineResponseError(description: "both transfer-encoding and content-length")
+            }
+            if closes || (!chunked && contentLength == nil) { head.keepAlive = false }
             return ParsedHead(head: head, chunked: chunked, contentLength: contentLength)
+        }
+    }
+
+    /// Whether a line is a well-formed `name: value` field (trailers are checked, then dropped).
+    static func isFieldLine(_ line: ByteBuffer) -> Bool {
+        line.withUnsafeReadableBytes { raw in
+            guard let colon = raw.firstIndex(of: UInt8(ascii: ":")) else { return false }
+            return HTTPHeadBytes.isToken(raw[..<colon]) && HTTPHeadBytes.isFieldValue(raw[(colon + 1)...])
         }
     }
 
@@ -220,7 +255,7 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
         return line
     }
 
-    /// A chunk-size line: hexadecimal digits, then optional extensions after ";".
+    /// A chunk-size line: hexadecimal digits, then optional extensions after ";", nothing else.
     static func chunkSize(_ line: ByteBuffer) throws -> Int {
         var size = 0
         var digits = 0
@@ -230,8 +265,13 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
             case 48...57: digit = Int(byte - 48)
             case 97...102: digit = Int(byte - 87)
             case 65...70: digit = Int(byte - 55)
-            case UInt8(ascii: ";"), UInt8(ascii: " "), UInt8(ascii: "\t"):
-                guard digits > 0 else { throw EngineResponseError(description: "a malformed chunk size") }
+            case UInt8(ascii: ";"):
+                // Extensions are skipped, but only in their plain form: no whitespace or control
+                // bytes anywhere in the line (NIO's decoder refuses "1; a=b" and "1 ;a").
+                let rest = line.readableBytesView.dropFirst(digits)
+                guard digits > 0, !rest.contains(where: { $0 <= 0x20 || $0 == 0x7F }) else {
+                    throw EngineResponseError(description: "a malformed chunk size")
+                }
                 return size
             default: throw EngineResponseError(description: "a malformed chunk size")
             }

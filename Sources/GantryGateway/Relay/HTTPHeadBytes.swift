@@ -60,4 +60,24 @@ enum HTTPHeadBytes {
         }
         return false
     }
+
+    /// RFC 9110's tchar: what a field name is made of.
+    static func isTokenCharacter(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return "!#$%&'*+-.^_`|~".utf8.contains(byte)
+        }
+    }
+
+    /// A field name: one or more token characters (so no space before the colon, and no folding).
+    static func isToken(_ bytes: Bytes) -> Bool {
+        !bytes.isEmpty && bytes.allSatisfy(isTokenCharacter)
+    }
+
+    /// A field value as llhttp takes it: no control characters but the tab.
+    static func isFieldValue(_ bytes: Bytes) -> Bool {
+        !bytes.contains { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F }
+    }
 }
