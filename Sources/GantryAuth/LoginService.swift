@@ -22,7 +22,7 @@ public struct LoginService: Sendable {
         self.identity = identity
         self.users = repositories.users
         self.sessions = repositories.sessions
-        self.pending = PendingLogins()
+        self.pending = PendingLogins(repository: repositories.pendingLogins)
         self.redirectURI = (publicURL.hasSuffix("/") ? String(publicURL.dropLast()) : publicURL) + "/auth/callback"
         self.sessionLifetime = sessionLifetime
         self.logger = logger
@@ -66,10 +66,10 @@ public struct LoginService: Sendable {
     ) {
         guard let cookieState, APIKeyFormat.constantTimeEqual(cookieState, state) else {
             // The login was started in another browser (or by an attacker): drop it.
-            _ = await pending.takeBrowser(state: state)
+            _ = try await pending.takeBrowser(state: state)
             throw GantryError(.invalidRequest, "login state does not match this browser; start again at /auth/login")
         }
-        guard let login = await pending.takeBrowser(state: state) else {
+        guard let login = try await pending.takeBrowser(state: state) else {
             throw GantryError(.invalidRequest, "unknown or already used login state; start again at /auth/login")
         }
         let tokens: TokenResponse
@@ -202,17 +202,17 @@ public struct LoginService: Sendable {
 
     /// Polls the provider once for a device login; on approval issues the CLI an API key.
     public func pollDeviceLogin(handle: String) async throws -> DeviceOutcome {
-        guard let device = await pending.device(handle: handle) else {
+        guard let device = try await pending.device(handle: handle) else {
             throw GantryError(.invalidRequest, "unknown or expired device login", code: "expired_token")
         }
         switch try await oidc.pollDevice(deviceCode: device.providerDeviceCode) {
         case .pending: return .pending
         case .slowDown: return .slowDown
         case .failed(let code):
-            await pending.removeDevice(handle: handle)
+            try await pending.removeDevice(handle: handle)
             throw GantryError(.unauthorized, "the identity provider refused the device login (\(code))", code: code)
         case .completed(let tokens):
-            await pending.removeDevice(handle: handle)
+            try await pending.removeDevice(handle: handle)
             guard let idToken = tokens.idToken else { throw GantryError(.unauthorized, "the provider returned no ID token") }
             let verified = try await oidc.validateIDToken(idToken, nonce: nil)
             let user = try await upsertUser(try await oidc.addingUserInfo(to: verified, accessToken: tokens.accessToken))
@@ -245,7 +245,7 @@ public struct LoginService: Sendable {
     /// The browser is back with a session: hand the CLI a one-time code on its loopback port.
     /// Returns the loopback URL to redirect to.
     public func completeLoopbackLogin(requestID: String, userID: String) async throws -> String {
-        guard let request = await pending.takeCLIRequest(id: requestID) else {
+        guard let request = try await pending.takeCLIRequest(id: requestID) else {
             throw GantryError.invalid("unknown or expired CLI login; run 'gantry login --browser' again")
         }
         let code = RandomToken.make()
@@ -255,7 +255,7 @@ public struct LoginService: Sendable {
 
     /// The CLI exchanges its one-time code and PKCE verifier for an API key.
     public func redeemLoopbackCode(_ code: String, verifier: String) async throws -> CLIKey {
-        guard let entry = await pending.takeCLICode(code) else {
+        guard let entry = try await pending.takeCLICode(code) else {
             throw GantryError(.unauthorized, "unknown, used or expired login code", code: "invalid_grant")
         }
         guard APIKeyFormat.constantTimeEqual(RandomToken.pkceChallenge(for: verifier), entry.codeChallenge) else {

@@ -1,124 +1,110 @@
+import Crypto
 import Foundation
 import GantryCore
 
-/// Logins in progress, kept in memory for a few minutes and usable once.
+/// Logins in progress, kept in the store for a few minutes and usable once.
 ///
 /// A browser login lives from `/auth/login` to `/auth/callback`; a device login from
 /// `POST /auth/device` until the CLI collects its key; a loopback (CLI) login from `/auth/cli`
 /// until its one-time code is redeemed. Entries are removed when used or expired, so a replayed
-/// `state`, device handle or code finds nothing. (In-process: a login must come back to the
-/// process that started it, which holds while the control role runs as one replica.)
-actor PendingLogins {
-    struct Browser: Sendable {
+/// `state`, device handle or code finds nothing. They live in the store, not in memory, so a login
+/// may come back to any control replica on the same database; each is indexed by a digest of its
+/// state, handle or code, so the store holds nothing a reader could redeem.
+struct PendingLogins: Sendable {
+    struct Browser: Codable, Sendable {
         var nonce: String
         var verifier: String
         var returnTo: String
     }
 
-    struct Device: Sendable {
+    struct Device: Codable, Sendable {
         var providerDeviceCode: String
     }
 
     /// A CLI waiting on a loopback port (RFC 8252) for the browser login it asked for.
-    struct CLIRequest: Sendable {
+    struct CLIRequest: Codable, Sendable {
         var port: Int
         var state: String
         var codeChallenge: String
     }
 
     /// A finished CLI login, waiting for the CLI to exchange its one-time code.
-    struct CLICode: Sendable {
+    struct CLICode: Codable, Sendable {
         var userID: String
         var codeChallenge: String
+    }
+
+    /// The kinds of entry, each bounded on its own.
+    enum Kind: String {
+        case browser, device, cliRequest = "cli_request", cliCode = "cli_code"
     }
 
     /// How long a CLI's one-time code stays redeemable.
     static let cliCodeLifetime: TimeInterval = 120
 
+    let repository: any PendingLoginRepository
     let lifetime: TimeInterval
-    private var browser: ExpiringTable<Browser>
-    private var devices: ExpiringTable<Device>
-    private var cliRequests: ExpiringTable<CLIRequest>
-    private var cliCodes: ExpiringTable<CLICode>
-
-    /// Starting a login needs no credential, so each table is bounded by `capacity`.
-    init(lifetime: TimeInterval = 600, capacity: Int = 10_000) {
-        self.lifetime = lifetime
-        browser = ExpiringTable(capacity: capacity)
-        devices = ExpiringTable(capacity: capacity)
-        cliRequests = ExpiringTable(capacity: capacity)
-        cliCodes = ExpiringTable(capacity: capacity)
-    }
-
-    func addBrowser(state: String, _ login: Browser) throws {
-        try browser.insert(login, for: state, lifetime: lifetime)
-    }
-
-    /// Removes and returns the login for `state`: a second callback with the same state fails.
-    func takeBrowser(state: String) -> Browser? {
-        browser.take(state)
-    }
-
-    func addDevice(handle: String, _ login: Device, lifetime: TimeInterval) throws {
-        try devices.insert(login, for: handle, lifetime: lifetime)
-    }
-
-    func device(handle: String) -> Device? {
-        devices.peek(handle)
-    }
-
-    func removeDevice(handle: String) {
-        _ = devices.take(handle)
-    }
-
-    func addCLIRequest(id: String, _ request: CLIRequest) throws {
-        try cliRequests.insert(request, for: id, lifetime: lifetime)
-    }
-
-    func takeCLIRequest(id: String) -> CLIRequest? {
-        cliRequests.take(id)
-    }
-
-    func addCLICode(_ code: String, _ entry: CLICode) throws {
-        try cliCodes.insert(entry, for: code, lifetime: Self.cliCodeLifetime)
-    }
-
-    func takeCLICode(_ code: String) -> CLICode? {
-        cliCodes.take(code)
-    }
-}
-
-/// A bounded map whose entries vanish after their lifetime.
-struct ExpiringTable<Value: Sendable>: Sendable {
-    private var entries: [String: (value: Value, expiresAt: Date)] = [:]
+    /// Starting a login needs no credential, so each kind is bounded by `capacity` entries.
     let capacity: Int
 
-    init(capacity: Int) {
+    init(repository: any PendingLoginRepository, lifetime: TimeInterval = 600, capacity: Int = 10_000) {
+        self.repository = repository
+        self.lifetime = lifetime
         self.capacity = capacity
     }
 
-    static var full: GantryError {
-        GantryError(.rateLimited, "too many logins in progress; try again in a minute", retryAfter: 60)
+    func addBrowser(state: String, _ login: Browser) async throws {
+        try await insert(login, kind: .browser, key: state, lifetime: lifetime)
     }
 
-    mutating func insert(_ value: Value, for key: String, lifetime: TimeInterval) throws {
-        purge()
-        guard entries.count < capacity else { throw Self.full }
-        entries[key] = (value, Date().addingTimeInterval(lifetime))
+    /// Removes and returns the login for `state`: a second callback with the same state fails.
+    func takeBrowser(state: String) async throws -> Browser? {
+        try await take(Browser.self, kind: .browser, key: state)
     }
 
-    mutating func take(_ key: String) -> Value? {
-        purge()
-        return entries.removeValue(forKey: key)?.value
+    func addDevice(handle: String, _ login: Device, lifetime: TimeInterval) async throws {
+        try await insert(login, kind: .device, key: handle, lifetime: lifetime)
     }
 
-    mutating func peek(_ key: String) -> Value? {
-        purge()
-        return entries[key]?.value
+    func device(handle: String) async throws -> Device? {
+        let payload = try await repository.pendingLogin(kind: Kind.device.rawValue, key: Self.digest(handle), now: Date())
+        return try payload.map { try JSONDecoder().decode(Device.self, from: $0) }
     }
 
-    private mutating func purge() {
+    func removeDevice(handle: String) async throws {
+        try await repository.deletePendingLogin(kind: Kind.device.rawValue, key: Self.digest(handle))
+    }
+
+    func addCLIRequest(id: String, _ request: CLIRequest) async throws {
+        try await insert(request, kind: .cliRequest, key: id, lifetime: lifetime)
+    }
+
+    func takeCLIRequest(id: String) async throws -> CLIRequest? {
+        try await take(CLIRequest.self, kind: .cliRequest, key: id)
+    }
+
+    func addCLICode(_ code: String, _ entry: CLICode) async throws {
+        try await insert(entry, kind: .cliCode, key: code, lifetime: Self.cliCodeLifetime)
+    }
+
+    func takeCLICode(_ code: String) async throws -> CLICode? {
+        try await take(CLICode.self, kind: .cliCode, key: code)
+    }
+
+    private func insert<Value: Encodable>(_ value: Value, kind: Kind, key: String, lifetime: TimeInterval) async throws {
         let now = Date()
-        entries = entries.filter { $0.value.expiresAt > now }
+        try await repository.insertPendingLogin(
+            kind: kind.rawValue, key: Self.digest(key), payload: try JSONEncoder().encode(value),
+            expiresAt: now.addingTimeInterval(lifetime), capacity: capacity, now: now)
+    }
+
+    private func take<Value: Decodable>(_ type: Value.Type, kind: Kind, key: String) async throws -> Value? {
+        let payload = try await repository.takePendingLogin(kind: kind.rawValue, key: Self.digest(key), now: Date())
+        return try payload.map { try JSONDecoder().decode(type, from: $0) }
+    }
+
+    /// The key an entry is stored under: a SHA-256 of the state, handle or code, in hex.
+    static func digest(_ key: String) -> String {
+        SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 }

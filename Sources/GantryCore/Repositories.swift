@@ -135,6 +135,25 @@ public protocol APIKeyRepository: Sendable {
     func countKeys() async throws -> Int
 }
 
+/// Logins in progress (a browser's `state`, a device login's handle, a CLI's loopback request
+/// and one-time code), kept in the store so that a login started on one control replica can
+/// finish on another. Entries are small, short-lived and usable once; `key` is what the caller
+/// chose to index them by (a digest: the store never holds a usable state or code).
+public protocol PendingLoginRepository: Sendable {
+    /// Stores `payload` under (`kind`, `key`) until `expiresAt`, replacing an entry with the same
+    /// key. Refuses with `rateLimited` when `capacity` unexpired entries of `kind` exist already:
+    /// starting a login needs no credential, so the table must be bounded. Expired entries are
+    /// removed on the way.
+    func insertPendingLogin(kind: String, key: String, payload: Data, expiresAt: Date, capacity: Int, now: Date)
+        async throws
+    /// Removes and returns the entry if it has not expired: one caller gets it, however many ask
+    /// at once, on however many replicas.
+    func takePendingLogin(kind: String, key: String, now: Date) async throws -> Data?
+    /// The entry, left in place, if it has not expired.
+    func pendingLogin(kind: String, key: String, now: Date) async throws -> Data?
+    func deletePendingLogin(kind: String, key: String) async throws
+}
+
 /// All repositories of one store, handed to the services that need them.
 public struct Repositories: Sendable {
     public var models: any ModelRepository
@@ -145,11 +164,12 @@ public struct Repositories: Sendable {
     public var sessions: any SessionRepository
     public var allocations: any AllocationRepository
     public var usage: any UsageRepository
+    public var pendingLogins: any PendingLoginRepository
 
     public init(
         models: any ModelRepository, deployments: any DeploymentRepository, instances: any InstanceRepository,
         users: any UserRepository, keys: any APIKeyRepository, sessions: any SessionRepository,
-        allocations: any AllocationRepository, usage: any UsageRepository
+        allocations: any AllocationRepository, usage: any UsageRepository, pendingLogins: any PendingLoginRepository
     ) {
         self.models = models
         self.deployments = deployments
@@ -159,5 +179,6 @@ public struct Repositories: Sendable {
         self.sessions = sessions
         self.allocations = allocations
         self.usage = usage
+        self.pendingLogins = pendingLogins
     }
 }

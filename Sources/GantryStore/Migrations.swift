@@ -212,6 +212,18 @@ extension SQLStore {
             try await db.alter(table: "users").column("limits", type: .text).run()
             try await db.alter(table: "users").column("max_keys", type: .bigint).run()
         },
+        Migration(version: 9, name: "pending logins in the store, shared by control replicas") { db in
+            // A login may start on one control replica and finish on another. `key` is a digest
+            // of the state, handle or code; `payload` the login's JSON.
+            try await db.create(table: "pending_logins")
+                .column("kind", type: .text, .notNull)
+                .column("key", type: .text, .notNull)
+                .column("payload", type: .text, .notNull)
+                .column("expires_at", type: .bigint, .notNull)
+                .primaryKey("kind", "key")
+                .run()
+            try await db.create(index: "pending_logins_by_expiry").on("pending_logins").column("expires_at").run()
+        },
     ]
 
     /// The highest migration version this binary knows.

@@ -133,7 +133,8 @@ public final class SQLStore: Sendable {
             keys: SQLAPIKeyRepository(store: self),
             sessions: SQLSessionRepository(db: database),
             allocations: SQLAllocationRepository(store: self),
-            usage: SQLUsageRepository(db: database)
+            usage: SQLUsageRepository(db: database),
+            pendingLogins: SQLPendingLoginRepository(db: database)
         )
     }
 }

@@ -10,17 +10,24 @@ struct PendingLoginsTests {
         .init(nonce: "n", verifier: "v", returnTo: "/")
     }
 
-    @Test("a state is usable once, expires, and the table is bounded")
+    @Test("a state is usable once, expires, and each kind is bounded; the store sees only digests")
     func singleUseExpiryAndCapacity() async throws {
-        let pending = PendingLogins(lifetime: 0.2, capacity: 2)
+        let store = MemoryPendingLoginRepository()
+        let pending = PendingLogins(repository: store, lifetime: 0.2, capacity: 2)
         try await pending.addBrowser(state: "a", login())
         try await pending.addBrowser(state: "b", login())
         await #expect(throws: GantryError.self) { try await pending.addBrowser(state: "c", login()) }
-        #expect(await pending.takeBrowser(state: "a") != nil)
-        #expect(await pending.takeBrowser(state: "a") == nil, "a state is used once")
+        try await pending.addCLICode("c", .init(userID: "u", codeChallenge: "x"))  // another kind, its own bound
+        #expect(try await pending.takeBrowser(state: "a")?.nonce == "n")
+        #expect(try await pending.takeBrowser(state: "a") == nil, "a state is used once")
+        #expect(try await pending.takeCLICode("a") == nil, "kinds do not mix")
+        // Fixed time on purpose: expiry is by the wall clock.
         try await Task.sleep(for: .milliseconds(300))
-        #expect(await pending.takeBrowser(state: "b") == nil, "an old login has expired")
+        #expect(try await pending.takeBrowser(state: "b") == nil, "an old login has expired")
         try await pending.addBrowser(state: "c", login())
+        let keys = await store.keys
+        #expect(!keys.contains { ["a", "b", "c"].contains($0) }, "only digests reach the store")
+        #expect(keys.first == PendingLogins.digest("a"))
     }
 
     @Test("canonical paths: no empty, dot or backslash segments, no encoded separators, one leading slash")

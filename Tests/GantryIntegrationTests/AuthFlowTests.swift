@@ -212,6 +212,39 @@ struct AuthFlowTests {
         }
     }
 
+    @Test(
+        "two control replicas on one PostgreSQL: a login started on one completes on the other, once",
+        .tags(.postgres))
+    func loginAcrossReplicas() async throws {
+        let database = try await PostgresTestDatabase.create()
+        let (portA, portB) = (try FreePort.find(), try FreePort.find())
+        // Behind one address, as replicas behind a load balancer are: the provider sends the
+        // browser back to the public URL, and whichever replica answers must finish the login.
+        let shared = flags.merging([.databaseURL: database, .publicURL: "http://127.0.0.1:\(portA)"]) { $1 }
+        try await TestServer.running(port: portA, flags: shared) { first, baseA in
+            // The store is bootstrapped already: the second replica makes no key of its own.
+            try await TestServer.running(port: portB, flags: shared, adminKey: first.adminKey) { _, baseB in
+                let browser = BrowserAgent()
+                defer { Task { try? await browser.shutdown() } }
+                let callback = try await logInUntilCallback(browser, base: baseA)
+                #expect(callback.hasPrefix(baseA + "/auth/callback?"))
+                // The login cookie follows the browser to replica B's address.
+                let stateCookie = try #require(browser.cookie("gantry_login", origin: "127.0.0.1:\(portA)"))
+                browser.setCookie("gantry_login", stateCookie, origin: "127.0.0.1:\(portB)")
+                let onB = baseB + callback.dropFirst(baseA.count)
+                let done = try await browser.get(onB)
+                #expect(done.status == 302, "replica B finished the login replica A started: \(done.body)")
+                let session = try #require(browser.cookie("gantry_session", origin: "127.0.0.1:\(portB)"))
+                // The session is in the shared store too: replica A knows it.
+                browser.setCookie("gantry_session", session, origin: "127.0.0.1:\(portA)")
+                #expect(try await browser.get(baseA + "/").body.contains("Signed in as <strong>bob</strong>"))
+                // Replayed on A, the state is gone: it was taken once, on B.
+                browser.setCookie("gantry_login", stateCookie, origin: "127.0.0.1:\(portA)")
+                #expect(try await browser.get(callback).status == 400)
+            }
+        }
+    }
+
     /// Starts a login and submits the provider's form; returns the callback URL without visiting it.
     func logInUntilCallback(_ browser: BrowserAgent, base: String) async throws -> String {
         let start = try await browser.get("\(base)/auth/login")

@@ -238,6 +238,49 @@ struct StoreConformanceTests {
             errorType: failed ? "rate_limit_exceeded" : nil, engineSeconds: 0.25)
     }
 
+    @Test("pending logins: taken once under concurrency, expire, replaced, bounded per kind", arguments: Backend.allCases)
+    func pendingLogins(backend: Backend) async throws {
+        try await withStore(backend) { (store: SQLStore) async throws in
+            let repo = store.repositories.pendingLogins
+            let now = Date()
+            let later = now.addingTimeInterval(600)
+            try await repo.insertPendingLogin(
+                kind: "browser", key: "k1", payload: Data("{\"a\":1}".utf8), expiresAt: later, capacity: 3, now: now)
+            #expect(try await repo.pendingLogin(kind: "browser", key: "k1", now: now) == Data("{\"a\":1}".utf8))
+            #expect(try await repo.pendingLogin(kind: "device", key: "k1", now: now) == nil, "kinds do not mix")
+            // The same key again replaces the entry (a retried start), it does not fail.
+            try await repo.insertPendingLogin(
+                kind: "browser", key: "k1", payload: Data("{\"a\":2}".utf8), expiresAt: later, capacity: 3, now: now)
+            // Twenty takers at once, as from several replicas: exactly one gets the entry.
+            let taken = try await withThrowingTaskGroup(of: Data?.self) { group in
+                for _ in 0..<20 { group.addTask { try await repo.takePendingLogin(kind: "browser", key: "k1", now: now) } }
+                return try await group.reduce(into: [Data]()) { if let data = $1 { $0.append(data) } }
+            }
+            #expect(taken == [Data("{\"a\":2}".utf8)])
+            // Expired entries are not returned, and no longer count against the bound.
+            let past = now.addingTimeInterval(-1)
+            try await repo.insertPendingLogin(
+                kind: "device", key: "old", payload: Data("{}".utf8), expiresAt: past, capacity: 3,
+                now: past.addingTimeInterval(-1))
+            #expect(try await repo.pendingLogin(kind: "device", key: "old", now: now) == nil)
+            #expect(try await repo.takePendingLogin(kind: "device", key: "old", now: now) == nil)
+            for index in 0..<3 {
+                try await repo.insertPendingLogin(
+                    kind: "device", key: "d\(index)", payload: Data("{}".utf8), expiresAt: later, capacity: 3, now: now)
+            }
+            await #expect(throws: GantryError.self) {
+                try await repo.insertPendingLogin(
+                    kind: "device", key: "d3", payload: Data("{}".utf8), expiresAt: later, capacity: 3, now: now)
+            }
+            try await repo.insertPendingLogin(
+                kind: "browser", key: "b", payload: Data("{}".utf8), expiresAt: later, capacity: 3, now: now)
+            try await repo.deletePendingLogin(kind: "device", key: "d0")
+            #expect(try await repo.pendingLogin(kind: "device", key: "d0", now: now) == nil)
+            try await repo.insertPendingLogin(
+                kind: "device", key: "d3", payload: Data("{}".utf8), expiresAt: later, capacity: 3, now: now)
+        }
+    }
+
     @Test("usage records: batches over one statement, filters, newest-first paging, daily sums", arguments: Backend.allCases)
     func usage(backend: Backend) async throws {
         try await withStore(backend) { (store: SQLStore) async throws in
