@@ -179,8 +179,9 @@ let package = Package(
         .testTarget(
             name: "GantryGatewayTests",
             dependencies: [
-                "GantryGateway", "GantryCore",
+                "GantryGateway", "GantryCore", httpClient,
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "PropertyBased", package: "swift-property-based"),

@@ -84,15 +84,15 @@ public struct IntrospectionRoutes: Sendable {
 /// digest), so a revocation reaches the gateway within that time; inactive answers are not
 /// remembered, so a new key works at once.
 public struct IntrospectionClient: CredentialVerifier {
-    let endpoint: String
+    let control: ControlEndpoints
     let serviceSecret: String
     let httpClient: HTTPClient
     /// Keyed by the token's digest: the token may not be an API key, so it has no id of its own,
     /// and a digest key needs no text made per request.
     let remembered: VerifiedKeyCache<SHA256Digest>
 
-    public init(controlURL: String, serviceSecret: String, httpClient: HTTPClient, cacheLifetime: Duration = .zero) {
-        self.endpoint = (controlURL.hasSuffix("/") ? String(controlURL.dropLast()) : controlURL) + "/auth/introspect"
+    public init(control: ControlEndpoints, serviceSecret: String, httpClient: HTTPClient, cacheLifetime: Duration = .zero) {
+        self.control = control
         self.serviceSecret = serviceSecret
         self.httpClient = httpClient
         self.remembered = VerifiedKeyCache(lifetime: cacheLifetime)
@@ -131,7 +131,13 @@ public struct IntrospectionClient: CredentialVerifier {
         throw GantryError(.unauthorized, "browser sessions are served by the control role", code: "invalid_session")
     }
 
+    /// Asks the control replicas in turn (introspection changes nothing, so any may answer, and
+    /// again): one that cannot be reached or answers 5xx passes the question to the next.
     func introspect(_ token: String) async throws -> IntrospectionRoutes.Answer {
+        try await control.first { base in try await introspect(token, at: base + "/auth/introspect") }
+    }
+
+    private func introspect(_ token: String, at endpoint: String) async throws -> IntrospectionRoutes.Answer {
         var request = HTTPClientRequest(url: endpoint)
         request.method = .POST
         request.headers.add(name: "content-type", value: "application/x-www-form-urlencoded")

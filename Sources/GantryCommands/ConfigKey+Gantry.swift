@@ -106,9 +106,9 @@ public struct GantrySetting: Sendable, Hashable {
         help: "What this process runs: everything, or a gateway (the /v1 data plane) in front of a control process.",
         isSecret: false)
     public static let controlURL = GantrySetting(
-        key: "gateway.controlUrl", flag: "control-url", type: "URL", defaultDescription: "none",
+        key: "gateway.controlUrl", flag: "control-url", type: "URL[,URL...]", defaultDescription: "none",
         help:
-            "The control role a gateway proxies /api and /auth to, verifies keys with and follows routes from (required with --role gateway, with --introspection-secret).",
+            "The control role a gateway proxies /api and /auth to, verifies keys with and follows routes from (required with --role gateway, with --introspection-secret); several replicas separated by commas, tried in turn when one cannot be reached.",
         isSecret: false)
     public static let maxRequestBytes = GantrySetting(
         key: "gateway.maxRequestBytes", flag: "max-request-bytes", type: "integer bytes >= 1024",

@@ -182,6 +182,11 @@ public struct GantryConfiguration: Sendable {
         if role == .gateway, controlURL == nil {
             throw ConfigurationError(setting: .controlURL, problem: "is required with --role gateway")
         }
+        if let controlURL {
+            do { _ = try ControlEndpoints(controlURL) } catch let error as GantryError {
+                throw ConfigurationError(setting: .controlURL, problem: error.message)
+            }
+        }
         gateway = Gateway(
             role: role, controlURL: controlURL,
             maxRequestBytes: try values.int(.maxRequestBytes, in: 1024...(1 << 30)) ?? (4 << 20),

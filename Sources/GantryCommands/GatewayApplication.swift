@@ -29,6 +29,8 @@ public func buildGatewayApplication(
     // Both are required with this role; the configuration refused to load without them.
     guard let controlURL = configuration.gateway.controlURL, let serviceSecret = configuration.auth.introspectionSecret
     else { preconditionFailure("a gateway configuration always has a control URL and the service credential") }
+    // Checked when the configuration loaded.
+    let control = try ControlEndpoints(controlURL)
     // The control role owns the schema: a gateway opens the shared database without migrating it.
     let store = try await SQLStore.open(configuration.database, logger: logger)
     let repositories = store.repositories
@@ -43,7 +45,7 @@ public func buildGatewayApplication(
     let routeTable = RouteTable()
     let usage = UsageRecorder(repository: repositories.usage, logger: logger)
     let verifier = IntrospectionClient(
-        controlURL: controlURL, serviceSecret: serviceSecret, httpClient: controlClient, cacheLifetime: .seconds(5))
+        control: control, serviceSecret: serviceSecret, httpClient: controlClient, cacheLifetime: .seconds(5))
 
     let router = Router(context: GantryRequestContext.self)
     router.add(middleware: RequestIDMiddleware())
@@ -53,7 +55,7 @@ public func buildGatewayApplication(
     router.add(middleware: APIErrorMiddleware())
     router.add(
         middleware: ControlProxyMiddleware(
-            controlURL: controlURL, client: controlClient, maxBodyBytes: max(configuration.gateway.maxRequestBytes, 64 << 20),
+            control: control, client: controlClient, maxBodyBytes: max(configuration.gateway.maxRequestBytes, 64 << 20),
             serviceSecret: serviceSecret, clientAddress: { $0.remoteAddress }))
     let failedAuthentication = FailedAuthenticationLimiter(
         maximumFailures: configuration.auth.maxFailedAttemptsPerMinute, window: 60)
@@ -71,7 +73,7 @@ public func buildGatewayApplication(
         clientTimeouts: configuration.http.clientTimeouts, mode: configuration.gateway.relay)
 
     let watcher = RouteWatcher(
-        controlURL: controlURL, serviceSecret: serviceSecret, routes: routeTable, httpClient: controlClient, logger: logger,
+        control: control, serviceSecret: serviceSecret, routes: routeTable, httpClient: controlClient, logger: logger,
         credentialsChanged: { verifier.forgetRemembered() })
     // Shut down in reverse: the server, the route watch, the usage records still waiting
     // (written), the engines' clients, the store, the control role's client.
@@ -82,7 +84,7 @@ public func buildGatewayApplication(
         services: [
             HTTPClientService(client: controlClient), StoreService(store: store), engineClients, usage, watcher,
             GatewayReporter(
-                controlURL: controlURL, serviceSecret: serviceSecret, routes: routeTable, httpClient: controlClient,
+                control: control, serviceSecret: serviceSecret, routes: routeTable, httpClient: controlClient,
                 logger: logger),
         ],
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.http.port) },

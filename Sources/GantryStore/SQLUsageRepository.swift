@@ -9,6 +9,11 @@ struct SQLUsageRepository: UsageRepository {
     /// rewrite the tail pages of the table and its indexes, and sync the WAL, less often.
     static let rowsPerStatement = 2000
 
+    /// A record already stored (its id is there) is skipped, not an error: the recorder writes a
+    /// batch again when it did not hear the database take it, and the database may have taken it
+    /// before the connection broke. So a retry never writes a record twice, and never fails for
+    /// good on the records that did arrive (which would strand every record behind them).
+    ///
     /// Each batch travels as one JSON array of rows bound to a single parameter, which the
     /// database unpacks itself. Fifteen binds per record, each encoded through SQLKit and parsed
     /// back out of a statement with thousands of placeholders, cost the gateway about a sixth of
@@ -27,12 +32,15 @@ struct SQLUsageRepository: UsageRepository {
         if db.dialect.name == "postgresql" {
             return """
                 INSERT INTO usage_records (\(unsafeRaw: Self.columnList)) \
-                SELECT \(unsafeRaw: Self.postgresUnpack) FROM json_array_elements(\(bind: rows)::json) AS r
+                SELECT \(unsafeRaw: Self.postgresUnpack) FROM json_array_elements(\(bind: rows)::json) AS r \
+                WHERE true ON CONFLICT (id) DO NOTHING
                 """
         }
+        // `WHERE true`: without a WHERE, SQLite would read ON CONFLICT as a join's ON.
         return """
             INSERT INTO usage_records (\(unsafeRaw: Self.columnList)) \
-            SELECT \(unsafeRaw: Self.sqliteUnpack) FROM jsonb_each(\(bind: rows))
+            SELECT \(unsafeRaw: Self.sqliteUnpack) FROM jsonb_each(\(bind: rows)) \
+            WHERE true ON CONFLICT (id) DO NOTHING
             """
     }
 

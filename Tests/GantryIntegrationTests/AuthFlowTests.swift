@@ -329,7 +329,7 @@ struct AuthFlowTests {
             let withLimits = try await introspect(bobKey, caller: Self.introspectionSecret)
             #expect(withLimits.1.contains(#""gantry_user_limits":{"#), "\(withLimits.1)")
             let gatewaySide = try await IntrospectionClient(
-                controlURL: base, serviceSecret: Self.introspectionSecret, httpClient: .shared
+                control: try ControlEndpoints(base), serviceSecret: Self.introspectionSecret, httpClient: .shared
             ).verify(bearer: bobKey)
             #expect(gatewaySide.userLimits == UsageLimits(requestsPerMinute: 7, tokenQuota: 99))
             #expect(QuotaScope.scopes(for: gatewaySide).map(\.holder) == [.user(bobID)])

@@ -119,7 +119,7 @@ struct IntrospectionClientTests {
             let user = try await test.server.identity.ensureUser(name: "carol", role: .user)
             let (record, key) = try await test.server.identity.issueKey(
                 userID: user.id, name: "gw", expiresAt: nil, scope: ["chat"])
-            let client = IntrospectionClient(controlURL: base, serviceSecret: secret, httpClient: .shared)
+            let client = IntrospectionClient(control: try ControlEndpoints(base), serviceSecret: secret, httpClient: .shared)
             let principal = try await client.verify(bearer: key)
             #expect(principal.userName == "carol")
             #expect(principal.role == .user)
@@ -128,7 +128,8 @@ struct IntrospectionClientTests {
             // Revoked through the API: the control role forgets its remembered verification at once.
             #expect(try await LiveAPI(key: test.adminKey).send("DELETE", "\(base)/api/v1/keys/\(record.id)").status == 204)
             await #expect(throws: GantryError.self) { try await client.verify(bearer: key) }
-            let wrongSecret = IntrospectionClient(controlURL: base, serviceSecret: "not-the-secret", httpClient: .shared)
+            let wrongSecret = IntrospectionClient(
+                control: try ControlEndpoints(base), serviceSecret: "not-the-secret", httpClient: .shared)
             await #expect(throws: GantryError(.unavailable, "the control role answered 401 to introspection")) {
                 try await wrongSecret.verify(bearer: test.adminKey)
             }

@@ -359,7 +359,7 @@ struct GatewayRoleTests {
 
             let gatewayTable = RouteTable()
             let watcher = RouteWatcher(
-                controlURL: base, serviceSecret: secret, routes: gatewayTable, httpClient: .shared,
+                control: try ControlEndpoints(base), serviceSecret: secret, routes: gatewayTable, httpClient: .shared,
                 logger: Logger(label: "watch"), pollSeconds: 5)
             let published = RouteEntry(
                 deployment: "chat", version: "2", contextLimit: 256, engine: "llama-cpp",
@@ -397,9 +397,9 @@ extension GatewayRoleTests {
             // A gateway's verifier that would remember answers for a minute: only the push can
             // make it forget sooner.
             let verifier = IntrospectionClient(
-                controlURL: base, serviceSecret: secret, httpClient: .shared, cacheLifetime: .seconds(60))
+                control: try ControlEndpoints(base), serviceSecret: secret, httpClient: .shared, cacheLifetime: .seconds(60))
             let watcher = RouteWatcher(
-                controlURL: base, serviceSecret: secret, routes: RouteTable(), httpClient: .shared,
+                control: try ControlEndpoints(base), serviceSecret: secret, routes: RouteTable(), httpClient: .shared,
                 logger: Logger(label: "watch"), pollSeconds: 30, credentialsChanged: { verifier.forgetRemembered() })
             try await LocalTestServer.running(watcher, logger: Logger(label: "watch")) {
                 // The watch's first answer forgets, harmlessly, whatever was remembered before it:
@@ -469,6 +469,46 @@ extension GatewayRoleTests {
         return try await LocalTestServer.running(gateway.application, logger: Logger(label: "gateway")) {
             try await TestServer.waitUntilHealthy(base)
             return try await body(base)
+        }
+    }
+
+    @Test("a gateway given several control URLs, the first down: routes, key checks and proxied /api go to the one that answers")
+    func severalControlURLs() async throws {
+        let secret = "route-watch-secret-for-tests-0123456789"
+        let controlPort = try FreePort.find()
+        // Nothing listens here: a control replica that is down.
+        let downPort = try FreePort.find()
+        try await TestServer.running(port: controlPort, flags: [.introspectionSecret: secret]) { test, controlBase in
+            await test.server.routeTable.publish(
+                RouteEntry(
+                    deployment: "chat", version: "1", contextLimit: 256, createdAt: Date(),
+                    targets: [RouteTarget(instanceID: "ins_a", endpoint: "http://127.0.0.1:9")]))
+            let database = "sqlite://\(test.directory.path)/data/gantry.sqlite"
+            try await Self.runningGateway(
+                controlURL: "http://127.0.0.1:\(downPort), \(controlBase)/", secret: secret, database: database,
+                port: try FreePort.find(), directory: test.directory.path
+            ) { gatewayBase in
+                let api = LiveAPI(key: test.adminKey)
+                // The route watch and the key's introspection: /v1/models lists the route.
+                try await waitUntil("the gateway lists the control's route") {
+                    let models = try await api.send("GET", gatewayBase + "/v1/models")
+                    return models.status == 200 && String(decoding: models.body, as: UTF8.self).contains("\"chat\"")
+                }
+                // Proxied to the control role: a read, and a change (sent on only because the
+                // first replica refused the connection, so it cannot have been applied twice).
+                #expect(try await api.send("GET", gatewayBase + "/api/v1/models").status == 200)
+                let created = try await api.send("POST", gatewayBase + "/api/v1/users", #"{"name":"carol"}"#)
+                #expect(created.status == 201, "\(String(decoding: created.body, as: UTF8.self))")
+                let users = try await api.send("GET", gatewayBase + "/api/v1/users")
+                #expect(String(decoding: users.body, as: UTF8.self).contains("carol"))
+            }
+        }
+        // A list with nothing usable in it is refused when the configuration loads.
+        for bad in [",", "ftp://x", "http://ok, nope"] {
+            await #expect(throws: (any Error).self, "\(bad)") {
+                try await TestServer.configuration(
+                    flags: [.role: "gateway", .controlURL: bad, .introspectionSecret: secret], home: "/tmp")
+            }
         }
     }
 

@@ -281,6 +281,28 @@ struct StoreConformanceTests {
         }
     }
 
+    @Test(
+        "usage records: a batch written again adds nothing, and an overlapping one only its new records",
+        arguments: Backend.allCases)
+    func usageWrittenOnce(backend: Backend) async throws {
+        try await withStore(backend) { (store: SQLStore) async throws in
+            let repo = store.repositories.usage
+            let day0 = Date(timeIntervalSince1970: 1_700_006_400)
+            let first = (0..<2500).map { Self.usageRecord($0, day0: day0) }
+            try await repo.recordUsage(first)
+            // The recorder retries a batch whose acknowledgement it lost: the database had it.
+            try await repo.recordUsage(first)
+            // A batch of records partly written before (the first statement of a retried batch
+            // committed, the second did not), with new ones behind them.
+            let overlapping = (2000..<3000).map { Self.usageRecord($0, day0: day0) }
+            try await repo.recordUsage(overlapping)
+            let stored = try await repo.usage(UsageQuery(limit: 10_000))
+            #expect(stored.count == 3000)
+            #expect(Set(stored.map(\.id)).count == 3000, "each record once")
+            #expect(stored.first == overlapping.last)
+        }
+    }
+
     @Test("usage records: batches over one statement, filters, newest-first paging, daily sums", arguments: Backend.allCases)
     func usage(backend: Backend) async throws {
         try await withStore(backend) { (store: SQLStore) async throws in

@@ -1,6 +1,6 @@
 public import AsyncHTTPClient
 import Foundation
-import GantryCore
+public import GantryCore
 import GantryHTTP
 import HTTPTypes
 public import Hummingbird
@@ -15,7 +15,7 @@ import NIOHTTP1
 /// a request body must not be handed to the HTTP client as a stream); model files larger than
 /// that are uploaded to the control role directly.
 public struct ControlProxyMiddleware<Context: RequestContext>: RouterMiddleware {
-    let controlURL: String
+    let control: ControlEndpoints
     let client: HTTPClient
     let maxBodyBytes: Int
     let timeout: Duration
@@ -25,12 +25,12 @@ public struct ControlProxyMiddleware<Context: RequestContext>: RouterMiddleware 
 
     /// `client` must not follow redirects: the caller gets the control role's own answers.
     public init(
-        controlURL: String, client: HTTPClient, maxBodyBytes: Int, serviceSecret: String,
+        control: ControlEndpoints, client: HTTPClient, maxBodyBytes: Int, serviceSecret: String,
         timeout: Duration = .seconds(600), clientAddress: @escaping @Sendable (Context) -> String
     ) {
         self.serviceSecret = serviceSecret
         self.clientAddress = clientAddress
-        self.controlURL = controlURL.hasSuffix("/") ? String(controlURL.dropLast()) : controlURL
+        self.control = control
         self.client = client
         self.maxBodyBytes = maxBodyBytes
         self.timeout = timeout
@@ -41,7 +41,7 @@ public struct ControlProxyMiddleware<Context: RequestContext>: RouterMiddleware 
     {
         let path = request.uri.path
         if path.hasPrefix("/v1/") || ProxiedHeaders.localPaths.contains(path) { return try await next(request, context) }
-        var upstream = HTTPClientRequest(url: controlURL + request.uri.description)
+        var upstream = HTTPClientRequest(url: request.uri.description)
         upstream.method = HTTPMethod(rawValue: request.method.rawValue)
         for field in request.headers
         where !ProxiedHeaders.connectionHeaders.contains(field.name.canonicalName)
@@ -68,8 +68,14 @@ public struct ControlProxyMiddleware<Context: RequestContext>: RouterMiddleware 
         }
         if body.readableBytes > 0 { upstream.body = .bytes(body) }
         let response: HTTPClientResponse
+        // Another replica gets the request when it did not leave, or could not change anything.
+        let safe = request.method == .get || request.method == .head
         do {
-            response = try await client.execute(upstream, timeout: .init(timeout))
+            response = try await control.first(tryNext: { safe || ControlConnection.notConnected($0) }) { base in
+                var attempt = upstream
+                attempt.url = base + request.uri.description
+                return try await client.execute(attempt, timeout: .init(timeout))
+            }
         } catch {
             context.logger.warning("control role unreachable", metadata: ["error": "\(error)"])
             throw GantryError(.badGateway, "the control role could not be reached", code: "control_unavailable")

@@ -1,5 +1,6 @@
 public import AsyncHTTPClient
 import Foundation
+public import GantryCore
 public import Logging
 import NIOCore
 public import ServiceLifecycle
@@ -37,7 +38,7 @@ public struct GatewayReport: Codable, Sendable, Equatable {
 /// report (and once more after it ends, so the control role sees it end), and at once when an
 /// instance fails or a request waits for a deployment with no ready instance.
 public actor GatewayReporter: Service {
-    let endpoint: String
+    let control: ControlEndpoints
     let serviceSecret: String
     let routes: RouteTable
     let httpClient: HTTPClient
@@ -48,10 +49,10 @@ public actor GatewayReporter: Service {
     private var woken = false
 
     public init(
-        controlURL: String, serviceSecret: String, routes: RouteTable, httpClient: HTTPClient, logger: Logger,
+        control: ControlEndpoints, serviceSecret: String, routes: RouteTable, httpClient: HTTPClient, logger: Logger,
         interval: Duration = .seconds(1)
     ) {
-        self.endpoint = (controlURL.hasSuffix("/") ? String(controlURL.dropLast()) : controlURL) + "/api/v1/routes/reports"
+        self.control = control
         self.serviceSecret = serviceSecret
         self.routes = routes
         self.httpClient = httpClient
@@ -80,17 +81,22 @@ public actor GatewayReporter: Service {
     }
 
     func send(_ report: GatewayReport) async {
-        var request = HTTPClientRequest(url: endpoint)
-        request.method = .POST
-        request.headers.add(name: "authorization", value: "Bearer \(serviceSecret)")
-        request.headers.add(name: "content-type", value: "application/json")
         do {
             // Plain keys: a key strategy would also rewrite the instance ids used as dictionary keys.
-            request.body = .bytes(ByteBuffer(data: try JSONEncoder().encode(report)))
-            let response = try await httpClient.execute(request, timeout: .seconds(5))
-            _ = try await response.body.collect(upTo: 1 << 16)
-            if response.status != .noContent {
-                logger.warning("the control role refused a gateway report", metadata: ["status": "\(response.status.code)"])
+            let body = ByteBuffer(data: try JSONEncoder().encode(report))
+            // To the next replica only when the report did not leave (loads would count twice).
+            let status = try await control.first(tryNext: ControlConnection.notConnected) { base in
+                var request = HTTPClientRequest(url: base + "/api/v1/routes/reports")
+                request.method = .POST
+                request.headers.add(name: "authorization", value: "Bearer \(serviceSecret)")
+                request.headers.add(name: "content-type", value: "application/json")
+                request.body = .bytes(body)
+                let response = try await httpClient.execute(request, timeout: .seconds(5))
+                _ = try await response.body.collect(upTo: 1 << 16)
+                return response.status
+            }
+            if status != .noContent {
+                logger.warning("the control role refused a gateway report", metadata: ["status": "\(status.code)"])
             }
         } catch {
             logger.warning("gateway report not delivered", metadata: ["error": "\(error)"])

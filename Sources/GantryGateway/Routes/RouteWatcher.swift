@@ -13,7 +13,7 @@ public import ServiceLifecycle
 /// so a revocation reaches it within one round trip instead of the cache's lifetime. While the
 /// control role cannot be reached the last table stays in use, and the watch retries every second.
 public struct RouteWatcher: Service {
-    let controlURL: String
+    let control: ControlEndpoints
     let serviceSecret: String
     let routes: RouteTable
     let httpClient: HTTPClient
@@ -22,11 +22,11 @@ public struct RouteWatcher: Service {
     let credentialsChanged: @Sendable () -> Void
 
     public init(
-        controlURL: String, serviceSecret: String, routes: RouteTable, httpClient: HTTPClient, logger: Logger,
+        control: ControlEndpoints, serviceSecret: String, routes: RouteTable, httpClient: HTTPClient, logger: Logger,
         pollSeconds: Int = 30, credentialsChanged: @escaping @Sendable () -> Void = {}
     ) {
         self.credentialsChanged = credentialsChanged
-        self.controlURL = controlURL.hasSuffix("/") ? String(controlURL.dropLast()) : controlURL
+        self.control = control
         self.serviceSecret = serviceSecret
         self.routes = routes
         self.httpClient = httpClient
@@ -45,9 +45,19 @@ public struct RouteWatcher: Service {
             var generation: UInt64?
             var credentials: UInt64?
             var failing = false
+            // The replica that answered last: generations are each process's own, so another
+            // replica is asked for everything.
+            var answeredBy: String?
             while !Task.isCancelled {
                 do {
-                    let snapshot = try await fetch(after: generation)
+                    let (snapshot, base) = try await control.first { base in
+                        (try await fetch(from: base, after: base == answeredBy ? generation : nil), base)
+                    }
+                    if base != answeredBy {
+                        // What changed meanwhile is unknown: nothing remembered is kept.
+                        credentials = nil
+                        answeredBy = base
+                    }
                     // Also on the first answer after a failure (or a control restart): what
                     // changed meanwhile is unknown, so nothing remembered is kept.
                     if snapshot.credentials != credentials {
@@ -78,8 +88,8 @@ public struct RouteWatcher: Service {
         }
     }
 
-    func fetch(after generation: UInt64?) async throws -> Snapshot {
-        var url = controlURL + "/api/v1/routes"
+    func fetch(from base: String, after generation: UInt64?) async throws -> Snapshot {
+        var url = base + "/api/v1/routes"
         if let generation { url += "?after=\(generation)&timeout_seconds=\(pollSeconds)" }
         var request = HTTPClientRequest(url: url)
         request.headers.add(name: "authorization", value: "Bearer \(serviceSecret)")
