@@ -353,17 +353,14 @@ struct DataPlaneTests {
                     // Leave after the first chunk without reading the rest.
                 }
                 try await reader.value
-                let deadline = ContinuousClock.now + .seconds(3)
-                while ContinuousClock.now < deadline, await recorder.abandonedStreams == 0 {
-                    try await Task.sleep(for: .milliseconds(50))
+                try await waitUntil("the engine saw its client (the gateway) go", within: .seconds(30)) {
+                    await recorder.abandonedStreams > 0
                 }
-                #expect(await recorder.abandonedStreams == 1, "the engine saw its client (the gateway) go")
+                #expect(await recorder.abandonedStreams == 1, "once")
                 // The request is finished: its in-flight count is back to zero.
-                let drained = ContinuousClock.now + .seconds(3)
-                while ContinuousClock.now < drained, test.server.routeTable.inFlight(instanceID: "ins_fake") > 0 {
-                    try await Task.sleep(for: .milliseconds(50))
+                try await waitUntil("the request's in-flight count is back to zero", within: .seconds(30)) {
+                    await test.server.routeTable.inFlight(instanceID: "ins_fake") == 0
                 }
-                #expect(await test.server.routeTable.inFlight(instanceID: "ins_fake") == 0)
 
                 // The usage chunk never came: the reservation is charged, marked as an estimate.
                 await test.server.usage.flush()

@@ -369,17 +369,14 @@ struct GatewayRoleTests {
                 timeouts: ServiceTimeouts(firstByteSeconds: 2, idleSeconds: 3), canaryVersion: "3", canaryWeight: 10)
             try await LocalTestServer.running(watcher, logger: Logger(label: "watch")) {
                 await test.server.routeTable.publish(published)
-                let deadline = ContinuousClock.now + .seconds(5)
-                while ContinuousClock.now < deadline, gatewayTable.entry(for: "chat") == nil {
-                    try await Task.sleep(for: .milliseconds(20))
+                try await waitUntil("the route reaches the gateway's table", within: .seconds(30), every: .milliseconds(20)) {
+                    await gatewayTable.entry(for: "chat") != nil
                 }
                 #expect(await gatewayTable.entry(for: "chat") == published, "every field arrives, instance ids included")
                 await test.server.routeTable.withdraw(deployment: "chat")
-                let gone = ContinuousClock.now + .seconds(5)
-                while ContinuousClock.now < gone, gatewayTable.entry(for: "chat") != nil {
-                    try await Task.sleep(for: .milliseconds(20))
-                }
-                #expect(await gatewayTable.entry(for: "chat") == nil, "a withdrawn deployment leaves the gateway's table")
+                try await waitUntil(
+                    "a withdrawn deployment leaves the gateway's table", within: .seconds(30), every: .milliseconds(20)
+                ) { await gatewayTable.entry(for: "chat") == nil }
             }
         }
     }
