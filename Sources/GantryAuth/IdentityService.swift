@@ -104,7 +104,8 @@ public struct IdentityService: CredentialVerifier {
         }
         let principal = Principal(
             userID: user.id, userName: user.name, role: user.role, credential: .apiKey(id: record.id),
-            allowedDeployments: record.scope, keyLimits: record.limits, userLimits: user.limits)
+            allowedDeployments: record.scope, keyLimits: record.limits, userLimits: user.limits,
+            keyExpiry: record.expiresAt)
         verifiedKeys.remember(
             principal, keyID: record.id, secretDigest: presentedDigest, keyExpiry: record.expiresAt, now: now,
             generation: generation)

@@ -34,6 +34,8 @@ public struct IntrospectionRoutes: Sendable {
         public var gantryLimits: UsageLimits?
         /// The user's limits and quota over all their credentials, which the gateway enforces too.
         public var gantryUserLimits: UsageLimits?
+        /// When the key expires, in seconds since 1970 (RFC 7662's `exp`); absent when it does not.
+        public var exp: Int64?
 
         enum CodingKeys: String, CodingKey {
             case active, sub, username
@@ -43,6 +45,7 @@ public struct IntrospectionRoutes: Sendable {
             case gantryDeployments = "gantry_deployments"
             case gantryLimits = "gantry_limits"
             case gantryUserLimits = "gantry_user_limits"
+            case exp
         }
     }
 
@@ -67,7 +70,8 @@ public struct IntrospectionRoutes: Sendable {
                     active: true, sub: principal.userID, username: principal.userName,
                     tokenType: principal.keyID == nil ? "access_token" : "api_key", clientId: principal.keyID,
                     gantryRole: principal.role, gantryDeployments: principal.allowedDeployments,
-                    gantryLimits: principal.keyLimits, gantryUserLimits: principal.userLimits)
+                    gantryLimits: principal.keyLimits, gantryUserLimits: principal.userLimits,
+                    exp: principal.keyExpiry.map { Int64($0.timeIntervalSince1970.rounded(.down)) })
             } catch let error as GantryError where error.kind == .unauthorized {
                 answer = Answer(active: false)
             }
@@ -91,8 +95,16 @@ public struct IntrospectionClient: CredentialVerifier {
     /// and a digest key needs no text made per request.
     let remembered: VerifiedKeyCache<SHA256Digest>
 
-    public init(control: ControlEndpoints, serviceSecret: String, httpClient: HTTPClient, cacheLifetime: Duration = .zero) {
+    /// How long past its last verification a remembered key is still served while no control
+    /// replica can be reached (`gateway.offlineKeyGraceSeconds`); zero: never.
+    let offlineGrace: Duration
+
+    public init(
+        control: ControlEndpoints, serviceSecret: String, httpClient: HTTPClient, cacheLifetime: Duration = .zero,
+        offlineGrace: Duration = .zero
+    ) {
         self.control = control
+        self.offlineGrace = offlineGrace
         self.serviceSecret = serviceSecret
         self.httpClient = httpClient
         self.remembered = VerifiedKeyCache(lifetime: cacheLifetime)
@@ -105,15 +117,30 @@ public struct IntrospectionClient: CredentialVerifier {
         // A `forgetRemembered` (a revocation pushed by the route watch) while this introspection
         // is in flight must win over its answer.
         let generation = remembered.generation
-        let answer = try await introspect(bearer)
+        let answer: IntrospectionRoutes.Answer
+        do {
+            answer = try await introspect(bearer)
+        } catch let error as GantryError where error.kind == .unavailable {
+            // No control replica answers: a key verified recently enough (and not expired) is
+            // still served, so the gateway keeps serving the callers it knows.
+            guard
+                let principal = remembered.stalePrincipal(
+                    keyID: digest, secretDigest: digest, now: now, maxAge: offlineGrace.inSeconds),
+                // API keys only: a provider token's own expiry is not known here.
+                principal.keyID != nil
+            else { throw error }
+            return principal
+        }
         guard answer.active, let sub = answer.sub, let username = answer.username, let role = answer.gantryRole else {
             throw GantryError(.unauthorized, "invalid API key", code: "invalid_api_key")
         }
         let credential: Credential = answer.clientId.map { .apiKey(id: $0) } ?? .providerToken
+        let keyExpiry = answer.exp.map { Date(timeIntervalSince1970: TimeInterval($0)) }
         let principal = Principal(
             userID: sub, userName: username, role: role, credential: credential, allowedDeployments: answer.gantryDeployments,
-            keyLimits: answer.gantryLimits, userLimits: answer.gantryUserLimits)
-        remembered.remember(principal, keyID: digest, secretDigest: digest, keyExpiry: nil, now: now, generation: generation)
+            keyLimits: answer.gantryLimits, userLimits: answer.gantryUserLimits, keyExpiry: keyExpiry)
+        remembered.remember(
+            principal, keyID: digest, secretDigest: digest, keyExpiry: keyExpiry, now: now, generation: generation)
         return principal
     }
 

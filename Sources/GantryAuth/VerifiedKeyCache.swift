@@ -14,6 +14,9 @@ final class VerifiedKeyCache<Key: Hashable & Sendable>: Sendable {
         /// of the data plane's CPU.
         var secretDigest: SHA256Digest
         var until: Date
+        /// When the control role last said the key is good, and when the key itself expires.
+        var verifiedAt: Date
+        var keyExpiry: Date?
     }
 
     struct State {
@@ -42,6 +45,20 @@ final class VerifiedKeyCache<Key: Hashable & Sendable>: Sendable {
         }
     }
 
+    /// A verification older than the cache's lifetime, at most `maxAge` old, for a key that has
+    /// not expired: what a gateway may serve while the control role cannot be asked. Everything
+    /// remembered is forgotten as soon as the control role answers again (`removeAll`, through
+    /// the route watch), so a revocation made meanwhile applies then.
+    func stalePrincipal(keyID: Key, secretDigest: SHA256Digest, now: Date, maxAge: TimeInterval) -> Principal? {
+        guard lifetime > 0, maxAge > 0 else { return nil }
+        return state.withLock { state in
+            guard let entry = state.entries[keyID], entry.secretDigest == secretDigest,
+                now.timeIntervalSince(entry.verifiedAt) <= maxAge, entry.keyExpiry.map({ $0 > now }) ?? true
+            else { return nil }
+            return entry.principal
+        }
+    }
+
     /// Taken before reading the store, and handed to `remember`.
     var generation: Int { state.withLock { $0.generation } }
 
@@ -57,7 +74,8 @@ final class VerifiedKeyCache<Key: Hashable & Sendable>: Sendable {
                 state.entries = state.entries.filter { $0.value.until > now }
                 if state.entries.count >= capacity { state.entries.removeAll() }
             }
-            state.entries[keyID] = Entry(principal: principal, secretDigest: secretDigest, until: until)
+            state.entries[keyID] = Entry(
+                principal: principal, secretDigest: secretDigest, until: until, verifiedAt: now, keyExpiry: keyExpiry)
         }
     }
 

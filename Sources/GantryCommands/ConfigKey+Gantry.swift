@@ -93,6 +93,12 @@ public struct GantrySetting: Sendable, Hashable {
         key: "gateway.queueTimeoutSeconds", flag: "queue-timeout", type: "integer seconds >= 1", defaultDescription: "120",
         help: "How long a request waits for a model with no ready instance (starting, or scaled to zero) before a 503.",
         isSecret: false)
+    public static let offlineKeyGrace = GantrySetting(
+        key: "gateway.offlineKeyGraceSeconds", flag: "offline-key-grace", type: "integer seconds >= 0",
+        defaultDescription: "60",
+        help:
+            "How long after its last check a gateway still accepts an API key it checked, while no control replica can be reached (never past the key's expiry; 0: not at all).",
+        isSecret: false)
     public static let maxQueuedRequests = GantrySetting(
         key: "gateway.maxQueuedRequests", flag: "max-queued-requests", type: "integer >= 0", defaultDescription: "100",
         help: "Requests held per model while it has no ready instance; more get a 503 at once.", isSecret: false)
@@ -272,7 +278,7 @@ public struct GantrySetting: Sendable, Hashable {
         host, port, headTimeout, bodyTimeout, idleTimeout, dataDir, databaseURL, cacheDir, llamaServer, engineThreads,
         engineStartupTimeout, vllmProgram,
         sglangPython, tgiProgram, customEngineCommand, engineLogMaxBytes, role, controlURL, maxRequestBytes, upstreamTimeout,
-        queueTimeout,
+        queueTimeout, offlineKeyGrace,
         maxQueuedRequests, relay, reconcileInterval, logLevel, publicURL, oidcIssuer, oidcClientID, oidcClientSecret, oidcScopes,
         oidcAdminClaim, oidcAdminValue, oidcAcceptAccessTokens, oidcAccessTokenAudience, oidcJWKSRefetch, sessionHours,
         introspectionSecret, metricsToken, maxFailedAuth, gpuSource, resourcePoll, runtime, kubeconfig, kubeNamespace,

@@ -48,6 +48,8 @@ public struct GantryConfiguration: Sendable {
         public var maxRequestBytes: Int
         public var upstreamTimeout: Duration
         public var queueTimeout: Duration
+        /// How long a gateway serves a key it checked once no control replica answers.
+        public var offlineKeyGrace: Duration
         public var maxQueuedRequests: Int
         /// Which of the relay's own HTTP/1.1 pieces serve `/v1` (`gateway.relay`).
         public var relay: RelayMode
@@ -192,6 +194,7 @@ public struct GantryConfiguration: Sendable {
             maxRequestBytes: try values.int(.maxRequestBytes, in: 1024...(1 << 30)) ?? (4 << 20),
             upstreamTimeout: .seconds(try values.int(.upstreamTimeout, in: 1...86_400) ?? 600),
             queueTimeout: .seconds(try values.int(.queueTimeout, in: 1...86_400) ?? 120),
+            offlineKeyGrace: .seconds(try values.int(.offlineKeyGrace, in: 0...86_400) ?? 60),
             maxQueuedRequests: try values.int(.maxQueuedRequests, in: 0...1_000_000) ?? 100,
             relay: try Self.readRelay(values))
         reconcileInterval = .seconds(try values.int(.reconcileInterval, in: 1...3600) ?? 5)

@@ -45,7 +45,8 @@ public func buildGatewayApplication(
     let routeTable = RouteTable()
     let usage = UsageRecorder(repository: repositories.usage, logger: logger)
     let verifier = IntrospectionClient(
-        control: control, serviceSecret: serviceSecret, httpClient: controlClient, cacheLifetime: .seconds(5))
+        control: control, serviceSecret: serviceSecret, httpClient: controlClient, cacheLifetime: .seconds(5),
+        offlineGrace: configuration.gateway.offlineKeyGrace)
 
     let router = Router(context: GantryRequestContext.self)
     router.add(middleware: RequestIDMiddleware())

@@ -46,6 +46,9 @@ public struct ServerOptions: ParsableArguments {
     var engineLogMaxBytes: String?
     @Option(name: .customLong(GantrySetting.queueTimeout.flag), help: ArgumentHelp(GantrySetting.queueTimeout.helpText))
     var queueTimeout: String?
+    @Option(
+        name: .customLong(GantrySetting.offlineKeyGrace.flag), help: ArgumentHelp(GantrySetting.offlineKeyGrace.helpText))
+    var offlineKeyGrace: String?
     @Option(name: .customLong(GantrySetting.maxQueuedRequests.flag), help: ArgumentHelp(GantrySetting.maxQueuedRequests.helpText))
     var maxQueuedRequests: String?
     @Option(name: .customLong(GantrySetting.relay.flag), help: ArgumentHelp(GantrySetting.relay.helpText))
@@ -162,6 +165,7 @@ public struct ServerOptions: ParsableArguments {
             (.maxRequestBytes, maxRequestBytes), (.upstreamTimeout, upstreamTimeout),
             (.vllmProgram, vllmProgram), (.sglangPython, sglangPython), (.tgiProgram, tgiProgram),
             (.customEngineCommand, customEngineCommand), (.engineLogMaxBytes, engineLogMaxBytes), (.queueTimeout, queueTimeout),
+            (.offlineKeyGrace, offlineKeyGrace),
             (.maxQueuedRequests, maxQueuedRequests), (.relay, relay), (.role, role), (.controlURL, controlURL),
             (.reconcileInterval, reconcileInterval), (.logLevel, logLevel), (.publicURL, publicURL), (.oidcIssuer, oidcIssuer),
             (.oidcClientID, oidcClientID), (.oidcClientSecret, oidcClientSecret), (.oidcScopes, oidcScopes),

@@ -189,11 +189,15 @@ public struct Principal: Sendable, Equatable {
     public var keyLimits: UsageLimits?
     /// The user's limits, over every credential of theirs.
     public var userLimits: UsageLimits?
+    /// When the API key used expires, if it does (a gateway never serves a key it remembers past
+    /// this, even while the control role cannot be asked).
+    public var keyExpiry: Date?
 
     public init(
         userID: String, userName: String, role: Role, credential: Credential, allowedDeployments: [String]? = nil,
-        keyLimits: UsageLimits? = nil, userLimits: UsageLimits? = nil
+        keyLimits: UsageLimits? = nil, userLimits: UsageLimits? = nil, keyExpiry: Date? = nil
     ) {
+        self.keyExpiry = keyExpiry
         self.userID = userID
         self.userName = userName
         self.role = role

@@ -383,6 +383,51 @@ struct GatewayRoleTests {
 }
 
 extension GatewayRoleTests {
+    @Test("with no control replica reachable, a gateway serves the keys it checked within the grace, never past their expiry")
+    func offlineKeyGrace() async throws {
+        let secret = "route-watch-secret-for-tests-0123456789"
+        let port = try FreePort.find()
+        let control = try ControlEndpoints("http://127.0.0.1:\(port)")
+        // As a gateway's control client: a refused connection fails at once.
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout = .init(connect: .seconds(2), read: .seconds(5))
+        configuration.connectionPool.retryConnectionEstablishment = false
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let graceful = IntrospectionClient(
+            control: control, serviceSecret: secret, httpClient: client, cacheLifetime: .milliseconds(200),
+            offlineGrace: .seconds(60))
+        let strict = IntrospectionClient(
+            control: control, serviceSecret: secret, httpClient: client, cacheLifetime: .milliseconds(200))
+        let keys = try await TestServer.running(port: port, flags: [.introspectionSecret: secret]) { test, _ in
+            let user = try await test.server.identity.ensureUser(name: "ann", role: .user)
+            let (_, lasting) = try await test.server.identity.issueKey(userID: user.id, name: "a", expiresAt: nil)
+            let (_, expiring) = try await test.server.identity.issueKey(
+                userID: user.id, name: "b", expiresAt: Date().addingTimeInterval(3))
+            let (_, unchecked) = try await test.server.identity.issueKey(userID: user.id, name: "c", expiresAt: nil)
+            for key in [lasting, expiring] {
+                #expect(try await graceful.verify(bearer: key).userID == user.id)
+                #expect(try await strict.verify(bearer: key).userID == user.id)
+            }
+            return (lasting, expiring, unchecked, user.id)
+        }
+        // The control role is gone, and the answers are older than the cache's lifetime.
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await graceful.verify(bearer: keys.0).userID == keys.3, "served within the grace")
+        #expect(try await graceful.verify(bearer: keys.1).userID == keys.3)
+        await #expect(throws: GantryError.self, "a key never checked is not served") {
+            try await graceful.verify(bearer: keys.2)
+        }
+        await #expect(throws: GantryError.self, "grace 0: nothing past the cache's lifetime") {
+            try await strict.verify(bearer: keys.0)
+        }
+        // Past the key's own expiry, the grace does not help.
+        try await waitUntil("the expiring key is refused", within: .seconds(10)) {
+            (try? await graceful.verify(bearer: keys.1)) == nil
+        }
+        #expect(try await graceful.verify(bearer: keys.0).userID == keys.3)
+        try await client.shutdown()
+    }
+
     @Test("revocations and changed limits reach a gateway's remembered keys through the route watch in under a second")
     func revocationPush() async throws {
         let secret = "route-watch-secret-for-tests-0123456789"
