@@ -107,7 +107,7 @@ public struct IdentityService: CredentialVerifier {
             allowedDeployments: record.scope, keyLimits: record.limits, userLimits: user.limits,
             keyExpiry: record.expiresAt)
         verifiedKeys.remember(
-            principal, keyID: record.id, secretDigest: presentedDigest, keyExpiry: record.expiresAt, now: now,
+            principal, keyID: record.id, secretDigest: presentedDigest, now: now,
             generation: generation)
         return principal
     }

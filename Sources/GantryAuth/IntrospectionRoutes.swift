@@ -135,12 +135,11 @@ public struct IntrospectionClient: CredentialVerifier {
             throw GantryError(.unauthorized, "invalid API key", code: "invalid_api_key")
         }
         let credential: Credential = answer.clientId.map { .apiKey(id: $0) } ?? .providerToken
-        let keyExpiry = answer.exp.map { Date(timeIntervalSince1970: TimeInterval($0)) }
         let principal = Principal(
             userID: sub, userName: username, role: role, credential: credential, allowedDeployments: answer.gantryDeployments,
-            keyLimits: answer.gantryLimits, userLimits: answer.gantryUserLimits, keyExpiry: keyExpiry)
-        remembered.remember(
-            principal, keyID: digest, secretDigest: digest, keyExpiry: keyExpiry, now: now, generation: generation)
+            keyLimits: answer.gantryLimits, userLimits: answer.gantryUserLimits,
+            keyExpiry: answer.exp.map { Date(timeIntervalSince1970: TimeInterval($0)) })
+        remembered.remember(principal, keyID: digest, secretDigest: digest, now: now, generation: generation)
         return principal
     }
 

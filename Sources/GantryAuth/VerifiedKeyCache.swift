@@ -14,9 +14,8 @@ final class VerifiedKeyCache<Key: Hashable & Sendable>: Sendable {
         /// of the data plane's CPU.
         var secretDigest: SHA256Digest
         var until: Date
-        /// When the control role last said the key is good, and when the key itself expires.
+        /// When the key was last found good (its own expiry is the principal's `keyExpiry`).
         var verifiedAt: Date
-        var keyExpiry: Date?
     }
 
     struct State {
@@ -53,7 +52,7 @@ final class VerifiedKeyCache<Key: Hashable & Sendable>: Sendable {
         guard lifetime > 0, maxAge > 0 else { return nil }
         return state.withLock { state in
             guard let entry = state.entries[keyID], entry.secretDigest == secretDigest,
-                now.timeIntervalSince(entry.verifiedAt) <= maxAge, entry.keyExpiry.map({ $0 > now }) ?? true
+                now.timeIntervalSince(entry.verifiedAt) <= maxAge, entry.principal.keyExpiry.map({ $0 > now }) ?? true
             else { return nil }
             return entry.principal
         }
@@ -64,10 +63,10 @@ final class VerifiedKeyCache<Key: Hashable & Sendable>: Sendable {
 
     /// Remembers a verification, unless `removeAll` ran since `generation` was taken.
     func remember(
-        _ principal: Principal, keyID: Key, secretDigest: SHA256Digest, keyExpiry: Date?, now: Date, generation: Int? = nil
+        _ principal: Principal, keyID: Key, secretDigest: SHA256Digest, now: Date, generation: Int? = nil
     ) {
         guard lifetime > 0 else { return }
-        let until = min(now.addingTimeInterval(lifetime), keyExpiry ?? .distantFuture)
+        let until = min(now.addingTimeInterval(lifetime), principal.keyExpiry ?? .distantFuture)
         state.withLock { state in
             if let generation, generation != state.generation { return }
             if state.entries.count >= capacity {
@@ -75,7 +74,7 @@ final class VerifiedKeyCache<Key: Hashable & Sendable>: Sendable {
                 if state.entries.count >= capacity { state.entries.removeAll() }
             }
             state.entries[keyID] = Entry(
-                principal: principal, secretDigest: secretDigest, until: until, verifiedAt: now, keyExpiry: keyExpiry)
+                principal: principal, secretDigest: secretDigest, until: until, verifiedAt: now)
         }
     }
 
