@@ -123,9 +123,16 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
         }
         let whole = received.readableBytes >= head.length + head.contentLength
         // The caller is read from the head once, when its body is not all there yet.
-        let caller: FrontStateMachine.Caller =
-            whole || waitingHead != nil
-            ? .remembered : Self.caller(relay.caller(authorization: head.authorization, address: clientAddress))
+        var caller = FrontStateMachine.Caller.remembered
+        if !whole, waitingHead == nil {
+            switch relay.caller(authorization: head.authorization, address: clientAddress) {
+            case .refused: caller = .refused
+            case .remembered: caller = .remembered
+            case .unverified(let bearer):
+                caller = .unverified
+                unverifiedBearer = bearer
+            }
+        }
         if !whole { waitingHead = head }
         pendingHead = head
         perform(machine.headParsed(whole: whole, closeAfter: head.closeAfter, caller: caller), context: context)
@@ -134,13 +141,8 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     /// The head `serveReceived` just read, for `startExchange`.
     private var pendingHead: DirectRequestHead?
 
-    private static func caller(_ caller: DirectRelay.Caller) -> FrontStateMachine.Caller {
-        switch caller {
-        case .refused: .refused
-        case .remembered: .remembered
-        case .unverified: .unverified
-        }
-    }
+    /// The bearer credential of the head waiting for its body, when it must be verified.
+    private var unverifiedBearer: String?
 
     private func startExchange() {
         guard let head = pendingHead.take(), let request = received.readSlice(length: head.length + head.contentLength) else {
@@ -161,9 +163,7 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
     /// `unverifiedBytes`. A refused credential goes to the router (it answers 401, and the
     /// connection closes without reading the rest of the body).
     private func verifyCaller(context: ChannelHandlerContext) {
-        guard let head = waitingHead,
-            case .unverified(let bearer) = relay.caller(authorization: head.authorization, address: clientAddress)
-        else { return perform(machine.verified(true), context: context) }
+        guard let bearer = unverifiedBearer.take() else { return perform(machine.verified(true), context: context) }
         relay.verify(bearer, on: context.eventLoop) { principal in
             guard let context = self.context, !self.clientGone else { return }
             let action = self.machine.verified(principal != nil)
@@ -180,6 +180,7 @@ final class DirectRelayFront: ChannelDuplexHandler, RemovableChannelHandler, Dir
         if first != nil || waitingHead != nil { deadlines.state.handedOn() }
         waitingHead = nil
         pendingHead = nil
+        unverifiedBearer = nil
         current = nil
         if let first {
             behind.routeNextToRouter()
