@@ -185,14 +185,9 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
             var closes = false
             var contentLength: Int?
             while let line = lines.next(), !line.isEmpty {
-                guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else {
-                    throw EngineResponseError(description: "a header line without a colon")
-                }
-                let name = line[line.startIndex..<colon]
-                let value = HTTPHeadBytes.trimmed(line[(colon + 1)...])
-                // As strict as NIO's decoder (the differential test holds it to that): a token
-                // name, no space before the colon, no folding, no control bytes in the value.
-                guard HTTPHeadBytes.isToken(name), HTTPHeadBytes.isFieldValue(value) else {
+                // As strict as NIO's decoder (the differential test holds it to that): a colon, a
+                // token name, no space before the colon, no folding, no control bytes in the value.
+                guard let (name, value) = HTTPHeadBytes.field(line) else {
                     throw EngineResponseError(description: "a malformed header line")
                 }
                 if HTTPHeadBytes.equalsIgnoringCase(name, "content-length") {
@@ -230,10 +225,7 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
 
     /// Whether a line is a well-formed `name: value` field (trailers are checked, then dropped).
     static func isFieldLine(_ line: ByteBuffer) -> Bool {
-        line.withUnsafeReadableBytes { raw in
-            guard let colon = raw.firstIndex(of: UInt8(ascii: ":")) else { return false }
-            return HTTPHeadBytes.isToken(raw[..<colon]) && HTTPHeadBytes.isFieldValue(raw[(colon + 1)...])
-        }
+        line.withUnsafeReadableBytes { HTTPHeadBytes.field($0[...]) != nil }
     }
 
     /// A line without its CRLF, or nil until the buffer holds one.

@@ -45,22 +45,6 @@ enum HTTPHeadBytes {
         return zip(bytes, expected).allSatisfy { lower($0) == $1 }
     }
 
-    static func endsWithIgnoringCase(_ bytes: Bytes, _ lowercase: StaticString) -> Bool {
-        let count = lowercase.utf8CodeUnitCount
-        guard bytes.count >= count else { return false }
-        return equalsIgnoringCase(bytes[(bytes.endIndex - count)...], lowercase)
-    }
-
-    static func containsIgnoringCase(_ bytes: Bytes, _ lowercase: StaticString) -> Bool {
-        let count = lowercase.utf8CodeUnitCount
-        guard bytes.count >= count else { return false }
-        for start in bytes.startIndex...(bytes.endIndex - count)
-        where equalsIgnoringCase(bytes[start..<(start + count)], lowercase) {
-            return true
-        }
-        return false
-    }
-
     /// RFC 9110's tchar: what a field name is made of.
     static func isTokenCharacter(_ byte: UInt8) -> Bool {
         switch byte {
@@ -71,9 +55,15 @@ enum HTTPHeadBytes {
         }
     }
 
-    /// A field name: one or more token characters (so no space before the colon, and no folding).
-    static func isToken(_ bytes: Bytes) -> Bool {
-        !bytes.isEmpty && bytes.allSatisfy(isTokenCharacter)
+    /// A `name: value` line split at its colon, with the value trimmed; nil unless the name is one
+    /// or more token characters (so no space before the colon, and no folding) and the value a
+    /// field value.
+    static func field(_ line: Bytes) -> (name: Bytes, value: Bytes)? {
+        guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { return nil }
+        let name = line[line.startIndex..<colon]
+        let value = trimmed(line[(colon + 1)...])
+        guard !name.isEmpty, name.allSatisfy(isTokenCharacter), isFieldValue(value) else { return nil }
+        return (name, value)
     }
 
     /// A field value as llhttp takes it: no control characters but the tab.
