@@ -54,12 +54,11 @@ public struct RouteWatcher: Service {
                         (try await fetch(from: base, after: base == answeredBy ? generation : nil), base)
                     }
                     if base != answeredBy {
-                        // What changed meanwhile is unknown: nothing remembered is kept.
                         credentials = nil
                         answeredBy = base
                     }
-                    // Also on the first answer after a failure (or a control restart): what
-                    // changed meanwhile is unknown, so nothing remembered is kept.
+                    // Also on the first answer after a failure, a control restart or from another
+                    // replica: what changed meanwhile is unknown, so nothing remembered is kept.
                     if snapshot.credentials != credentials {
                         credentialsChanged()
                         credentials = snapshot.credentials
