@@ -175,7 +175,7 @@ let package = Package(
             swiftSettings: sharedSwiftSettings
         ),
         // Fast unit tests, one target per module: no server, database or peer
-        // (`swift test --filter 'Gantry(Gateway|Serving|Core|Auth|Commands)Tests'` runs them in seconds).
+        // (`swift test --filter 'Gantry(Gateway|Serving|Core|Auth|Commands|Orchestrator)Tests'` runs them in seconds).
         .testTarget(
             name: "GantryGatewayTests",
             dependencies: [
@@ -192,6 +192,9 @@ let package = Package(
             name: "GantryServingTests", dependencies: ["GantryServing", "GantryCore"], swiftSettings: sharedSwiftSettings),
         .testTarget(name: "GantryCoreTests", dependencies: ["GantryCore"], swiftSettings: sharedSwiftSettings),
         .testTarget(name: "GantryAuthTests", dependencies: ["GantryAuth", "GantryCore"], swiftSettings: sharedSwiftSettings),
+        .testTarget(
+            name: "GantryOrchestratorTests", dependencies: ["GantryOrchestrator", "GantryCore"],
+            swiftSettings: sharedSwiftSettings),
         .testTarget(
             name: "GantryCommandsTests", dependencies: ["GantryCommands", "GantryCore"], swiftSettings: sharedSwiftSettings),
         // Tests against live servers and the real peers (PostgreSQL, moto, nanoidp, llama.cpp, the

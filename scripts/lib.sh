@@ -83,10 +83,20 @@ start_private_postgres() {
   if [ "$(id -u)" = 0 ]; then chown postgres "$PG_DIR"; as=(runuser -u postgres --); fi
   step "starting a private PostgreSQL on 127.0.0.1:$PG_PORT ($PG_DIR)"
   "${as[@]}" "$bindir/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 >/dev/null
-  "${as[@]}" "$bindir/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" start >/dev/null
-  PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
   PG_CTL=("${as[@]}" "$bindir/pg_ctl")
+  start_postgres_server
+  PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
   on_exit stop_private_postgres
+}
+
+# The private cluster's server alone, stopped and started again on the same port and data (the
+# scale-out test takes the database away under load).
+start_postgres_server() {
+  "${PG_CTL[@]}" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" start >/dev/null
+}
+
+stop_postgres_server() {
+  "${PG_CTL[@]}" -D "$PG_DIR/data" -m fast -w stop >/dev/null
 }
 
 stop_private_postgres() {

@@ -13,8 +13,9 @@
 #     Debian's source package into the cache) on free ports, for the Kubernetes runtime's tests;
 #     their nodes are scripts/kubernetes/standin-kubelet.py, a TEST STAND-IN for the kubelet.
 # Then `swift test`, then end-to-end tests of the real `gantry` binary: the all-in-one smoke test,
-# split roles (a control process behind two gateway processes) and a soak of the per-connection
-# bounds.
+# split roles (a control process behind two gateway processes), scale-out and failures (two
+# control replicas and three gateways, processes killed and the database stopped under load) and a
+# soak of the per-connection bounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -53,6 +54,9 @@ bash scripts/smoke-test.sh "$GANTRY"
 
 step "split roles: two gateway processes in front of a control process"
 PG_URL="$PG_URL" bash scripts/split-roles-test.sh "$GANTRY"
+
+step "scale-out: leader failover mid roll-out, a gateway killed, the database stopped, under load"
+bash scripts/scale-out-test.sh "$GANTRY" .build/debug/gantry-fake-engine
 
 step "soak: misbehaving client connections beside good ones, with the server's RSS bounded"
 bash scripts/soak-test.sh "$GANTRY" .build/debug/gantry-fake-engine

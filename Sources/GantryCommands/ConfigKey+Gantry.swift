@@ -125,6 +125,12 @@ public struct GantrySetting: Sendable, Hashable {
     public static let reconcileInterval = GantrySetting(
         key: "orchestrator.reconcileIntervalSeconds", flag: "reconcile-interval", type: "integer seconds >= 1",
         defaultDescription: "5", help: "Seconds between reconcile passes (changes also trigger one at once).", isSecret: false)
+    public static let leaderLease = GantrySetting(
+        key: "orchestrator.leaderLeaseSeconds", flag: "leader-lease", type: "integer seconds 2-60",
+        defaultDescription: "3",
+        help:
+            "How long the control replicas' leader lease lasts without renewal (renewed every third of it): a dead leader is replaced within about this plus a third.",
+        isSecret: false)
     public static let logLevel = GantrySetting(
         key: "log.level", flag: "log-level", type: "trace|debug|info|notice|warning|error|critical",
         defaultDescription: "info", help: "Lowest level of log lines written (JSON lines on stderr).", isSecret: false)
@@ -279,7 +285,8 @@ public struct GantrySetting: Sendable, Hashable {
         engineStartupTimeout, vllmProgram,
         sglangPython, tgiProgram, customEngineCommand, engineLogMaxBytes, role, controlURL, maxRequestBytes, upstreamTimeout,
         queueTimeout, offlineKeyGrace,
-        maxQueuedRequests, relay, reconcileInterval, logLevel, publicURL, oidcIssuer, oidcClientID, oidcClientSecret, oidcScopes,
+        maxQueuedRequests, relay, reconcileInterval, leaderLease, logLevel, publicURL, oidcIssuer, oidcClientID, oidcClientSecret,
+        oidcScopes,
         oidcAdminClaim, oidcAdminValue, oidcAcceptAccessTokens, oidcAccessTokenAudience, oidcJWKSRefetch, sessionHours,
         introspectionSecret, metricsToken, maxFailedAuth, gpuSource, resourcePoll, runtime, kubeconfig, kubeNamespace,
         kubeInstallation, kubeImages, kubeRegistryURL, kubeGantryImage, kubeReadinessPeriod, objectStore, blobsDir, s3Endpoint,

@@ -27,6 +27,8 @@ public struct GantryServer: Sendable {
     /// Engines as processes on this machine (idle with `--runtime kubernetes`).
     public let localRuntime: LocalProcessRuntime
     public let reconciler: Reconciler
+    /// Runs the reconciler while this process leads the control replicas on its store.
+    public let election: LeaderElection
     public let identity: IdentityService
     /// Present when OIDC login is configured.
     public let login: LoginService?
@@ -97,10 +99,15 @@ public func buildApplication(
 
     let oidc = configuration.auth.oidc.map { OIDCClient(settings: $0, httpClient: httpClient, logger: logger) }
     let routeTable = RouteTable()
-    // Gateways in other processes hear of revocations through the route watch.
+    let credentialChanges = CredentialChangeRelay(
+        counters: repositories.changeCounters, routes: routeTable, interval: .milliseconds(250), logger: logger)
+    // Gateways in other processes hear of revocations through the leader's route watch.
     let identity = IdentityService(
         repositories: repositories, logger: logger, providerTokens: oidc,
-        onCredentialsChanged: { await routeTable.credentialsChanged() })
+        onCredentialsChanged: {
+            await routeTable.credentialsChanged()
+            await credentialChanges.announce()
+        })
     let login = oidc.map {
         LoginService(
             oidc: $0, identity: identity, repositories: repositories, publicURL: configuration.auth.publicURL,
@@ -144,13 +151,34 @@ public func buildApplication(
         models: repositories.models, maxBytes: configuration.blobs.artifactCacheMaxBytes, logger: logger)
     let reconciler = Reconciler(
         repositories: repositories, runtime: runtime, routes: routeTable, artifacts: artifacts, allocator: allocations,
-        timing: .init(interval: configuration.reconcileInterval, startupTimeout: configuration.engine.startupTimeout),
+        timing: .init(
+            interval: configuration.reconcileInterval, startupTimeout: configuration.engine.startupTimeout,
+            // Gateway processes report their requests on a draining instance about once a second.
+            drainGrace: configuration.gateway.role == .control ? .seconds(2) : .zero),
         defaultCPUThreads: configuration.engine.threads, logger: logger)
     if let cluster {
         // A pod's or a node's change is news for its instance now, not at the next interval: a
         // lost node's pods are replaced without waiting out a reconcile period. Wake-ups coalesce.
         await cluster.enginePods.onChange { reconciler.wake() }
         await cluster.nodes.onChange { reconciler.wake() }
+    }
+    // Control replicas on one store elect one leader: it alone reconciles and autoscales, and its
+    // route table alone is served to gateways. Alone on its store, a process leads at once.
+    routeTable.setAuthoritative(false)
+    let election = LeaderElection(
+        leases: repositories.leases, holder: LeaderElection.uniqueHolder(), settings: configuration.leadership,
+        logger: logger
+    ) { _ in
+        await withDiscardingTaskGroup { group in
+            group.addTask { await credentialChanges.follow() }
+            // Not the platform's table any more before anything is withdrawn: a gateway's watch
+            // must never receive an emptied table.
+            await reconciler.lead(
+                onFirstPass: { routeTable.setAuthoritative(true) }, onStop: { routeTable.setAuthoritative(false) })
+            group.cancelAll()
+        }
+        routeTable.setAuthoritative(false)
+        if Task.isShuttingDownGracefully { await routeTable.withdrawAll() }
     }
     let registry = RegistryService(
         models: repositories.models, deployments: repositories.deployments, objects: objects,
@@ -205,12 +233,12 @@ public func buildApplication(
         services: [
             HTTPClientService(client: httpClient), StoreService(store: store), ShutdownService(action: closeObjects),
             engineClients, usage,
-        ] + (cluster?.services ?? []) + [localRuntime, reconciler, inventory],
+        ] + (cluster?.services ?? []) + [localRuntime, election, inventory],
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.http.port) },
         logger: logger)
     return GantryServer(
         application: application, store: store, routeTable: routeTable, runtime: runtime, localRuntime: localRuntime,
-        reconciler: reconciler,
+        reconciler: reconciler, election: election,
         identity: identity, login: login, registry: registry, objects: objects, deployments: deployments, metrics: metrics,
         allocations: allocations, usage: usage, limiter: limiter, modelFetch: fetchTokens,
         bootstrapAdminKey: bootstrapKey)

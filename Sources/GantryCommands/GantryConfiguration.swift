@@ -3,6 +3,7 @@ public import Foundation
 public import GantryAuth
 import GantryCore
 public import GantryGateway
+public import GantryOrchestrator
 public import GantryServing
 public import GantryStore
 public import Logging
@@ -62,6 +63,8 @@ public struct GantryConfiguration: Sendable {
     public var engine: Engine
     public var gateway: Gateway
     public var reconcileInterval: Duration
+    /// The leader lease of the control replicas sharing the store.
+    public var leadership: LeaderElection.Settings
     public var logLevel: Logger.Level
     public var auth: Auth
     public var resources: Resources
@@ -198,6 +201,10 @@ public struct GantryConfiguration: Sendable {
             maxQueuedRequests: try values.int(.maxQueuedRequests, in: 0...1_000_000) ?? 100,
             relay: try Self.readRelay(values))
         reconcileInterval = .seconds(try values.int(.reconcileInterval, in: 1...3600) ?? 5)
+        let lease = Duration.seconds(try values.int(.leaderLease, in: 2...60) ?? 3)
+        // SQLite serves one process: nothing to elect.
+        let sole = if case .sqlite = database { true } else { false }
+        leadership = LeaderElection.Settings(duration: lease, renewInterval: lease / 3, sole: sole)
         let level = try values.string(.logLevel) ?? "info"
         guard let parsedLevel = Logger.Level(rawValue: level) else {
             throw ConfigurationError(setting: .logLevel, problem: "'\(level)' is not a log level")

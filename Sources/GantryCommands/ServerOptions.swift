@@ -64,6 +64,8 @@ public struct ServerOptions: ParsableArguments {
     @Option(
         name: .customLong(GantrySetting.reconcileInterval.flag), help: ArgumentHelp(GantrySetting.reconcileInterval.helpText))
     var reconcileInterval: String?
+    @Option(name: .customLong(GantrySetting.leaderLease.flag), help: ArgumentHelp(GantrySetting.leaderLease.helpText))
+    var leaderLease: String?
     @Option(name: .customLong(GantrySetting.logLevel.flag), help: ArgumentHelp(GantrySetting.logLevel.helpText))
     var logLevel: String?
 
@@ -167,7 +169,8 @@ public struct ServerOptions: ParsableArguments {
             (.customEngineCommand, customEngineCommand), (.engineLogMaxBytes, engineLogMaxBytes), (.queueTimeout, queueTimeout),
             (.offlineKeyGrace, offlineKeyGrace),
             (.maxQueuedRequests, maxQueuedRequests), (.relay, relay), (.role, role), (.controlURL, controlURL),
-            (.reconcileInterval, reconcileInterval), (.logLevel, logLevel), (.publicURL, publicURL), (.oidcIssuer, oidcIssuer),
+            (.reconcileInterval, reconcileInterval), (.leaderLease, leaderLease), (.logLevel, logLevel), (.publicURL, publicURL),
+            (.oidcIssuer, oidcIssuer),
             (.oidcClientID, oidcClientID), (.oidcClientSecret, oidcClientSecret), (.oidcScopes, oidcScopes),
             (.oidcAdminClaim, oidcAdminClaim), (.oidcAdminValue, oidcAdminValue),
             (.oidcAcceptAccessTokens, oidcAcceptAccessTokens), (.oidcAccessTokenAudience, oidcAccessTokenAudience),

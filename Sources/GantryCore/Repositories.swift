@@ -154,6 +154,30 @@ public protocol PendingLoginRepository: Sendable {
     func deletePendingLogin(kind: String, key: String) async throws
 }
 
+/// Named leases with an expiry, for one holder at a time among processes sharing the store: the
+/// control replicas elect their leader with one. The store's own clock decides expiry where it has
+/// one (PostgreSQL), so replicas' clocks need not agree.
+public protocol LeaseRepository: Sendable {
+    /// Takes the lease `name` for `holder` for `duration`, or renews it when `holder` has it
+    /// already; a lease held by another is taken only once it has expired. Answers the lease's
+    /// term (it grows by one each time the holder changes) when `holder` has it now, nil when
+    /// another does. One statement: of several replicas asking at once, one gets it.
+    func acquireLease(name: String, holder: String, duration: Duration) async throws -> Int64?
+    /// Gives the lease up at once when `holder` has it, so that another can take it without
+    /// waiting for it to expire.
+    func releaseLease(name: String, holder: String) async throws
+}
+
+/// Counters that processes sharing the store move to tell each other that something changed:
+/// a change of credentials made through a standby control replica reaches the leader, whose
+/// route watch tells the gateways.
+public protocol ChangeCounterRepository: Sendable {
+    /// Adds one to the counter `name` (created at one).
+    func bumpChangeCounter(name: String) async throws
+    /// The counter's value; 0 before its first bump.
+    func changeCounter(name: String) async throws -> Int64
+}
+
 /// All repositories of one store, handed to the services that need them.
 public struct Repositories: Sendable {
     public var models: any ModelRepository
@@ -165,11 +189,14 @@ public struct Repositories: Sendable {
     public var allocations: any AllocationRepository
     public var usage: any UsageRepository
     public var pendingLogins: any PendingLoginRepository
+    public var leases: any LeaseRepository
+    public var changeCounters: any ChangeCounterRepository
 
     public init(
         models: any ModelRepository, deployments: any DeploymentRepository, instances: any InstanceRepository,
         users: any UserRepository, keys: any APIKeyRepository, sessions: any SessionRepository,
-        allocations: any AllocationRepository, usage: any UsageRepository, pendingLogins: any PendingLoginRepository
+        allocations: any AllocationRepository, usage: any UsageRepository, pendingLogins: any PendingLoginRepository,
+        leases: any LeaseRepository, changeCounters: any ChangeCounterRepository
     ) {
         self.models = models
         self.deployments = deployments
@@ -180,5 +207,7 @@ public struct Repositories: Sendable {
         self.allocations = allocations
         self.usage = usage
         self.pendingLogins = pendingLogins
+        self.leases = leases
+        self.changeCounters = changeCounters
     }
 }

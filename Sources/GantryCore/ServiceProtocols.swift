@@ -99,6 +99,9 @@ public struct DeploymentLoad: Sendable, Equatable {
 public protocol RoutePublisher: Sendable {
     func publish(_ entry: RouteEntry) async
     func withdraw(deployment: String) async
+    /// Withdraws every deployment but those named in `kept`: all of them at shutdown, the ones
+    /// deleted meanwhile when this process leads again after another replica did.
+    func withdrawAll(except kept: Set<String>) async
     /// The deployment's load since the last call (which resets the peak).
     func takeLoad(deployment: String) async -> DeploymentLoad
     /// Instances the gateway failed to reach (connection refused or reset) since the last call.
@@ -106,6 +109,10 @@ public protocol RoutePublisher: Sendable {
     /// Called when the gateway needs the orchestrator soon: a request is queued for a
     /// deployment without instances, or an instance could not be reached.
     func onAttentionNeeded(_ handler: @escaping @Sendable () -> Void) async
+}
+
+extension RoutePublisher {
+    public func withdrawAll() async { await withdrawAll(except: []) }
 }
 
 /// What the orchestrator asks a runtime driver to start.

@@ -14,6 +14,9 @@ struct FakeEngineOptions: Sendable {
     var eventDelayMs = 0
     /// The model id reported by `/v1/models` and in answers.
     var modelName = "fake"
+    /// A wait before listening, as a real engine's model load: a roll-out takes this long per
+    /// instance (the failover test kills the leader while one is under way).
+    var startupDelayMs = 0
 
     static let usage = """
         gantry-fake-engine: a FAKE OpenAI-compatible engine for benchmarks. It runs no model and
@@ -27,6 +30,7 @@ struct FakeEngineOptions: Sendable {
           --stream-events N      content chunks per streamed answer (default 16)
           --event-delay-ms MS    delay between stream events (default 0: written at once)
           --served-model-name ID model id in answers and /v1/models (default fake)
+          --startup-delay-ms MS  wait before listening, as a model load would (default 0)
           --model PATH           accepted and ignored (engine templates pass it)
           -h, --help             this text
         Unknown arguments are ignored.
@@ -50,6 +54,7 @@ struct FakeEngineOptions: Sendable {
             }
             let known = [
                 "--host", "--port", "--threads", "--stream-events", "--event-delay-ms", "--served-model-name", "--model",
+                "--startup-delay-ms",
             ]
             if name == "-h" || name == "--help" {
                 print(usage)
@@ -84,6 +89,7 @@ struct FakeEngineOptions: Sendable {
             case "--stream-events": options.streamEvents = number(0) ?? options.streamEvents
             case "--event-delay-ms": options.eventDelayMs = number(0) ?? options.eventDelayMs
             case "--served-model-name": options.modelName = text.isEmpty ? options.modelName : text
+            case "--startup-delay-ms": options.startupDelayMs = number(0) ?? options.startupDelayMs
             default: break  // --model: accepted, unused
             }
             index += 1

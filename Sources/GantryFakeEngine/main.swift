@@ -36,6 +36,7 @@ let bootstrap = ServerBootstrap(group: group)
             try channel.pipeline.syncOperations.addHandler(FakeEngineHandler(responses: responses, eventDelayMs: eventDelayMs))
         }
     }
+if options.startupDelayMs > 0 { usleep(UInt32(min(options.startupDelayMs, 600_000)) * 1000) }
 do {
     let channel = try bootstrap.bind(host: options.host, port: options.port).wait()
     let port = channel.localAddress?.port ?? options.port

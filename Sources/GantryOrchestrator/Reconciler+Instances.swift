@@ -105,7 +105,7 @@ extension Reconciler {
             let since = remembered.drainingSince ?? now
             remembered.drainingSince = since
             let exited = if case .exited = health { true } else { false }
-            if busyRequests == 0 || now - since > timing.drainTimeout || exited {
+            if (busyRequests == 0 && now - since >= timing.drainGrace) || now - since > timing.drainTimeout || exited {
                 try await stopInstance(
                     &instance, deployment: deployment,
                     reason: busyRequests == 0 ? "drained" : "drain timeout with \(busyRequests) requests in flight")

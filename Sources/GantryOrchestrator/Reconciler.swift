@@ -23,6 +23,11 @@ public actor Reconciler: Service {
         public var startupTimeout: Duration
         /// How long a draining instance may keep requests before it is stopped anyway.
         public var drainTimeout: Duration
+        /// How long an instance drains at least, whatever the load says: gateways in other
+        /// processes learn of the drain through the route watch and report their requests on it
+        /// about once a second, so "none in flight" means nothing until their reports caught up
+        /// (nor, to a leader that just took over, before their first report reached it).
+        public var drainGrace: Duration
         /// Failed probes in a row before a ready instance is restarted (it leaves routing after one).
         public var unhealthyRestartAfter: Int
         /// Crashes without a stable run before an instance is declared a crash loop.
@@ -36,7 +41,8 @@ public actor Reconciler: Service {
 
         public init(
             interval: Duration, busyInterval: Duration = .milliseconds(100), startupTimeout: Duration = .seconds(300),
-            drainTimeout: Duration = .seconds(120), unhealthyRestartAfter: Int = 3, crashLoopLimit: Int = 5,
+            drainTimeout: Duration = .seconds(120), drainGrace: Duration = .zero, unhealthyRestartAfter: Int = 3,
+            crashLoopLimit: Int = 5,
             stableAfter: Duration = .seconds(60), crashLoopCooldown: Duration = .seconds(300),
             restartDelay: Duration = .seconds(1)
         ) {
@@ -44,6 +50,7 @@ public actor Reconciler: Service {
             self.busyInterval = busyInterval
             self.startupTimeout = startupTimeout
             self.drainTimeout = drainTimeout
+            self.drainGrace = drainGrace
             self.unhealthyRestartAfter = unhealthyRestartAfter
             self.crashLoopLimit = crashLoopLimit
             self.stableAfter = stableAfter
@@ -94,6 +101,8 @@ public actor Reconciler: Service {
     /// Autoscaling recommendations per deployment, newest last.
     var recommendations: [String: [(at: ContinuousClock.Instant, replicas: Int)]] = [:]
     var busy = false
+    /// Whether this process led before: its routes may be stale when it leads again.
+    var hasLed = false
 
     public init(
         repositories: Repositories, runtime: any EngineRuntime, routes: any RoutePublisher, artifacts: any ArtifactResolver,
@@ -116,8 +125,31 @@ public actor Reconciler: Service {
     }
 
     public func run() async throws {
+        await lead()
+        await routes.withdrawAll()
+    }
+
+    /// The loop, for as long as this process leads the control replicas (until cancelled or a
+    /// graceful shutdown). `onFirstPass` runs once the engines of an earlier leader or run are
+    /// adopted and a first pass has published what is ready: from then on this process's route
+    /// table is the platform's. `onStop` runs as the loop ends. The routes stay: after a
+    /// step-down this process's own `/v1` keeps serving them, as a gateway serves its last table.
+    public func lead(onFirstPass: @Sendable () async -> Void = {}, onStop: @Sendable () async -> Void = {}) async {
+        // A new term knows nothing of the last one's: another replica may have led meanwhile.
+        memory = [:]
+        backoff = [:]
+        rolloutFailures = [:]
+        canaryFailures = [:]
+        recommendations = [:]
         await routes.onAttentionNeeded { [wakeupContinuation] in wakeupContinuation.yield() }
         await adoptOrCleanUp()
+        await reconcileOnce()
+        if hasLed, let deployments = try? await repositories.deployments.listDeployments() {
+            // Led again after another replica did: what it deleted meanwhile is still here.
+            await routes.withdrawAll(except: Set(deployments.map(\.name)))
+        }
+        hasLed = true
+        await onFirstPass()
         let ticker = Task { [weak self, interval = timing.interval] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: interval)
@@ -139,9 +171,7 @@ public actor Reconciler: Service {
                 }
             }
         }
-        for deployment in (try? await repositories.deployments.listDeployments()) ?? [] {
-            await routes.withdraw(deployment: deployment.name)
-        }
+        await onStop()
     }
 
     /// One pass over every deployment. Errors are recorded on the deployment, never thrown.

@@ -224,6 +224,20 @@ extension SQLStore {
                 .run()
             try await db.create(index: "pending_logins_by_expiry").on("pending_logins").column("expires_at").run()
         },
+        Migration(version: 10, name: "leases and change counters: control replicas on one database") { db in
+            // `expires_at` in milliseconds since 1970 by the store's clock; `term` counts holders.
+            try await db.create(table: "leases")
+                .column("name", type: .text, .primaryKey(autoIncrement: false))
+                .column("holder", type: .text, .notNull)
+                .column("term", type: .bigint, .notNull)
+                .column("expires_at", type: .bigint, .notNull)
+                .run()
+            // Moved by one replica, watched by the leader (a credential change through a standby).
+            try await db.create(table: "change_counters")
+                .column("name", type: .text, .primaryKey(autoIncrement: false))
+                .column("value", type: .bigint, .notNull)
+                .run()
+        },
     ]
 
     /// The highest migration version this binary knows.

@@ -134,7 +134,9 @@ public final class SQLStore: Sendable {
             sessions: SQLSessionRepository(db: database),
             allocations: SQLAllocationRepository(store: self),
             usage: SQLUsageRepository(db: database),
-            pendingLogins: SQLPendingLoginRepository(db: database)
+            pendingLogins: SQLPendingLoginRepository(db: database),
+            leases: SQLLeaseRepository(db: database),
+            changeCounters: SQLChangeCounterRepository(db: database)
         )
     }
 }

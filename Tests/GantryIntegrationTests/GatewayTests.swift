@@ -9,6 +9,7 @@ import GantryTestSupport
 import Hummingbird
 import HummingbirdTesting
 import Logging
+import Synchronization
 import Testing
 
 /// The HTTP surface through the real router: authentication, error formats, operations routes and
@@ -353,7 +354,11 @@ struct GatewayRoleTests {
         let port = try FreePort.find()
         try await TestServer.running(port: port, flags: [.introspectionSecret: secret]) { test, base in
             let service = LiveAPI(key: secret)
-            #expect(try await service.send("GET", base + "/api/v1/routes").status == 200)
+            // The table is served once the server leads (at once, alone on its store) and its
+            // first reconcile pass has published; until then it sends gateways on (503).
+            try await waitUntil("the route table is served") {
+                try await service.send("GET", base + "/api/v1/routes").status == 200
+            }
             #expect(try await service.send("GET", base + "/api/v1/models").status == 401, "only the route watch")
             #expect(try await LiveAPI(key: "wrong" + secret).send("GET", base + "/api/v1/routes").status == 401)
 
@@ -647,5 +652,59 @@ struct GatewayReportTests {
         #expect(
             try JSONDecoder().decode(GatewayReport.self, from: encoded).load["chat"]?.inFlightByInstance == ["ins_a": 2],
             "instance ids survive the wire unchanged")
+    }
+}
+
+extension GatewayRoleTests {
+    @Test(
+        "two control replicas on one database: one leads and serves the route table, the standby sends gateways on, and a revocation through the standby reaches the leader's route watch",
+        .tags(.postgres))
+    func controlReplicas() async throws {
+        let database = try await PostgresTestDatabase.create()
+        let secret = "replica-secret-for-tests-0123456789"
+        let (portA, portB) = (try FreePort.find(), try FreePort.find())
+        let flags: [GantrySetting: String] = [.databaseURL: database, .introspectionSecret: secret, .role: "control"]
+        let service = LiveAPI(key: secret)
+        try await TestServer.running(port: portA, flags: flags) { first, baseA in
+            try await waitUntil("replica a, alone, leads and serves the route table") {
+                try await service.send("GET", baseA + "/api/v1/routes").status == 200
+            }
+            try await TestServer.running(port: portB, flags: flags, adminKey: first.adminKey) { second, baseB in
+                // b asks for the lease every second and does not get it while a renews it. (On a
+                // loaded machine a renewal can be late enough for a to step down and b to lead:
+                // the checks below follow whichever leads.)
+                try await Task.sleep(for: .seconds(2))
+                #expect(first.server.election.isLeader != second.server.election.isLeader)
+                let (leader, standby) = first.server.election.isLeader ? (baseA, baseB) : (baseB, baseA)
+                let refused = try await service.send("GET", standby + "/api/v1/routes")
+                #expect(refused.status == 503)
+                #expect(String(decoding: refused.body, as: UTF8.self).contains("not_leader"))
+                #expect(try await service.send("POST", standby + "/api/v1/routes/reports", "{}").status == 503)
+
+                // A gateway naming the standby first follows the leader.
+                let control = try ControlEndpoints(urls: [standby, leader])
+                let forgotten = Atomic<Int>(0)
+                let watcher = RouteWatcher(
+                    control: control, serviceSecret: secret, routes: RouteTable(), httpClient: .shared,
+                    logger: Logger(label: "watch"), pollSeconds: 5,
+                    credentialsChanged: { forgotten.add(1, ordering: .relaxed) })
+                try await LocalTestServer.running(watcher, logger: Logger(label: "watch")) {
+                    try await waitUntil("the watch follows the leader") {
+                        forgotten.load(ordering: .relaxed) > 0 && control.ordered.first == leader
+                    }
+                    let before = forgotten.load(ordering: .relaxed)
+                    // Revoked through the standby: the leader's watch carries it to the gateway.
+                    let admin = LiveAPI(key: first.adminKey)
+                    let user = try await second.server.identity.ensureUser(name: "eve", role: .user)
+                    let (record, _) = try await second.server.identity.issueKey(userID: user.id, name: "k", expiresAt: nil)
+                    let revoked = ContinuousClock.now
+                    #expect(try await admin.send("DELETE", standby + "/api/v1/keys/\(record.id)").status == 204)
+                    try await waitUntil("the revocation through the standby reaches the gateway", within: .seconds(5)) {
+                        forgotten.load(ordering: .relaxed) > before
+                    }
+                    print("revocation through the standby reached the gateway after \(ContinuousClock.now - revoked)")
+                }
+            }
+        }
     }
 }

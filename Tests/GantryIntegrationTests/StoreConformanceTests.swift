@@ -281,6 +281,33 @@ struct StoreConformanceTests {
         }
     }
 
+    @Test("leases: one holder at a time, renewed, taken after expiry or release, terms grow", arguments: Backend.allCases)
+    func leases(backend: Backend) async throws {
+        try await withStore(backend) { (store: SQLStore) async throws in
+            let repo = store.repositories.leases
+            #expect(try await repo.acquireLease(name: "lead", holder: "a", duration: .seconds(30)) == 1)
+            #expect(try await repo.acquireLease(name: "lead", holder: "b", duration: .seconds(30)) == nil)
+            #expect(try await repo.acquireLease(name: "lead", holder: "a", duration: .seconds(30)) == 1, "renewed")
+            #expect(try await repo.acquireLease(name: "other", holder: "b", duration: .seconds(30)) == 1, "names apart")
+            // Given up: the next holder takes it at once, in the next term.
+            try await repo.releaseLease(name: "lead", holder: "b")
+            #expect(try await repo.acquireLease(name: "lead", holder: "b", duration: .seconds(30)) == nil, "not b's")
+            try await repo.releaseLease(name: "lead", holder: "a")
+            // Seconds, not milliseconds: the suites run in parallel on a loaded machine.
+            #expect(try await repo.acquireLease(name: "lead", holder: "b", duration: .seconds(3)) == 2)
+            #expect(try await repo.acquireLease(name: "lead", holder: "a", duration: .seconds(30)) == nil)
+            // Not renewed: it runs out, and of ten replicas asking at once exactly one gets it.
+            try await Task.sleep(for: .milliseconds(3100))
+            let winners = try await withThrowingTaskGroup(of: Int64?.self) { group in
+                for index in 0..<10 {
+                    group.addTask { try await repo.acquireLease(name: "lead", holder: "r\(index)", duration: .seconds(30)) }
+                }
+                return try await group.reduce(into: [Int64]()) { if let term = $1 { $0.append(term) } }
+            }
+            #expect(winners == [3])
+        }
+    }
+
     @Test(
         "usage records: a batch written again adds nothing, and an overlapping one only its new records",
         arguments: Backend.allCases)

@@ -17,4 +17,13 @@ enum ControlConnection {
         default: return false
         }
     }
+
+    /// A standby control replica refused what only the leader serves (its `503 not_leader`): the
+    /// request did nothing there, so it goes to the next replica.
+    struct Standby: Error {}
+
+    /// Not connected, or refused by a standby: safe to send to the next replica.
+    static func notServed(_ error: any Error) -> Bool {
+        error is Standby || notConnected(error)
+    }
 }

@@ -77,6 +77,7 @@ public struct InferenceRoutes: Sendable {
         // `timeout_seconds`, default 30) until the routes change, so changes arrive at once.
         router.get("/api/v1/routes") { request, context in
             _ = try context.requireAdmin()
+            try Self.requireLeader(routes)
             let after = try request.uri.queryParameters["after"].map { text in
                 guard let value = UInt64(text) else {
                     throw GantryError.invalid("after must be a generation number", param: "after")
@@ -100,12 +101,16 @@ public struct InferenceRoutes: Sendable {
                 } else {
                     (await routes.generation, routes.allEntries())
                 }
+            // Again after the wait: a replica that stopped leading meanwhile no longer speaks for
+            // the platform (and at shutdown its table is emptied, which wakes the watch).
+            try Self.requireLeader(routes)
             return JSONResponse(
                 RouteSnapshot(generation: generation, credentials: await routes.credentialGeneration, data: entries))
         }
         // What a gateway in its own process saw: unreachable instances and its load.
         router.post("/api/v1/routes/reports") { request, context in
             _ = try context.requireAdmin()
+            try Self.requireLeader(routes)
             var request = request
             let body = try await request.collectBody(upTo: 4 << 20)
             let report: GatewayReport
@@ -139,6 +144,16 @@ public struct InferenceRoutes: Sendable {
     /// Only the deployments the caller may use are listed.
     func listModels(for principal: Principal) async -> JSONResponse<ModelList> {
         JSONResponse(ModelList(data: routes.allEntries().filter { $0.admits(principal) }.map(ModelItem.init)))
+    }
+
+    /// A standby control replica sends gateways on to the leader: its table is not the platform's,
+    /// and the load a gateway reports counts only where the autoscaler runs.
+    static func requireLeader(_ routes: RouteTable) throws {
+        guard routes.isAuthoritative else {
+            throw GantryError(
+                .unavailable, "this control replica is a standby; the leader serves the route table",
+                code: "not_leader")
+        }
     }
 
     /// A deployment the caller may not use answers exactly like one that does not exist.

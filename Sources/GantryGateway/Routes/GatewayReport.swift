@@ -84,8 +84,9 @@ public actor GatewayReporter: Service {
         do {
             // Plain keys: a key strategy would also rewrite the instance ids used as dictionary keys.
             let body = ByteBuffer(data: try JSONEncoder().encode(report))
-            // To the next replica only when the report did not leave (loads would count twice).
-            let status = try await control.first(tryNext: ControlConnection.notConnected) { base in
+            // To the next replica only when the report did not leave or a standby refused it (loads
+            // would count twice).
+            let status = try await control.first(tryNext: ControlConnection.notServed) { base in
                 var request = HTTPClientRequest(url: base + "/api/v1/routes/reports")
                 request.method = .POST
                 request.headers.add(name: "authorization", value: "Bearer \(serviceSecret)")
@@ -93,6 +94,7 @@ public actor GatewayReporter: Service {
                 request.body = .bytes(body)
                 let response = try await httpClient.execute(request, timeout: .seconds(5))
                 _ = try await response.body.collect(upTo: 1 << 16)
+                if response.status == .serviceUnavailable { throw ControlConnection.Standby() }
                 return response.status
             }
             if status != .noContent {

@@ -24,6 +24,7 @@ public actor RouteTable: RoutePublisher {
     }
 
     private let routing = Mutex(Routing())
+    private let authoritative = Atomic<Bool>(true)
     private var waiters: [String: [Waiter]] = [:]
     private var nextWaiterID: UInt64 = 0
     /// The latest load each gateway process reported, by gateway id (see `receive`).
@@ -73,6 +74,21 @@ public actor RouteTable: RoutePublisher {
 
     /// Makes the table exactly `entries`: what a gateway in its own process receives from the
     /// control role's route watch.
+    public func withdrawAll(except kept: Set<String>) {
+        let known = routing.withLock { Array($0.entries.keys) }
+        for gone in known where !kept.contains(gone) { withdraw(deployment: gone) }
+    }
+
+    /// Whether this table is the platform's, to be served to gateways in other processes: always
+    /// in a gateway and a single control process; in a control replica only while it leads and
+    /// once its first pass has published (a standby's table is empty or stale, and must not
+    /// replace the gateways').
+    public nonisolated var isAuthoritative: Bool { authoritative.load(ordering: .relaxed) }
+
+    public nonisolated func setAuthoritative(_ value: Bool) {
+        authoritative.store(value, ordering: .relaxed)
+    }
+
     public func replaceAll(with entries: [RouteEntry]) {
         let names = Set(entries.map(\.deployment))
         let known = routing.withLock { Array($0.entries.keys) }
