@@ -5,7 +5,8 @@
 # the deploy reaches both gateways' route tables, a user's key works through both, a limit set on
 # the deployment takes effect in both, a service scaled to zero is woken by a request through a
 # gateway (its report reaches the control role), a key revoked through gateway 2 stops working in
-# both, and both gateways' usage records reach the shared database. Needs PG_URL (a superuser URL),
+# both, both gateways' usage records reach the shared database, and failed authentications through
+# both gateways count together. Needs PG_URL (a superuser URL),
 # GANTRY_TEST_LLAMA_SERVER and GANTRY_TEST_MODEL (scripts/test.sh sets them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -167,9 +168,34 @@ for _ in $(seq 1 50); do
 done
 [ "$records" -ge 4 ] || fail "only $records successful requests are in the shared usage records"
 
+# The failed-authentication slowdown counts over both gateways: from an address of its own, ten
+# wrong keys through each gateway (each below its own allowance of 20, together at it) block the
+# address on both (the reports reach the control role, the route watch brings the block back),
+# even for a valid key; other addresses are not affected.
+from_other() { # GATEWAY KEY -> status of GET /v1/models sent from 127.0.0.9
+  curl -s --interface 127.0.0.9 -o /dev/null -w '%{http_code}' "$1/v1/models" -H "Authorization: Bearer $2"
+}
+for gateway in "$G1" "$G2"; do
+  for _ in $(seq 1 10); do
+    [ "$(from_other "$gateway" "gk_wrong")" = 401 ] || fail "a wrong key through $gateway was not refused with 401"
+  done
+done
+for gateway in "$G1" "$G2"; do
+  code=""
+  for _ in $(seq 1 50); do
+    code=$(from_other "$gateway" "$ADMIN")
+    [ "$code" = 429 ] && break
+    sleep 0.1
+  done
+  [ "$code" = 429 ] || fail "20 failures over two gateways did not block the address on $gateway ($code)"
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "$gateway/v1/models" -H "Authorization: Bearer $ADMIN")" = 200 ] \
+    || fail "the block reached another address on $gateway"
+done
+echo "failed authentications counted over both gateways: 10 + 10 blocked the address on both"
+
 # SIGTERM: the gateways flush and stop; the control role stops its engine.
 for pid in "${PIDS[@]}"; do kill -TERM "$pid"; done
 for pid in "${PIDS[@]}"; do wait "$pid" || fail "process $pid did not exit cleanly after SIGTERM"; done
 PIDS=()
 pgrep -f "$DATA/control" >/dev/null && fail "an engine outlived the control role"
-echo "split-roles test passed: deploy, limit, scale from zero and revocation through two gateway processes in front of one control process"
+echo "split-roles test passed: deploy, limit, scale from zero, revocation and the failed-authentication slowdown through two gateway processes in front of one control process"

@@ -193,8 +193,11 @@ public func buildApplication(
     router.add(middleware: AccessLogMiddleware())
     router.add(middleware: HTTPMetricsMiddleware(registry: metrics))
     router.add(middleware: APIErrorMiddleware())
+    // Counts this process's failures and, on the leader, the ones gateways report; an address it
+    // blocks reaches every gateway with the route watch.
     let failedAuthentication = FailedAuthenticationLimiter(
-        maximumFailures: configuration.auth.maxFailedAttemptsPerMinute, window: 60)
+        maximumFailures: configuration.auth.maxFailedAttemptsPerMinute, window: 60,
+        onBlock: { Task { await routeTable.blocksChanged() } })
     router.add(
         middleware: AuthenticationMiddleware(
             verifier: identity, limiter: failedAuthentication, serviceCredential: configuration.auth.introspectionSecret,
@@ -206,7 +209,7 @@ public func buildApplication(
     let limiter = RateLimiter()
     let inference = configuration.gateway.inferenceRoutes(
         routes: routeTable, clients: engineClients, limiter: limiter, usage: usage, usageRepository: repositories.usage,
-        metrics: metrics)
+        metrics: metrics, failedAuthentication: failedAuthentication)
     inference.add(to: router)
     let directRelay = DirectRelay(
         inference: inference, verifier: identity,
@@ -275,7 +278,8 @@ extension GantryConfiguration.Gateway {
     /// The `/v1` routes with these settings, for the all-in-one server and gateway processes alike.
     func inferenceRoutes(
         routes: RouteTable, clients: EngineClients, limiter: RateLimiter, usage: UsageRecorder,
-        usageRepository: any UsageRepository, metrics: PrometheusCollectorRegistry
+        usageRepository: any UsageRepository, metrics: PrometheusCollectorRegistry,
+        failedAuthentication: FailedAuthenticationLimiter? = nil
     ) -> InferenceRoutes {
         InferenceRoutes(
             routes: routes, clients: clients,
@@ -284,6 +288,7 @@ extension GantryConfiguration.Gateway {
                 queueTimeout: queueTimeout, maxQueuedPerModel: maxQueuedRequests),
             metering: Metering(
                 limiter: limiter, quotas: QuotaLedger(repository: usageRepository), usage: usage,
-                metrics: GatewayMetrics(registry: metrics)))
+                metrics: GatewayMetrics(registry: metrics)),
+            failedAuthentication: failedAuthentication)
     }
 }

@@ -75,7 +75,8 @@ public func buildGatewayApplication(
 
     let watcher = RouteWatcher(
         control: control, serviceSecret: serviceSecret, routes: routeTable, httpClient: controlClient, logger: logger,
-        credentialsChanged: { verifier.forgetRemembered() })
+        credentialsChanged: { verifier.forgetRemembered() },
+        blockedAddresses: { failedAuthentication.applyRemoteBlocks($0) })
     // Shut down in reverse: the server, the route watch, the usage records still waiting
     // (written), the engines' clients, the store, the control role's client.
     let application = Application(
@@ -86,7 +87,7 @@ public func buildGatewayApplication(
             HTTPClientService(client: controlClient), StoreService(store: store), engineClients, usage, watcher,
             GatewayReporter(
                 control: control, serviceSecret: serviceSecret, routes: routeTable, httpClient: controlClient,
-                logger: logger),
+                logger: logger, failedAuthentication: failedAuthentication),
         ],
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.http.port) },
         logger: logger)

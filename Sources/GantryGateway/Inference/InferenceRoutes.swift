@@ -44,10 +44,15 @@ public struct InferenceRoutes: Sendable {
     let tokenizer: EngineTokenizer
     /// The decisions of every `/v1` request, shared with the direct relay.
     let pipeline: AdmissionPipeline
+    /// The control role's failed-authentication slowdown: gateways' reports add to it, and the
+    /// route table carries the addresses it blocks to them.
+    let failedAuthentication: FailedAuthenticationLimiter?
 
     public init(
-        routes: RouteTable, clients: EngineClients, configuration: Configuration, metering: Metering
+        routes: RouteTable, clients: EngineClients, configuration: Configuration, metering: Metering,
+        failedAuthentication: FailedAuthenticationLimiter? = nil
     ) {
+        self.failedAuthentication = failedAuthentication
         self.routes = routes
         self.clients = clients
         self.configuration = configuration
@@ -105,7 +110,9 @@ public struct InferenceRoutes: Sendable {
             // the platform (and at shutdown its table is emptied, which wakes the watch).
             try Self.requireLeader(routes)
             return JSONResponse(
-                RouteSnapshot(generation: generation, credentials: await routes.credentialGeneration, data: entries))
+                RouteSnapshot(
+                    generation: generation, credentials: await routes.credentialGeneration, data: entries,
+                    blocked: failedAuthentication?.blockedAddresses()))
         }
         // What a gateway in its own process saw: unreachable instances and its load.
         router.post("/api/v1/routes/reports") { request, context in
@@ -120,6 +127,9 @@ public struct InferenceRoutes: Sendable {
                 throw GantryError.invalid("the body is not a gateway report")
             }
             await routes.receive(report)
+            for (address, count) in (report.failedAuthentications ?? [:]).prefix(FailedAuthenticationLimiter.capacity) {
+                failedAuthentication?.recordFailures(for: address, count: count)
+            }
             return Response(status: .noContent)
         }
     }
@@ -168,4 +178,7 @@ struct RouteSnapshot: Encodable {
     /// The control role's credential generation: when it moves, gateways forget remembered keys.
     var credentials: UInt64
     var data: [RouteEntry]
+    /// Client addresses blocked for failed authentications over every gateway, with the seconds
+    /// left.
+    var blocked: [String: Int]?
 }

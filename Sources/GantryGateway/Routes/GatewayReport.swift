@@ -26,11 +26,17 @@ public struct GatewayReport: Codable, Sendable, Equatable {
     public var gateway: String
     public var unreachable: [String]
     public var load: [String: ReportedLoad]
+    /// Invalid credentials presented since the last report, per client address: the leader counts
+    /// them over every gateway (`FailedAuthenticationLimiter`).
+    public var failedAuthentications: [String: Int]?
 
-    public init(gateway: String, unreachable: [String], load: [String: ReportedLoad]) {
+    public init(
+        gateway: String, unreachable: [String], load: [String: ReportedLoad], failedAuthentications: [String: Int]? = nil
+    ) {
         self.gateway = gateway
         self.unreachable = unreachable
         self.load = load
+        self.failedAuthentications = failedAuthentications
     }
 }
 
@@ -44,14 +50,17 @@ public actor GatewayReporter: Service {
     let httpClient: HTTPClient
     let logger: Logger
     let interval: Duration
+    /// This gateway's failed-authentication slowdown, whose failures the reports carry.
+    let failedAuthentication: FailedAuthenticationLimiter?
     let gatewayID = "gw_" + UUID().uuidString.lowercased().prefix(12)
     private var wakeUp: CheckedContinuation<Void, Never>?
     private var woken = false
 
     public init(
         control: ControlEndpoints, serviceSecret: String, routes: RouteTable, httpClient: HTTPClient, logger: Logger,
-        interval: Duration = .seconds(1)
+        interval: Duration = .seconds(1), failedAuthentication: FailedAuthenticationLimiter? = nil
     ) {
+        self.failedAuthentication = failedAuthentication
         self.control = control
         self.serviceSecret = serviceSecret
         self.routes = routes
@@ -69,10 +78,11 @@ public actor GatewayReporter: Service {
             var lastWasEmpty = true
             while !Task.isCancelled {
                 await self.sleepOrWake()
+                let failures = self.failedAuthentication?.takeUnreported() ?? [:]
                 let report = GatewayReport(
                     gateway: self.gatewayID, unreachable: Array(await self.routes.takeUnreachableInstances()),
-                    load: await self.routes.takeActiveLoads())
-                let empty = report.unreachable.isEmpty && report.load.isEmpty
+                    load: await self.routes.takeActiveLoads(), failedAuthentications: failures.isEmpty ? nil : failures)
+                let empty = report.unreachable.isEmpty && report.load.isEmpty && failures.isEmpty
                 if empty, lastWasEmpty { continue }
                 lastWasEmpty = empty
                 await self.send(report)

@@ -253,6 +253,11 @@ public actor RouteTable: RoutePublisher {
 
     /// Credentials changed on the control role: wakes the route watchers, which carry the news
     /// to gateways in other processes.
+    /// The addresses blocked for failed authentications changed: the watchers hear it now.
+    public func blocksChanged() {
+        changed()
+    }
+
     public func credentialsChanged() {
         credentialGeneration += 1
         changed()

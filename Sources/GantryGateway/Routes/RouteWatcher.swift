@@ -20,12 +20,16 @@ public struct RouteWatcher: Service {
     let logger: Logger
     let pollSeconds: Int
     let credentialsChanged: @Sendable () -> Void
+    /// The addresses the leader blocks for failed authentications over every gateway.
+    let blockedAddresses: @Sendable ([String: Int]) -> Void
 
     public init(
         control: ControlEndpoints, serviceSecret: String, routes: RouteTable, httpClient: HTTPClient, logger: Logger,
-        pollSeconds: Int = 30, credentialsChanged: @escaping @Sendable () -> Void = {}
+        pollSeconds: Int = 30, credentialsChanged: @escaping @Sendable () -> Void = {},
+        blockedAddresses: @escaping @Sendable ([String: Int]) -> Void = { _ in }
     ) {
         self.credentialsChanged = credentialsChanged
+        self.blockedAddresses = blockedAddresses
         self.control = control
         self.serviceSecret = serviceSecret
         self.routes = routes
@@ -38,6 +42,8 @@ public struct RouteWatcher: Service {
         var generation: UInt64
         var credentials: UInt64
         var data: [RouteEntry]
+        /// Seconds left per blocked client address; absent from older control processes.
+        var blocked: [String: Int]?
     }
 
     public func run() async throws {
@@ -67,6 +73,7 @@ public struct RouteWatcher: Service {
                     // instances this gateway ejected to rotation, as the control role's probes
                     // still find them healthy.
                     await routes.replaceAll(with: snapshot.data)
+                    blockedAddresses(snapshot.blocked ?? [:])
                     generation = snapshot.generation
                     if failing {
                         logger.info("route watch restored", metadata: ["generation": "\(snapshot.generation)"])
