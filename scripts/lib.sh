@@ -221,6 +221,18 @@ stop_moto() {
 # --- talking to a running Gantry (bench/gateway.sh, scripts/soak-test.sh) ----------------------
 # Each calls `fail MESSAGE`, which the calling script defines.
 
+# A multi-process test failed: says so, then shows the end of each process's stderr in $DATA.
+fail_with_logs() { # TEST MESSAGE
+  echo "$1 FAILED: $2" >&2
+  for log in "$DATA"/*.stderr; do echo "--- $log (last 15 lines)" >&2; tail -n 15 "$log" >&2 || true; done
+  exit 1
+}
+
+wait_healthy() { # BASE: until its /healthz answers, 30 s at most
+  for _ in $(seq 1 150); do curl -sf "$1/healthz" >/dev/null && return 0; sleep 0.2; done
+  fail "$1 did not become healthy"
+}
+
 gantry_api() { # BASE KEY METHOD PATH [JSON] -> the answer's body; fails with it on a non-2xx
   local out code
   out=$(curl -s -w '\n%{http_code}' -X "$3" "$1$4" -H "Authorization: Bearer $2" -H 'Content-Type: application/json' \

@@ -25,11 +25,7 @@ OUTAGE_S=${OUTAGE_S:-10}
 DATA=$(mktemp -d /tmp/gantry-scale.XXXXXX)
 SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
 PIDS=()
-fail() {
-  echo "scale-out test FAILED: $*" >&2
-  for log in "$DATA"/*.stderr; do echo "--- $log (last 15 lines)" >&2; tail -n 15 "$log" >&2 || true; done
-  exit 1
-}
+fail() { fail_with_logs "scale-out test" "$*"; }
 cleanup() {
   touch "$DATA/stop"
   for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
@@ -49,10 +45,6 @@ start_control() { # NAME ADDRESS PORT
     >"$DATA/$1.stdout" 2>"$DATA/$1.stderr" &
   PIDS+=("$!")
   LAST_PID=$!
-}
-wait_healthy() {
-  for _ in $(seq 1 150); do curl -sf "$1/healthz" >/dev/null && return 0; sleep 0.2; done
-  fail "$1 did not become healthy"
 }
 routes_status() { # BASE -> the status of the route table's request with the service credential
   curl -s -o /dev/null -w '%{http_code}' "$1/api/v1/routes" -H "Authorization: Bearer $SECRET" || true

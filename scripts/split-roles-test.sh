@@ -23,11 +23,7 @@ DB_URL="${PG_URL/\/postgres\?/\/$DB?}"
 CONTROL_PORT=$(free_port)
 CONTROL="http://127.0.0.1:$CONTROL_PORT"
 PIDS=()
-fail() {
-  echo "split-roles test FAILED: $*" >&2
-  for log in "$DATA"/*.stderr; do echo "--- $log (last 15 lines)" >&2; tail -n 15 "$log" >&2 || true; done
-  exit 1
-}
+fail() { fail_with_logs "split-roles test" "$*"; }
 cleanup() {
   for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   pkill -9 -f "$DATA/control" 2>/dev/null || true
@@ -36,10 +32,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_healthy() {
-  for _ in $(seq 1 150); do curl -sf "$1/healthz" >/dev/null && return 0; sleep 0.2; done
-  fail "$1 did not become healthy"
-}
 
 "$GANTRY" serve --role control --host 127.0.0.1 --port "$CONTROL_PORT" --data-dir "$DATA/control" \
   --database-url "$DB_URL" --introspection-secret="$SECRET" --engine-threads 1 \

@@ -38,13 +38,32 @@ public struct LocalDirectoryObjectStore: ObjectStore {
         self.staging = self.root.appending(Self.stagingName)
     }
 
-    /// Deletes staging files left behind by a process that died while writing. Call it at start-up,
-    /// before any `put` of this process, which it would otherwise disturb.
-    public func removeLeftovers() async throws {
+    /// Deletes staging files left behind by a process that died while writing: those not written
+    /// to for `olderThan`. Files written more recently belong to puts in progress, perhaps of
+    /// another process sharing the directory (control replicas on one host), and stay; a put
+    /// writes as its body arrives, and a body that stalls is cut off by the server's body timeout
+    /// long before an hour.
+    public func removeLeftovers(olderThan age: Duration = .seconds(3600)) async throws {
+        let cutoff = Date().addingTimeInterval(-Double(age.components.seconds))
+        guard FileManager.default.fileExists(atPath: staging.string) else { return }
+        let names: [String]
         do {
-            try await FileSystem.shared.removeItem(at: staging, recursively: true)
+            names = try FileManager.default.contentsOfDirectory(atPath: staging.string)
         } catch {
-            throw Self.wrap(error, "cannot remove staging files in \(staging)")
+            throw Self.wrap(error, "cannot list staging files in \(staging)")
+        }
+        for name in names {
+            let path = staging.appending(name).string
+            guard let modified = (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date,
+                modified < cutoff
+            else { continue }
+            do {
+                try FileManager.default.removeItem(atPath: path)
+            } catch  where !FileManager.default.fileExists(atPath: path) {
+                continue  // another process removed it first
+            } catch {
+                throw Self.wrap(error, "cannot remove staging file \(path)")
+            }
         }
     }
 

@@ -4,7 +4,8 @@ import GantryCore
 import Logging
 
 /// The object store the configuration names, checked before the server starts, and how to
-/// close it at shutdown. A local store is first cleaned of files half written by a crash; an
+/// close it at shutdown. A local store is first cleaned of files half written by a crash (not
+/// written to for an hour: control replicas on one host may share the directory); an
 /// S3 bucket is listed once, so a wrong endpoint, bucket or key stops start-up with S3's own
 /// error instead of failing the first upload.
 func makeObjectStore(_ blobs: GantryConfiguration.Blobs, logger: Logger) async throws -> (

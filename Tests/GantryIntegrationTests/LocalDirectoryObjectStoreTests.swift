@@ -7,7 +7,7 @@ import Testing
 /// What only the local directory store has: its staging area and its directories.
 @Suite("Local directory object store")
 struct LocalDirectoryObjectStoreTests {
-    @Test("staging files of a crashed process are hidden from list and removed at start-up")
+    @Test("staging files of a crashed process are hidden from list and removed at start-up; recent ones stay")
     func leftovers() async throws {
         let directory = try TemporaryDirectory()
         let store = LocalDirectoryObjectStore(root: URL(fileURLWithPath: directory.path))
@@ -16,10 +16,19 @@ struct LocalDirectoryObjectStoreTests {
         #expect(FileManager.default.fileExists(atPath: staging))
         #expect(FileManager.default.createFile(atPath: staging + "/crashed-upload", contents: Data("partial".utf8)))
 
+        // Not written to for two hours: a crashed put's. Written just now: a put in progress,
+        // perhaps of another process sharing the directory.
+        try FileManager.default.setAttributes(
+            [.modificationDate: Date().addingTimeInterval(-7200)], ofItemAtPath: staging + "/crashed-upload")
+        #expect(FileManager.default.createFile(atPath: staging + "/in-progress", contents: Data("part".utf8)))
+
         #expect(try await store.list(prefix: "").map(\.key) == ["a/kept"])
         try await store.removeLeftovers()
         #expect(!FileManager.default.fileExists(atPath: staging + "/crashed-upload"))
+        #expect(FileManager.default.fileExists(atPath: staging + "/in-progress"))
         // Removing leftovers twice, or with nothing left over, is fine; puts work afterwards.
+        try await store.removeLeftovers(olderThan: .zero)
+        #expect(!FileManager.default.fileExists(atPath: staging + "/in-progress"))
         try await store.removeLeftovers()
         try await store.put("a/after", Array("after".utf8))
         #expect(try await store.list(prefix: "").map(\.key) == ["a/after", "a/kept"])
