@@ -43,7 +43,7 @@ public struct LocalDirectoryObjectStore: ObjectStore {
     /// another process sharing the directory (control replicas on one host), and stay; a put
     /// writes as its body arrives, and a body that stalls is cut off by the server's body timeout
     /// long before an hour.
-    public func removeLeftovers(olderThan age: Duration = .seconds(3600)) async throws {
+    public func removeLeftovers(olderThan age: Duration) async throws {
         let cutoff = Date().addingTimeInterval(-Double(age.components.seconds))
         guard FileManager.default.fileExists(atPath: staging.string) else { return }
         let names: [String]

@@ -67,6 +67,11 @@ public protocol ObjectStore: Sendable {
 
     /// Every object whose key starts with `prefix`, sorted by key.
     func list(prefix: String) async throws -> [ObjectInfo]
+    /// Removes what puts of a process that died while writing left behind, where nobody sees it
+    /// but the storage bill: a local store's staging files, an S3 bucket's open multipart uploads.
+    /// Only what is older than `olderThan` goes: younger leftovers may be puts in progress, of
+    /// this process or of another sharing the store (control replicas).
+    func removeLeftovers(olderThan age: Duration) async throws
 }
 
 extension ObjectStore {

@@ -1,3 +1,4 @@
+import Foundation
 import GantryCore
 import NIOCore
 
@@ -25,9 +26,9 @@ extension S3ObjectStore {
 
     /// Multipart uploads still open under `prefix` (keys without the configured prefix): tests
     /// check with it that failed puts leave none behind.
-    func listMultipartUploads(prefix: String) async throws -> [(key: String, uploadID: String)] {
+    func listMultipartUploads(prefix: String) async throws -> [(key: String, uploadID: String, initiated: Date?)] {
         let storedPrefix = configuration.keyPrefix + prefix
-        var uploads: [(key: String, uploadID: String)] = []
+        var uploads: [(key: String, uploadID: String, initiated: Date?)] = []
         var keyMarker: String?
         var uploadIDMarker: String?
         repeat {
@@ -38,13 +39,31 @@ extension S3ObjectStore {
             let page = try await document(response, operation: "ListMultipartUploads", key: nil)
             for upload in page.all("Upload") {
                 guard let storedKey = upload.value("Key"), let id = upload.value("UploadId") else { continue }
-                uploads.append((withoutKeyPrefix(storedKey), id))
+                uploads.append((withoutKeyPrefix(storedKey), id, upload.value("Initiated").flatMap(Self.timestamp)))
             }
             let truncated = page.value("IsTruncated") == "true"
             keyMarker = truncated ? page.value("NextKeyMarker") : nil
             uploadIDMarker = truncated ? page.value("NextUploadIdMarker") : nil
         } while keyMarker != nil
         return uploads
+    }
+
+    /// Aborts the multipart uploads under the configured prefix initiated more than `age` ago:
+    /// a put that died with its process (a kill, a crash) leaves its upload open, and S3 keeps
+    /// its parts, invisible to `list`, until it is aborted. One whose time S3 did not say stays.
+    public func removeLeftovers(olderThan age: Duration) async throws {
+        let cutoff = Date().addingTimeInterval(-Double(age.components.seconds))
+        for upload in try await listMultipartUploads(prefix: "") {
+            guard let initiated = upload.initiated, initiated < cutoff else { continue }
+            try await abortMultipartUpload(configuration.keyPrefix + upload.key, uploadID: upload.uploadID)
+        }
+    }
+
+    /// S3's timestamps: ISO 8601, with milliseconds or without.
+    static func timestamp(_ text: String) -> Date? {
+        let precise = ISO8601DateFormatter()
+        precise.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return precise.date(from: text) ?? ISO8601DateFormatter().date(from: text)
     }
 
     /// The caller's key of a stored one; the prefix is taken off by bytes, as S3 matched it.

@@ -23,13 +23,13 @@ struct LocalDirectoryObjectStoreTests {
         #expect(FileManager.default.createFile(atPath: staging + "/in-progress", contents: Data("part".utf8)))
 
         #expect(try await store.list(prefix: "").map(\.key) == ["a/kept"])
-        try await store.removeLeftovers()
+        try await store.removeLeftovers(olderThan: .seconds(3600))
         #expect(!FileManager.default.fileExists(atPath: staging + "/crashed-upload"))
         #expect(FileManager.default.fileExists(atPath: staging + "/in-progress"))
         // Removing leftovers twice, or with nothing left over, is fine; puts work afterwards.
         try await store.removeLeftovers(olderThan: .zero)
         #expect(!FileManager.default.fileExists(atPath: staging + "/in-progress"))
-        try await store.removeLeftovers()
+        try await store.removeLeftovers(olderThan: .seconds(3600))
         try await store.put("a/after", Array("after".utf8))
         #expect(try await store.list(prefix: "").map(\.key) == ["a/after", "a/kept"])
         #expect(try await store.readAll("a/kept").bytes == Array("kept".utf8))

@@ -72,7 +72,9 @@ struct UserLimitTests {
     func frequencyOverAllKeys() async throws {
         let test = try await TestServer.make()
         let engine = FakeEngine.Recorder()
-        try await FakeEngine.withEngine(.normal(chunks: 10, delay: .milliseconds(50)), recorder: engine) { endpoint in
+        // A 3 s stream: the request it must hold back comes while it runs even on a loaded machine
+        // (0.5 s was seen to end first under the whole suite).
+        try await FakeEngine.withEngine(.normal(chunks: 10, delay: .milliseconds(300)), recorder: engine) { endpoint in
             await plane.publish(test, endpoint: endpoint)
             let (user, first) = try await plane.userKey(test)
             let (_, second) = try await test.server.identity.issueKey(userID: user.id, name: "two", expiresAt: nil)
@@ -81,7 +83,7 @@ struct UserLimitTests {
                 let set = try await Self.setUser(
                     base, admin: test.adminKey, user.id, #"{"limits":{"requests_per_minute":3,"concurrent_requests":1}}"#)
                 #expect(set.status == 200, "\(set.text)")
-                // One stream holds the user's only concurrency slot (for its 0.5 s of events once the
+                // One stream holds the user's only concurrency slot (for its 3 s of events once the
                 // engine has it), whichever key asks next.
                 let holding = Task { try await DataPlaneTests.post(base, key: first, DataPlaneTests.streamChat) }
                 try await waitUntil("the engine has the holding stream", within: .seconds(10), every: .milliseconds(10)) {
