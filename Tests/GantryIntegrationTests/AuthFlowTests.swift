@@ -245,6 +245,70 @@ struct AuthFlowTests {
         }
     }
 
+    @Test(
+        "two control replicas on one PostgreSQL: a device login and a loopback CLI login started on one complete on the other, once",
+        .tags(.postgres))
+    func cliLoginsAcrossReplicas() async throws {
+        let database = try await PostgresTestDatabase.create()
+        let (portA, portB) = (try FreePort.find(), try FreePort.find())
+        let shared = flags.merging([.databaseURL: database, .publicURL: "http://127.0.0.1:\(portA)"]) { $1 }
+        try await TestServer.running(port: portA, flags: shared) { first, baseA in
+            try await TestServer.running(port: portB, flags: shared, adminKey: first.adminKey) { _, baseB in
+                let browser = BrowserAgent()
+                defer { Task { try? await browser.shutdown() } }
+
+                // Device flow: started on A, approved at the provider, collected on B, then spent.
+                let (status, started) = try await request(baseA + "/auth/device", method: "POST")
+                #expect(status == 200)
+                let start = try #require(try JSONSerialization.jsonObject(with: Data(started.utf8)) as? [String: Any])
+                let handle = try #require(start["device_code"] as? String)
+                let userCode = try #require(start["user_code"] as? String)
+                let pending = try await request(
+                    baseB + "/auth/device/token", method: "POST", body: #"{"device_code":"\#(handle)"}"#)
+                #expect(pending.1.contains("authorization_pending"), "B knows the login A started: \(pending.1)")
+                _ = try await browser.postForm(
+                    idp.issuer + "/device",
+                    [("user_code", userCode), ("username", "bob"), ("password", "bob-pw"), ("action", "authorize")])
+                let collected = try await request(
+                    baseB + "/auth/device/token", method: "POST", body: #"{"device_code":"\#(handle)"}"#)
+                #expect(collected.0 == 200, "\(collected.1)")
+                let again = try await request(
+                    baseA + "/auth/device/token", method: "POST", body: #"{"device_code":"\#(handle)"}"#)
+                #expect(again.0 == 400, "collected once, on either replica")
+
+                // Loopback flow: requested on A, handed over on B, redeemed on A.
+                let verifier = "a-verifier-with-enough-entropy-for-pkce-0123456789"
+                let challenge = RandomToken.pkceChallenge(for: verifier)
+                let state = "cli-state-0123456789abcdef"
+                let cli = try await browser.get("\(baseA)/auth/cli?port=45678&state=\(state)&code_challenge=\(challenge)")
+                let toLogin = try #require(cli.location)
+                let login = try await browser.get(baseA + toLogin)
+                let authorize = try #require(login.location)
+                let form = try await browser.get(authorize)
+                let transaction = try #require(Self.field("transaction_id", in: form.body))
+                let submitted = try await browser.postForm(
+                    authorize, [("transaction_id", transaction), ("username", "bob"), ("password", "bob-pw")])
+                let callbackURL = try #require(submitted.location)
+                let callback = try await browser.get(callbackURL)
+                let complete = try #require(callback.location)
+                #expect(complete.hasPrefix("/auth/cli/complete?request="))
+                let session = try #require(browser.cookie("gantry_session", origin: "127.0.0.1:\(portA)"))
+                browser.setCookie("gantry_session", session, origin: "127.0.0.1:\(portB)")
+                let handoff = try await browser.get(baseB + complete)
+                #expect(handoff.status == 302, "B hands over the request A stored: \(handoff.body)")
+                let handoffLocation = try #require(handoff.location)
+                let loopback = try #require(URLComponents(string: handoffLocation))
+                let code = try #require(loopback.queryItems?.first { $0.name == "code" }?.value)
+                let redeemed = try await request(
+                    baseA + "/auth/cli/token", method: "POST", body: #"{"code":"\#(code)","code_verifier":"\#(verifier)"}"#)
+                #expect(redeemed.0 == 200, "A redeems the code B issued: \(redeemed.1)")
+                let replay = try await request(
+                    baseB + "/auth/cli/token", method: "POST", body: #"{"code":"\#(code)","code_verifier":"\#(verifier)"}"#)
+                #expect(replay.0 == 401, "redeemed once, on either replica")
+            }
+        }
+    }
+
     /// Starts a login and submits the provider's form; returns the callback URL without visiting it.
     func logInUntilCallback(_ browser: BrowserAgent, base: String) async throws -> String {
         let start = try await browser.get("\(base)/auth/login")
