@@ -162,6 +162,9 @@ public func buildApplication(
         await cluster.enginePods.onChange { reconciler.wake() }
         await cluster.nodes.onChange { reconciler.wake() }
     }
+    let registry = RegistryService(
+        models: repositories.models, deployments: repositories.deployments, objects: objects,
+        maxFileBytes: configuration.blobs.maxFileBytes, logger: logger)
     // Control replicas on one store elect one leader: it alone reconciles and autoscales, and its
     // route table alone is served to gateways. Alone on its store, a process leads at once.
     routeTable.setAuthoritative(false)
@@ -171,6 +174,7 @@ public func buildApplication(
     ) { _ in
         await withDiscardingTaskGroup { group in
             group.addTask { await credentialChanges.follow() }
+            group.addTask { await registry.sweepUnreferencedObjects(every: .seconds(3600)) }
             // Not the platform's table any more before anything is withdrawn: a gateway's watch
             // must never receive an emptied table.
             await reconciler.lead(
@@ -180,9 +184,6 @@ public func buildApplication(
         routeTable.setAuthoritative(false)
         if Task.isShuttingDownGracefully { await routeTable.withdrawAll() }
     }
-    let registry = RegistryService(
-        models: repositories.models, deployments: repositories.deployments, objects: objects,
-        maxFileBytes: configuration.blobs.maxFileBytes, logger: logger)
     let deployments = DeploymentService(
         repositories: repositories, supportedEngines: runtime.supportedEngines, allocator: allocations,
         reconciler: reconciler)

@@ -327,6 +327,41 @@ struct ModelRegistryTests {
         }
     }
 
+    @Test(
+        "objects no file points at (a put cut off by a crash) are removed at the second sweep that finds them; referenced ones never",
+        .tags(.moto), arguments: StoreKind.allCases)
+    func unreferencedObjectsSwept(kind: StoreKind) async throws {
+        let test = try await RegistryTestServer.make(kind)
+        try await test.server.application.test(.router) { client in
+            let api = RegistryAPI(client: client, key: test.adminKey)
+            _ = try await api.send(.post, "/api/v1/models", #"{"name":"tiny"}"#)
+            _ = try await api.send(.post, "/api/v1/models/tiny/versions", #"{"format":"gguf","context_limit":512}"#)
+            #expect(try await api.upload("/api/v1/models/tiny/versions/1/files/model.gguf", [1, 2, 3]).status == .created)
+            try await Self.sweep(test)
+        }
+    }
+
+    /// The sweep's steps, while the server (and its store) runs.
+    static func sweep(_ test: RegistryTestServer) async throws {
+        let (_, version) = try await test.server.registry.version(modelName: "tiny", version: "1")
+        let kept = try #require(try await test.server.registry.files(of: version).first?.objectKey)
+        // As a put whose process died before its row was written; and one whose row comes late.
+        let orphan = version.storagePrefix + "objects/obj_orphan"
+        let late = version.storagePrefix + "objects/obj_late"
+        try await test.objects.put(orphan, [4, 5, 6])
+        try await test.objects.put(late, [7, 8, 9])
+
+        let first = try await test.server.registry.sweepUnreferencedObjects(candidates: [])
+        #expect(first == [orphan, late])
+        #expect(try await test.objects.list(prefix: "models/").count == 3, "the first sweep removes nothing")
+        _ = try await test.server.store.repositories.models.recordFile(
+            versionID: version.id, ModelFile(path: "late.bin", size: 3, sha256: "x", objectKey: late, createdAt: Date()))
+
+        let second = try await test.server.registry.sweepUnreferencedObjects(candidates: first)
+        #expect(second.isEmpty)
+        #expect(Set(try await test.objects.list(prefix: "models/").map(\.key)) == [kept, late])
+    }
+
     @Test("users read metadata but cannot change models or read files")
     func permissions() async throws {
         let test = try await RegistryTestServer.make(.local)
