@@ -67,6 +67,11 @@ B_PID=$LAST_PID
 wait_healthy "$B"
 sleep 1.5
 [ "$(routes_status "$B")" = 503 ] || fail "replica b serves the route table while a leads"
+for replica in "$A 1" "$B 0"; do
+  set -- $replica
+  curl -s "$1/metrics" -H "Authorization: Bearer $ADMIN" | grep -q "^gantry_control_leader $2" \
+    || fail "$1 does not report gantry_control_leader $2"
+done
 
 GATEWAYS=()
 GATEWAY_PIDS=()
@@ -138,6 +143,8 @@ done
 python3 -c "import sys; sys.exit(0 if $LED <= $FAILOVER_BOUND_S else 1)" \
   || fail "replica b led after $LED s (bound: $FAILOVER_BOUND_S s)"
 echo "leader killed mid roll-out: replica b leads and serves the route table after $LED s"
+curl -s "$B/metrics" -H "Authorization: Bearer $ADMIN" | grep -q '^gantry_control_leader 1' \
+  || fail "replica b leads but its gantry_control_leader gauge does not say 1"
 gb() { gantry_api "$B" "$ADMIN" "$@"; }
 state=""
 for _ in $(seq 1 300); do

@@ -129,7 +129,7 @@ public struct GantrySetting: Sendable, Hashable {
         key: "orchestrator.leaderLeaseSeconds", flag: "leader-lease", type: "integer seconds 2-60",
         defaultDescription: "3",
         help:
-            "How long the control replicas' leader lease lasts without renewal (renewed every third of it): a dead leader is replaced within about this plus a third.",
+            "How long the control replicas' leader lease lasts without renewal (renewed every third of it): a dead leader is replaced within about this plus a sixth.",
         isSecret: false)
     public static let logLevel = GantrySetting(
         key: "log.level", flag: "log-level", type: "trace|debug|info|notice|warning|error|critical",

@@ -168,10 +168,18 @@ public func buildApplication(
     // Control replicas on one store elect one leader: it alone reconciles and autoscales, and its
     // route table alone is served to gateways. Alone on its store, a process leads at once.
     routeTable.setAuthoritative(false)
+    // 1 on the leader, 0 on a standby: exactly one replica per store should show 1.
+    let leading = metrics.makeGauge(
+        descriptor: .init(
+            namespace: "gantry", metricName: "control_leader",
+            helpText: "1 while this control process leads the replicas on its store (reconciles, serves the route table)"))
+    leading.set(Double(0))
     let election = LeaderElection(
         leases: repositories.leases, holder: LeaderElection.uniqueHolder(), settings: configuration.leadership,
         logger: logger
     ) { _ in
+        leading.set(Double(1))
+        defer { leading.set(Double(0)) }
         await withDiscardingTaskGroup { group in
             group.addTask { await credentialChanges.follow() }
             group.addTask { await registry.sweepUnreferencedObjects(every: .seconds(3600)) }
