@@ -216,31 +216,41 @@ struct AuthFlowTests {
         "two control replicas on one PostgreSQL: a login started on one completes on the other, once",
         .tags(.postgres))
     func loginAcrossReplicas() async throws {
+        try await withTwoReplicas { baseA, portA, baseB, portB, browser in
+            let callback = try await logInUntilCallback(browser, base: baseA)
+            #expect(callback.hasPrefix(baseA + "/auth/callback?"))
+            // The login cookie follows the browser to replica B's address.
+            let stateCookie = try #require(browser.cookie("gantry_login", origin: "127.0.0.1:\(portA)"))
+            browser.setCookie("gantry_login", stateCookie, origin: "127.0.0.1:\(portB)")
+            let onB = baseB + callback.dropFirst(baseA.count)
+            let done = try await browser.get(onB)
+            #expect(done.status == 302, "replica B finished the login replica A started: \(done.body)")
+            let session = try #require(browser.cookie("gantry_session", origin: "127.0.0.1:\(portB)"))
+            // The session is in the shared store too: replica A knows it.
+            browser.setCookie("gantry_session", session, origin: "127.0.0.1:\(portA)")
+            #expect(try await browser.get(baseA + "/").body.contains("Signed in as <strong>bob</strong>"))
+            // Replayed on A, the state is gone: it was taken once, on B.
+            browser.setCookie("gantry_login", stateCookie, origin: "127.0.0.1:\(portA)")
+            #expect(try await browser.get(callback).status == 400)
+        }
+    }
+
+    /// Two control replicas on one fresh PostgreSQL database behind one public URL (A's), as
+    /// replicas behind a load balancer are: the provider sends the browser back to that URL, and
+    /// whichever replica answers must finish the login. `body` gets A's and B's base URLs and ports
+    /// and a browser.
+    func withTwoReplicas(
+        _ body: @Sendable (_ baseA: String, _ portA: Int, _ baseB: String, _ portB: Int, BrowserAgent) async throws -> Void
+    ) async throws {
         let database = try await PostgresTestDatabase.create()
         let (portA, portB) = (try FreePort.find(), try FreePort.find())
-        // Behind one address, as replicas behind a load balancer are: the provider sends the
-        // browser back to the public URL, and whichever replica answers must finish the login.
         let shared = flags.merging([.databaseURL: database, .publicURL: "http://127.0.0.1:\(portA)"]) { $1 }
         try await TestServer.running(port: portA, flags: shared) { first, baseA in
             // The store is bootstrapped already: the second replica makes no key of its own.
             try await TestServer.running(port: portB, flags: shared, adminKey: first.adminKey) { _, baseB in
                 let browser = BrowserAgent()
                 defer { Task { try? await browser.shutdown() } }
-                let callback = try await logInUntilCallback(browser, base: baseA)
-                #expect(callback.hasPrefix(baseA + "/auth/callback?"))
-                // The login cookie follows the browser to replica B's address.
-                let stateCookie = try #require(browser.cookie("gantry_login", origin: "127.0.0.1:\(portA)"))
-                browser.setCookie("gantry_login", stateCookie, origin: "127.0.0.1:\(portB)")
-                let onB = baseB + callback.dropFirst(baseA.count)
-                let done = try await browser.get(onB)
-                #expect(done.status == 302, "replica B finished the login replica A started: \(done.body)")
-                let session = try #require(browser.cookie("gantry_session", origin: "127.0.0.1:\(portB)"))
-                // The session is in the shared store too: replica A knows it.
-                browser.setCookie("gantry_session", session, origin: "127.0.0.1:\(portA)")
-                #expect(try await browser.get(baseA + "/").body.contains("Signed in as <strong>bob</strong>"))
-                // Replayed on A, the state is gone: it was taken once, on B.
-                browser.setCookie("gantry_login", stateCookie, origin: "127.0.0.1:\(portA)")
-                #expect(try await browser.get(callback).status == 400)
+                try await body(baseA, portA, baseB, portB, browser)
             }
         }
     }
@@ -249,64 +259,75 @@ struct AuthFlowTests {
         "two control replicas on one PostgreSQL: a device login and a loopback CLI login started on one complete on the other, once",
         .tags(.postgres))
     func cliLoginsAcrossReplicas() async throws {
-        let database = try await PostgresTestDatabase.create()
-        let (portA, portB) = (try FreePort.find(), try FreePort.find())
-        let shared = flags.merging([.databaseURL: database, .publicURL: "http://127.0.0.1:\(portA)"]) { $1 }
-        try await TestServer.running(port: portA, flags: shared) { first, baseA in
-            try await TestServer.running(port: portB, flags: shared, adminKey: first.adminKey) { _, baseB in
-                let browser = BrowserAgent()
-                defer { Task { try? await browser.shutdown() } }
+        try await withTwoReplicas { baseA, portA, baseB, portB, browser in
+            // Device flow: started on A, approved at the provider, collected on B, then spent.
+            let (status, started) = try await request(baseA + "/auth/device", method: "POST")
+            #expect(status == 200)
+            let start = try #require(try JSONSerialization.jsonObject(with: Data(started.utf8)) as? [String: Any])
+            let handle = try #require(start["device_code"] as? String)
+            let userCode = try #require(start["user_code"] as? String)
+            let pending = try await request(
+                baseB + "/auth/device/token", method: "POST", body: #"{"device_code":"\#(handle)"}"#)
+            #expect(pending.1.contains("authorization_pending"), "B knows the login A started: \(pending.1)")
+            _ = try await browser.postForm(
+                idp.issuer + "/device",
+                [("user_code", userCode), ("username", "bob"), ("password", "bob-pw"), ("action", "authorize")])
+            let collected = try await request(
+                baseB + "/auth/device/token", method: "POST", body: #"{"device_code":"\#(handle)"}"#)
+            #expect(collected.0 == 200, "\(collected.1)")
+            let again = try await request(
+                baseA + "/auth/device/token", method: "POST", body: #"{"device_code":"\#(handle)"}"#)
+            #expect(again.0 == 400, "collected once, on either replica")
 
-                // Device flow: started on A, approved at the provider, collected on B, then spent.
-                let (status, started) = try await request(baseA + "/auth/device", method: "POST")
-                #expect(status == 200)
-                let start = try #require(try JSONSerialization.jsonObject(with: Data(started.utf8)) as? [String: Any])
-                let handle = try #require(start["device_code"] as? String)
-                let userCode = try #require(start["user_code"] as? String)
-                let pending = try await request(
-                    baseB + "/auth/device/token", method: "POST", body: #"{"device_code":"\#(handle)"}"#)
-                #expect(pending.1.contains("authorization_pending"), "B knows the login A started: \(pending.1)")
-                _ = try await browser.postForm(
-                    idp.issuer + "/device",
-                    [("user_code", userCode), ("username", "bob"), ("password", "bob-pw"), ("action", "authorize")])
-                let collected = try await request(
-                    baseB + "/auth/device/token", method: "POST", body: #"{"device_code":"\#(handle)"}"#)
-                #expect(collected.0 == 200, "\(collected.1)")
-                let again = try await request(
-                    baseA + "/auth/device/token", method: "POST", body: #"{"device_code":"\#(handle)"}"#)
-                #expect(again.0 == 400, "collected once, on either replica")
-
-                // Loopback flow: requested on A, handed over on B, redeemed on A.
-                let verifier = "a-verifier-with-enough-entropy-for-pkce-0123456789"
-                let challenge = RandomToken.pkceChallenge(for: verifier)
-                let state = "cli-state-0123456789abcdef"
-                let cli = try await browser.get("\(baseA)/auth/cli?port=45678&state=\(state)&code_challenge=\(challenge)")
-                let toLogin = try #require(cli.location)
-                let login = try await browser.get(baseA + toLogin)
-                let authorize = try #require(login.location)
-                let form = try await browser.get(authorize)
-                let transaction = try #require(Self.field("transaction_id", in: form.body))
-                let submitted = try await browser.postForm(
-                    authorize, [("transaction_id", transaction), ("username", "bob"), ("password", "bob-pw")])
-                let callbackURL = try #require(submitted.location)
-                let callback = try await browser.get(callbackURL)
-                let complete = try #require(callback.location)
-                #expect(complete.hasPrefix("/auth/cli/complete?request="))
-                let session = try #require(browser.cookie("gantry_session", origin: "127.0.0.1:\(portA)"))
-                browser.setCookie("gantry_session", session, origin: "127.0.0.1:\(portB)")
-                let handoff = try await browser.get(baseB + complete)
-                #expect(handoff.status == 302, "B hands over the request A stored: \(handoff.body)")
-                let handoffLocation = try #require(handoff.location)
-                let loopback = try #require(URLComponents(string: handoffLocation))
-                let code = try #require(loopback.queryItems?.first { $0.name == "code" }?.value)
-                let redeemed = try await request(
-                    baseA + "/auth/cli/token", method: "POST", body: #"{"code":"\#(code)","code_verifier":"\#(verifier)"}"#)
-                #expect(redeemed.0 == 200, "A redeems the code B issued: \(redeemed.1)")
-                let replay = try await request(
-                    baseB + "/auth/cli/token", method: "POST", body: #"{"code":"\#(code)","code_verifier":"\#(verifier)"}"#)
-                #expect(replay.0 == 401, "redeemed once, on either replica")
-            }
+            // Loopback flow: requested on A, handed over on B, redeemed on A.
+            let verifier = "a-verifier-with-enough-entropy-for-pkce-0123456789"
+            let challenge = RandomToken.pkceChallenge(for: verifier)
+            let state = "cli-state-0123456789abcdef"
+            let loopback = try await loopbackCode(
+                browser, base: baseA, challenge: challenge, state: state,
+                handoffBase: {
+                    // The session follows the browser to B, which hands over the request A stored.
+                    let session = try #require(browser.cookie("gantry_session", origin: "127.0.0.1:\(portA)"))
+                    browser.setCookie("gantry_session", session, origin: "127.0.0.1:\(portB)")
+                    return baseB
+                })
+            let code = try #require(loopback.queryItems?.first { $0.name == "code" }?.value)
+            let redeemed = try await request(
+                baseA + "/auth/cli/token", method: "POST", body: #"{"code":"\#(code)","code_verifier":"\#(verifier)"}"#)
+            #expect(redeemed.0 == 200, "A redeems the code B issued: \(redeemed.1)")
+            let replay = try await request(
+                baseB + "/auth/cli/token", method: "POST", body: #"{"code":"\#(code)","code_verifier":"\#(verifier)"}"#)
+            #expect(replay.0 == 401, "redeemed once, on either replica")
         }
+    }
+
+    /// Walks from /auth/cli through the provider back to the CLI's loopback URL. `handoffBase`,
+    /// when given, is asked once the login is done for the base URL of the hand-over step (another
+    /// replica's, after moving the session there).
+    func loopbackCode(
+        _ browser: BrowserAgent, base: String, challenge: String, state: String,
+        handoffBase: (() throws -> String)? = nil
+    ) async throws -> URLComponents {
+        let cli = try await browser.get("\(base)/auth/cli?port=45678&state=\(state)&code_challenge=\(challenge)")
+        #expect(cli.status == 302)
+        let toLogin = try #require(cli.location)
+        let start = try await browser.get(base + toLogin)
+        let authorize = try #require(start.location)
+        let form = try await browser.get(authorize)
+        let transaction = try #require(Self.field("transaction_id", in: form.body))
+        let submitted = try await browser.postForm(
+            authorize, [("transaction_id", transaction), ("username", "bob"), ("password", "bob-pw")])
+        let callbackURL = try #require(submitted.location)
+        let callback = try await browser.get(callbackURL)
+        let complete = try #require(callback.location)
+        #expect(complete.hasPrefix("/auth/cli/complete?request="))
+        let handoff = try await browser.get((try handoffBase?() ?? base) + complete)
+        #expect(handoff.status == 302, "\(handoff.body)")
+        let handoffLocation = try #require(handoff.location)
+        let loopback = try #require(URLComponents(string: handoffLocation))
+        #expect(loopback.host == "127.0.0.1" && loopback.port == 45678 && loopback.path == "/callback")
+        #expect(loopback.queryItems?.first { $0.name == "state" }?.value == state)
+        return loopback
     }
 
     /// Starts a login and submits the provider's form; returns the callback URL without visiting it.
@@ -416,34 +437,11 @@ struct AuthFlowTests {
             let browser = BrowserAgent()
             defer { Task { try? await browser.shutdown() } }
 
-            /// Walks from /auth/cli through the provider back to the CLI's loopback URL.
-            func loopbackCode(challenge: String, state: String) async throws -> URLComponents {
-                let cli = try await browser.get("\(base)/auth/cli?port=45678&state=\(state)&code_challenge=\(challenge)")
-                #expect(cli.status == 302)
-                let toLogin = try #require(cli.location)
-                let start = try await browser.get(base + toLogin)
-                let authorize = try #require(start.location)
-                let form = try await browser.get(authorize)
-                let transaction = try #require(Self.field("transaction_id", in: form.body))
-                let submitted = try await browser.postForm(
-                    authorize, [("transaction_id", transaction), ("username", "bob"), ("password", "bob-pw")])
-                let callbackURL = try #require(submitted.location)
-                let callback = try await browser.get(callbackURL)
-                let complete = try #require(callback.location)
-                #expect(complete.hasPrefix("/auth/cli/complete?request="))
-                let handoff = try await browser.get(base + complete)
-                #expect(handoff.status == 302)
-                let handoffLocation = try #require(handoff.location)
-                let loopback = try #require(URLComponents(string: handoffLocation))
-                #expect(loopback.host == "127.0.0.1" && loopback.port == 45678 && loopback.path == "/callback")
-                #expect(loopback.queryItems?.first { $0.name == "state" }?.value == state)
-                return loopback
-            }
             let verifier = "a-verifier-with-enough-entropy-for-pkce-0123456789"
             let challenge = RandomToken.pkceChallenge(for: verifier)
             let state = "cli-state-0123456789abcdef"
 
-            let first = try await loopbackCode(challenge: challenge, state: state)
+            let first = try await loopbackCode(browser, base: base, challenge: challenge, state: state)
             let firstCode = try #require(first.queryItems?.first { $0.name == "code" }?.value)
             let wrong = try await request(
                 base + "/auth/cli/token", method: "POST", body: #"{"code":"\#(firstCode)","code_verifier":"wrong-verifier"}"#)
@@ -452,7 +450,7 @@ struct AuthFlowTests {
                 base + "/auth/cli/token", method: "POST", body: #"{"code":"\#(firstCode)","code_verifier":"\#(verifier)"}"#)
             #expect(burned.0 == 401, "a code is good for one try only")
 
-            let second = try await loopbackCode(challenge: challenge, state: state)
+            let second = try await loopbackCode(browser, base: base, challenge: challenge, state: state)
             let code = try #require(second.queryItems?.first { $0.name == "code" }?.value)
             let redeemed = try await request(
                 base + "/auth/cli/token", method: "POST", body: #"{"code":"\#(code)","code_verifier":"\#(verifier)"}"#)
