@@ -46,6 +46,12 @@ start_control() { # NAME ADDRESS PORT
   PIDS+=("$!")
   LAST_PID=$!
 }
+leader_gauge() { # BASE VALUE: whether its gantry_control_leader gauge is VALUE
+  # Read whole first: with pipefail, `curl | grep -q` fails when grep stops reading early.
+  local metrics
+  metrics=$(curl -s "$1/metrics" -H "Authorization: Bearer $ADMIN") || return 1
+  grep -q "^gantry_control_leader $2" <<<"$metrics"
+}
 routes_status() { # BASE -> the status of the route table's request with the service credential
   curl -s -o /dev/null -w '%{http_code}' "$1/api/v1/routes" -H "Authorization: Bearer $SECRET" || true
 }
@@ -67,11 +73,8 @@ B_PID=$LAST_PID
 wait_healthy "$B"
 sleep 1.5
 [ "$(routes_status "$B")" = 503 ] || fail "replica b serves the route table while a leads"
-for replica in "$A 1" "$B 0"; do
-  set -- $replica
-  curl -s "$1/metrics" -H "Authorization: Bearer $ADMIN" | grep -q "^gantry_control_leader $2" \
-    || fail "$1 does not report gantry_control_leader $2"
-done
+leader_gauge "$A" 1 || fail "replica a leads but its gantry_control_leader gauge does not say 1"
+leader_gauge "$B" 0 || fail "replica b is a standby but its gantry_control_leader gauge does not say 0"
 
 GATEWAYS=()
 GATEWAY_PIDS=()
@@ -143,8 +146,7 @@ done
 python3 -c "import sys; sys.exit(0 if $LED <= $FAILOVER_BOUND_S else 1)" \
   || fail "replica b led after $LED s (bound: $FAILOVER_BOUND_S s)"
 echo "leader killed mid roll-out: replica b leads and serves the route table after $LED s"
-curl -s "$B/metrics" -H "Authorization: Bearer $ADMIN" | grep -q '^gantry_control_leader 1' \
-  || fail "replica b leads but its gantry_control_leader gauge does not say 1"
+leader_gauge "$B" 1 || fail "replica b leads but its gantry_control_leader gauge does not say 1"
 gb() { gantry_api "$B" "$ADMIN" "$@"; }
 state=""
 for _ in $(seq 1 300); do
