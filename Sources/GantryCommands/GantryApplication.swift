@@ -183,12 +183,11 @@ public func buildApplication(
         await withDiscardingTaskGroup { group in
             group.addTask { await credentialChanges.follow() }
             group.addTask { await registry.sweepUnreferencedObjects(every: .seconds(3600)) }
-            // Not the platform's table any more before anything is withdrawn: a gateway's watch
-            // must never receive an emptied table.
-            await reconciler.lead(
-                onFirstPass: { routeTable.setAuthoritative(true) }, onStop: { routeTable.setAuthoritative(false) })
+            await reconciler.lead(onFirstPass: { routeTable.setAuthoritative(true) })
             group.cancelAll()
         }
+        // Not the platform's table any more before anything is withdrawn: a gateway's watch must
+        // never receive an emptied table.
         routeTable.setAuthoritative(false)
         if Task.isShuttingDownGracefully { await routeTable.withdrawAll() }
     }

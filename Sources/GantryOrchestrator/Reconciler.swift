@@ -132,9 +132,9 @@ public actor Reconciler: Service {
     /// The loop, for as long as this process leads the control replicas (until cancelled or a
     /// graceful shutdown). `onFirstPass` runs once the engines of an earlier leader or run are
     /// adopted and a first pass has published what is ready: from then on this process's route
-    /// table is the platform's. `onStop` runs as the loop ends. The routes stay: after a
-    /// step-down this process's own `/v1` keeps serving them, as a gateway serves its last table.
-    public func lead(onFirstPass: @Sendable () async -> Void = {}, onStop: @Sendable () async -> Void = {}) async {
+    /// table is the platform's. The routes stay when it ends: after a step-down this process's own
+    /// `/v1` keeps serving them, as a gateway serves its last table.
+    public func lead(onFirstPass: @Sendable () async -> Void = {}) async {
         // A new term knows nothing of the last one's: another replica may have led meanwhile.
         memory = [:]
         backoff = [:]
@@ -171,7 +171,6 @@ public actor Reconciler: Service {
                 }
             }
         }
-        await onStop()
     }
 
     /// One pass over every deployment. Errors are recorded on the deployment, never thrown.

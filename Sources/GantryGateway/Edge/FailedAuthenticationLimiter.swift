@@ -57,10 +57,7 @@ public final class FailedAuthenticationLimiter: Sendable {
                     remote = max(1, Int(until.timeIntervalSince(now).rounded(.up)))
                 }
             }
-            switch (local, remote) {
-            case (let a?, let b?): return max(a, b)
-            default: return local ?? remote
-            }
+            return [local, remote].compactMap { $0 }.max()
         }
     }
 
