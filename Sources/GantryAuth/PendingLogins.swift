@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import GantryCore
 
@@ -67,12 +66,13 @@ struct PendingLogins: Sendable {
     }
 
     func device(handle: String) async throws -> Device? {
-        let payload = try await repository.pendingLogin(kind: Kind.device.rawValue, key: Self.digest(handle), now: Date())
+        let payload = try await repository.pendingLogin(
+            kind: Kind.device.rawValue, key: RandomToken.sha256Hex(handle), now: Date())
         return try payload.map { try JSONDecoder().decode(Device.self, from: $0) }
     }
 
     func removeDevice(handle: String) async throws {
-        try await repository.deletePendingLogin(kind: Kind.device.rawValue, key: Self.digest(handle))
+        try await repository.deletePendingLogin(kind: Kind.device.rawValue, key: RandomToken.sha256Hex(handle))
     }
 
     func addCLIRequest(id: String, _ request: CLIRequest) async throws {
@@ -94,17 +94,12 @@ struct PendingLogins: Sendable {
     private func insert<Value: Encodable>(_ value: Value, kind: Kind, key: String, lifetime: TimeInterval) async throws {
         let now = Date()
         try await repository.insertPendingLogin(
-            kind: kind.rawValue, key: Self.digest(key), payload: try JSONEncoder().encode(value),
+            kind: kind.rawValue, key: RandomToken.sha256Hex(key), payload: try JSONEncoder().encode(value),
             expiresAt: now.addingTimeInterval(lifetime), capacity: capacity, now: now)
     }
 
     private func take<Value: Decodable>(_ type: Value.Type, kind: Kind, key: String) async throws -> Value? {
-        let payload = try await repository.takePendingLogin(kind: kind.rawValue, key: Self.digest(key), now: Date())
+        let payload = try await repository.takePendingLogin(kind: kind.rawValue, key: RandomToken.sha256Hex(key), now: Date())
         return try payload.map { try JSONDecoder().decode(type, from: $0) }
-    }
-
-    /// The key an entry is stored under: a SHA-256 of the state, handle or code, in hex.
-    static func digest(_ key: String) -> String {
-        SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 }
