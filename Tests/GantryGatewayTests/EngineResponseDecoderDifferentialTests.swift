@@ -232,7 +232,10 @@ struct EngineResponseDecoderDifferentialTests {
             let shown = "\(String(decoding: bytes.prefix(400), as: UTF8.self).debugDescription) in pieces of \(step)"
             guard let status = mine.status else { return }
             #expect(theirs.status == status, "relay: \(mine); NIO: \(theirs); \(shown)")
-            #expect(theirs.contentType == mine.contentType, "relay: \(mine); NIO: \(theirs); \(shown)")
+            // NIO keeps whitespace that ends a field's value; RFC 9110 5.5 says it is not part of
+            // the value, and the relay drops it.
+            let theirType = theirs.contentType.map { String($0.reversed().drop { $0 == " " || $0 == "\t" }.reversed()) }
+            #expect(theirType == mine.contentType, "relay: \(mine); NIO: \(theirs); \(shown)")
             if mine.ended {
                 #expect(theirs.ended && theirs.body == mine.body, "relay: \(mine); NIO: \(theirs); \(shown)")
                 if mine.keepAlive { #expect(theirs.keepAlive, "relay: \(mine); NIO: \(theirs); \(shown)") }

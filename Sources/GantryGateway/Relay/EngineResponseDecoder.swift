@@ -258,10 +258,9 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
             case 97...102: digit = Int(byte - 87)
             case 65...70: digit = Int(byte - 55)
             case UInt8(ascii: ";"):
-                // Extensions are skipped, but only in their plain form: no whitespace or control
-                // bytes anywhere in the line (NIO's decoder refuses "1; a=b" and "1 ;a").
-                let rest = line.readableBytesView.dropFirst(digits)
-                guard digits > 0, !rest.contains(where: { $0 <= 0x20 || $0 == 0x7F }) else {
+                // Extensions are skipped, but only in their plain form (NIO's decoder refuses
+                // "1; a=b" and "1 ;a", and names or values that are not tokens: "1;/a", `1;a"b"`).
+                guard digits > 0, isChunkExtensions(line.readableBytesView.dropFirst(digits)) else {
                     throw EngineResponseError(description: "a malformed chunk size")
                 }
                 return size
@@ -273,6 +272,50 @@ struct EngineResponseDecoder: ByteToMessageDecoder {
         }
         guard digits > 0 else { throw EngineResponseError(description: "a malformed chunk size") }
         return size
+    }
+
+    /// `;name[=value]` repeated, with no whitespace: a name is a token, a value a token or a
+    /// quoted string (RFC 9112 7.1.1). Anything else is refused, stricter than needed rather than
+    /// looser than NIO's decoder.
+    static func isChunkExtensions(_ bytes: ByteBufferView.SubSequence) -> Bool {
+        var index = bytes.startIndex
+        func token() -> Bool {
+            let start = index
+            while index < bytes.endIndex, HTTPHeadBytes.isTokenCharacter(bytes[index]) { index += 1 }
+            return index > start
+        }
+        while index < bytes.endIndex {
+            guard bytes[index] == UInt8(ascii: ";") else { return false }
+            index += 1
+            guard token() else { return false }
+            guard index < bytes.endIndex, bytes[index] == UInt8(ascii: "=") else { continue }
+            index += 1
+            if index < bytes.endIndex, bytes[index] == UInt8(ascii: "\"") {
+                index += 1
+                var closed = false
+                while index < bytes.endIndex {
+                    let byte = bytes[index]
+                    index += 1
+                    if byte == UInt8(ascii: "\"") {
+                        closed = true
+                        break
+                    }
+                    // Tab, space and visible bytes only; a backslash quotes the next of those.
+                    if byte == UInt8(ascii: "\\") {
+                        guard index < bytes.endIndex, bytes[index] == 9 || (0x20...0x7E).contains(bytes[index]) else {
+                            return false
+                        }
+                        index += 1
+                    } else if !(byte == 9 || (0x20...0x7E).contains(byte)) {
+                        return false
+                    }
+                }
+                guard closed else { return false }
+            } else if !token() {
+                return false
+            }
+        }
+        return true
     }
 
     /// The CRLF-separated lines of a head.
