@@ -107,6 +107,12 @@ public struct GantrySetting: Sendable, Hashable {
         help:
             "Which of Gantry's own HTTP/1.1 pieces serve /v1: off (Hummingbird's codec and router, async-http-client to the engine), engine (the codec, then the relay's own engine connections), full (also its own request reader ahead of the codec). The same decisions and answers in every mode; the switch to turn the hand-written code off.",
         isSecret: false)
+    public static let sharedLimitsFallback = GantrySetting(
+        key: "gateway.sharedLimitsFallback", flag: "shared-limits-fallback", type: "local | refuse",
+        defaultDescription: "local",
+        help:
+            "With --role gateway or control, limits and quotas are shared by every gateway through the leader's ledger. When no control replica answers and a gateway's grants run out, limited requests are either admitted against this gateway's own limits alone (local: N gateways may then admit up to N times a limit) or refused with 503 (refuse).",
+        isSecret: false)
     public static let role = GantrySetting(
         key: "server.role", flag: "role", type: "all|control|gateway", defaultDescription: "all",
         help: "What this process runs: everything, or a gateway (the /v1 data plane) in front of a control process.",
@@ -285,7 +291,8 @@ public struct GantrySetting: Sendable, Hashable {
         engineStartupTimeout, vllmProgram,
         sglangPython, tgiProgram, customEngineCommand, engineLogMaxBytes, role, controlURL, maxRequestBytes, upstreamTimeout,
         queueTimeout, offlineKeyGrace,
-        maxQueuedRequests, relay, reconcileInterval, leaderLease, logLevel, publicURL, oidcIssuer, oidcClientID, oidcClientSecret,
+        maxQueuedRequests, relay, sharedLimitsFallback, reconcileInterval, leaderLease, logLevel, publicURL, oidcIssuer,
+        oidcClientID, oidcClientSecret,
         oidcScopes,
         oidcAdminClaim, oidcAdminValue, oidcAcceptAccessTokens, oidcAccessTokenAudience, oidcJWKSRefetch, sessionHours,
         introspectionSecret, metricsToken, maxFailedAuth, gpuSource, resourcePoll, runtime, kubeconfig, kubeNamespace,

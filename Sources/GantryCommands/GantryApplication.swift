@@ -174,12 +174,18 @@ public func buildApplication(
             namespace: "gantry", metricName: "control_leader",
             helpText: "1 while this control process leads the replicas on its store (reconciles, serves the route table)"))
     leading.set(Double(0))
+    // The share-out of limits and quotas among gateways; it runs on the leader only.
+    let ledger = LimitLedgerHost(usage: repositories.usage)
     let election = LeaderElection(
         leases: repositories.leases, holder: LeaderElection.uniqueHolder(), settings: configuration.leadership,
         logger: logger
     ) { _ in
         leading.set(Double(1))
-        defer { leading.set(Double(0)) }
+        ledger.lead()
+        defer {
+            ledger.stepDown()
+            leading.set(Double(0))
+        }
         await withDiscardingTaskGroup { group in
             group.addTask { await credentialChanges.follow() }
             group.addTask { await registry.sweepUnreferencedObjects(every: .seconds(3600)) }
@@ -215,9 +221,14 @@ public func buildApplication(
     OperationsRoutes.add(to: router, registry: metrics, readiness: readiness)
     let usage = UsageRecorder(repository: repositories.usage, logger: logger)
     let limiter = RateLimiter()
+    // Split roles: this process's own /v1 admits against the ledger too (in process; a standby's
+    // follows the fallback setting, as a gateway that cannot reach the leader does).
+    let sharedLimits =
+        configuration.gateway.sharesLimits
+        ? SharedLimits(fallback: configuration.gateway.sharedLimitsFallback) { try await ledger.sync($0) } : nil
     let inference = configuration.gateway.inferenceRoutes(
         routes: routeTable, clients: engineClients, limiter: limiter, usage: usage, usageRepository: repositories.usage,
-        metrics: metrics, failedAuthentication: failedAuthentication)
+        metrics: metrics, failedAuthentication: failedAuthentication, shared: sharedLimits, ledger: ledger)
     inference.add(to: router)
     let directRelay = DirectRelay(
         inference: inference, verifier: identity,
@@ -244,7 +255,7 @@ public func buildApplication(
         services: [
             HTTPClientService(client: httpClient), StoreService(store: store), ShutdownService(action: closeObjects),
             engineClients, usage,
-        ] + (cluster?.services ?? []) + [localRuntime, election, inventory],
+        ] + (cluster?.services ?? []) + [localRuntime, election, inventory] + (sharedLimits.map { [$0] } ?? []),
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.http.port) },
         logger: logger)
     return GantryServer(
@@ -287,7 +298,8 @@ extension GantryConfiguration.Gateway {
     func inferenceRoutes(
         routes: RouteTable, clients: EngineClients, limiter: RateLimiter, usage: UsageRecorder,
         usageRepository: any UsageRepository, metrics: PrometheusCollectorRegistry,
-        failedAuthentication: FailedAuthenticationLimiter? = nil
+        failedAuthentication: FailedAuthenticationLimiter? = nil, shared: SharedLimits? = nil,
+        ledger: LimitLedgerHost? = nil
     ) -> InferenceRoutes {
         InferenceRoutes(
             routes: routes, clients: clients,
@@ -296,7 +308,7 @@ extension GantryConfiguration.Gateway {
                 queueTimeout: queueTimeout, maxQueuedPerModel: maxQueuedRequests),
             metering: Metering(
                 limiter: limiter, quotas: QuotaLedger(repository: usageRepository), usage: usage,
-                metrics: GatewayMetrics(registry: metrics)),
-            failedAuthentication: failedAuthentication)
+                metrics: GatewayMetrics(registry: metrics), shared: shared),
+            failedAuthentication: failedAuthentication, ledger: ledger)
     }
 }

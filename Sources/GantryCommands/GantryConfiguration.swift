@@ -54,6 +54,11 @@ public struct GantryConfiguration: Sendable {
         public var maxQueuedRequests: Int
         /// Which of the relay's own HTTP/1.1 pieces serve `/v1` (`gateway.relay`).
         public var relay: RelayMode
+        /// What a gateway does with limited requests when no ledger answers.
+        public var sharedLimitsFallback: SharedLimitsFallback
+        /// Limits and quotas are shared through the leader's ledger with these roles; a process
+        /// with `all` serves alone and keeps them itself.
+        public var sharesLimits: Bool { role != .all }
     }
 
     public var http: HTTP
@@ -199,7 +204,7 @@ public struct GantryConfiguration: Sendable {
             queueTimeout: .seconds(try values.int(.queueTimeout, in: 1...86_400) ?? 120),
             offlineKeyGrace: .seconds(try values.int(.offlineKeyGrace, in: 0...86_400) ?? 60),
             maxQueuedRequests: try values.int(.maxQueuedRequests, in: 0...1_000_000) ?? 100,
-            relay: try Self.readRelay(values))
+            relay: try Self.readRelay(values), sharedLimitsFallback: try Self.readSharedLimitsFallback(values))
         reconcileInterval = .seconds(try values.int(.reconcileInterval, in: 1...3600) ?? 5)
         let lease = Duration.seconds(try values.int(.leaderLease, in: 2...60) ?? 3)
         // SQLite serves one process: nothing to elect.
@@ -328,6 +333,14 @@ public struct GantryConfiguration: Sendable {
             throw ConfigurationError(setting: .relay, problem: "'\(text)' is not one of off, engine, full")
         }
         return mode
+    }
+
+    static func readSharedLimitsFallback(_ values: SettingReader) throws -> SharedLimitsFallback {
+        let text = try values.string(.sharedLimitsFallback) ?? SharedLimitsFallback.local.rawValue
+        guard let fallback = SharedLimitsFallback(rawValue: text) else {
+            throw ConfigurationError(setting: .sharedLimitsFallback, problem: "'\(text)' is not one of local, refuse")
+        }
+        return fallback
     }
 
     static func readAuth(_ values: SettingReader, http: HTTP) throws -> Auth {

@@ -64,9 +64,13 @@ public func buildGatewayApplication(
         middleware: AuthenticationMiddleware(
             verifier: verifier, limiter: failedAuthentication, metricsToken: configuration.auth.metricsToken))
     OperationsRoutes.add(to: router, registry: metrics, readiness: [ReadinessCheck(name: "store") { await store.ping() }])
+    // Limits and quotas over every gateway: admitted here against grants of the leader's ledger.
+    let sharedLimits = SharedLimits(
+        fallback: configuration.gateway.sharedLimitsFallback,
+        transport: SharedLimits.httpTransport(control: control, serviceSecret: serviceSecret, httpClient: controlClient))
     let inference = configuration.gateway.inferenceRoutes(
         routes: routeTable, clients: engineClients, limiter: RateLimiter(), usage: usage,
-        usageRepository: repositories.usage, metrics: metrics)
+        usageRepository: repositories.usage, metrics: metrics, shared: sharedLimits)
     inference.add(to: router)
     let directRelay = DirectRelay(
         inference: inference, verifier: verifier, addressBlocked: { failedAuthentication.retryAfter(for: $0) != nil },
@@ -85,6 +89,7 @@ public func buildGatewayApplication(
             address: .hostname(configuration.http.host, port: configuration.http.port), serverName: "gantry-gateway"),
         services: [
             HTTPClientService(client: controlClient), StoreService(store: store), engineClients, usage, watcher,
+            sharedLimits,
             GatewayReporter(
                 control: control, serviceSecret: serviceSecret, routes: routeTable, httpClient: controlClient,
                 logger: logger, failedAuthentication: failedAuthentication),

@@ -53,6 +53,10 @@ public struct ServerOptions: ParsableArguments {
     var maxQueuedRequests: String?
     @Option(name: .customLong(GantrySetting.relay.flag), help: ArgumentHelp(GantrySetting.relay.helpText))
     var relay: String?
+    @Option(
+        name: .customLong(GantrySetting.sharedLimitsFallback.flag),
+        help: ArgumentHelp(GantrySetting.sharedLimitsFallback.helpText))
+    var sharedLimitsFallback: String?
     @Option(name: .customLong(GantrySetting.role.flag), help: ArgumentHelp(GantrySetting.role.helpText))
     var role: String?
     @Option(name: .customLong(GantrySetting.controlURL.flag), help: ArgumentHelp(GantrySetting.controlURL.helpText))
@@ -168,7 +172,8 @@ public struct ServerOptions: ParsableArguments {
             (.vllmProgram, vllmProgram), (.sglangPython, sglangPython), (.tgiProgram, tgiProgram),
             (.customEngineCommand, customEngineCommand), (.engineLogMaxBytes, engineLogMaxBytes), (.queueTimeout, queueTimeout),
             (.offlineKeyGrace, offlineKeyGrace),
-            (.maxQueuedRequests, maxQueuedRequests), (.relay, relay), (.role, role), (.controlURL, controlURL),
+            (.maxQueuedRequests, maxQueuedRequests), (.relay, relay), (.sharedLimitsFallback, sharedLimitsFallback),
+            (.role, role), (.controlURL, controlURL),
             (.reconcileInterval, reconcileInterval), (.leaderLease, leaderLease), (.logLevel, logLevel), (.publicURL, publicURL),
             (.oidcIssuer, oidcIssuer),
             (.oidcClientID, oidcClientID), (.oidcClientSecret, oidcClientSecret), (.oidcScopes, oidcScopes),

@@ -36,6 +36,7 @@ struct AdmissionPipeline: Sendable {
         let meter: RequestMeter
         let admission: RateLimitAdmission?
         let quotaHold: QuotaLedger.Hold?
+        let shared: SharedAdmission?
     }
 
     /// A request that may go to an engine now.
@@ -57,6 +58,10 @@ struct AdmissionPipeline: Sendable {
         /// settle (`QuotaLedger.settlement(after:)`), then decide again; past the wait's bound,
         /// decide with `quotaWaitOver`. Nothing is held meanwhile.
         case waitForQuota(after: UInt64)
+        /// A shared limit's budget is not at this gateway yet: wait for its next sync with the
+        /// ledger (`SharedLimits.nextSync`), then decide again; past the wait's bound, decide with
+        /// `limitsWaitOver`. Nothing is held meanwhile.
+        case waitForLimits
         /// Only the engine's tokenizer can tell whether the prompt fits: count it on an instance
         /// (`acquire`, then `counted`).
         case countTokens(Held)
@@ -67,7 +72,9 @@ struct AdmissionPipeline: Sendable {
     /// The first decision about a request, and the next one after a wait. `quotaWaitOver`: the
     /// caller waited as long as it may for requests in flight to release the quota, so what they
     /// hold now refuses the request.
-    func decide(_ request: Request, quotaWaitOver: Bool = false) -> Decision {
+    /// `limitsWaitOver`: the caller waited as long as it may for the ledger, so a shared budget
+    /// still missing follows the fallback setting.
+    func decide(_ request: Request, quotaWaitOver: Bool = false, limitsWaitOver: Bool = false) -> Decision {
         let parsed = request.parsed
         let principal = request.principal
         let entry: RouteEntry
@@ -108,13 +115,47 @@ struct AdmissionPipeline: Sendable {
             switch metering.limiter.admit(scopes, tokens: reservation) {
             case .success(let admitted):
                 admission = admitted
-                meter.admitted(admitted)
             case .failure(let rejection):
                 metering.metrics.limitRejected(model: entry.deployment, scope: rejection.scopeKind)
                 return refuse(Self.limitError(rejection), meter: meter)
             }
         }
-        let held = Held(parsed: parsed, entry: entry, meter: meter, admission: admission, quotaHold: quotaHold)
+        // Then the limits shared with every other gateway, from this gateway's grants.
+        var shared: SharedAdmission?
+        if let sharedLimits = metering.shared {
+            let needs = LimitNeed.needs(scopes: scopes, quotas: quotaScopes, tokens: reservation, now: Date())
+            if !needs.isEmpty {
+                switch sharedLimits.take(needs, waitOver: limitsWaitOver) {
+                case .taken(let taken):
+                    shared = taken
+                case .wait:
+                    if let admission { metering.limiter.cancel(admission) }
+                    if let quotaHold { metering.quotas.settle(quotaHold, tokens: 0) }
+                    meter.discard()
+                    return .waitForLimits
+                case .refused(let need, let retryAfter):
+                    if let admission { metering.limiter.cancel(admission) }
+                    metering.metrics.limitRejected(
+                        model: entry.deployment, scope: need.resource.kind == .quota ? "quota" : need.label)
+                    return refuse(Self.sharedLimitError(need, retryAfter: retryAfter), meter: meter)
+                case .unavailable:
+                    if sharedLimits.fallback == .refuse {
+                        if let admission { metering.limiter.cancel(admission) }
+                        return refuse(
+                            GantryError(
+                                .unavailable,
+                                "This request is limited and the limits cannot be checked now: no control replica answers. Retry shortly.",
+                                code: "limits_unavailable", retryAfter: 1),
+                            meter: meter)
+                    }
+                // `local`: this gateway's own limits admitted it, as if it were the only one.
+                }
+            }
+        }
+        if let admission { meter.admitted(admission) }
+        if let shared { meter.sharedAdmitted(shared) }
+        let held = Held(
+            parsed: parsed, entry: entry, meter: meter, admission: admission, quotaHold: quotaHold, shared: shared)
         if parsed.mayExceedContext(entry.contextLimit) { return .countTokens(held) }
         let target: RouteTarget?
         do {
@@ -162,6 +203,7 @@ struct AdmissionPipeline: Sendable {
     func withdraw(_ held: Held) {
         if let admission = held.admission { metering.limiter.cancel(admission) }
         if let quotaHold = held.quotaHold { metering.quotas.settle(quotaHold, tokens: 0) }
+        if let shared = held.shared { metering.shared?.cancel(shared) }
         held.meter.discard()
     }
 
@@ -206,6 +248,26 @@ struct AdmissionPipeline: Sendable {
 
     static func contextExceeded(_ message: String, param: String) -> GantryError {
         GantryError.invalid(message, param: param, code: "context_length_exceeded")
+    }
+
+    /// A shared limit or quota with nothing left for this gateway now.
+    static func sharedLimitError(_ need: LimitNeed, retryAfter: Double) -> GantryError {
+        let seconds = max(1, Int(retryAfter.rounded(.up)))
+        let message: String
+        switch need.resource.kind {
+        case .quota:
+            return GantryError(
+                .rateLimited,
+                "You exceeded your current quota: \(need.label) has no tokens left of its \(need.limit) this period (counted over every gateway).",
+                code: "insufficient_quota", type: "insufficient_quota", retryAfter: seconds)
+        case .requests: message = "\(need.limit) requests per minute"
+        case .tokens: message = "\(need.limit) tokens per minute"
+        case .concurrent: message = "\(need.limit) concurrent requests"
+        }
+        return GantryError(
+            .rateLimited, "Rate limit reached for \(need.label): \(message) (counted over every gateway).",
+            code: "rate_limit_exceeded", retryAfter: seconds,
+            headers: ["retry-after-ms": String(Int((retryAfter * 1000).rounded(.up)))])
     }
 
     /// A frequency limit's 429, with the limit's headers and how long to wait.

@@ -32,7 +32,9 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     public init(
         verifier: any CredentialVerifier, limiter: FailedAuthenticationLimiter = FailedAuthenticationLimiter(),
         protectedPrefixes: [String] = ["/v1/", "/api/"], serviceCredential: String? = nil,
-        servicePaths: Set<String> = ["/auth/introspect", "/api/v1/routes", "/api/v1/routes/reports"],
+        servicePaths: Set<String> = [
+            "/auth/introspect", "/api/v1/routes", "/api/v1/routes/reports", "/api/v1/limits/sync",
+        ],
         metricsToken: String? = nil
     ) {
         self.verifier = verifier

@@ -44,8 +44,11 @@ extension InferenceRoutes {
         // Waiting for requests in flight to release a quota is bounded like the queue.
         let quotaDeadline = ContinuousClock.now + configuration.queueTimeout
         var quotaWaitOver = false
+        // A shared limit's budget is waited for at most this long (a new ledger warms up in 1.5 s).
+        let limitsDeadline = ContinuousClock.now + .seconds(3)
+        var limitsWaitOver = false
         while true {
-            switch pipeline.decide(request, quotaWaitOver: quotaWaitOver) {
+            switch pipeline.decide(request, quotaWaitOver: quotaWaitOver, limitsWaitOver: limitsWaitOver) {
             case .admit(let admitted):
                 return admitted
             case .refuse(let error):
@@ -61,6 +64,9 @@ extension InferenceRoutes {
             case .waitForQuota(let settlements):
                 let waited = await metering.quotas.settlement(after: settlements, timeout: quotaDeadline - .now)
                 quotaWaitOver = !waited || ContinuousClock.now >= quotaDeadline || Task.isCancelled
+            case .waitForLimits:
+                let waited = await metering.shared?.nextSync(timeout: limitsDeadline - .now) ?? false
+                limitsWaitOver = !waited || ContinuousClock.now >= limitsDeadline || Task.isCancelled
             case .countTokens(let held):
                 // Only when the bound says the prompt might not fit does the engine's tokenizer
                 // count it, on the instance that will then serve it.

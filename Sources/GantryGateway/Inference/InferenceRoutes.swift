@@ -47,12 +47,15 @@ public struct InferenceRoutes: Sendable {
     /// The control role's failed-authentication slowdown: gateways' reports add to it, and the
     /// route table carries the addresses it blocks to them.
     let failedAuthentication: FailedAuthenticationLimiter?
+    /// The control role's share-out of limits among gateways, answered while this process leads.
+    let ledger: LimitLedgerHost?
 
     public init(
         routes: RouteTable, clients: EngineClients, configuration: Configuration, metering: Metering,
-        failedAuthentication: FailedAuthenticationLimiter? = nil
+        failedAuthentication: FailedAuthenticationLimiter? = nil, ledger: LimitLedgerHost? = nil
     ) {
         self.failedAuthentication = failedAuthentication
+        self.ledger = ledger
         self.routes = routes
         self.clients = clients
         self.configuration = configuration
@@ -131,6 +134,30 @@ public struct InferenceRoutes: Sendable {
                 failedAuthentication?.recordFailures(for: address, count: count)
             }
             return Response(status: .noContent)
+        }
+        // A gateway's grants of the shared limits: what it asks for, gives back and runs.
+        router.post("/api/v1/limits/sync") { request, context in
+            _ = try context.requireAdmin()
+            guard let ledger else { throw GantryError.notFound("this process keeps no limit ledger") }
+            var request = request
+            let body = try await request.collectBody(upTo: 4 << 20)
+            let sync: LimitSync
+            do {
+                sync = try JSONDecoder().decode(LimitSync.self, from: Data(buffer: body))
+            } catch {
+                throw GantryError.invalid("the body is not a limit sync")
+            }
+            let answer: LimitSyncAnswer
+            do {
+                answer = try await ledger.sync(sync)
+            } catch is LedgerUnavailable {
+                throw GantryError(
+                    .unavailable, "this control replica is a standby; the leader keeps the limit ledger",
+                    code: "not_leader")
+            }
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(data: try JSONEncoder().encode(answer))))
         }
     }
 

@@ -12,8 +12,14 @@ public struct Metering: Sendable {
     let quotas: QuotaLedger
     let usage: UsageRecorder
     let metrics: GatewayMetrics
+    /// The limits and quotas shared with other gateways (nil in a process serving alone).
+    let shared: SharedLimits?
 
-    public init(limiter: RateLimiter, quotas: QuotaLedger, usage: UsageRecorder, metrics: GatewayMetrics) {
+    public init(
+        limiter: RateLimiter, quotas: QuotaLedger, usage: UsageRecorder, metrics: GatewayMetrics,
+        shared: SharedLimits? = nil
+    ) {
+        self.shared = shared
         self.limiter = limiter
         self.quotas = quotas
         self.usage = usage
@@ -39,6 +45,7 @@ public struct Metering: Sendable {
         let chargedTokens = charged.map { $0.promptTokens + $0.completionTokens }
         if let admission = state.admission { limiter.settle(admission, tokens: chargedTokens ?? 0) }
         if let hold = state.quotaHold { quotas.settle(hold, tokens: chargedTokens ?? 0) }
+        if let admission = state.sharedAdmission { shared?.settle(admission, tokens: chargedTokens ?? 0) }
         let principal = request.principal
         // Time to first token: to the first byte of the answer's body (a stream's first event).
         let firstByte = (state.firstByteAt ?? state.headAt).map { $0 - request.started }
@@ -85,6 +92,7 @@ final class RequestMeter: Sendable {
         /// arrives.
         var estimate: TokenUsage?
         var quotaHold: QuotaLedger.Hold?
+        var sharedAdmission: SharedAdmission?
     }
 
     let request: MeteredRequest
@@ -98,6 +106,10 @@ final class RequestMeter: Sendable {
 
     func admitted(_ admission: RateLimitAdmission) {
         state.withLock { $0.admission = admission }
+    }
+
+    func sharedAdmitted(_ admission: SharedAdmission) {
+        state.withLock { $0.sharedAdmission = admission }
     }
 
     /// The request was admitted: what to charge without the engine's count, and the tokens held

@@ -95,7 +95,7 @@ final class DirectExchange: SweepMember {
                 case .failure: self.handToRouter()
                 }
             }
-        case .waitForQuota:
+        case .waitForQuota, .waitForLimits:
             // Nothing is held yet: the router waits.
             handToRouter()
         case .countTokens(let held), .queue(let held):
