@@ -70,8 +70,7 @@ public actor Reconciler: Service {
     let defaultCPUThreads: Int
     /// Fetches a version's files onto this node before an engine starts.
     let artifacts: any ArtifactResolver
-    private let wakeups: AsyncStream<Void>
-    private nonisolated let wakeupContinuation: AsyncStream<Void>.Continuation
+    private nonisolated let wakeups = WakeSignal()
 
     /// What the loop remembers between passes; none of it must survive a restart.
     struct InstanceMemory {
@@ -116,12 +115,11 @@ public actor Reconciler: Service {
         self.timing = timing
         self.defaultCPUThreads = defaultCPUThreads
         self.logger = logger
-        (wakeups, wakeupContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     /// Asks for a pass as soon as possible.
     public nonisolated func wake() {
-        wakeupContinuation.yield()
+        wakeups.wake()
     }
 
     public func run() async throws {
@@ -141,7 +139,7 @@ public actor Reconciler: Service {
         rolloutFailures = [:]
         canaryFailures = [:]
         recommendations = [:]
-        await routes.onAttentionNeeded { [wakeupContinuation] in wakeupContinuation.yield() }
+        await routes.onAttentionNeeded { [wakeups] in wakeups.wake() }
         await adoptOrCleanUp()
         await reconcileOnce()
         if hasLed, let deployments = try? await repositories.deployments.listDeployments() {
@@ -159,7 +157,9 @@ public actor Reconciler: Service {
         defer { ticker.cancel() }
         wake()
         await cancelWhenGracefulShutdown {
-            for await _ in self.wakeups {
+            while !Task.isCancelled {
+                await self.wakeups.wait()
+                guard !Task.isCancelled else { break }
                 await self.reconcileOnce()
                 // While instances change state, look again soon rather than at the next tick.
                 if await self.busy {
