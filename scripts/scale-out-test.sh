@@ -230,5 +230,76 @@ for index in 0 1; do
 done
 LOST=$(( ANSWERED2 + 1 - $(count_records "${KEY_IDS[2]}") ))
 echo "usage records: exactly one per answer for the surviving gateways ($((ANSWERED0 + ANSWERED1)) answers under load); the SIGKILLed gateway lost $LOST of its $((ANSWERED2 + 1)) (its buffer, at most 1 s)"
+
+# --- 4. Limits and quotas shared by every gateway -------------------------------------------------
+# Back to two control replicas (a, restarted, is now the standby) and three gateways (the killed
+# one restarted on its address), then 200 clients spread over the three gateways against each
+# kind of limit in turn: what all gateways admit together stays within the limit, and at least
+# 90 % of it is admitted. Each run lasts LIMIT_RUN_S, inside one minute, so "per minute" limits
+# are compared with everything admitted.
+LIMIT_RUN_S=${LIMIT_RUN_S:-8}
+start_control a 127.0.0.2 "$A_PORT"
+wait_healthy "$A"
+port=$(free_port)
+"$GANTRY" serve --role gateway --host 127.0.0.6 --port "$port" --data-dir "$DATA/g2b" \
+  --database-url "$PG_URL" --introspection-secret="$SECRET" --control-url "$A,$B" --log-level notice \
+  >"$DATA/g2b.stdout" 2>"$DATA/g2b.stderr" &
+PIDS+=("$!")
+GATEWAYS[2]="http://127.0.0.6:$port"
+wait_healthy "${GATEWAYS[2]}"
+# One replica whose streams last 16 x 100 ms: what it runs at once is what the gateways admitted.
+# This host's two CPU threads: the first service gives one up for it.
+gb PATCH /api/v1/deployments/fake '{"replicas":1}' >/dev/null
+for _ in $(seq 1 100); do
+  [ "$(gb GET /api/v1/deployments/fake | json 'len(d["instances"])')" = 1 ] && break
+  sleep 0.2
+done
+gb POST /api/v1/deployments '{"name":"slow","model":"fake-model","engine":"custom","replicas":1,"engine_args":["--event-delay-ms","100"],"limits":{"concurrent_requests":12}}' >/dev/null
+gantry_wait_ready "$B" "$ADMIN" slow
+SLOW_ENGINE=$(gb GET /api/v1/deployments/slow | json '[i["endpoint"] for i in d["instances"] if i["state"] == "ready"][0]')
+gb POST /api/v1/users '{"name":"limits"}' >/dev/null
+limited_key() { # NAME LIMITS_JSON -> "KEY KEY_ID"
+  gb POST /api/v1/keys "{\"name\":\"$1\",\"user\":\"limits\",\"limits\":$2}" | json 'd["key"] + " " + d["id"]'
+}
+read -r RPM_KEY RPM_ID <<<"$(limited_key rpm '{"requests_per_minute":300}')"
+read -r TPM_KEY TPM_ID <<<"$(limited_key tpm '{"tokens_per_minute":20000}')"
+read -r QUOTA_KEY QUOTA_ID <<<"$(limited_key quota '{"token_quota":6000,"quota_period":"day"}')"
+read -r SLOW_KEY _ <<<"$(limited_key slow '{}')"
+ALL_GATEWAYS=$(IFS=,; echo "${GATEWAYS[*]}")
+run_limited() { # NAME KEY MODEL [EXTRA ARGS]: prints the clients' summary
+  python3 scripts/shared_limits_clients.py --gateways "$ALL_GATEWAYS" --key "$2" --model "$3" --clients 200 \
+    --seconds "$LIMIT_RUN_S" "${@:4}" >"$DATA/limits-$1.json" || fail "the clients against the $1 limit failed"
+  cat "$DATA/limits-$1.json"
+}
+recorded_tokens() { # KEY_ID: tokens of its answered requests in the usage table, once written
+  sleep 2
+  psql -At "$PG_URL" -c "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM usage_records WHERE key_id = '$1' AND status = 200"
+}
+check_between() { # WHAT VALUE LOW HIGH
+  python3 -c "import sys; sys.exit(0 if $3 <= $2 <= $4 else 1)" || fail "$1: $2, not within [$3, $4]"
+}
+summary_field() { json "d[\"$2\"]" <"$DATA/limits-$1.json"; }
+
+run_limited rpm "$RPM_KEY" fake >/dev/null
+check_between "requests admitted against 300 a minute" "$(summary_field rpm answered)" 270 300
+check_between "usage records of the 300-a-minute key" "$(count_records "$RPM_ID")" 270 300
+echo "300 requests per minute over 3 gateways: $(summary_field rpm answered) admitted ($(summary_field rpm per_gateway) per gateway), $(summary_field rpm statuses)"
+
+run_limited tpm "$TPM_KEY" fake >/dev/null
+check_between "tokens admitted against 20000 a minute" "$(recorded_tokens "$TPM_ID")" 18000 20000
+echo "20000 tokens per minute over 3 gateways: $(recorded_tokens "$TPM_ID") tokens in $(summary_field tpm answered) answers ($(summary_field tpm per_gateway) per gateway)"
+
+run_limited quota "$QUOTA_KEY" fake >/dev/null
+check_between "tokens used of a 6000-token quota" "$(recorded_tokens "$QUOTA_ID")" 5400 6000
+echo "a 6000-token quota over 3 gateways: $(recorded_tokens "$QUOTA_ID") tokens used in $(summary_field quota answered) answers"
+
+run_limited concurrency "$SLOW_KEY" slow --stream --engine "$SLOW_ENGINE" >/dev/null
+check_between "streams running at once against 12 concurrent" "$(summary_field concurrency peak_running)" 11 12
+check_between "mean streams running against 12 concurrent" "$(summary_field concurrency mean_running)" 10.8 12
+echo "12 concurrent requests over 3 gateways: at most $(summary_field concurrency peak_running) at once at the engine, $(summary_field concurrency mean_running) on average, $(summary_field concurrency answered) answered"
+for run in rpm tpm quota concurrency; do
+  [ "$(summary_field "$run" unexpected)" = "[]" ] || fail "the $run clients got answers other than 200 and 429: $(summary_field "$run" unexpected)"
+done
+
 for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-echo "scale-out test passed: leader failover in $LED s mid roll-out with 0 failed requests, a gateway killed with 0 failures elsewhere, a ${OUTAGE_S} s database outage with no usage record lost or doubled"
+echo "scale-out test passed: leader failover in $LED s mid roll-out with 0 failed requests, a gateway killed with 0 failures elsewhere, a ${OUTAGE_S} s database outage with no usage record lost or doubled, limits exact over 3 gateways"

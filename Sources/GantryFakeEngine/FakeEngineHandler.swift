@@ -2,6 +2,28 @@
 // SwiftNIO directly, one handler per connection, everything on the connection's event loop.
 import NIOCore
 import NIOHTTP1
+import Synchronization
+
+/// Held streams running now, and the most at once since the last reset (`GET /stats`,
+/// `POST /stats/reset`): a test measures the concurrency admitted in front of one replica.
+final class RunningStreams: Sendable {
+    private let counts = Mutex((running: 0, peak: 0))
+
+    func started() {
+        counts.withLock {
+            $0.running += 1
+            $0.peak = max($0.peak, $0.running)
+        }
+    }
+
+    func ended() { counts.withLock { $0.running -= 1 } }
+
+    func snapshot() -> (running: Int, peak: Int) { counts.withLock { $0 } }
+
+    func reset() { counts.withLock { $0.peak = $0.running } }
+
+    static let shared = RunningStreams()
+}
 
 final class FakeEngineHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
@@ -16,6 +38,8 @@ final class FakeEngineHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var body: ByteBuffer?
     private var bodyBytes = 0
     private var active = true
+    /// A held stream of this connection is counted in `RunningStreams`.
+    private var holdingStream = false
 
     init(responses: FakeResponses, eventDelayMs: Int) {
         self.responses = responses
@@ -24,6 +48,7 @@ final class FakeEngineHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         active = false
+        endHeldStream()
         context.fireChannelInactive()
     }
 
@@ -61,6 +86,14 @@ final class FakeEngineHandler: ChannelInboundHandler, RemovableChannelHandler {
         switch (head.method, path) {
         case (.GET, "/health"):
             sendJSON(context: context, status: .ok, body: responses.health, keepAlive: keepAlive)
+        case (.GET, "/stats"):
+            let stats = RunningStreams.shared.snapshot()
+            sendJSON(
+                context: context, status: .ok,
+                body: ByteBuffer(string: #"{"running":\#(stats.running),"peak":\#(stats.peak)}"#), keepAlive: keepAlive)
+        case (.POST, "/stats/reset"):
+            RunningStreams.shared.reset()
+            sendJSON(context: context, status: .ok, body: ByteBuffer(string: "{}"), keepAlive: keepAlive)
         case (.GET, "/v1/models"):
             sendJSON(context: context, status: .ok, body: responses.models, keepAlive: keepAlive)
         case (.POST, "/v1/chat/completions"):
@@ -120,6 +153,8 @@ final class FakeEngineHandler: ChannelInboundHandler, RemovableChannelHandler {
             end(context: context, keepAlive: keepAlive)
         } else {
             context.flush()
+            holdingStream = true
+            RunningStreams.shared.started()
             sendEvent(context: context, index: 0, events: events, chunk: chunk, last: last, usage: usage, keepAlive: keepAlive)
         }
     }
@@ -139,7 +174,14 @@ final class FakeEngineHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    private func endHeldStream() {
+        guard holdingStream else { return }
+        holdingStream = false
+        RunningStreams.shared.ended()
+    }
+
     private func finishStream(context: ChannelHandlerContext, usage: ByteBuffer?, keepAlive: Bool) {
+        endHeldStream()
         if let usage { context.write(wrapOutboundOut(.body(.byteBuffer(usage))), promise: nil) }
         context.write(wrapOutboundOut(.body(.byteBuffer(responses.done))), promise: nil)
         end(context: context, keepAlive: keepAlive)

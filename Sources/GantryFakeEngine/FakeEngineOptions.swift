@@ -35,7 +35,8 @@ struct FakeEngineOptions: Sendable {
           -h, --help             this text
         Unknown arguments are ignored.
 
-        Endpoints: GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/completions
+        Endpoints: GET /health, GET /stats (held streams running, and the most at once since
+        POST /stats/reset), GET /v1/models, POST /v1/chat/completions, POST /v1/completions
         ("stream": true gives N chunks, a usage chunk with stream_options.include_usage, then
         [DONE]), POST /v1/embeddings, POST /tokenize.
         """
