@@ -3,7 +3,7 @@
 # `gantry serve --role gateway` processes sharing a PostgreSQL database. Everything goes through
 # the gateways: the admin registers and deploys the demo model through gateway 1 (proxied /api),
 # the deploy reaches both gateways' route tables, a user's key works through both, a limit set on
-# the deployment takes effect in both, a service scaled to zero is woken by a request through a
+# the deployment takes effect in both (shared: what one admitted, the other refuses), a service scaled to zero is woken by a request through a
 # gateway (its report reaches the control role), a key revoked through gateway 2 stops working in
 # both, both gateways' usage records reach the shared database, and failed authentications through
 # both gateways count together. Needs PG_URL (a superuser URL),
@@ -97,23 +97,34 @@ done
 echo "deploy reached both gateways within $(python3 -c "print(round($(date +%s.%N) - $ready_at, 2))") s of ready"
 
 # A limit set on the deployment (through gateway 2) reaches both gateways with the routes: one
-# request per minute per key. Each gateway enforces it on the requests it serves.
+# request per minute per key, over both gateways together (the leader's ledger shares it): once
+# gateway 1 admitted the key's request, gateway 2 refuses even its first.
 api "$G2" "$ADMIN" PATCH /api/v1/deployments/chat '{"limits":{"requests_per_minute_per_key":1}}' >/dev/null
+seen=""
+for _ in $(seq 1 50); do
+  first=$(status "$G1" "$KEY" "$CHAT")
+  second=$(status "$G1" "$KEY" "$CHAT")
+  seen="$seen $first/$second"
+  [ "$second" = 429 ] && break
+  sleep 0.1
+done
+[ "$second" = 429 ] || fail "the per-key limit did not take effect through gateway 1 ($seen)"
+sleep 0.5 # the route watch brings the limit to gateway 2 within milliseconds
+seen=""
+for _ in $(seq 1 50); do
+  code=$(status "$G2" "$KEY" "$CHAT")
+  seen="$seen $code"
+  [ "$code" = 429 ] && break
+  sleep 0.1
+done
+[ "$code" = 429 ] || fail "the per-key limit did not take effect through gateway 2 ($seen)"
+[ "${seen# }" = 429 ] || fail "gateway 2 admitted a request of a key whose 1 a minute gateway 1 had used ($seen)"
 for gateway in "$G1" "$G2"; do
-  seen=""
-  for _ in $(seq 1 50); do
-    first=$(status "$gateway" "$KEY" "$CHAT")
-    second=$(status "$gateway" "$KEY" "$CHAT")
-    seen="$seen $first/$second"
-    [ "$second" = 429 ] && break
-    sleep 0.1
-  done
-  [ "$second" = 429 ] || fail "the per-key limit did not take effect through $gateway ($seen)"
   headers=$(curl -s -D - -o /dev/null "$gateway/v1/chat/completions" -H "Authorization: Bearer $KEY" \
     -H 'Content-Type: application/json' -d "$CHAT")
   grep -qi '^x-ratelimit-limit-requests: 1' <<<"$headers" || fail "no x-ratelimit headers through $gateway"
 done
-echo "a limit set through gateway 2 took effect in both gateways"
+echo "a limit set through gateway 2 took effect in both gateways, shared: gateway 2 refused the key's first request there"
 
 # Scale from zero through a gateway: the request waits in the gateway's queue, the gateway reports
 # it to the control role, which starts an instance; the route watch brings it back to the gateway.

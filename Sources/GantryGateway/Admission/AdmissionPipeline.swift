@@ -253,6 +253,22 @@ struct AdmissionPipeline: Sendable {
     /// A shared limit or quota with nothing left for this gateway now.
     static func sharedLimitError(_ need: LimitNeed, retryAfter: Double) -> GantryError {
         let seconds = max(1, Int(retryAfter.rounded(.up)))
+        // The limit's headers, as a local refusal carries them: nothing left until the reset.
+        var status = RateLimitStatus()
+        switch need.resource.kind {
+        case .requests:
+            status.limitRequests = need.limit
+            status.remainingRequests = 0
+            status.resetRequests = .milliseconds(Int64(retryAfter * 1000))
+        case .tokens:
+            status.limitTokens = need.limit
+            status.remainingTokens = 0
+            status.resetTokens = .milliseconds(Int64(retryAfter * 1000))
+        case .concurrent, .quota:
+            break
+        }
+        var headers = Dictionary(status.headers.map { ($0.0.rawName, $0.1) }, uniquingKeysWith: { first, _ in first })
+        headers["retry-after-ms"] = String(Int((retryAfter * 1000).rounded(.up)))
         let message: String
         switch need.resource.kind {
         case .quota:
@@ -266,8 +282,7 @@ struct AdmissionPipeline: Sendable {
         }
         return GantryError(
             .rateLimited, "Rate limit reached for \(need.label): \(message) (counted over every gateway).",
-            code: "rate_limit_exceeded", retryAfter: seconds,
-            headers: ["retry-after-ms": String(Int((retryAfter * 1000).rounded(.up)))])
+            code: "rate_limit_exceeded", retryAfter: seconds, headers: headers)
     }
 
     /// A frequency limit's 429, with the limit's headers and how long to wait.

@@ -88,6 +88,10 @@ struct GrantPool {
         var exhaustedUntil: Double = 0
         /// Requests refused or waiting for a slot since the last sync.
         var missed = 0
+        /// Grants not expired at the last sync, in expiry order: a request looks at these few.
+        var live: [UInt64] = []
+        /// Concurrency resources: the slots held here.
+        var slot: SlotState?
     }
 
     struct SlotState {
@@ -111,10 +115,8 @@ struct GrantPool {
     }
 
     private(set) var grants: [UInt64: Grant] = [:]
-    /// The grants of each resource not expired at the last sync, so a request looks at a few.
-    private var live: [LimitResource: [UInt64]] = [:]
+    /// Per resource: its demand, live grants and slots (one lookup per need on the hot path).
     private(set) var demands: [LimitResource: Demand] = [:]
-    private(set) var slots: [LimitResource: SlotState] = [:]
     private var returns: [LimitSync.Return] = []
     /// The ledger that answered last, and whether it asked for what was used before it.
     private(set) var ledger: String?
@@ -128,83 +130,117 @@ struct GrantPool {
 
     /// Takes every need from the grants and slots at hand, or says what is missing.
     /// `waitOver`: the request already waited for a sync, so a missing budget is unavailable.
+    /// One pass, one lookup per need: this runs for every limited request, on the event loop.
     mutating func take(_ needs: [LimitNeed], now: Double, waitOver: Bool) -> Outcome {
-        var missing = false
-        for need in needs {
-            var demand = demands[need.resource] ?? Demand(limit: need.limit, lastUsed: now)
-            demand.limit = need.limit
-            demand.periodStart = need.periodStart
-            demand.lastUsed = now
-            defer { demands[need.resource] = demand }
-            if have(need, now: now) { continue }
-            demand.missed += 1
-            if demand.exhaustedUntil > now { return .refused(need, retryAfter: demand.exhaustedUntil - now) }
-            demand.need = max(demand.need, need.amount)
-            missing = true
-        }
-        if missing {
-            return waitOver || now < unreachableUntil ? .unavailable : .wait
-        }
         var parts: [SharedAdmission.Part] = []
+        parts.reserveCapacity(needs.count)
         var taken: [LimitResource] = []
-        for need in needs {
-            demands[need.resource]?.taken += need.amount
-            if need.resource.kind == .concurrent {
-                if var slot = slots[need.resource] {
-                    slot.inUse += 1
-                    slot.peak = max(slot.peak, slot.inUse)
-                    slots[need.resource] = slot
-                }
-                taken.append(need.resource)
-                continue
-            }
-            var remaining = need.amount
-            for id in validGrants(of: need.resource, now: now) where remaining > 0 {
-                let amount = min(remaining, grants[id]?.left ?? 0)
-                guard amount > 0 else { continue }
-                grants[id]?.left -= amount
-                grants[id]?.consumed += amount
-                if need.resource.kind == .quota { grants[id]?.pending += amount }
-                parts.append(.init(grant: id, resource: need.resource, amount: amount))
-                remaining -= amount
+        var failure: Outcome?
+        var missing = false
+        for need in needs where failure == nil {
+            let had = Self.take(
+                need, from: &demands[need.resource, default: Demand(limit: need.limit, lastUsed: now)], grants: &grants,
+                now: now, parts: &parts, slots: &taken)
+            guard !had else { continue }
+            let demand = demands[need.resource]!
+            if demand.exhaustedUntil > now {
+                failure = .refused(need, retryAfter: demand.exhaustedUntil - now)
+            } else {
+                demands[need.resource]?.need = max(demand.need, need.amount)
+                missing = true
             }
         }
-        return .taken(SharedAdmission(parts: parts, slots: taken))
+        if missing, failure == nil { failure = waitOver || now < unreachableUntil ? .unavailable : .wait }
+        guard let failure else { return .taken(SharedAdmission(parts: parts, slots: taken)) }
+        // Something is missing: what was taken goes back as it was.
+        undo(SharedAdmission(parts: parts, slots: taken))
+        return failure
     }
 
-    private func have(_ need: LimitNeed, now: Double) -> Bool {
+    /// One need from its resource's grants or slots; false, with nothing taken, when they do not
+    /// cover it.
+    private static func take(
+        _ need: LimitNeed, from demand: inout Demand, grants: inout [UInt64: Grant], now: Double,
+        parts: inout [SharedAdmission.Part], slots: inout [LimitResource]
+    ) -> Bool {
+        demand.limit = need.limit
+        demand.periodStart = need.periodStart
+        demand.lastUsed = now
         if need.resource.kind == .concurrent {
-            guard let slot = slots[need.resource], slot.validUntil > now else { return false }
-            return slot.inUse < slot.held
+            guard var slot = demand.slot, slot.validUntil > now, slot.inUse < slot.held else {
+                demand.missed += 1
+                return false
+            }
+            slot.inUse += 1
+            slot.peak = max(slot.peak, slot.inUse)
+            demand.slot = slot
+            demand.taken += 1
+            slots.append(need.resource)
+            return true
         }
-        let left = validGrants(of: need.resource, now: now).reduce(0) { $0 + (grants[$1]?.left ?? 0) }
-        return left >= need.amount
+        var left = 0
+        for id in demand.live {
+            if let grant = grants[id], grant.expiresAt > now { left += grant.left }
+        }
+        guard left >= need.amount else {
+            demand.missed += 1
+            return false
+        }
+        demand.taken += need.amount
+        var remaining = need.amount
+        for id in demand.live where remaining > 0 {
+            guard var grant = grants[id], grant.expiresAt > now, grant.left > 0 else { continue }
+            let amount = min(remaining, grant.left)
+            grant.left -= amount
+            grant.consumed += amount
+            if need.resource.kind == .quota { grant.pending += amount }
+            grants[id] = grant
+            parts.append(.init(grant: id, resource: need.resource, amount: amount))
+            remaining -= amount
+        }
+        return true
     }
 
-    /// Grants of `resource` still usable, the soonest to expire first.
-    private func validGrants(of resource: LimitResource, now: Double) -> [UInt64] {
-        (live[resource] ?? []).filter { id in grants[id].map { $0.expiresAt > now && $0.left > 0 } ?? false }
+    /// Puts back what `take` took for a request that is then not admitted.
+    private mutating func undo(_ admission: SharedAdmission) {
+        for part in admission.parts {
+            grants[part.grant]?.left += part.amount
+            grants[part.grant]?.consumed -= part.amount
+            if part.resource.kind == .quota { grants[part.grant]?.pending -= part.amount }
+            demands[part.resource]?.taken -= part.amount
+        }
+        freeSlots(admission)
     }
 
     /// The request ended having used `tokens`: what tokens and quota parts reserved beyond that
     /// goes back (to the grant while it lasts, else to the ledger), a request that used more is
-    /// counted more, and its slots are freed.
+    /// counted more, and its slots are freed. A request's parts of one resource are next to each
+    /// other (`take` adds them need by need).
     mutating func settle(_ admission: SharedAdmission, tokens: Int, now: Double) {
-        for resource in Set(admission.parts.map(\.resource)) where resource.kind != .requests {
-            let parts = admission.parts.filter { $0.resource == resource }
-            let reserved = parts.reduce(0) { $0 + $1.amount }
-            if resource.kind == .quota {
-                for part in parts { grants[part.grant]?.pending -= part.amount }
+        let parts = admission.parts
+        var start = 0
+        while start < parts.count {
+            let resource = parts[start].resource
+            var end = start + 1
+            while end < parts.count, parts[end].resource == resource { end += 1 }
+            defer { start = end }
+            guard resource.kind != .requests else { continue }
+            var reserved = 0
+            for index in start..<end {
+                reserved += parts[index].amount
+                if resource.kind == .quota { grants[parts[index].grant]?.pending -= parts[index].amount }
             }
             var back = reserved - max(0, tokens)
-            if back < 0, let first = parts.first {
-                giveBack(first.grant, amount: back, now: now)
+            if back < 0 {
+                giveBack(parts[start].grant, amount: back, now: now)
                 continue
             }
-            for part in parts.reversed() where back > 0 {
-                let amount = min(back, part.amount)
-                giveBack(part.grant, amount: amount, now: now)
+            var index = end - 1
+            while back > 0, index >= start {
+                let amount = min(back, parts[index].amount)
+                giveBack(parts[index].grant, amount: amount, now: now)
                 back -= amount
+                index -= 1
             }
         }
         freeSlots(admission)
@@ -221,9 +257,9 @@ struct GrantPool {
 
     private mutating func freeSlots(_ admission: SharedAdmission) {
         for resource in admission.slots {
-            guard var slot = slots[resource] else { continue }
+            guard var slot = demands[resource]?.slot else { continue }
             slot.inUse = max(0, slot.inUse - 1)
-            slots[resource] = slot
+            demands[resource]?.slot = slot
         }
     }
 
@@ -246,7 +282,7 @@ struct GrantPool {
         if demands.values.contains(where: { $0.need > 0 && $0.exhaustedUntil <= now }) { return true }
         guard now - lastSyncAt >= interval else { return false }
         if !returns.isEmpty { return true }
-        if slots.values.contains(where: { $0.held > 0 || $0.inUse > 0 }) { return true }
+        if demands.values.contains(where: { ($0.slot?.held ?? 0) > 0 || ($0.slot?.inUse ?? 0) > 0 }) { return true }
         return demands.values.contains { now - $0.lastUsed < 2 }
     }
 
@@ -262,9 +298,8 @@ struct GrantPool {
             }
             if now - grant.receivedAt > Self.history, grant.pending <= 0 { grants[id] = nil }
         }
-        for (resource, ids) in live {
-            let kept = ids.filter { grants[$0].map { $0.expiresAt > now } ?? false }
-            live[resource] = kept.isEmpty ? nil : kept
+        for (resource, demand) in demands where !demand.live.isEmpty {
+            demands[resource]?.live = demand.live.filter { grants[$0].map { $0.expiresAt > now } ?? false }
         }
         var asks: [LimitSync.Ask] = []
         var slotMessages: [LimitSync.Slots] = []
@@ -277,7 +312,7 @@ struct GrantPool {
             demand.missed = 0
             demands[resource] = demand
             if resource.kind == .concurrent {
-                var slot = slots[resource] ?? SlotState(limit: demand.limit)
+                var slot = demand.slot ?? SlotState(limit: demand.limit)
                 slot.limit = demand.limit
                 let want = idle ? slot.inUse : max(slot.peak, slot.inUse + missed)
                 slot.peak = slot.inUse
@@ -286,14 +321,13 @@ struct GrantPool {
                 slotMessages.append(.init(resource: resource, limit: demand.limit, inUse: slot.inUse, want: want))
                 if idle, slot.inUse == 0 {
                     // Its last message says it wants none; then it is forgotten.
-                    slots[resource] = nil
                     demands[resource] = nil
                 } else {
-                    slots[resource] = slot
+                    demands[resource]?.slot = slot
                 }
                 continue
             }
-            let valid = validGrants(of: resource, now: now)
+            let valid = demands[resource]?.live ?? []
             if idle {
                 if valid.isEmpty { demands[resource] = nil }
                 continue
@@ -357,7 +391,7 @@ struct GrantPool {
                 id: grant.id, resource: grant.resource, limit: demand?.limit ?? 0, periodStart: demand?.periodStart,
                 receivedAt: now, expiresAt: expiresAt, left: grant.amount)
             // All of one answer's grants expire together, so the list stays in expiry order.
-            live[grant.resource, default: []].append(grant.id)
+            demands[grant.resource]?.live.append(grant.id)
             demands[grant.resource]?.need = 0
         }
         // Warming, or owed past use: nothing is refused for it; the next sync asks again.
@@ -368,10 +402,10 @@ struct GrantPool {
             }
         }
         for grant in answer.slots {
-            var slot = slots[grant.resource] ?? SlotState(limit: demands[grant.resource]?.limit ?? 0)
+            var slot = demands[grant.resource]?.slot ?? SlotState(limit: demands[grant.resource]?.limit ?? 0)
             slot.held = grant.held
             slot.validUntil = expiresAt
-            slots[grant.resource] = slot
+            demands[grant.resource]?.slot = slot
             guard let demand = demands[grant.resource], demand.need > 0, answer.warmingSeconds == nil, !answer.wantsUsed
             else { continue }
             // None to add: a request waiting for one is refused, briefly, like a local limit's.

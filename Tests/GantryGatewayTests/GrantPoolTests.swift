@@ -1,0 +1,128 @@
+import Testing
+
+@testable import GantryGateway
+
+/// A gateway's grants, one rule at a time: what waits, what is refused, what follows the fallback,
+/// and where unused tokens go.
+@Suite("Grant pool")
+struct GrantPoolTests {
+    static let tokens = LimitResource(kind: .tokens, scope: "k:a")
+    static let need = LimitNeed(resource: tokens, limit: 1000, amount: 100, label: "key")
+
+    static func answer(
+        grants: [LimitSyncAnswer.Grant] = [], exhausted: [LimitSyncAnswer.Exhausted] = [], warming: Double? = nil
+    ) -> LimitSyncAnswer {
+        var answer = LimitSyncAnswer(
+            ledger: "l1", lifetimeSeconds: 2, grants: grants, exhausted: exhausted, slots: [], wantsUsed: false)
+        answer.warmingSeconds = warming
+        return answer
+    }
+
+    @Test("no grant yet: the request waits and the next sync asks for what it needs")
+    func waitsThenAsks() {
+        var pool = GrantPool()
+        guard case .wait = pool.take([Self.need], now: 0, waitOver: false) else {
+            Issue.record("a request with no grant waits for a sync")
+            return
+        }
+        #expect(pool.syncDue(now: 0, interval: 0.25))
+        let sync = pool.makeSync(gateway: "g", now: 0, lifetime: 2)
+        #expect(sync.asks.map(\.resource) == [Self.tokens])
+        #expect(sync.asks.first?.need == 100)
+        #expect(sync.used == [], "a gateway's first sync tells the ledger it used nothing before it")
+        pool.apply(Self.answer(grants: [.init(id: 1, resource: Self.tokens, amount: 150)]), sentAt: 0, now: 0.01)
+        guard case .taken(let admission) = pool.take([Self.need], now: 0.02, waitOver: false) else {
+            Issue.record("the grant admits it")
+            return
+        }
+        // 50 left: a second request of 100 does not fit and waits.
+        guard case .wait = pool.take([Self.need], now: 0.03, waitOver: false) else {
+            Issue.record("what the grant has left is not enough")
+            return
+        }
+        // Used 30 of its 100 while the grant lasts: the 70 are usable again here.
+        pool.settle(admission, tokens: 30, now: 0.04)
+        guard case .taken(let second) = pool.take([Self.need], now: 0.05, waitOver: false) else {
+            Issue.record("the unused reservation went back to the grant")
+            return
+        }
+        // After the grant expired, unused tokens go back to the ledger, and so does what it had left.
+        pool.settle(second, tokens: 10, now: 3)
+        let later = pool.makeSync(gateway: "g", now: 3, lifetime: 2)
+        #expect(later.returns.reduce(0) { $0 + $1.amount } == 90 + 20)
+    }
+
+    @Test("the ledger said nothing is left: refused at once, without waiting, until the retry time")
+    func exhaustedIsRefused() {
+        var pool = GrantPool()
+        _ = pool.take([Self.need], now: 0, waitOver: false)
+        _ = pool.makeSync(gateway: "g", now: 0, lifetime: 2)
+        pool.apply(Self.answer(exhausted: [.init(resource: Self.tokens, retryAfterSeconds: 30)]), sentAt: 0, now: 0.01)
+        guard case .refused(let need, let retry) = pool.take([Self.need], now: 0.02, waitOver: false) else {
+            Issue.record("an exhausted budget refuses")
+            return
+        }
+        #expect(need.resource == Self.tokens)
+        // Asked again within a second: another gateway may have given budget back.
+        #expect(retry <= 1)
+        guard case .wait = pool.take([Self.need], now: 1.5, waitOver: false) else {
+            Issue.record("after the retry time the gateway asks again")
+            return
+        }
+    }
+
+    @Test("a warming ledger refuses nothing: requests keep waiting")
+    func warmingWaits() {
+        var pool = GrantPool()
+        _ = pool.take([Self.need], now: 0, waitOver: false)
+        _ = pool.makeSync(gateway: "g", now: 0, lifetime: 2)
+        pool.apply(
+            Self.answer(exhausted: [.init(resource: Self.tokens, retryAfterSeconds: 1)], warming: 1), sentAt: 0, now: 0.01)
+        guard case .wait = pool.take([Self.need], now: 0.02, waitOver: false) else {
+            Issue.record("a request waits through a new ledger's warm-up")
+            return
+        }
+    }
+
+    @Test("no ledger answers: requests follow the fallback at once, not after a wait")
+    func unreachable() {
+        var pool = GrantPool()
+        _ = pool.take([Self.need], now: 0, waitOver: false)
+        let sync = pool.makeSync(gateway: "g", now: 0, lifetime: 2)
+        pool.unreachable(now: 0.01, for: 1)
+        guard case .unavailable = pool.take([Self.need], now: 0.02, waitOver: false) else {
+            Issue.record("with no ledger answering, a request does not wait")
+            return
+        }
+        // Returns that never left go with the next sync.
+        pool.requeue(sync.returns + [.init(grant: 7, amount: 5)])
+        #expect(pool.makeSync(gateway: "g", now: 1.5, lifetime: 2).returns.contains(.init(grant: 7, amount: 5)))
+        // A request that already waited for a sync follows the fallback too.
+        var fresh = GrantPool()
+        guard case .unavailable = fresh.take([Self.need], now: 0, waitOver: true) else {
+            Issue.record("past its wait, a request follows the fallback")
+            return
+        }
+    }
+
+    @Test("a slot given up is not used before the ledger hears of it")
+    func slotsReleasedFirst() {
+        let concurrent = LimitResource(kind: .concurrent, scope: "s:x")
+        let need = LimitNeed(resource: concurrent, limit: 4, amount: 1, label: "model")
+        var pool = GrantPool()
+        _ = pool.take([need], now: 0, waitOver: false)
+        _ = pool.makeSync(gateway: "g", now: 0, lifetime: 2)
+        var answer = Self.answer()
+        answer.slots = [.init(resource: concurrent, held: 3)]
+        pool.apply(answer, sentAt: 0, now: 0.01)
+        guard case .taken(let admission) = pool.take([need], now: 0.02, waitOver: false) else {
+            Issue.record("a held slot admits")
+            return
+        }
+        pool.settle(admission, tokens: 0, now: 0.03)
+        // Idle for 2 s: the next sync wants none, and the pool stops using them before sending it.
+        let sync = pool.makeSync(gateway: "g", now: 2.5, lifetime: 2)
+        #expect(sync.slots.first?.want == 0)
+        #expect(pool.demands[concurrent] == nil)
+    }
+}
