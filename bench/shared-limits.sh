@@ -6,6 +6,7 @@
 #            key with its own request and token limits and a token quota, all shared with every
 #            other gateway through the leader's ledger (high enough never to refuse, so every
 #            request pays for every check: 7 budgets taken from this gateway's grants);
+#   one:     the open service called with a key with one shared limit (requests per minute);
 #   open:    a service and a key with no limit and no quota.
 # The same wrk load (non-streaming, CONNECTIONS connections) runs against both, interleaved over
 # ROUNDS rounds (this machine drifts 10-15 % from one minute to the next); the figure is the median
@@ -71,6 +72,7 @@ api POST /api/v1/deployments '{"name":"open","model":"fake-model","engine":"cust
 api POST /api/v1/users '{"name":"bench"}' >/dev/null
 LIMITED_KEY=$(api POST /api/v1/keys "{\"name\":\"limited\",\"user\":\"bench\",\"limits\":{$HIGH_LIMITS,\"token_quota\":1000000000000000,\"quota_period\":\"day\"}}" | json 'd["key"]')
 OPEN_KEY=$(api POST /api/v1/keys '{"name":"open","user":"bench"}' | json 'd["key"]')
+ONE_KEY=$(api POST /api/v1/keys '{"name":"one","user":"bench","limits":{"requests_per_minute":100000000}}' | json 'd["key"]')
 gantry_wait_ready "$CONTROL" "$ADMIN" limited
 gantry_wait_ready "$CONTROL" "$ADMIN" open
 
@@ -84,6 +86,7 @@ EOF
 }
 write_lua "$WORK/limited.lua" limited "$LIMITED_KEY"
 write_lua "$WORK/open.lua" open "$OPEN_KEY"
+write_lua "$WORK/one.lua" open "$ONE_KEY"
 for target in limited open; do
   key=$([ "$target" = limited ] && echo "$LIMITED_KEY" || echo "$OPEN_KEY")
   code=""
@@ -101,26 +104,32 @@ if [ "${PROFILE:-}" != "" ]; then
   wrk --timeout 10s -t1 -c"$CONNECTIONS" -d"$((DURATION + 2))s" -s "$WORK/$PROFILE.lua" "$GATEWAY/v1/chat/completions" >/dev/null &
   LOAD_PID=$!
   sleep 1
-  perf record -F 999 -g -o "$WORK/perf.data" -a -- sleep "$DURATION" 2>/dev/null
+  perf record -F 999 -g -o "$WORK/perf.data" ${PROFILE_SCOPE:--a} -- sleep "$DURATION" 2>/dev/null
   perf report -i "$WORK/perf.data" --no-children --sort comm --stdio 2>/dev/null | grep -E "^ +[0-9]" | head -n 12
   wait "$LOAD_PID"
-  perf report -i "$WORK/perf.data" --children --comms NIO-SGLTN-1-#1,NIO-SGLTN-1-#2 --sort symbol --stdio -g none 2>/dev/null | grep -E "^ +[0-9]" | grep -E "${PROFILE_GREP:-.}" | head -n 70
+  perf report -i "$WORK/perf.data" --children --comms "${PROFILE_COMMS:-NIO-SGLTN-1-#1,NIO-SGLTN-1-#2}" --sort symbol --stdio -g none 2>/dev/null | grep -E "^ +[0-9]" | grep -E "${PROFILE_GREP:-.}" | head -n 70
   exit 0
 fi
 RESULTS="$WORK/results"
 : >"$RESULTS"
+GATEWAY_PID=${PIDS[1]}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 for round in $(seq 1 "$ROUNDS"); do
-  order=(limited open)
-  [ $((round % 2)) = 0 ] && order=(open limited)
+  order=(limited one open)
+  [ $((round % 2)) = 0 ] && order=(open one limited)
   for target in "${order[@]}"; do
     step "round $round: $target, $CONNECTIONS connections, ${DURATION}s after ${WARMUP}s warm-up"
     url="$GATEWAY/v1/chat/completions"
     wrk --timeout 10s -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$WORK/$target.lua" "$url" >/dev/null
+    before=$(cpu_ticks "$GATEWAY_PID")
     wrk --timeout 10s -t1 -c"$CONNECTIONS" -d"${DURATION}s" -s "$WORK/$target.lua" "$url" >"$WORK/wrk.txt"
+    after=$(cpu_ticks "$GATEWAY_PID")
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/wrk.txt")
+    requests=$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")
     non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$WORK/wrk.txt")
     [ -z "$non2xx" ] || fail "$target: $non2xx answers were not 2xx"
-    echo "$round $target $rps" >>"$RESULTS"
+    # The gateway's CPU per request (user + system), steadier than the rate on a shared machine.
+    echo "$round $target $rps $(python3 -c "print(($after - $before) * 1e6 / $(getconf CLK_TCK) / $requests)")" >>"$RESULTS"
   done
 done
 admitted=$(psql -At "$PG_URL" -c "SELECT count(*) FROM usage_records WHERE status = 200")
@@ -133,11 +142,15 @@ TABLE=$(python3 - "$RESULTS" "$ROUNDS" "$DURATION" "$CONNECTIONS" "$admitted" <<
 import collections, statistics, sys
 path, rounds, duration, connections, admitted = sys.argv[1], *sys.argv[2:]
 rps = collections.defaultdict(dict)
+cpu = collections.defaultdict(dict)
 for line in open(path):
-    r, target, value = line.split()
+    r, target, value, micros = line.split()
     rps[int(r)][target] = float(value)
+    cpu[int(r)][target] = float(micros)
 ratios = [rps[r]["limited"] / rps[r]["open"] for r in sorted(rps)]
 median = statistics.median(ratios)
+one_ratios = [rps[r]["one"] / rps[r]["open"] for r in sorted(rps)]
+one_median = statistics.median(one_ratios)
 rows = [
     "| | requests/s, median of %s rounds | per round |" % rounds,
     "|---|---|---|",
@@ -145,15 +158,23 @@ rows = [
         statistics.median(rps[r]["open"] for r in rps), ", ".join("%.0f" % rps[r]["open"] for r in sorted(rps))),
     "| gateway, 6 per-minute limits and a quota shared through the ledger | %.0f | %s |" % (
         statistics.median(rps[r]["limited"] for r in rps), ", ".join("%.0f" % rps[r]["limited"] for r in sorted(rps))),
-    "| shared limits / no limits (median of the per-round ratios) | **%.1f %%** | %s |" % (
+    "| gateway, one shared limit (the key's requests per minute) | %.0f | %s |" % (
+        statistics.median(rps[r]["one"] for r in rps), ", ".join("%.0f" % rps[r]["one"] for r in sorted(rps))),
+    "| one shared limit / no limits (median of the per-round ratios) | **%.1f %%** | %s |" % (
+        100 * one_median, ", ".join("%.1f %%" % (100 * x) for x in one_ratios)),
+    "| 6 limits and a quota / no limits (median of the per-round ratios) | **%.1f %%** | %s |" % (
         100 * median, ", ".join("%.1f %%" % (100 * x) for x in ratios)),
 ]
+rows += ["", "| gateway CPU per request (user + system) | median | per round |", "|---|---|---|"]
+for target, name in [("open", "no limit and no quota"), ("one", "one shared limit"), ("limited", "6 limits and a quota")]:
+    rows.append("| %s | %.1f µs | %s |" % (
+        name, statistics.median(cpu[r][target] for r in cpu), ", ".join("%.1f" % cpu[r][target] for r in sorted(cpu))))
 print("\n".join(rows))
 print()
 print("wrk, non-streaming chat completions, %s connections, %s s per run; one `--role gateway` process (release build) "
       "in front of a `--role control` process on PostgreSQL, gantry-fake-engine (FAKE) as the engine; "
       "%s answered requests in the usage table." % (connections, duration, admitted))
-print("RATIO %.4f" % median, file=sys.stderr)
+print("RATIO one %.4f all %.4f" % (one_median, median), file=sys.stderr)
 EOF
 )
 echo

@@ -126,3 +126,27 @@ struct GrantPoolTests {
         #expect(pool.demands[concurrent] == nil)
     }
 }
+
+/// The sync loop of a gateway's shared limits sleeps between turns, also after a request woke it.
+@Suite("Shared limits sync loop")
+struct SharedLimitsLoopTests {
+    @Test("a wake-up costs one turn, not a busy loop")
+    func sleepsBetweenTurns() async throws {
+        let limits = SharedLimits(fallback: .local, interval: .milliseconds(100)) { _ in
+            throw LedgerUnavailable()
+        }
+        let loop = Task { try await limits.run() }
+        defer { loop.cancel() }
+        let need = LimitNeed(
+            resource: .init(kind: .requests, scope: "k:a"), limit: 10, amount: 1, label: "key")
+        // No grant: the request waits and wakes the loop.
+        guard case .wait = limits.take([need], waitOver: false) else {
+            Issue.record("a request with no grant waits")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(600))
+        // About six turns of 100 ms; a loop woken by its own cancelled timers turns thousands of times.
+        let turns = limits.loopTurns.load(ordering: .relaxed)
+        #expect(turns >= 2 && turns <= 20, "\(turns) turns in 0.6 s")
+    }
+}

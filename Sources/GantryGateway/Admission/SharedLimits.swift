@@ -41,6 +41,8 @@ public final class SharedLimits: Service, Sendable {
     }
 
     private let signals = Mutex(Signals())
+    /// Turns of the sync loop, for the test that it sleeps between them.
+    let loopTurns = Atomic<Int>(0)
 
     public init(
         fallback: SharedLimitsFallback, interval: Duration = .milliseconds(250), maxWaiting: Int = 2000,
@@ -103,6 +105,7 @@ public final class SharedLimits: Service, Sendable {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await self.sleepOrWake()
+                self.loopTurns.add(1, ordering: .relaxed)
                 let now = self.now
                 let due = self.pool.withLock { $0.syncDue(now: now, interval: self.interval) }
                 guard due, now >= self.signals.withLock({ $0.notBefore }) else { continue }
@@ -152,8 +155,11 @@ public final class SharedLimits: Service, Sendable {
 
     private func sleepOrWake() async {
         let interval = interval
+        // A cancelled timer must not wake the loop: that wake-up would end the next sleep at
+        // once, whose cancelled timer would wake it again, a busy loop (found in a profile of
+        // bench/shared-limits.sh: half a core creating and cancelling timers).
         let timer = Task { [weak self] in
-            try? await Task.sleep(for: .seconds(interval))
+            guard (try? await Task.sleep(for: .seconds(interval))) != nil else { return }
             self?.wake()
         }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

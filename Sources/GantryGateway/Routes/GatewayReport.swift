@@ -127,8 +127,9 @@ public actor GatewayReporter: Service {
             return
         }
         let interval = interval
+        // A cancelled timer does not wake: that wake-up would end the next sleep at once.
         let timer = Task { [weak self] in
-            try? await Task.sleep(for: interval)
+            guard (try? await Task.sleep(for: interval)) != nil else { return }
             await self?.wake()
         }
         await withCheckedContinuation { wakeUp = $0 }
