@@ -21,7 +21,9 @@
 # ROUNDS (5: interleaved rounds of the two throughput runs against the engine, nginx and Gantry),
 # RELAY_MODES ("engine off": the other gateway.relay modes, each a Gantry of its own measured in
 # the same rounds beside the default, full; "" for none),
-# BUILD=0 (use the binaries in .build/release as they are), SKIP_LITELLM=1, DOCS=0 (no docs update).
+# BUILD=0 (use the binaries in .build/release as they are), SKIP_LITELLM=1, DOCS=0 (no docs update),
+# SKIP_SHARED_LIMITS=1 (skip the last part: bench/shared-limits.sh, a gateway behind a control process
+# with shared limits and without).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -423,3 +425,12 @@ docs=docs/benchmarks.md
 python3 bench/gateway/report.py "$RESULTS" "$docs" || fail "report.py failed (results: $(cat "$RESULTS"))"
 [ "$docs" = - ] || step "docs/benchmarks.md updated (between the gateway-bench markers)"
 echo "whole run: $((SECONDS - STARTED_AT)) s" >&2
+
+# --- limits shared by every gateway ------------------------------------------------------------------
+# A gateway process behind a control process: its rate with one shared limit, with six and a quota,
+# and with none (bench/shared-limits.sh, its own table between the shared-limits-bench markers).
+if [ "${SKIP_SHARED_LIMITS:-0}" != 1 ]; then
+  step "limits shared by every gateway (bench/shared-limits.sh)"
+  BUILD=0 DOCS="${DOCS:-1}" DURATION="$((DURATION < 5 ? DURATION : 5))" bash bench/shared-limits.sh \
+    || fail "bench/shared-limits.sh failed"
+fi
