@@ -78,19 +78,13 @@ public final class QuotaLedger: Sendable {
     private let repository: any UsageRepository
     private let accounts = Mutex<[QuotaScope.Holder: Account]>([:])
     /// Settlements so far, and the requests waiting for the next one (`settlement(after:)`).
-    private struct Settlements {
-        var count: UInt64 = 0
-        var nextWaiter = 0
-        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
-    }
-
-    private let settlements = Mutex(Settlements())
+    private let settlements: WakeGeneration
     /// At most this many requests wait for a settlement at once; more are refused at once.
-    let maxWaiting: Int
+    var maxWaiting: Int { settlements.maxWaiting }
 
     public init(repository: any UsageRepository, maxWaiting: Int = 1000) {
         self.repository = repository
-        self.maxWaiting = maxWaiting
+        self.settlements = WakeGeneration(maxWaiting: maxWaiting)
     }
 
     /// Throws `insufficient_quota` (429) once any of the quotas is used for its period.
@@ -114,40 +108,13 @@ public final class QuotaLedger: Sendable {
     }
 
     /// How many settlements there have been: `settlement(after:)` waits for the next one.
-    var settlementCount: UInt64 { settlements.withLock { $0.count } }
+    var settlementCount: UInt64 { settlements.generation }
 
     /// Waits until a hold is settled after `count`, or `timeout` passes: a request refused only
     /// for what requests in flight hold then decides again. Woken by `settle`, not polling. False,
     /// at once, when `maxWaiting` requests already wait: the caller refuses then.
     func settlement(after count: UInt64, timeout: Duration) async -> Bool {
-        let id: Int? = settlements.withLock { state in
-            guard state.waiters.count < maxWaiting else { return nil }
-            state.nextWaiter += 1
-            return state.nextWaiter
-        }
-        guard let id else { return false }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { try? await Task.sleep(for: timeout) }
-            group.addTask { await self.nextSettlement(after: count, id: id) }
-            await group.next()
-            group.cancelAll()
-        }
-        return true
-    }
-
-    private func nextSettlement(after count: UInt64, id: Int) async {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let now = settlements.withLock { state -> Bool in
-                    guard state.count == count, !Task.isCancelled else { return true }
-                    state.waiters[id] = continuation
-                    return false
-                }
-                if now { continuation.resume() }
-            }
-        } onCancel: {
-            settlements.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
-        }
+        await settlements.wait(after: count, timeout: timeout)
     }
 
     /// The quota check from memory alone.
@@ -219,11 +186,6 @@ public final class QuotaLedger: Sendable {
                 accounts[holder] = account
             }
         }
-        let waiting = settlements.withLock { state in
-            state.count &+= 1
-            defer { state.waiters.removeAll() }
-            return state.waiters.isEmpty ? [] : Array(state.waiters.values)
-        }
-        for waiter in waiting { waiter.resume() }
+        settlements.advance()
     }
 }

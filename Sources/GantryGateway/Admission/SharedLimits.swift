@@ -26,21 +26,19 @@ public final class SharedLimits: Service, Sendable {
     public let fallback: SharedLimitsFallback
     let gatewayID = "gw_" + UUID().uuidString.lowercased().prefix(12)
     let interval: Double
-    /// Bounds the requests waiting for a sync; more go on at once (as if the wait were over).
-    let maxWaiting: Int
     private let pool = Mutex(GrantPool())
     private let origin = ContinuousClock.now
 
     private struct Signals {
         var wakeLoop: CheckedContinuation<Void, Never>?
         var woken = false
-        var nextWaiter = 0
-        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
         /// No sync before this (a warming ledger said when to come back).
         var notBefore: Double = 0
     }
 
     private let signals = Mutex(Signals())
+    /// Syncs ended (answered or failed): requests waiting for a budget wait for the next.
+    private let syncs: WakeGeneration
     /// Turns of the sync loop, for the test that it sleeps between them.
     let loopTurns = Atomic<Int>(0)
 
@@ -51,7 +49,7 @@ public final class SharedLimits: Service, Sendable {
         self.fallback = fallback
         self.transport = transport
         self.interval = interval.inSeconds
-        self.maxWaiting = maxWaiting
+        self.syncs = WakeGeneration(maxWaiting: maxWaiting)
     }
 
     var now: Double { (ContinuousClock.now - origin).inSeconds }
@@ -73,32 +71,7 @@ public final class SharedLimits: Service, Sendable {
     /// Waits for the next sync to end (answered or failed), at most `timeout`. False at once when
     /// `maxWaiting` requests already wait.
     func nextSync(timeout: Duration) async -> Bool {
-        let id: Int? = signals.withLock { state in
-            guard state.waiters.count < maxWaiting else { return nil }
-            state.nextWaiter += 1
-            return state.nextWaiter
-        }
-        guard let id else { return false }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { try? await Task.sleep(for: timeout) }
-            group.addTask {
-                await withTaskCancellationHandler {
-                    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                        let cancelled = self.signals.withLock { state -> Bool in
-                            guard !Task.isCancelled else { return true }
-                            state.waiters[id] = continuation
-                            return false
-                        }
-                        if cancelled { continuation.resume() }
-                    }
-                } onCancel: {
-                    self.signals.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
-                }
-            }
-            await group.next()
-            group.cancelAll()
-        }
-        return true
+        await syncs.wait(after: syncs.generation, timeout: timeout)
     }
 
     public func run() async throws {
@@ -137,11 +110,7 @@ public final class SharedLimits: Service, Sendable {
             }
             break
         }
-        let waiting = signals.withLock { state in
-            defer { state.waiters.removeAll() }
-            return Array(state.waiters.values)
-        }
-        for waiter in waiting { waiter.resume() }
+        syncs.advance()
     }
 
     private func wake() {
