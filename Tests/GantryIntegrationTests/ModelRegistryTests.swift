@@ -260,7 +260,10 @@ struct ModelRegistryTests {
             try await waitUntil("the server is receiving the first upload") {
                 try await api.uploadsInProgress(base) == ["model.gguf"]
             }
-            let second = try await api.upload(base + "model.gguf", TestBody(bytes: [1, 2, 3]), length: 3)
+            // Its body goes with its head, not streamed: the server answers 409 without reading it,
+            // and async-http-client fails a streamed body cut short by an early answer with
+            // bodyLengthMismatch when the answer arrives between two of its parts (a flake in CI).
+            let second = try await api.send("PUT", base + "model.gguf", "abc")
             #expect(second.status == 409)
             await gate.open()
             let first = try await slow.value
