@@ -124,32 +124,14 @@ struct AdmissionPipeline: Sendable {
         var shared: SharedAdmission?
         if let sharedLimits = metering.shared {
             let needs = LimitNeed.needs(scopes: scopes, quotas: quotaScopes, tokens: reservation, now: Date())
-            if !needs.isEmpty {
-                switch sharedLimits.take(needs, waitOver: limitsWaitOver) {
-                case .taken(let taken):
-                    shared = taken
-                case .wait:
-                    if let admission { metering.limiter.cancel(admission) }
-                    if let quotaHold { metering.quotas.settle(quotaHold, tokens: 0) }
-                    meter.discard()
-                    return .waitForLimits
-                case .refused(let need, let retryAfter):
-                    if let admission { metering.limiter.cancel(admission) }
-                    metering.metrics.limitRejected(
-                        model: entry.deployment, scope: need.resource.kind == .quota ? "quota" : need.label)
-                    return refuse(Self.sharedLimitError(need, retryAfter: retryAfter), meter: meter)
-                case .unavailable:
-                    if sharedLimits.fallback == .refuse {
-                        if let admission { metering.limiter.cancel(admission) }
-                        return refuse(
-                            GantryError(
-                                .unavailable,
-                                "This request is limited and the limits cannot be checked now: no control replica answers. Retry shortly.",
-                                code: "limits_unavailable", retryAfter: 1),
-                            meter: meter)
-                    }
-                // `local`: this gateway's own limits admitted it, as if it were the only one.
-                }
+            switch takeShared(needs, from: sharedLimits, waitOver: limitsWaitOver, entry: entry, meter: meter) {
+            case .success(let taken):
+                shared = taken
+            case .failure(let decided):
+                // Not admitted after all: the local windows take the request back, once, here.
+                if let admission { metering.limiter.cancel(admission) }
+                if case .waitForLimits = decided.decision, let quotaHold { metering.quotas.settle(quotaHold, tokens: 0) }
+                return decided.decision
             }
         }
         if let admission { meter.admitted(admission) }
@@ -211,6 +193,39 @@ struct AdmissionPipeline: Sendable {
     /// with `error`, accounted as every refusal is.
     func failed(_ held: Held, _ error: any Error) {
         held.meter.finish(failure: error)
+    }
+
+    /// A decision reached by the shared limits instead of an admission.
+    struct SharedDecision: Error {
+        let decision: Decision
+    }
+
+    /// The request's needs from this gateway's grants: what it took (nil when nothing is shared),
+    /// or the decision when they do not cover it: wait for a sync (the meter discarded), refused
+    /// (accounted), or the fallback's 503. The caller takes back what its own windows admitted.
+    private func takeShared(
+        _ needs: [LimitNeed], from sharedLimits: SharedLimits, waitOver: Bool, entry: RouteEntry, meter: RequestMeter
+    ) -> Result<SharedAdmission?, SharedDecision> {
+        guard !needs.isEmpty else { return .success(nil) }
+        switch sharedLimits.take(needs, waitOver: waitOver) {
+        case .taken(let taken):
+            return .success(taken)
+        case .wait:
+            meter.discard()
+            return .failure(SharedDecision(decision: .waitForLimits))
+        case .refused(let need, let retryAfter):
+            metering.metrics.limitRejected(
+                model: entry.deployment, scope: need.resource.kind == .quota ? "quota" : need.label)
+            return .failure(SharedDecision(decision: refuse(Self.sharedLimitError(need, retryAfter: retryAfter), meter: meter)))
+        case .unavailable:
+            // `local`: this gateway's own limits admitted it, as if it were the only one.
+            guard sharedLimits.fallback == .refuse else { return .success(nil) }
+            let error = GantryError(
+                .unavailable,
+                "This request is limited and the limits cannot be checked now: no control replica answers. Retry shortly.",
+                code: "limits_unavailable", retryAfter: 1)
+            return .failure(SharedDecision(decision: refuse(error, meter: meter)))
+        }
     }
 
     private func refuse(_ error: any Error, meter: RequestMeter) -> Decision {
