@@ -26,7 +26,7 @@ struct GrantPoolTests {
             return
         }
         #expect(pool.syncDue(now: 0, interval: 0.25))
-        let sync = pool.makeSync(gateway: "g", now: 0, lifetime: 2)
+        let sync = pool.makeSync(gateway: "g", now: 0)
         #expect(sync.asks.map(\.resource) == [Self.tokens])
         #expect(sync.asks.first?.need == 100)
         #expect(sync.used == [], "a gateway's first sync tells the ledger it used nothing before it")
@@ -48,7 +48,7 @@ struct GrantPoolTests {
         }
         // After the grant expired, unused tokens go back to the ledger, and so does what it had left.
         pool.settle(second, tokens: 10, now: 3)
-        let later = pool.makeSync(gateway: "g", now: 3, lifetime: 2)
+        let later = pool.makeSync(gateway: "g", now: 3)
         #expect(later.returns.reduce(0) { $0 + $1.amount } == 90 + 20)
     }
 
@@ -56,7 +56,7 @@ struct GrantPoolTests {
     func exhaustedIsRefused() {
         var pool = GrantPool()
         _ = pool.take([Self.need], now: 0, waitOver: false)
-        _ = pool.makeSync(gateway: "g", now: 0, lifetime: 2)
+        _ = pool.makeSync(gateway: "g", now: 0)
         pool.apply(Self.answer(exhausted: [.init(resource: Self.tokens, retryAfterSeconds: 30)]), sentAt: 0, now: 0.01)
         guard case .refused(let need, let retry) = pool.take([Self.need], now: 0.02, waitOver: false) else {
             Issue.record("an exhausted budget refuses")
@@ -75,7 +75,7 @@ struct GrantPoolTests {
     func warmingWaits() {
         var pool = GrantPool()
         _ = pool.take([Self.need], now: 0, waitOver: false)
-        _ = pool.makeSync(gateway: "g", now: 0, lifetime: 2)
+        _ = pool.makeSync(gateway: "g", now: 0)
         pool.apply(
             Self.answer(exhausted: [.init(resource: Self.tokens, retryAfterSeconds: 1)], warming: 1), sentAt: 0, now: 0.01)
         guard case .wait = pool.take([Self.need], now: 0.02, waitOver: false) else {
@@ -88,7 +88,7 @@ struct GrantPoolTests {
     func unreachable() {
         var pool = GrantPool()
         _ = pool.take([Self.need], now: 0, waitOver: false)
-        let sync = pool.makeSync(gateway: "g", now: 0, lifetime: 2)
+        let sync = pool.makeSync(gateway: "g", now: 0)
         pool.unreachable(now: 0.01, for: 1)
         guard case .unavailable = pool.take([Self.need], now: 0.02, waitOver: false) else {
             Issue.record("with no ledger answering, a request does not wait")
@@ -96,7 +96,7 @@ struct GrantPoolTests {
         }
         // Returns that never left go with the next sync.
         pool.requeue(sync.returns + [.init(grant: 7, amount: 5)])
-        #expect(pool.makeSync(gateway: "g", now: 1.5, lifetime: 2).returns.contains(.init(grant: 7, amount: 5)))
+        #expect(pool.makeSync(gateway: "g", now: 1.5).returns.contains(.init(grant: 7, amount: 5)))
         // A request that already waited for a sync follows the fallback too.
         var fresh = GrantPool()
         guard case .unavailable = fresh.take([Self.need], now: 0, waitOver: true) else {
@@ -111,7 +111,7 @@ struct GrantPoolTests {
         let need = LimitNeed(resource: concurrent, limit: 4, amount: 1, label: "model")
         var pool = GrantPool()
         _ = pool.take([need], now: 0, waitOver: false)
-        _ = pool.makeSync(gateway: "g", now: 0, lifetime: 2)
+        _ = pool.makeSync(gateway: "g", now: 0)
         var answer = Self.answer()
         answer.slots = [.init(resource: concurrent, held: 3)]
         pool.apply(answer, sentAt: 0, now: 0.01)
@@ -121,7 +121,7 @@ struct GrantPoolTests {
         }
         pool.settle(admission, tokens: 0, now: 0.03)
         // Idle for 2 s: the next sync wants none, and the pool stops using them before sending it.
-        let sync = pool.makeSync(gateway: "g", now: 2.5, lifetime: 2)
+        let sync = pool.makeSync(gateway: "g", now: 2.5)
         #expect(sync.slots.first?.want == 0)
         #expect(pool.demands[concurrent] == nil)
     }

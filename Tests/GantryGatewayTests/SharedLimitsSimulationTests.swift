@@ -110,7 +110,7 @@ struct SharedLimitsSimulationTests {
                     inFlight[gateway] = nil
                 }
                 if inFlight[gateway] == nil, pools[gateway].syncDue(now: time, interval: 0.25) {
-                    let sync = pools[gateway].makeSync(gateway: ids[gateway], now: time, lifetime: 2)
+                    let sync = pools[gateway].makeSync(gateway: ids[gateway], now: time)
                     let arrives = time + random.uniform(0.001...0.03)
                     inFlight[gateway] = Message(
                         gateway: gateway, sync: sync, sentAt: time, arrives: arrives,

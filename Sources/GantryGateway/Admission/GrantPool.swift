@@ -124,6 +124,8 @@ struct GrantPool {
     /// Until when no ledger is taken to answer: requests do not wait for one meanwhile.
     private var unreachableUntil: Double = 0
     private(set) var lastSyncAt: Double = -.infinity
+    /// How long a grant may be used, as the ledger said last (its default until then).
+    private var lifetime = LimitLedger.Settings().lifetime
 
     /// How long past use is kept to tell a new ledger: the window and a grant's lifetime.
     static let history: Double = LimitLedger.window + 2
@@ -288,7 +290,7 @@ struct GrantPool {
 
     /// The next message to the ledger: asks sized to recent use, returns of expired grants and of
     /// unused reservations, slots, and past use when the ledger is new.
-    mutating func makeSync(gateway: String, now: Double, lifetime: Double) -> LimitSync {
+    mutating func makeSync(gateway: String, now: Double) -> LimitSync {
         // Expired grants give back what they had left; their record stays for `history`.
         for (id, var grant) in grants {
             if grant.expiresAt <= now, grant.left > 0 {
@@ -384,7 +386,8 @@ struct GrantPool {
         ledger = answer.ledger
         owesUsed = answer.wantsUsed
         unreachableUntil = 0
-        let expiresAt = sentAt + answer.lifetimeSeconds
+        lifetime = answer.lifetimeSeconds
+        let expiresAt = sentAt + lifetime
         for grant in answer.grants {
             let demand = demands[grant.resource]
             grants[grant.id] = Grant(

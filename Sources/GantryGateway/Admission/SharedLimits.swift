@@ -91,7 +91,7 @@ public final class SharedLimits: Service, Sendable {
     func syncOnce() async {
         for _ in 0..<2 {
             let sentAt = now
-            let sync = pool.withLock { $0.makeSync(gateway: gatewayID, now: sentAt, lifetime: 2) }
+            let sync = pool.withLock { $0.makeSync(gateway: gatewayID, now: sentAt) }
             do {
                 let answer = try await transport(sync)
                 pool.withLock { $0.apply(answer, sentAt: sentAt, now: now) }
