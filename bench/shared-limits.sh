@@ -107,6 +107,7 @@ if [ "${PROFILE:-}" != "" ]; then
   perf record -F 999 -g -o "$WORK/perf.data" ${PROFILE_SCOPE:--a} -- sleep "$DURATION" 2>/dev/null
   perf report -i "$WORK/perf.data" --no-children --sort comm --stdio 2>/dev/null | grep -E "^ +[0-9]" | head -n 12
   wait "$LOAD_PID"
+  [ -z "${PROFILE_KEEP:-}" ] || cp "$WORK/perf.data" "$PROFILE_KEEP"
   perf report -i "$WORK/perf.data" --children --comms "${PROFILE_COMMS:-NIO-SGLTN-1-#1,NIO-SGLTN-1-#2}" --sort symbol --stdio -g none 2>/dev/null | grep -E "^ +[0-9]" | grep -E "${PROFILE_GREP:-.}" | head -n 70
   exit 0
 fi

@@ -213,6 +213,39 @@ struct DirectRelayTests {
         }
     }
 
+    @Test(
+        "a request waiting for the limit ledger's first grant waits on the relay, and its connection stays there",
+        .tags(.postgres))
+    func sharedLimitsWaitOnTheRelay() async throws {
+        // A control replica serves /v1 against its own ledger (in process); a new ledger warms up
+        // for 1.5 s, so the first limited request waits for a grant. A wait used to hand the
+        // connection to the router for good, and every later request on it paid for the codec.
+        let database = try await PostgresTestDatabase.create()
+        let port = try FreePort.find()
+        let flags: [GantrySetting: String] = [
+            .databaseURL: database, .introspectionSecret: "relay-wait-secret-for-tests-0123456789", .role: "control",
+        ]
+        try await TestServer.running(port: port, flags: flags) { test, base in
+            try await waitUntil("the replica leads (and so holds the ledger)") { test.server.election.isLeader }
+            try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
+                await dataPlane.publish(test, endpoint: endpoint)
+                let (_, key) = try await dataPlane.userKey(test, limits: UsageLimits(requestsPerMinute: 1000))
+                let connection = try RawHTTPConnection(port: port)
+                let started = ContinuousClock.now
+                for index in 0..<5 {
+                    try connection.send(Self.post(DataPlaneTests.chat, key: key, id: "w\(index)"))
+                    let answer = try await connection.answer()
+                    #expect(answer.status == 200, "\(answer.body)")
+                    #expect(answer.fields["x-ratelimit-limit-requests"] == "1000")
+                    if index == 0 { print("the first limited request was answered after \(ContinuousClock.now - started)") }
+                }
+                let metrics = try await DataPlaneTests.get(base, key: test.adminKey, "/metrics").text
+                #expect(Self.relayCount(metrics, "direct") == 5, "all five relayed on the event loop")
+                #expect(Self.relayCount(metrics, "router") == 0, "the wait for the grant was the relay's own")
+            }
+        }
+    }
+
     @Test("pipelined requests on one connection are answered in order, direct and routed alike")
     func pipelining() async throws {
         let test = try await TestServer.make()

@@ -21,37 +21,31 @@ public struct LimitScope: Sendable, Equatable {
         self.concurrentRequests = concurrentRequests
     }
 
-    var isLimited: Bool { requestsPerMinute != nil || tokensPerMinute != nil || concurrentRequests != nil }
-
     /// The scopes a request by `principal` to `entry` is counted in: the user (over all their
     /// keys), the key, the key on this service, and the service in total.
     public static func scopes(principal: Principal, entry: RouteEntry) -> [LimitScope] {
         var scopes: [LimitScope] = []
-        if let limits = principal.userLimits {
+        // Only limited scopes are built: every request asks, most have no limit, and the ids
+        // are strings put together per request.
+        func add(_ kind: String, _ id: @autoclosure () -> String, _ rpm: Int?, _ tpm: Int?, _ concurrent: Int?) {
+            guard rpm != nil || tpm != nil || concurrent != nil else { return }
             scopes.append(
-                LimitScope(
-                    kind: "user", id: "user:" + principal.userID, requestsPerMinute: limits.requestsPerMinute,
-                    tokensPerMinute: limits.tokensPerMinute, concurrentRequests: limits.concurrentRequests))
+                LimitScope(kind: kind, id: id(), requestsPerMinute: rpm, tokensPerMinute: tpm, concurrentRequests: concurrent))
+        }
+        if let limits = principal.userLimits {
+            add("user", "user:" + principal.userID, limits.requestsPerMinute, limits.tokensPerMinute, limits.concurrentRequests)
         }
         // Callers without a key (browser session, provider token) are limited as their user.
-        let caller = principal.keyID.map { "k:" + $0 } ?? "u:" + principal.userID
+        var caller: String { principal.keyID.map { "k:" + $0 } ?? "u:" + principal.userID }
         if let limits = principal.keyLimits {
-            scopes.append(
-                LimitScope(
-                    kind: "key", id: caller, requestsPerMinute: limits.requestsPerMinute,
-                    tokensPerMinute: limits.tokensPerMinute, concurrentRequests: limits.concurrentRequests))
+            add("key", caller, limits.requestsPerMinute, limits.tokensPerMinute, limits.concurrentRequests)
         }
         let limits = entry.limits
-        scopes.append(
-            LimitScope(
-                kind: "key on this model", id: caller + "|s:" + entry.deployment,
-                requestsPerMinute: limits.requestsPerMinutePerKey, tokensPerMinute: limits.tokensPerMinutePerKey,
-                concurrentRequests: limits.concurrentRequestsPerKey))
-        scopes.append(
-            LimitScope(
-                kind: "model", id: "s:" + entry.deployment, requestsPerMinute: limits.requestsPerMinute,
-                tokensPerMinute: limits.tokensPerMinute, concurrentRequests: limits.concurrentRequests))
-        return scopes.filter(\.isLimited)
+        add(
+            "key on this model", caller + "|s:" + entry.deployment, limits.requestsPerMinutePerKey,
+            limits.tokensPerMinutePerKey, limits.concurrentRequestsPerKey)
+        add("model", "s:" + entry.deployment, limits.requestsPerMinute, limits.tokensPerMinute, limits.concurrentRequests)
+        return scopes
     }
 }
 
@@ -177,6 +171,41 @@ struct RateLimiterCore {
         var requests = 0
         var tokens = 0
         var inFlight = 0
+
+        var isIdle: Bool { buckets.isEmpty && inFlight == 0 }
+
+        /// Counts one request reserving `tokens` in the bucket of `second`.
+        mutating func record(second: Int64, tokens: Int) {
+            if var last = buckets.last, last.second == second {
+                last.requests += 1
+                last.tokens += tokens
+                buckets.replaceLast(with: last)
+            } else {
+                buckets.append(Bucket(second: second, requests: 1, tokens: tokens))
+            }
+            requests += 1
+            self.tokens += tokens
+        }
+
+        /// Moves the counts of the bucket of `second`, if it is still in the window.
+        mutating func move(second: Int64, requests: Int, tokens: Int) {
+            let moved = buckets.update(where: { $0.second == second }) {
+                $0.requests += requests
+                $0.tokens += tokens
+            }
+            guard moved else { return }
+            self.requests += requests
+            self.tokens += tokens
+        }
+
+        /// Drops the buckets of seconds before `second`.
+        mutating func drop(before second: Int64) {
+            while let first = buckets.first, first.second < second {
+                requests -= first.requests
+                tokens -= first.tokens
+                buckets.removeFirst()
+            }
+        }
     }
 
     static let window: Duration = .seconds(60)
@@ -243,19 +272,9 @@ struct RateLimiterCore {
         }
         let windowed = scopes.filter { $0.requestsPerMinute != nil || $0.tokensPerMinute != nil }.map(\.id)
         let concurrent = scopes.filter { $0.concurrentRequests != nil }.map(\.id)
-        for id in windowed {
-            var window = windows[id] ?? Window()
-            if var last = window.buckets.last, last.second == current {
-                last.requests += 1
-                last.tokens += tokens
-                window.buckets.replaceLast(with: last)
-            } else {
-                window.buckets.append(Bucket(second: current, requests: 1, tokens: tokens))
-            }
-            window.requests += 1
-            window.tokens += tokens
-            windows[id] = window
-        }
+        // In place (`default:` modifies the stored window): a copy taken out and written back
+        // would copy its buckets on every request.
+        for id in windowed { windows[id, default: Window()].record(second: current, tokens: tokens) }
         for id in concurrent { windows[id, default: Window()].inFlight += 1 }
         return .success(
             RateLimitAdmission(
@@ -275,25 +294,22 @@ struct RateLimiterCore {
     /// Ends the admission's concurrency slot and moves its bucket's counts by `requests` and
     /// `tokens` in every scope it was admitted into.
     private mutating func end(_ admission: RateLimitAdmission, requests: Int, tokens: Int) {
-        for id in admission.concurrencyScopeIDs { windows[id]?.inFlight -= 1 }
+        for id in admission.concurrencyScopeIDs {
+            guard let index = windows.index(forKey: id) else { continue }
+            windows.values[index].inFlight -= 1
+            if windows.values[index].isIdle { windows.remove(at: index) }
+        }
         let current = second(of: clock.now)
         for id in admission.scopeIDs {
-            prune(id, now: current)
+            guard let index = windows.index(forKey: id) else { continue }
+            windows.values[index].drop(before: current - 60)
             // Every scope prunes by the same rule, so the reservation's bucket is either still in
             // all of them or in none.
-            guard requests != 0 || tokens != 0, var window = windows[id],
-                window.buckets.update(
-                    where: { $0.second == admission.second },
-                    {
-                        $0.requests += requests
-                        $0.tokens += tokens
-                    })
-            else { continue }
-            window.requests += requests
-            window.tokens += tokens
-            windows[id] = window
+            if requests != 0 || tokens != 0 {
+                windows.values[index].move(second: admission.second, requests: requests, tokens: tokens)
+            }
+            if windows.values[index].isIdle { windows.remove(at: index) }
         }
-        for id in admission.scopeIDs + admission.concurrencyScopeIDs { dropIfIdle(id) }
     }
 
     mutating func requestsInWindow(_ scopeID: String) -> Int {
@@ -307,21 +323,11 @@ struct RateLimiterCore {
         return windows[scopeID]?.tokens ?? 0
     }
 
+    /// Drops the buckets no longer in the window, in place, and the window once nothing is left.
     private mutating func prune(_ id: String, now current: Int64) {
-        guard var window = windows[id] else { return }
-        var changed = false
-        while let first = window.buckets.first, first.second < current - 60 {
-            window.requests -= first.requests
-            window.tokens -= first.tokens
-            window.buckets.removeFirst()
-            changed = true
-        }
-        if changed { windows[id] = window }
-        dropIfIdle(id)
-    }
-
-    private mutating func dropIfIdle(_ id: String) {
-        if let window = windows[id], window.buckets.isEmpty, window.inFlight == 0 { windows[id] = nil }
+        guard let index = windows.index(forKey: id) else { return }
+        windows.values[index].drop(before: current - 60)
+        if windows.values[index].isIdle { windows.remove(at: index) }
     }
 
     private func resetTime(_ window: Window, now: ContinuousClock.Instant) -> Duration {

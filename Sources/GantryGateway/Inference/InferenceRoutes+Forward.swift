@@ -36,37 +36,33 @@ extension InferenceRoutes {
         }
     }
 
-    /// Drives the admission pipeline through what it needs waited for: the quota's stored use, the
-    /// engine's token count, the queue for an instance. Throws the refusal, accounted.
+    /// Drives the admission pipeline through what it needs waited for: the quota's stored use,
+    /// quota held in flight, the limit ledger, the engine's token count, the queue for an instance. Throws the refusal, accounted.
     private func admit(_ request: AdmissionPipeline.Request, body: ByteBuffer) async throws -> AdmissionPipeline.Admitted {
-        // A quota is read at most twice (a period may end between the read and the decision).
-        var reads = 0
-        // Waiting for requests in flight to release a quota is bounded like the queue.
-        let quotaDeadline = ContinuousClock.now + configuration.queueTimeout
-        var quotaWaitOver = false
-        // A shared limit's budget is waited for at most this long (a new ledger warms up in 1.5 s).
-        let limitsDeadline = ContinuousClock.now + .seconds(3)
-        var limitsWaitOver = false
+        var waits = AdmissionWaits(queueTimeout: configuration.queueTimeout)
         while true {
-            switch pipeline.decide(request, quotaWaitOver: quotaWaitOver, limitsWaitOver: limitsWaitOver) {
+            switch pipeline.decide(request, quotaWaitOver: waits.quotaWaitOver, limitsWaitOver: waits.limitsWaitOver) {
             case .admit(let admitted):
                 return admitted
             case .refuse(let error):
                 throw error
             case .readQuota(let scopes):
-                reads += 1
-                guard reads <= 2 else { throw GantryError(.unavailable, "the quota could not be read; retry shortly") }
+                // Read at most twice (a period may end between the read and the decision).
+                waits.quotaReads += 1
+                guard waits.quotaReads <= 2 else {
+                    throw GantryError(.unavailable, "the quota could not be read; retry shortly")
+                }
                 do {
                     try await metering.quotas.check(scopes)
                 } catch let error as GantryError where error.kind == .rateLimited {
                     // Spent: the next decision refuses it, and accounts the refusal.
                 }
             case .waitForQuota(let settlements):
-                let waited = await metering.quotas.settlement(after: settlements, timeout: quotaDeadline - .now)
-                quotaWaitOver = !waited || ContinuousClock.now >= quotaDeadline || Task.isCancelled
+                let waited = await metering.quotas.settlement(after: settlements, timeout: waits.quotaDeadline - .now)
+                waits.quotaWaited(waited, cancelled: Task.isCancelled)
             case .waitForLimits:
-                let waited = await metering.shared?.nextSync(timeout: limitsDeadline - .now) ?? false
-                limitsWaitOver = !waited || ContinuousClock.now >= limitsDeadline || Task.isCancelled
+                let waited = await metering.shared?.nextSync(timeout: waits.limitsDeadline - .now) ?? false
+                waits.limitsWaited(waited, cancelled: Task.isCancelled)
             case .countTokens(let held):
                 // Only when the bound says the prompt might not fit does the engine's tokenizer
                 // count it, on the instance that will then serve it.

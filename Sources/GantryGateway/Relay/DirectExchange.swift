@@ -58,10 +58,12 @@ final class DirectExchange: SweepMember {
         }
     }
 
-    /// The admission pipeline decides; the relay drives only what needs no wait but a quota's
-    /// stored use. It answers a refusal itself, in the same bytes as the router; a request that
-    /// must wait for a token count or an instance is withdrawn whole and handed to the router,
-    /// which decides it again.
+    /// The admission pipeline decides; the relay drives the waits that hold nothing (a quota's
+    /// stored use, requests in flight releasing a quota, the next sync with the limit ledger)
+    /// itself, bounded as the router bounds them, so its connection stays on the relay. It
+    /// answers a refusal itself, in the same bytes as the router; a request that must wait for a
+    /// token count or an instance is withdrawn whole and handed to the router, which decides it
+    /// again.
     private func authenticated(_ principal: Principal) {
         let parsed: InferenceRequest
         do {
@@ -71,36 +73,62 @@ final class DirectExchange: SweepMember {
         } catch {
             return handToRouter()
         }
-        decide(AdmissionPipeline.Request(parsed: parsed, principal: principal, started: started), quotaRead: false)
+        let waits = AdmissionWaits(queueTimeout: relay.configuration.queueTimeout)
+        decide(AdmissionPipeline.Request(parsed: parsed, principal: principal, started: started), waits: waits)
     }
 
-    private func decide(_ request: AdmissionPipeline.Request, quotaRead: Bool) {
-        switch relay.pipeline.decide(request) {
+    private func decide(_ request: AdmissionPipeline.Request, waits: AdmissionWaits) {
+        var waits = waits
+        switch relay.pipeline.decide(request, quotaWaitOver: waits.quotaWaitOver, limitsWaitOver: waits.limitsWaitOver) {
         case .admit(let admitted):
             start(admitted)
         case .refuse(let error):
             fail(error)
         case .readQuota(let scopes):
-            guard !quotaRead else { return handToRouter() }
+            // Read once here; the router reads again if it must.
+            guard waits.quotaReads == 0 else { return handToRouter() }
+            waits.quotaReads = 1
             let quotas = relay.metering.quotas
             let promise = eventLoop.makePromise(of: Void.self)
             promise.completeWithTask { try await quotas.check(scopes) }
             promise.futureResult.assumeIsolated().whenComplete { result in
                 guard !self.client.clientGone else { return }
                 switch result {
-                case .success: self.decide(request, quotaRead: true)
+                case .success: self.decide(request, waits: waits)
                 case .failure(let error as GantryError) where error.kind == .rateLimited:
                     // Spent: the pipeline refuses it now, and accounts the refusal.
-                    self.decide(request, quotaRead: true)
+                    self.decide(request, waits: waits)
                 case .failure: self.handToRouter()
                 }
             }
-        case .waitForQuota, .waitForLimits:
-            // Nothing is held yet: the router waits.
-            handToRouter()
+        case .waitForQuota(let settlements):
+            let quotas = relay.metering.quotas
+            let timeout = waits.quotaDeadline - .now
+            wait({ await quotas.settlement(after: settlements, timeout: timeout) }) { waited in
+                waits.quotaWaited(waited)
+                self.decide(request, waits: waits)
+            }
+        case .waitForLimits:
+            guard let shared = relay.metering.shared else { return handToRouter() }
+            let timeout = waits.limitsDeadline - .now
+            wait({ await shared.nextSync(timeout: timeout) }) { waited in
+                waits.limitsWaited(waited)
+                self.decide(request, waits: waits)
+            }
         case .countTokens(let held), .queue(let held):
             relay.pipeline.withdraw(held)
             handToRouter()
+        }
+    }
+
+    /// Runs `wait` off the event loop and goes on with its answer back on it, unless the client
+    /// left meanwhile (nothing is held during these waits, so nothing is left to release).
+    private func wait(_ wait: @escaping @Sendable () async -> Bool, then next: @escaping (Bool) -> Void) {
+        let promise = eventLoop.makePromise(of: Bool.self)
+        promise.completeWithTask(wait)
+        promise.futureResult.assumeIsolated().whenSuccess { waited in
+            guard !self.client.clientGone else { return }
+            next(waited)
         }
     }
 
