@@ -52,6 +52,69 @@ struct GrantPoolTests {
         #expect(later.returns.reduce(0) { $0 + $1.amount } == 90 + 20)
     }
 
+    @Test("the x-ratelimit headers count every gateway: what the ledger has left plus this gateway's grants")
+    func headersCountEveryGateway() {
+        var ledger = LimitLedger(settings: .init(warmUp: 0), now: 0)
+        let requests = LimitResource(kind: .requests, scope: "k:a")
+        let need = LimitNeed(resource: requests, limit: 100, amount: 1, label: "key")
+        var pools = [GrantPool(), GrantPool()]
+        // Two gateways each take a grant; the second uses all of its own.
+        for (index, gateway) in ["g1", "g2"].enumerated() {
+            _ = pools[index].take([need], now: 0, waitOver: false)
+            var sync = pools[index].makeSync(gateway: gateway, now: 0)
+            sync.used = []
+            let answer = ledger.sync(sync, now: 0)
+            #expect(answer.standings?.first?.resource == requests)
+            pools[index].apply(answer, sentAt: 0, now: 0)
+        }
+        var last = RateLimitStatus()
+        var taken = 0
+        while case .taken(let admission) = pools[1].take([need], now: 0.1, waitOver: false) {
+            last = admission.status
+            taken += 1
+        }
+        #expect(taken > 0)
+        // g1's grant is unused and not counted as room: the figure errs low, never high.
+        let g1Grant = pools[0].grants.values.reduce(0) { $0 + $1.left }
+        #expect(g1Grant > 0)
+        #expect(last.limitRequests == 100)
+        #expect(last.remainingRequests == 100 - g1Grant - taken)
+        let reset = last.resetRequests.map { $0.inSeconds } ?? 0
+        #expect(reset > 60 && reset <= 62, "the oldest grant counts 62 s after issue: \(reset)")
+        #expect(last.limitTokens == nil, "no tokens limit, no tokens headers")
+    }
+
+    @Test("falling back to its own windows, a gateway counts what it admitted on grants in the last minute")
+    func fallbackCountsGrantedUse() {
+        var pool = GrantPool()
+        let requests = LimitResource(kind: .requests, scope: "k:a")
+        let need = LimitNeed(resource: requests, limit: 6, amount: 1, label: "key")
+        _ = pool.take([need], now: 0, waitOver: false)
+        pool.apply(Self.answer(grants: [.init(id: 1, resource: requests, amount: 5)]), sentAt: 0, now: 0)
+        for _ in 0..<5 {
+            guard case .taken = pool.take([need], now: 0.5, waitOver: false) else {
+                Issue.record("the grant admits five")
+                return
+            }
+        }
+        // The ledger is gone; the grant expired.
+        pool.unreachable(now: 3, for: 1)
+        let used = pool.fallingBack(now: 10)
+        #expect(used == [WindowedUse(scopeID: "k:a", requests: 5, tokens: 0, age: 10)])
+        #expect(pool.fallingBack(now: 11) == nil, "told once per fall-back")
+
+        let limiter = RateLimiter()
+        limiter.record(used ?? [])
+        let scope = LimitScope(kind: "key", id: "k:a", requestsPerMinute: 6, tokensPerMinute: nil, concurrentRequests: nil)
+        #expect((try? limiter.admit([scope], tokens: 1).get()) != nil, "one more fits the limit of 6")
+        #expect((try? limiter.admit([scope], tokens: 1).get()) == nil, "the five admitted on grants count")
+        #expect(limiter.requestsInWindow("k:a") == 6)
+
+        // A ledger answers again, then goes away again: told again.
+        pool.apply(Self.answer(), sentAt: 12, now: 12)
+        #expect(pool.fallingBack(now: 20) != nil)
+    }
+
     @Test("the ledger said nothing is left: refused at once, without waiting, until the retry time")
     func exhaustedIsRefused() {
         var pool = GrantPool()

@@ -236,7 +236,10 @@ struct DirectRelayTests {
                     try connection.send(Self.post(DataPlaneTests.chat, key: key, id: "w\(index)"))
                     let answer = try await connection.answer()
                     #expect(answer.status == 200, "\(answer.body)")
+                    // From the ledger's standing and this replica's grant: one gateway, so exact.
                     #expect(answer.fields["x-ratelimit-limit-requests"] == "1000")
+                    #expect(answer.fields["x-ratelimit-remaining-requests"] == String(1000 - index - 1))
+                    #expect(answer.fields["x-ratelimit-reset-requests"]?.hasSuffix("s") == true)
                     if index == 0 { print("the first limited request was answered after \(ContinuousClock.now - started)") }
                 }
                 let metrics = try await DataPlaneTests.get(base, key: test.adminKey, "/metrics").text

@@ -110,17 +110,12 @@ struct AdmissionPipeline: Sendable {
         // From here every end of the request settles the hold (the meter accounts exactly once).
         meter.reserved(estimate: parsed.usageEstimate(contextLimit: entry.contextLimit), quotaHold: quotaHold)
         let scopes = LimitScope.scopes(principal: principal, entry: entry)
-        var admission: RateLimitAdmission?
-        if !scopes.isEmpty {
-            switch metering.limiter.admit(scopes, tokens: reservation) {
-            case .success(let admitted):
-                admission = admitted
-            case .failure(let rejection):
-                metering.metrics.limitRejected(model: entry.deployment, scope: rejection.scopeKind)
-                return refuse(Self.limitError(rejection), meter: meter)
-            }
+        if let oversized = LimitScope.oversized(scopes, tokens: reservation) {
+            metering.metrics.limitRejected(model: entry.deployment, scope: oversized.scopeKind)
+            return refuse(Self.limitError(oversized), meter: meter)
         }
-        // Then the limits shared with every other gateway, from this gateway's grants.
+        // Limits shared with every other gateway, from this gateway's grants: while a ledger
+        // answers, they alone decide (and give the headers).
         var shared: SharedAdmission?
         if let sharedLimits = metering.shared {
             let needs = LimitNeed.needs(scopes: scopes, quotas: quotaScopes, tokens: reservation, now: Date())
@@ -128,10 +123,20 @@ struct AdmissionPipeline: Sendable {
             case .success(let taken):
                 shared = taken
             case .failure(let decided):
-                // Not admitted after all: the local windows take the request back, once, here.
-                if let admission { metering.limiter.cancel(admission) }
                 if case .waitForLimits = decided.decision, let quotaHold { metering.quotas.settle(quotaHold, tokens: 0) }
                 return decided.decision
+            }
+        }
+        // This gateway's own windows: the only limits of an all-in-one process, and the shared
+        // limits' `local` fallback when no ledger answers.
+        var admission: RateLimitAdmission?
+        if shared == nil, !scopes.isEmpty {
+            switch metering.limiter.admit(scopes, tokens: reservation) {
+            case .success(let admitted):
+                admission = admitted
+            case .failure(let rejection):
+                metering.metrics.limitRejected(model: entry.deployment, scope: rejection.scopeKind)
+                return refuse(Self.limitError(rejection), meter: meter)
             }
         }
         if let admission { meter.admitted(admission) }
@@ -202,7 +207,8 @@ struct AdmissionPipeline: Sendable {
 
     /// The request's needs from this gateway's grants: what it took (nil when nothing is shared),
     /// or the decision when they do not cover it: wait for a sync (the meter discarded), refused
-    /// (accounted), or the fallback's 503. The caller takes back what its own windows admitted.
+    /// (accounted), or the fallback's 503. Nil with `local` as the fallback: this gateway's own
+    /// windows decide then.
     private func takeShared(
         _ needs: [LimitNeed], from sharedLimits: SharedLimits, waitOver: Bool, entry: RouteEntry, meter: RequestMeter
     ) -> Result<SharedAdmission?, SharedDecision> {
@@ -218,8 +224,12 @@ struct AdmissionPipeline: Sendable {
                 model: entry.deployment, scope: need.resource.kind == .quota ? "quota" : need.label)
             return .failure(SharedDecision(decision: refuse(Self.sharedLimitError(need, retryAfter: retryAfter), meter: meter)))
         case .unavailable:
-            // `local`: this gateway's own limits admitted it, as if it were the only one.
-            guard sharedLimits.fallback == .refuse else { return .success(nil) }
+            // `local`: this gateway's own windows decide, as if it were the only one, counting
+            // what it admitted on grants in the last minute.
+            guard sharedLimits.fallback == .refuse else {
+                if let used = sharedLimits.fallingBack() { metering.limiter.record(used) }
+                return .success(nil)
+            }
             let error = GantryError(
                 .unavailable,
                 "This request is limited and the limits cannot be checked now: no control replica answers. Retry shortly.",

@@ -56,6 +56,8 @@ struct SharedAdmission: Sendable {
 
     let parts: [Part]
     let slots: [LimitResource]
+    /// The `x-ratelimit-*` headers: the tightest per-minute budget after this request.
+    var status = RateLimitStatus()
 }
 
 /// A gateway's side of the shared limits: the grants and slots the leader's ledger gave it, which
@@ -92,6 +94,9 @@ struct GrantPool {
         var live: [UInt64] = []
         /// Concurrency resources: the slots held here.
         var slot: SlotState?
+        /// Per-minute budgets: what the ledger had left to grant at the last answer, and when
+        /// (on this process's clock) its oldest counted use leaves the window.
+        var standing: (remaining: Int, resetAt: Double)?
     }
 
     struct SlotState {
@@ -124,6 +129,9 @@ struct GrantPool {
     /// Until when no ledger is taken to answer: requests do not wait for one meanwhile.
     private var unreachableUntil: Double = 0
     private(set) var lastSyncAt: Double = -.infinity
+    /// Whether this gateway's own windows were told what it admitted on grants, since the last
+    /// answer (`fallingBack`).
+    private var fellBack = false
     /// How long a grant may be used, as the ledger said last (its default until then).
     private var lifetime = LimitLedger.Settings().lifetime
 
@@ -137,12 +145,13 @@ struct GrantPool {
         var parts: [SharedAdmission.Part] = []
         parts.reserveCapacity(needs.count)
         var taken: [LimitResource] = []
+        var status = RateLimitStatus()
         var failure: Outcome?
         var missing = false
         for need in needs where failure == nil {
             let had = Self.take(
                 need, from: &demands[need.resource, default: Demand(limit: need.limit, lastUsed: now)], grants: &grants,
-                now: now, parts: &parts, slots: &taken)
+                now: now, parts: &parts, slots: &taken, status: &status)
             guard !had else { continue }
             let demand = demands[need.resource]!
             if demand.exhaustedUntil > now {
@@ -153,17 +162,19 @@ struct GrantPool {
             }
         }
         if missing, failure == nil { failure = waitOver || now < unreachableUntil ? .unavailable : .wait }
-        guard let failure else { return .taken(SharedAdmission(parts: parts, slots: taken)) }
+        guard let failure else { return .taken(SharedAdmission(parts: parts, slots: taken, status: status)) }
         // Something is missing: what was taken goes back as it was.
         undo(SharedAdmission(parts: parts, slots: taken))
         return failure
     }
 
     /// One need from its resource's grants or slots; false, with nothing taken, when they do not
-    /// cover it.
+    /// cover it. A per-minute need tightens `status` with what is left after it: what the ledger
+    /// had left to grant when it last answered, plus what this gateway's grants still hold (other
+    /// gateways' unused grants are not counted, so the figure errs low).
     private static func take(
         _ need: LimitNeed, from demand: inout Demand, grants: inout [UInt64: Grant], now: Double,
-        parts: inout [SharedAdmission.Part], slots: inout [LimitResource]
+        parts: inout [SharedAdmission.Part], slots: inout [LimitResource], status: inout RateLimitStatus
     ) -> Bool {
         demand.limit = need.limit
         demand.periodStart = need.periodStart
@@ -189,6 +200,13 @@ struct GrantPool {
             return false
         }
         demand.taken += need.amount
+        let room = (demand.standing?.remaining ?? 0) + left - need.amount
+        let reset = Duration.seconds(demand.standing.map { max(0, $0.resetAt - now) } ?? LimitLedger.window)
+        switch need.resource.kind {
+        case .requests: status.tighten(requests: need.limit, remaining: room, reset: reset)
+        case .tokens: status.tighten(tokens: need.limit, remaining: room, reset: reset)
+        case .concurrent, .quota: break
+        }
         var remaining = need.amount
         for id in demand.live where remaining > 0 {
             guard var grant = grants[id], grant.expiresAt > now, grant.left > 0 else { continue }
@@ -384,6 +402,7 @@ struct GrantPool {
             returns = []
         }
         ledger = answer.ledger
+        fellBack = false
         owesUsed = answer.wantsUsed
         unreachableUntil = 0
         lifetime = answer.lifetimeSeconds
@@ -403,6 +422,9 @@ struct GrantPool {
                 demands[exhausted.resource]?.exhaustedUntil = now + min(1, max(0.05, exhausted.retryAfterSeconds))
                 demands[exhausted.resource]?.need = 0
             }
+        }
+        for standing in answer.standings ?? [] {
+            demands[standing.resource]?.standing = (standing.remaining, now + standing.resetSeconds)
         }
         for grant in answer.slots {
             var slot = demands[grant.resource]?.slot ?? SlotState(limit: demands[grant.resource]?.limit ?? 0)
@@ -427,6 +449,28 @@ struct GrantPool {
     mutating func unreachable(now: Double, for seconds: Double) {
         unreachableUntil = now + seconds
         for (resource, demand) in demands where demand.need > 0 { demands[resource]?.need = 0 }
+    }
+
+    /// The first time after an answer that requests follow the `local` fallback: what this gateway
+    /// admitted on per-minute grants within the last window, by age, for its own windows to count.
+    /// Without it, a gateway falling back would start from empty windows and admit a whole limit
+    /// on top of what it had just admitted on grants. Nil after the first time.
+    mutating func fallingBack(now: Double) -> [WindowedUse]? {
+        guard !fellBack else { return nil }
+        fellBack = true
+        return grants.values.compactMap { grant in
+            guard grant.consumed > 0, now - grant.receivedAt <= Self.history else { return nil }
+            switch grant.resource.kind {
+            case .requests:
+                return WindowedUse(
+                    scopeID: grant.resource.scope, requests: grant.consumed, tokens: 0, age: now - grant.receivedAt)
+            case .tokens:
+                return WindowedUse(
+                    scopeID: grant.resource.scope, requests: 0, tokens: grant.consumed, age: now - grant.receivedAt)
+            case .quota, .concurrent:
+                return nil
+            }
+        }
     }
 
     /// Slot demand: a request needing a concurrency slot is a `need` of 1 (`take` sets it).

@@ -143,8 +143,20 @@ struct LimitLedger {
             case .granted(let grant): answer.grants.append(grant)
             case .exhausted(let retry): answer.exhausted.append(.init(resource: ask.resource, retryAfterSeconds: retry))
             }
+            if let standing = standing(of: ask.resource, now: now) {
+                answer.standings = (answer.standings ?? []) + [standing]
+            }
         }
         return answer
+    }
+
+    /// What a per-minute budget has left to grant, and when its oldest counted grant stops
+    /// counting (a whole window when nothing counts).
+    func standing(of resource: LimitResource, now: Double) -> LimitSyncAnswer.Standing? {
+        guard let budget = windowed[resource] else { return nil }
+        let oldest = budget.grants.filter { $0.counted > 0 }.map(\.issuedAt).min()
+        let reset = oldest.map { max(0, $0 + Self.window + settings.lifetime - now) } ?? Self.window
+        return .init(resource: resource, remaining: max(0, budget.limit - budget.counted), resetSeconds: reset)
     }
 
     enum Outcome {

@@ -119,4 +119,16 @@ public struct LimitSyncAnswer: Codable, Sendable, Equatable {
     public var wantsUsed: Bool
     /// A new ledger still collecting what gateways used under the previous one grants nothing yet.
     public var warmingSeconds: Double?
+
+    /// Where a per-minute budget the gateway asked for stands after this answer, over every
+    /// gateway: what is left to grant, and when the oldest use still counted leaves the window.
+    /// A gateway's `x-ratelimit-*` headers come from these. (Optional on the wire: a ledger of an
+    /// earlier version sends none, and the headers then count this gateway's grants only.)
+    public struct Standing: Codable, Sendable, Equatable {
+        public var resource: LimitResource
+        public var remaining: Int
+        public var resetSeconds: Double
+    }
+
+    public var standings: [Standing]?
 }

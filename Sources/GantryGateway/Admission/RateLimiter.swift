@@ -49,6 +49,20 @@ public struct LimitScope: Sendable, Equatable {
     }
 }
 
+extension LimitScope {
+    /// A request that may use more tokens than a scope allows in a whole minute is never
+    /// admitted, however long it waits: refused as too large rather than told to retry.
+    static func oversized(_ scopes: [LimitScope], tokens: Int) -> RateLimitRejection? {
+        guard let scope = scopes.first(where: { $0.tokensPerMinute.map { tokens > $0 } ?? false }),
+            let limit = scope.tokensPerMinute
+        else { return nil }
+        return RateLimitRejection(
+            message:
+                "Request too large for \(scope.kind): it may use \(tokens) tokens (prompt plus max_tokens) and the limit is \(limit) tokens per minute. Lower max_tokens or the prompt.",
+            retryAfter: RateLimiterCore.window, status: RateLimitStatus(), scopeKind: scope.kind)
+    }
+}
+
 /// What the caller is told about the tightest limit: the OpenAI `x-ratelimit-*` headers.
 public struct RateLimitStatus: Sendable, Equatable {
     public var limitRequests: Int?
@@ -93,6 +107,14 @@ public struct RateLimitStatus: Sendable, Equatable {
         }
         return "\(Int(seconds) / 60)m\(Int(seconds) % 60)s"
     }
+}
+
+/// Use admitted somewhere else than this limiter, `age` seconds ago, in the scope `scopeID`.
+struct WindowedUse: Sendable, Equatable {
+    let scopeID: String
+    let requests: Int
+    let tokens: Int
+    let age: Double
 }
 
 /// Why a request was not admitted.
@@ -147,6 +169,13 @@ public final class RateLimiter: Sendable {
         core.withLock { $0.cancel(admission) }
     }
 
+    /// Counts use admitted elsewhere (on a shared limit's grants) in these windows, at its age.
+    func record(_ uses: [WindowedUse]) {
+        core.withLock { core in
+            for use in uses { core.record(use) }
+        }
+    }
+
     /// Tokens admitted into a scope's current window, for tests and metrics.
     public func tokensInWindow(_ scopeID: String) -> Int {
         core.withLock { $0.tokensInWindow(scopeID) }
@@ -184,6 +213,19 @@ struct RateLimiterCore {
                 buckets.append(Bucket(second: second, requests: 1, tokens: tokens))
             }
             requests += 1
+            self.tokens += tokens
+        }
+
+        /// Adds to the bucket of `second`, made where its second belongs if there is none.
+        mutating func add(second: Int64, requests: Int, tokens: Int) {
+            let moved = buckets.update(where: { $0.second == second }) {
+                $0.requests += requests
+                $0.tokens += tokens
+            }
+            if !moved {
+                buckets.insert(Bucket(second: second, requests: requests, tokens: tokens)) { $0.second > second }
+            }
+            self.requests += requests
             self.tokens += tokens
         }
 
@@ -226,6 +268,7 @@ struct RateLimiterCore {
     mutating func admit(_ scopes: [LimitScope], tokens: Int) -> Result<RateLimitAdmission, RateLimitRejection> {
         let now = clock.now
         let current = second(of: now)
+        if let oversized = LimitScope.oversized(scopes, tokens: tokens) { return .failure(oversized) }
         for scope in scopes { prune(scope.id, now: current) }
         var status = RateLimitStatus()
         for scope in scopes {
@@ -248,13 +291,6 @@ struct RateLimiterCore {
                         retryAfter: wait, status: rejected, scopeKind: scope.kind))
             }
             if let limit = scope.tokensPerMinute {
-                guard tokens <= limit else {
-                    return .failure(
-                        RateLimitRejection(
-                            message:
-                                "Request too large for \(scope.kind): it may use \(tokens) tokens (prompt plus max_tokens) and the limit is \(limit) tokens per minute. Lower max_tokens or the prompt.",
-                            retryAfter: Self.window, status: status, scopeKind: scope.kind))
-                }
                 if window.tokens + tokens > limit {
                     let wait = timeUntilFree(window, needed: window.tokens + tokens - limit, now: now) { $0.tokens }
                     var rejected = status
@@ -312,6 +348,14 @@ struct RateLimiterCore {
         }
     }
 
+    /// Use admitted elsewhere, counted in the bucket of its second (older than the window: not at
+    /// all).
+    mutating func record(_ use: WindowedUse) {
+        let second = second(of: clock.now - .milliseconds(Int64((use.age * 1000).rounded())))
+        guard second >= self.second(of: clock.now) - 60 else { return }
+        windows[use.scopeID, default: Window()].add(second: second, requests: use.requests, tokens: use.tokens)
+    }
+
     mutating func requestsInWindow(_ scopeID: String) -> Int {
         prune(scopeID, now: second(of: clock.now))
         return windows[scopeID]?.requests ?? 0
@@ -351,21 +395,27 @@ extension RateLimitStatus {
     /// Keeps, per kind of limit, the scope with the least room left after this request.
     mutating func tighten(with scope: LimitScope, window: RateLimiterCore.Window, adding tokens: Int, reset: Duration) {
         if let limit = scope.requestsPerMinute {
-            let remaining = limit - window.requests - 1
-            if remainingRequests.map({ remaining < $0 }) ?? true {
-                limitRequests = limit
-                remainingRequests = remaining
-                resetRequests = reset
-            }
+            tighten(requests: limit, remaining: limit - window.requests - 1, reset: reset)
         }
         if let limit = scope.tokensPerMinute {
-            let remaining = limit - window.tokens - tokens
-            if remainingTokens.map({ remaining < $0 }) ?? true {
-                limitTokens = limit
-                remainingTokens = remaining
-                resetTokens = reset
-            }
+            tighten(tokens: limit, remaining: limit - window.tokens - tokens, reset: reset)
         }
+    }
+
+    /// A requests-per-minute limit with `remaining` room after this request: kept if tightest.
+    mutating func tighten(requests limit: Int, remaining: Int, reset: Duration) {
+        guard remainingRequests.map({ remaining < $0 }) ?? true else { return }
+        limitRequests = limit
+        remainingRequests = remaining
+        resetRequests = reset
+    }
+
+    /// A tokens-per-minute limit with `remaining` room after this request: kept if tightest.
+    mutating func tighten(tokens limit: Int, remaining: Int, reset: Duration) {
+        guard remainingTokens.map({ remaining < $0 }) ?? true else { return }
+        limitTokens = limit
+        remainingTokens = remaining
+        resetTokens = reset
     }
 }
 
@@ -390,6 +440,12 @@ struct FIFO<Element>: Sequence {
     }
 
     mutating func append(_ element: Element) { storage.append(element) }
+
+    /// Inserts `element` before the first element matching `isAfter` (at the end when none does).
+    mutating func insert(_ element: Element, before isAfter: (Element) -> Bool) {
+        let index = storage[head...].firstIndex(where: isAfter) ?? storage.count
+        storage.insert(element, at: index)
+    }
 
     mutating func removeFirst() {
         head += 1

@@ -60,6 +60,12 @@ public final class SharedLimits: Service, Sendable {
         return outcome
     }
 
+    /// What this gateway admitted on grants in the last window, the first time requests follow
+    /// the `local` fallback after an answer (`GrantPool.fallingBack`).
+    func fallingBack() -> [WindowedUse]? {
+        pool.withLock { $0.fallingBack(now: now) }
+    }
+
     func settle(_ admission: SharedAdmission, tokens: Int) {
         pool.withLock { $0.settle(admission, tokens: tokens, now: now) }
     }

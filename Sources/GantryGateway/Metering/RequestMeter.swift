@@ -121,7 +121,11 @@ final class RequestMeter: Sendable {
         }
     }
 
-    var rateLimitHeaders: [(HTTPField.Name, String)] { state.withLock { $0.admission?.status.headers ?? [] } }
+    /// The `x-ratelimit-*` fields: from the shared limits' grants while a ledger answers, else
+    /// from this gateway's own windows.
+    var rateLimitHeaders: [(HTTPField.Name, String)] {
+        state.withLock { ($0.sharedAdmission?.status ?? $0.admission?.status)?.headers ?? [] }
+    }
 
     /// The instance whose tokenizer counted the prompt (it then serves the request, if admitted).
     func counted(on lease: InFlightLease) {
