@@ -115,6 +115,19 @@ struct GrantPoolTests {
         #expect(pool.fallingBack(now: 20) != nil)
     }
 
+    @Test("only an admission of requests per minute alone skips its settlement")
+    func settlesNothing() {
+        let requests = LimitResource(kind: .requests, scope: "k:a")
+        let slot = LimitResource(kind: .concurrent, scope: "k:a")
+        #expect(SharedAdmission(parts: [.init(grant: 1, resource: requests, amount: 1)], slots: []).settlesNothing)
+        #expect(!SharedAdmission(parts: [.init(grant: 1, resource: requests, amount: 1)], slots: [slot]).settlesNothing)
+        #expect(
+            !SharedAdmission(
+                parts: [.init(grant: 1, resource: requests, amount: 1), .init(grant: 2, resource: Self.tokens, amount: 9)],
+                slots: []
+            ).settlesNothing)
+    }
+
     @Test("the ledger said nothing is left: refused at once, without waiting, until the retry time")
     func exhaustedIsRefused() {
         var pool = GrantPool()

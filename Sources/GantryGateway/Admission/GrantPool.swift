@@ -58,6 +58,10 @@ struct SharedAdmission: Sendable {
     let slots: [LimitResource]
     /// The `x-ratelimit-*` headers: the tightest per-minute budget after this request.
     var status = RateLimitStatus()
+
+    /// Requests per minute only: a request is counted when admitted, whatever it used, so its
+    /// settlement has nothing to give back (and need not take the pool's lock).
+    var settlesNothing: Bool { slots.isEmpty && parts.allSatisfy { $0.resource.kind == .requests } }
 }
 
 /// A gateway's side of the shared limits: the grants and slots the leader's ledger gave it, which

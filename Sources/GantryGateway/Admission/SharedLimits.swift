@@ -67,6 +67,7 @@ public final class SharedLimits: Service, Sendable {
     }
 
     func settle(_ admission: SharedAdmission, tokens: Int) {
+        guard !admission.settlesNothing else { return }
         pool.withLock { $0.settle(admission, tokens: tokens, now: now) }
     }
 
