@@ -45,11 +45,13 @@ public struct LlamaCppInstaller: Sendable {
             progress("llama-server \(Self.version) already installed at \(installed)")
             return installed
         }
-        for tool in ["python3", "cmake", "c++", "tar"] where !ExternalCommand.exists(tool) {
+        for tool in ["python3", "c++", "tar"] where !ExternalCommand.exists(tool) {
             throw GantryError(
                 .unavailable,
-                "'\(tool)' is needed to build llama-server; install it (Debian: apt-get install python3-pip cmake g++)")
+                "'\(tool)' is needed to build llama-server; install it (Debian: apt-get install python3-pip g++)")
         }
+        // Without a cmake on PATH, PyPI's (once, under the cache).
+        let cmake = try await CMakeTool(cacheDirectory: cacheDirectory).resolve(progress: progress)
         let work = cacheDirectory + "/engines/llama-cpp/build-\(Self.version)-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: work) }
@@ -70,13 +72,13 @@ public struct LlamaCppInstaller: Sendable {
 
         progress("[3/4] configuring with cmake")
         try await ExternalCommand.run([
-            "cmake", "-S", source, "-B", build, "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=OFF",
+            cmake, "-S", source, "-B", build, "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=OFF",
             "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_OPENSSL=OFF",
             "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
         ])
         progress("[4/4] building llama-server with \(jobs) jobs (about 770 CPU-seconds)")
         try await ExternalCommand.run(
-            ["cmake", "--build", build, "--target", "llama-server", "-j", String(max(1, jobs))], echo: true)
+            [cmake, "--build", build, "--target", "llama-server", "-j", String(max(1, jobs))], echo: true)
 
         let built = build + "/bin/llama-server"
         try await ExternalCommand.run([built, "--version"])
