@@ -225,7 +225,9 @@ public func buildApplication(
     // follows the fallback setting, as a gateway that cannot reach the leader does).
     let sharedLimits =
         configuration.gateway.sharesLimits
-        ? SharedLimits(fallback: configuration.gateway.sharedLimitsFallback) { try await ledger.sync($0) } : nil
+        ? SharedLimits(fallback: configuration.gateway.sharedLimitsFallback, registry: metrics) {
+            try await ledger.sync($0)
+        } : nil
     let inference = configuration.gateway.inferenceRoutes(
         routes: routeTable, clients: engineClients, limiter: limiter, usage: usage, usageRepository: repositories.usage,
         metrics: metrics, failedAuthentication: failedAuthentication, shared: sharedLimits, ledger: ledger)

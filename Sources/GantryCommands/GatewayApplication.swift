@@ -66,7 +66,7 @@ public func buildGatewayApplication(
     OperationsRoutes.add(to: router, registry: metrics, readiness: [ReadinessCheck(name: "store") { await store.ping() }])
     // Limits and quotas over every gateway: admitted here against grants of the leader's ledger.
     let sharedLimits = SharedLimits(
-        fallback: configuration.gateway.sharedLimitsFallback,
+        fallback: configuration.gateway.sharedLimitsFallback, registry: metrics,
         transport: SharedLimits.httpTransport(control: control, serviceSecret: serviceSecret, httpClient: controlClient))
     let inference = configuration.gateway.inferenceRoutes(
         routes: routeTable, clients: engineClients, limiter: RateLimiter(), usage: usage,

@@ -1,3 +1,5 @@
+import Prometheus
+import Synchronization
 import Testing
 
 @testable import GantryGateway
@@ -179,6 +181,45 @@ struct GrantPoolTests {
             Issue.record("past its wait, a request follows the fallback")
             return
         }
+    }
+
+    @Test("an operator sees the syncs, whether the ledger answers, the waits and the fallbacks")
+    func metrics() async {
+        let registry = PrometheusCollectorRegistry()
+        let failing = Atomic<Bool>(true)
+        let limits = SharedLimits(fallback: .local, registry: registry) { sync in
+            if failing.load(ordering: .relaxed) { throw LedgerUnavailable() }
+            var answer = Self.answer(grants: sync.asks.map { .init(id: 1, resource: $0.resource, amount: 1000) })
+            answer.standings = []
+            return answer
+        }
+        func emitted() -> String {
+            var bytes: [UInt8] = []
+            registry.emit(into: &bytes)
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        guard case .wait = limits.take([Self.need], waitOver: false) else {
+            Issue.record("no grant yet: the request waits")
+            return
+        }
+        await limits.syncOnce()
+        guard case .unavailable = limits.take([Self.need], waitOver: false) else {
+            Issue.record("no ledger answered: the fallback decides")
+            return
+        }
+        #expect(emitted().contains(#"gantry_shared_limits_syncs_total{result="failed"} 1"#))
+        #expect(emitted().contains("gantry_shared_limits_ledger_reachable 0"))
+        failing.store(false, ordering: .relaxed)
+        await limits.syncOnce()
+        guard case .taken = limits.take([Self.need], waitOver: false) else {
+            Issue.record("the ledger answered with a grant")
+            return
+        }
+        let text = emitted()
+        #expect(text.contains(#"gantry_shared_limits_syncs_total{result="answered"} 1"#))
+        #expect(text.contains("gantry_shared_limits_ledger_reachable 1"))
+        #expect(text.contains("gantry_shared_limits_waits_total 1"))
+        #expect(text.contains(#"gantry_shared_limits_fallbacks_total{fallback="local"} 1"#))
     }
 
     @Test("a slot given up is not used before the ledger hears of it")

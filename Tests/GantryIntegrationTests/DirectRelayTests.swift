@@ -245,6 +245,14 @@ struct DirectRelayTests {
                 let metrics = try await DataPlaneTests.get(base, key: test.adminKey, "/metrics").text
                 #expect(Self.relayCount(metrics, "direct") == 5, "all five relayed on the event loop")
                 #expect(Self.relayCount(metrics, "router") == 0, "the wait for the grant was the relay's own")
+                // What an operator sees of it: the wait, the answered syncs, a ledger that answers.
+                let sample = { (name: String) -> Double in
+                    metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+                        .flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+                }
+                #expect(sample("gantry_shared_limits_waits_total") >= 1)
+                #expect(sample(#"gantry_shared_limits_syncs_total{result="answered"}"#) >= 1)
+                #expect(sample("gantry_shared_limits_ledger_reachable") == 1)
             }
         }
     }

@@ -2,6 +2,7 @@ public import AsyncHTTPClient
 import Foundation
 public import GantryCore
 import NIOCore
+public import Prometheus
 public import ServiceLifecycle
 import Synchronization
 
@@ -41,12 +42,14 @@ public final class SharedLimits: Service, Sendable {
     private let syncs: WakeGeneration
     /// Turns of the sync loop, for the test that it sleeps between them.
     let loopTurns = Atomic<Int>(0)
+    let metrics: SharedLimitsMetrics?
 
     public init(
         fallback: SharedLimitsFallback, interval: Duration = .milliseconds(250), maxWaiting: Int = 2000,
-        transport: @escaping Transport
+        registry: PrometheusCollectorRegistry? = nil, transport: @escaping Transport
     ) {
         self.fallback = fallback
+        self.metrics = registry.map { SharedLimitsMetrics(registry: $0, fallback: fallback) }
         self.transport = transport
         self.interval = interval.inSeconds
         self.syncs = WakeGeneration(maxWaiting: maxWaiting)
@@ -56,7 +59,15 @@ public final class SharedLimits: Service, Sendable {
 
     func take(_ needs: [LimitNeed], waitOver: Bool) -> GrantPool.Outcome {
         let outcome = pool.withLock { $0.take(needs, now: now, waitOver: waitOver) }
-        if case .wait = outcome { wake() }
+        switch outcome {
+        case .wait:
+            metrics?.waits.increment()
+            wake()
+        case .unavailable:
+            metrics?.fallbacks.increment()
+        case .taken, .refused:
+            break
+        }
         return outcome
     }
 
@@ -102,6 +113,8 @@ public final class SharedLimits: Service, Sendable {
             do {
                 let answer = try await transport(sync)
                 pool.withLock { $0.apply(answer, sentAt: sentAt, now: now) }
+                metrics?.syncsAnswered.increment()
+                metrics?.ledgerReachable.set(Double(1))
                 if let warming = answer.warmingSeconds {
                     signals.withLock { $0.notBefore = now + min(2, warming) }
                 }
@@ -109,6 +122,8 @@ public final class SharedLimits: Service, Sendable {
             } catch {
                 // Returns that never left go with the next sync; requests stop waiting for a
                 // ledger for a second and follow the fallback once their grants run out.
+                metrics?.syncsFailed.increment()
+                metrics?.ledgerReachable.set(Double(0))
                 let requeue = ControlConnection.notServed(error) || error is LedgerUnavailable
                 pool.withLock { pool in
                     if requeue { pool.requeue(sync.returns) }
