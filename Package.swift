@@ -164,6 +164,9 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
+            // The OpenAPI document, compiled into the binary (a static `gantry` carries no
+            // resource bundle beside it).
+            resources: [.embedInCode("Resources/openapi.json")],
             swiftSettings: sharedSwiftSettings
         ),
         .target(

@@ -45,6 +45,9 @@ public struct GantryServer: Sendable {
     public let modelFetch: ModelFetchTokens
     /// Set on the first start of an empty store: the admin key to print once. Never logged.
     public let bootstrapAdminKey: String?
+    /// Every route the router serves, as `METHOD /path` with Hummingbird's path syntax
+    /// (`{name}` a segment, `**` the rest): what the OpenAPI document is checked against.
+    public let routes: [String]
 }
 
 /// Builds the all-in-one server: opens and migrates the store, wires the services together
@@ -246,6 +249,7 @@ public func buildApplication(
     IntrospectionRoutes(verifier: identity).add(to: router)
     SelfServicePage(identity: identity, repositories: repositories, loginAvailable: login != nil).add(to: router)
     ResourceRoutes(inventory: inventory, allocations: allocations).add(to: router)
+    OpenAPIRoutes.add(to: router)
 
     // Shut down in reverse: the server first (in-flight requests finish), then the resource
     // poller, the reconcile loop, the engines, the usage records still waiting (written), the
@@ -265,7 +269,7 @@ public func buildApplication(
         reconciler: reconciler, election: election,
         identity: identity, login: login, registry: registry, objects: objects, deployments: deployments, metrics: metrics,
         allocations: allocations, usage: usage, limiter: limiter, modelFetch: fetchTokens,
-        bootstrapAdminKey: bootstrapKey)
+        bootstrapAdminKey: bootstrapKey, routes: router.routes.map(\.description))
 }
 
 extension GantryConfiguration.Gateway {

@@ -1,0 +1,62 @@
+import Foundation
+import GantryCommands
+import Testing
+
+/// The OpenAPI document at `/api/v1/openapi.json` says what the server serves: every `/api`
+/// operation and the `/v1` endpoints, no more and no fewer.
+@Suite("OpenAPI document")
+struct OpenAPITests {
+    /// `METHOD /path` for every operation of an OpenAPI document.
+    static func operations(_ document: [String: Any]) -> Set<String> {
+        let paths = document["paths"] as? [String: [String: Any]] ?? [:]
+        var operations: Set<String> = []
+        for (path, items) in paths {
+            for method in items.keys where ["get", "put", "post", "patch", "delete", "head"].contains(method) {
+                operations.insert("\(method.uppercased()) \(path)")
+            }
+        }
+        return operations
+    }
+
+    @Test("the document served lists exactly the /api and /v1 routes the server registers")
+    func matchesTheRoutes() async throws {
+        let test = try await TestServer.make()
+        // Hummingbird's `**` (the rest of the path) is OpenAPI's `{path}`.
+        let registered = Set(
+            test.server.routes
+                .filter { $0.contains(" /api/") || $0.contains(" /v1/") }
+                .map { $0.replacingOccurrences(of: "/**", with: "/{path}") })
+        try await DataPlaneTests().live(test) { base in
+            let anonymous = try await DataPlaneTests.get(base, key: "", "/api/v1/openapi.json")
+            #expect(anonymous.status == 401, "like every /api route, for callers with a credential")
+            let served = try await DataPlaneTests.get(base, key: test.adminKey, "/api/v1/openapi.json")
+            #expect(served.status == 200)
+            #expect(served.headers.first(name: "content-type") == "application/json")
+            let document = served.json
+            #expect(document["openapi"] as? String == "3.1.0")
+            let documented = Self.operations(document)
+            #expect(registered.subtracting(documented).sorted() == [], "registered but not in the document")
+            #expect(documented.subtracting(registered).sorted() == [], "in the document but not registered")
+            #expect(documented.count >= 45)
+
+            // Every operation names its path parameters, has an id, and answers errors in its
+            // API's format.
+            var ids: Set<String> = []
+            for (path, items) in document["paths"] as? [String: [String: Any]] ?? [:] {
+                let captures = Set(path.matches(of: /\{([^}]+)\}/).map { String($0.output.1) })
+                for (method, value) in items {
+                    let operation = value as? [String: Any] ?? [:]
+                    let parameters = operation["parameters"] as? [[String: Any]] ?? []
+                    let named = Set(parameters.filter { $0["in"] as? String == "path" }.compactMap { $0["name"] as? String })
+                    #expect(named == captures, "\(method) \(path): path parameters \(named) for \(captures)")
+                    let id = operation["operationId"] as? String ?? ""
+                    #expect(!id.isEmpty && ids.insert(id).inserted, "\(method) \(path): operationId '\(id)' missing or twice")
+                    let responses = operation["responses"] as? [String: Any] ?? [:]
+                    let errorFormat = path.hasPrefix("/v1/") ? "OpenAIError" : "Problem"
+                    let error = responses["401"] as? [String: Any]
+                    #expect(error?["$ref"] as? String == "#/components/responses/\(errorFormat)", "\(method) \(path)")
+                }
+            }
+        }
+    }
+}
