@@ -209,7 +209,8 @@ public func buildApplication(
     router.add(middleware: CanonicalPathMiddleware())
     router.add(middleware: AccessLogMiddleware())
     router.add(middleware: HTTPMetricsMiddleware(registry: metrics))
-    router.add(middleware: APIErrorMiddleware())
+    let routeMethods = RouteMethods()
+    router.add(middleware: APIErrorMiddleware(methods: routeMethods))
     // Counts this process's failures and, on the leader, the ones gateways report; an address it
     // blocks reaches every gateway with the route watch.
     let failedAuthentication = FailedAuthenticationLimiter(
@@ -250,6 +251,7 @@ public func buildApplication(
     SelfServicePage(identity: identity, repositories: repositories, loginAvailable: login != nil).add(to: router)
     ResourceRoutes(inventory: inventory, allocations: allocations).add(to: router)
     OpenAPIRoutes.add(to: router)
+    routeMethods.load(router)
 
     // Shut down in reverse: the server first (in-flight requests finish), then the resource
     // poller, the reconcile loop, the engines, the usage records still waiting (written), the

@@ -53,7 +53,8 @@ public func buildGatewayApplication(
     router.add(middleware: CanonicalPathMiddleware())
     router.add(middleware: AccessLogMiddleware())
     router.add(middleware: HTTPMetricsMiddleware(registry: metrics))
-    router.add(middleware: APIErrorMiddleware())
+    let routeMethods = RouteMethods()
+    router.add(middleware: APIErrorMiddleware(methods: routeMethods))
     router.add(
         middleware: ControlProxyMiddleware(
             control: control, client: controlClient, maxBodyBytes: max(configuration.gateway.maxRequestBytes, 64 << 20),
@@ -72,6 +73,7 @@ public func buildGatewayApplication(
         routes: routeTable, clients: engineClients, limiter: RateLimiter(), usage: usage,
         usageRepository: repositories.usage, metrics: metrics, shared: sharedLimits)
     inference.add(to: router)
+    routeMethods.load(router)
     let directRelay = DirectRelay(
         inference: inference, verifier: verifier, addressBlocked: { failedAuthentication.retryAfter(for: $0) != nil },
         httpMetrics: HTTPRequestMetrics(registry: metrics), serverName: "gantry-gateway", logger: logger,

@@ -8,6 +8,8 @@ public struct GantryError: Error, Sendable, Equatable, CustomStringConvertible {
         case unauthorized
         case forbidden
         case notFound
+        /// The path exists, the method does not (405, with the methods it has in `Allow`).
+        case methodNotAllowed
         case conflict
         /// Well-formed but wrong content, such as an upload whose digest differs from the one promised (422).
         case unprocessable

@@ -11,7 +11,13 @@ import NIOCore
 /// Unknown errors become a 500 whose body says nothing of the cause (it could hold a secret);
 /// the cause is logged with the request id instead.
 public struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
-    public init() {}
+    /// The routes' methods by path, to answer a known path asked with another method 405 with
+    /// `Allow` rather than 404 (RFC 9110, section 15.5.6).
+    let methods: RouteMethods?
+
+    public init(methods: RouteMethods? = nil) {
+        self.methods = methods
+    }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
@@ -19,13 +25,29 @@ public struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch {
-            let gantryError = Self.gantryError(from: error)
+            var gantryError = Self.gantryError(from: error)
+            if gantryError.kind == .notFound, Self.isUnrouted(error), let methods {
+                let allowed = methods.allowed(path: request.uri.path)
+                if !allowed.isEmpty {
+                    let names = allowed.map(\.rawValue).joined(separator: ", ")
+                    gantryError = GantryError(
+                        .methodNotAllowed, "\(request.method.rawValue) is not allowed here; this path takes \(names)",
+                        code: "method_not_allowed", headers: ["allow": names])
+                }
+            }
             if gantryError.kind == .internal {
                 context.logger.error("request failed", metadata: ["error": "\(String(reflecting: error))"])
             }
             let style: ErrorResponse.Style = request.uri.path.hasPrefix("/v1") ? .openAI : .problem
             return ErrorResponse(error: gantryError, style: style, instance: request.uri.path).response()
         }
+    }
+
+    /// Whether `error` is the router's own "no route": a handler's 404 (a missing model, say)
+    /// says nothing about which methods a path takes.
+    static func isUnrouted(_ error: any Error) -> Bool {
+        guard !(error is GantryError), let error = error as? any HTTPResponseError else { return false }
+        return error.status == .notFound
     }
 
     static func gantryError(from error: any Error) -> GantryError {
@@ -37,7 +59,7 @@ public struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         case let error as any HTTPResponseError:
             switch error.status {
             case .notFound: return .notFound("no route for this path", code: "not_found")
-            case .methodNotAllowed: return GantryError(.invalidRequest, "method not allowed")
+            case .methodNotAllowed: return GantryError(.methodNotAllowed, "method not allowed")
             case .contentTooLarge: return GantryError(.payloadTooLarge, "request body is too large")
             case .unauthorized: return GantryError(.unauthorized, "authentication required")
             default:

@@ -31,6 +31,7 @@ public struct ErrorResponse: Sendable {
         case .unauthorized: return .unauthorized
         case .forbidden: return .forbidden
         case .notFound: return .notFound
+        case .methodNotAllowed: return .methodNotAllowed
         case .conflict: return .conflict
         case .unprocessable: return .unprocessableContent
         case .payloadTooLarge: return .contentTooLarge
@@ -45,7 +46,8 @@ public struct ErrorResponse: Sendable {
     /// The OpenAI `type` for each kind, as the official clients map them to exception classes.
     public static func openAIType(for kind: GantryError.Kind) -> String {
         switch kind {
-        case .invalidRequest, .notFound, .conflict, .unprocessable, .payloadTooLarge: return "invalid_request_error"
+        case .invalidRequest, .notFound, .methodNotAllowed, .conflict, .unprocessable, .payloadTooLarge:
+            return "invalid_request_error"
         case .unauthorized: return "authentication_error"
         case .forbidden: return "permission_error"
         case .rateLimited: return "requests"

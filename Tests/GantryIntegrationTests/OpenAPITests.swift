@@ -1,5 +1,6 @@
 import Foundation
 import GantryCommands
+import NIOHTTP1
 import Testing
 
 /// The OpenAPI document at `/api/v1/openapi.json` says what the server serves: every `/api`
@@ -57,6 +58,35 @@ struct OpenAPITests {
                     #expect(error?["$ref"] as? String == "#/components/responses/\(errorFormat)", "\(method) \(path)")
                 }
             }
+        }
+    }
+
+    @Test("a registered path asked with another method: 405 with Allow, in the API's format; an unknown path 404")
+    func methodNotAllowed() async throws {
+        let test = try await TestServer.make()
+        try await DataPlaneTests().live(test) { base in
+            let key = test.adminKey
+            let cases: [(HTTPMethod, String, String)] = [
+                (.TRACE, "/api/v1/gpus", "GET"),
+                (.PUT, "/api/v1/keys", "GET, POST"),
+                (.POST, "/api/v1/keys/k_1", "DELETE, PATCH"),
+                (.PATCH, "/api/v1/models/m/versions/1/files/a/b.gguf", "DELETE, GET, PUT"),
+                (.DELETE, "/v1/models", "GET"),
+            ]
+            for (method, path, allow) in cases {
+                let answer = try await DataPlaneTests.send(method, base + path, key: key)
+                #expect(answer.status == 405, "\(method) \(path): \(answer.status)")
+                #expect(answer.headers.first(name: "allow") == allow, "\(method) \(path)")
+                if path.hasPrefix("/v1/") {
+                    #expect(answer.errorCode == "method_not_allowed", "the OpenAI envelope: \(answer.text)")
+                } else {
+                    #expect(answer.headers.first(name: "content-type") == "application/problem+json")
+                    #expect(answer.json["code"] as? String == "method_not_allowed")
+                }
+            }
+            #expect(try await DataPlaneTests.get(base, key: key, "/api/v1/nothing-here").status == 404)
+            // A handler's 404 (no such model) stays a 404: the path is routed, the model is missing.
+            #expect(try await DataPlaneTests.get(base, key: key, "/api/v1/models/missing").status == 404)
         }
     }
 }
