@@ -46,11 +46,13 @@ public actor ResourceInventory: Service {
         }
     }
 
-    /// Labels are node name and GPU index: bounded by the hardware, never by requests.
+    /// Labels are node name, GPU index and the GPU's product name: bounded by the hardware, never
+    /// by requests. The product is `product`, not `model`: every other metric's `model` is a model
+    /// service, and one label name means one thing across Gantry's metrics.
     func export(_ nodes: [NodeInventory]) {
         for node in nodes {
             for gpu in node.gpus {
-                let labels = [("node", node.name), ("gpu", String(gpu.index)), ("model", gpu.name)]
+                let labels = [("node", node.name), ("gpu", String(gpu.index)), ("product", gpu.name)]
                 metrics.makeGauge(
                     descriptor: .init(
                         namespace: "gantry", metricName: "gpu_memory_total", unitName: "bytes", helpText: "GPU memory size"),

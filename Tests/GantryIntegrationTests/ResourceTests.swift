@@ -97,7 +97,9 @@ struct ResourceTests {
             #expect(first["node"] as? String == node["name"] as? String)
             let metrics = try await client.execute(uri: "/metrics", method: .get, headers: .bearer(test.adminKey))
             #expect(metrics.text.contains(#"gantry_gpu_memory_total_bytes{node=""#))
-            #expect(metrics.text.contains(#"gpu="7",model="NVIDIA H100 80GB HBM3"} 85520809984.0"#), "81559 MiB in bytes")
+            #expect(
+                metrics.text.contains(#"gpu="7",product="NVIDIA H100 80GB HBM3"} 85520809984.0"#), "81559 MiB in bytes")
+            #expect(!metrics.text.contains(#"model="NVIDIA"#), "a GPU's product is not a `model` (a service)")
             #expect(metrics.text.contains("gantry_gpu_utilization_ratio"))
 
             let user = try await test.server.identity.ensureUser(name: "viewer", role: .user)
