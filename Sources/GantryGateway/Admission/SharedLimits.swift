@@ -30,14 +30,10 @@ public final class SharedLimits: Service, Sendable {
     private let pool = Mutex(GrantPool())
     private let origin = ContinuousClock.now
 
-    private struct Signals {
-        var wakeLoop: CheckedContinuation<Void, Never>?
-        var woken = false
-        /// No sync before this (a warming ledger said when to come back).
-        var notBefore: Double = 0
-    }
-
-    private let signals = Mutex(Signals())
+    /// Wakes the sync loop before its interval: a request waits for a budget.
+    private let wakeups = WakeSignal()
+    /// No sync before this (a warming ledger said when to come back).
+    private let notBefore = Mutex<Double>(0)
     /// Syncs ended (answered or failed): requests waiting for a budget wait for the next.
     private let syncs: WakeGeneration
     /// Turns of the sync loop, for the test that it sleeps between them.
@@ -62,7 +58,7 @@ public final class SharedLimits: Service, Sendable {
         switch outcome {
         case .wait:
             metrics?.waits.increment()
-            wake()
+            wakeups.wake()
         case .unavailable:
             metrics?.fallbacks.increment()
         case .taken, .refused:
@@ -95,11 +91,11 @@ public final class SharedLimits: Service, Sendable {
     public func run() async throws {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
-                await self.sleepOrWake()
+                await self.wakeups.wait(atMost: .seconds(self.interval))
                 self.loopTurns.add(1, ordering: .relaxed)
                 let now = self.now
                 let due = self.pool.withLock { $0.syncDue(now: now, interval: self.interval) }
-                guard due, now >= self.signals.withLock({ $0.notBefore }) else { continue }
+                guard due, now >= self.notBefore.withLock({ $0 }) else { continue }
                 await self.syncOnce()
             }
         }
@@ -116,7 +112,7 @@ public final class SharedLimits: Service, Sendable {
                 metrics?.syncsAnswered.increment()
                 metrics?.ledgerReachable.set(Double(1))
                 if let warming = answer.warmingSeconds {
-                    signals.withLock { $0.notBefore = now + min(2, warming) }
+                    notBefore.withLock { $0 = now + min(2, warming) }
                 }
                 if answer.wantsUsed, answer.warmingSeconds == nil { continue }
             } catch {
@@ -133,39 +129,6 @@ public final class SharedLimits: Service, Sendable {
             break
         }
         syncs.advance()
-    }
-
-    private func wake() {
-        let continuation = signals.withLock { state -> CheckedContinuation<Void, Never>? in
-            state.woken = true
-            defer { state.wakeLoop = nil }
-            return state.wakeLoop
-        }
-        continuation?.resume()
-    }
-
-    private func sleepOrWake() async {
-        let interval = interval
-        // A cancelled timer must not wake the loop: that wake-up would end the next sleep at
-        // once, whose cancelled timer would wake it again, a busy loop (found in a profile of
-        // bench/shared-limits.sh: half a core creating and cancelling timers).
-        let timer = Task { [weak self] in
-            guard (try? await Task.sleep(for: .seconds(interval))) != nil else { return }
-            self?.wake()
-        }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let now = signals.withLock { state -> Bool in
-                if state.woken {
-                    state.woken = false
-                    return true
-                }
-                state.wakeLoop = continuation
-                return false
-            }
-            if now { continuation.resume() }
-        }
-        signals.withLock { $0.woken = false }
-        timer.cancel()
     }
 
     /// The transport of a gateway process: `POST /api/v1/limits/sync` to the control replicas,

@@ -53,8 +53,8 @@ public actor GatewayReporter: Service {
     /// This gateway's failed-authentication slowdown, whose failures the reports carry.
     let failedAuthentication: FailedAuthenticationLimiter?
     let gatewayID = "gw_" + UUID().uuidString.lowercased().prefix(12)
-    private var wakeUp: CheckedContinuation<Void, Never>?
-    private var woken = false
+    /// Wakes the loop before its interval: an instance became unreachable.
+    private nonisolated let wakeups = WakeSignal()
 
     public init(
         control: ControlEndpoints, serviceSecret: String, routes: RouteTable, httpClient: HTTPClient, logger: Logger,
@@ -71,13 +71,12 @@ public actor GatewayReporter: Service {
 
     public func run() async throws {
         await routes.onAttentionNeeded { [weak self] in
-            guard let self else { return }
-            Task { await self.wake() }
+            self?.wakeups.wake()
         }
         await cancelWhenGracefulShutdown {
             var lastWasEmpty = true
             while !Task.isCancelled {
-                await self.sleepOrWake()
+                await self.wakeups.wait(atMost: self.interval)
                 let failures = self.failedAuthentication?.takeUnreported() ?? [:]
                 let report = GatewayReport(
                     gateway: self.gatewayID, unreachable: Array(await self.routes.takeUnreachableInstances()),
@@ -113,27 +112,5 @@ public actor GatewayReporter: Service {
         } catch {
             logger.warning("gateway report not delivered", metadata: ["error": "\(error)"])
         }
-    }
-
-    private func wake() {
-        woken = true
-        wakeUp?.resume()
-        wakeUp = nil
-    }
-
-    private func sleepOrWake() async {
-        if woken {
-            woken = false
-            return
-        }
-        let interval = interval
-        // A cancelled timer does not wake: that wake-up would end the next sleep at once.
-        let timer = Task { [weak self] in
-            guard (try? await Task.sleep(for: interval)) != nil else { return }
-            await self?.wake()
-        }
-        await withCheckedContinuation { wakeUp = $0 }
-        timer.cancel()
-        woken = false
     }
 }

@@ -1,6 +1,6 @@
 import Testing
 
-@testable import GantryOrchestrator
+@testable import GantryCore
 
 /// The reconcile loop's wake-ups outlive a cancelled waiter: a replica that steps down (its loop
 /// cancelled) and leads again must get a loop that waits and wakes, not one that ends at once.
