@@ -120,11 +120,11 @@ struct AdmissionPipeline: Sendable {
         if let sharedLimits = metering.shared {
             let needs = LimitNeed.needs(scopes: scopes, quotas: quotaScopes, tokens: reservation, now: Date())
             switch takeShared(needs, from: sharedLimits, waitOver: limitsWaitOver, entry: entry, meter: meter) {
-            case .success(let taken):
+            case .taken(let taken):
                 shared = taken
-            case .failure(let decided):
-                if case .waitForLimits = decided.decision, let quotaHold { metering.quotas.settle(quotaHold, tokens: 0) }
-                return decided.decision
+            case .decided(let decision):
+                if case .waitForLimits = decision, let quotaHold { metering.quotas.settle(quotaHold, tokens: 0) }
+                return decision
             }
         }
         // This gateway's own windows: the only limits of an all-in-one process, and the shared
@@ -200,9 +200,11 @@ struct AdmissionPipeline: Sendable {
         held.meter.finish(failure: error)
     }
 
-    /// A decision reached by the shared limits instead of an admission.
-    struct SharedDecision: Error {
-        let decision: Decision
+    /// What the shared limits made of a request: what it took (nil when nothing is shared, or
+    /// when the `local` fallback leaves it to this gateway's own windows), or a decision instead.
+    private enum SharedStep {
+        case taken(SharedAdmission?)
+        case decided(Decision)
     }
 
     /// The request's needs from this gateway's grants: what it took (nil when nothing is shared),
@@ -211,30 +213,30 @@ struct AdmissionPipeline: Sendable {
     /// windows decide then.
     private func takeShared(
         _ needs: [LimitNeed], from sharedLimits: SharedLimits, waitOver: Bool, entry: RouteEntry, meter: RequestMeter
-    ) -> Result<SharedAdmission?, SharedDecision> {
-        guard !needs.isEmpty else { return .success(nil) }
+    ) -> SharedStep {
+        guard !needs.isEmpty else { return .taken(nil) }
         switch sharedLimits.take(needs, waitOver: waitOver) {
         case .taken(let taken):
-            return .success(taken)
+            return .taken(taken)
         case .wait:
             meter.discard()
-            return .failure(SharedDecision(decision: .waitForLimits))
+            return .decided(.waitForLimits)
         case .refused(let need, let retryAfter):
             metering.metrics.limitRejected(
                 model: entry.deployment, scope: need.resource.kind == .quota ? "quota" : need.label)
-            return .failure(SharedDecision(decision: refuse(Self.sharedLimitError(need, retryAfter: retryAfter), meter: meter)))
+            return .decided(refuse(Self.sharedLimitError(need, retryAfter: retryAfter), meter: meter))
         case .unavailable:
             // `local`: this gateway's own windows decide, as if it were the only one, counting
             // what it admitted on grants in the last minute.
             guard sharedLimits.fallback == .refuse else {
                 if let used = sharedLimits.fallingBack() { metering.limiter.record(used) }
-                return .success(nil)
+                return .taken(nil)
             }
             let error = GantryError(
                 .unavailable,
                 "This request is limited and the limits cannot be checked now: no control replica answers. Retry shortly.",
                 code: "limits_unavailable", retryAfter: 1)
-            return .failure(SharedDecision(decision: refuse(error, meter: meter)))
+            return .decided(refuse(error, meter: meter))
         }
     }
 

@@ -78,9 +78,8 @@ public final class QuotaLedger: Sendable {
     private let repository: any UsageRepository
     private let accounts = Mutex<[QuotaScope.Holder: Account]>([:])
     /// Settlements so far, and the requests waiting for the next one (`settlement(after:)`).
+    /// At most `maxWaiting` requests wait for a settlement at once; more are refused at once.
     private let settlements: WakeGeneration
-    /// At most this many requests wait for a settlement at once; more are refused at once.
-    var maxWaiting: Int { settlements.maxWaiting }
 
     public init(repository: any UsageRepository, maxWaiting: Int = 1000) {
         self.repository = repository

@@ -218,26 +218,23 @@ struct RateLimiterCore {
 
         /// Adds to the bucket of `second`, made where its second belongs if there is none.
         mutating func add(second: Int64, requests: Int, tokens: Int) {
-            let moved = buckets.update(where: { $0.second == second }) {
-                $0.requests += requests
-                $0.tokens += tokens
-            }
-            if !moved {
-                buckets.insert(Bucket(second: second, requests: requests, tokens: tokens)) { $0.second > second }
-            }
+            guard !move(second: second, requests: requests, tokens: tokens) else { return }
+            buckets.insert(Bucket(second: second, requests: requests, tokens: tokens)) { $0.second > second }
             self.requests += requests
             self.tokens += tokens
         }
 
-        /// Moves the counts of the bucket of `second`, if it is still in the window.
-        mutating func move(second: Int64, requests: Int, tokens: Int) {
+        /// Moves the counts of the bucket of `second`; false when it is no longer in the window.
+        @discardableResult
+        mutating func move(second: Int64, requests: Int, tokens: Int) -> Bool {
             let moved = buckets.update(where: { $0.second == second }) {
                 $0.requests += requests
                 $0.tokens += tokens
             }
-            guard moved else { return }
+            guard moved else { return false }
             self.requests += requests
             self.tokens += tokens
+            return true
         }
 
         /// Drops the buckets of seconds before `second`.

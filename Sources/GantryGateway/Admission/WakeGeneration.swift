@@ -13,7 +13,7 @@ final class WakeGeneration: Sendable {
 
     private let state = Mutex(State())
     /// At most this many wait at once; more are told so at once.
-    let maxWaiting: Int
+    private let maxWaiting: Int
 
     init(maxWaiting: Int) {
         self.maxWaiting = maxWaiting

@@ -89,17 +89,17 @@ final class DirectExchange: SweepMember {
             guard waits.quotaReads == 0 else { return handToRouter() }
             waits.quotaReads = 1
             let quotas = relay.metering.quotas
-            let promise = eventLoop.makePromise(of: Void.self)
-            promise.completeWithTask { try await quotas.check(scopes) }
-            promise.futureResult.assumeIsolated().whenComplete { result in
-                guard !self.client.clientGone else { return }
-                switch result {
-                case .success: self.decide(request, waits: waits)
-                case .failure(let error as GantryError) where error.kind == .rateLimited:
+            wait({
+                do {
+                    try await quotas.check(scopes)
+                } catch let error as GantryError where error.kind == .rateLimited {
                     // Spent: the pipeline refuses it now, and accounts the refusal.
-                    self.decide(request, waits: waits)
-                case .failure: self.handToRouter()
+                } catch {
+                    return false
                 }
+                return true
+            }) { read in
+                if read { self.decide(request, waits: waits) } else { self.handToRouter() }
             }
         case .waitForQuota(let settlements):
             let quotas = relay.metering.quotas
@@ -122,7 +122,8 @@ final class DirectExchange: SweepMember {
     }
 
     /// Runs `wait` off the event loop and goes on with its answer back on it, unless the client
-    /// left meanwhile (nothing is held during these waits, so nothing is left to release).
+    /// left meanwhile (nothing is held during these waits, so nothing is left to release): a
+    /// quota's stored use read, a settlement or a sync waited for.
     private func wait(_ wait: @escaping @Sendable () async -> Bool, then next: @escaping (Bool) -> Void) {
         let promise = eventLoop.makePromise(of: Bool.self)
         promise.completeWithTask(wait)
