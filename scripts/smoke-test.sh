@@ -105,7 +105,7 @@ cached=$(find "$DATA" -path '*/artifacts/ver_*/*.gguf' | head -n 1)
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/metrics")" = 401 ] || fail "/metrics answered without a credential"
 metrics=$(curl -sf -H "Authorization: Bearer $ADMIN" "$BASE/metrics") || fail "/metrics did not answer an admin"
 grep -q 'gantry_http_requests_total{.*route="/v1/chat/completions"' <<<"$metrics" || fail "/metrics has no request counter"
-grep -q 'gantry_inference_tokens_total{model="smollm2",direction="completion"}' <<<"$metrics" \
+grep -q 'gantry_inference_tokens_total{service="smollm2",version="[^"]*",direction="completion"}' <<<"$metrics" \
   || fail "/metrics has no token counter"
 
 # Limits and usage from the CLI: an admin issues bob a key allowed one request per minute.

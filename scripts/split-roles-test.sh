@@ -126,6 +126,18 @@ for gateway in "$G1" "$G2"; do
 done
 echo "a limit set through gateway 2 took effect in both gateways, shared: gateway 2 refused the key's first request there"
 
+# The leader's history of the service counts every gateway's requests (their reports carry
+# them): its minutes add up to the usage records the gateways wrote, 429s included.
+for _ in $(seq 1 50); do
+  history=$(api "$G1" "$ADMIN" GET /api/v1/deployments/chat/metrics | json 'sum(m["requests"] for m in d["minutes"])')
+  recorded=$(api "$G2" "$ADMIN" GET "/api/v1/usage?model=chat&group_by=day" | json 'sum(r["requests"] for r in d["data"])')
+  [ "$history" = "$recorded" ] && [ "$history" -gt 0 ] && break
+  sleep 0.2
+done
+[ "$history" = "$recorded" ] && [ "$history" -gt 0 ] \
+  || fail "the leader's history counts $history requests, the usage records $recorded"
+echo "the leader's history counts all $history requests of both gateways"
+
 # Scale from zero through a gateway: the request waits in the gateway's queue, the gateway reports
 # it to the control role, which starts an instance; the route watch brings it back to the gateway.
 api "$G1" "$ADMIN" POST /api/v1/deployments \

@@ -37,6 +37,8 @@ public struct GantryServer: Sendable {
     public let objects: any ObjectStore
     public let deployments: DeploymentService
     public let metrics: PrometheusCollectorRegistry
+    /// The last hour of every model service, minute by minute.
+    public let history: ServiceMetricsHistory
     public let allocations: AllocationService
     /// Usage records waiting to be written; `flush()` writes them now.
     public let usage: UsageRecorder
@@ -64,6 +66,8 @@ public func buildApplication(
     let repositories: Repositories
     let bootstrapKey: String?
     let metrics = PrometheusCollectorRegistry()
+    // The last hour of every model service, for `GET /api/v1/deployments/{name}/metrics`.
+    let history = ServiceMetricsHistory()
     let inventory: ResourceInventory
     let allocations: AllocationService
     let cluster: KubernetesCluster?
@@ -82,7 +86,8 @@ public func buildApplication(
                 LocalNodeSource(discovery: try LocalNodeSource.discovery(for: configuration.resources.gpuSource))
             }
         inventory = ResourceInventory(
-            source: nodeSource, interval: configuration.resources.pollInterval, metrics: metrics, logger: logger)
+            source: nodeSource, interval: configuration.resources.pollInterval, metrics: metrics, logger: logger,
+            holders: { try await gpuHolders(repositories) }, history: history)
         allocations = AllocationService(inventory: inventory, ledger: repositories.allocations)
         // Allocations of instances no longer recorded are released; recorded instances keep
         // theirs (the reconcile loop adopts their engines or starts them again on the same GPUs),
@@ -234,7 +239,8 @@ public func buildApplication(
         } : nil
     let inference = configuration.gateway.inferenceRoutes(
         routes: routeTable, clients: engineClients, limiter: limiter, usage: usage, usageRepository: repositories.usage,
-        metrics: metrics, failedAuthentication: failedAuthentication, shared: sharedLimits, ledger: ledger)
+        metrics: metrics, history: history, failedAuthentication: failedAuthentication, shared: sharedLimits,
+        ledger: ledger)
     inference.add(to: router)
     let directRelay = DirectRelay(
         inference: inference, verifier: identity,
@@ -244,7 +250,7 @@ public func buildApplication(
     UsageRoutes(repository: repositories.usage, recorder: usage).add(to: router)
     RegistryRoutes(registry: registry).add(to: router)
     ModelFileRoutes(models: repositories.models, registry: registry, tokens: fetchTokens).add(to: router)
-    DeploymentRoutes(service: deployments, repositories: repositories, runtime: runtime).add(to: router)
+    DeploymentRoutes(service: deployments, repositories: repositories, runtime: runtime, history: history).add(to: router)
     IdentityRoutes(identity: identity, repositories: repositories).add(to: router)
     AuthRoutes(login: login, secureCookies: configuration.auth.publicURL.hasPrefix("https://")).add(to: router)
     IntrospectionRoutes(verifier: identity).add(to: router)
@@ -270,7 +276,7 @@ public func buildApplication(
         application: application, store: store, routeTable: routeTable, runtime: runtime, localRuntime: localRuntime,
         reconciler: reconciler, election: election,
         identity: identity, login: login, registry: registry, objects: objects, deployments: deployments, metrics: metrics,
-        allocations: allocations, usage: usage, limiter: limiter, modelFetch: fetchTokens,
+        history: history, allocations: allocations, usage: usage, limiter: limiter, modelFetch: fetchTokens,
         bootstrapAdminKey: bootstrapKey, routes: router.routes.map(\.description))
 }
 
@@ -305,7 +311,7 @@ extension GantryConfiguration.Gateway {
     /// The `/v1` routes with these settings, for the all-in-one server and gateway processes alike.
     func inferenceRoutes(
         routes: RouteTable, clients: EngineClients, limiter: RateLimiter, usage: UsageRecorder,
-        usageRepository: any UsageRepository, metrics: PrometheusCollectorRegistry,
+        usageRepository: any UsageRepository, metrics: PrometheusCollectorRegistry, history: ServiceMetricsHistory? = nil,
         failedAuthentication: FailedAuthenticationLimiter? = nil, shared: SharedLimits? = nil,
         ledger: LimitLedgerHost? = nil
     ) -> InferenceRoutes {
@@ -316,7 +322,23 @@ extension GantryConfiguration.Gateway {
                 queueTimeout: queueTimeout, maxQueuedPerModel: maxQueuedRequests),
             metering: Metering(
                 limiter: limiter, quotas: QuotaLedger(repository: usageRepository), usage: usage,
-                metrics: GatewayMetrics(registry: metrics), shared: shared),
+                metrics: GatewayMetrics(registry: metrics, history: history), shared: shared),
             failedAuthentication: failedAuthentication, ledger: ledger)
+    }
+}
+
+/// Which GPUs each running engine instance holds, by service and version: what ties a GPU's
+/// utilisation and memory to the service (the Resources service reads it on every poll).
+func gpuHolders(_ repositories: Repositories) async throws -> [GPUHolder] {
+    let deployments = Dictionary(
+        try await repositories.deployments.listDeployments().map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+    return try await repositories.instances.listInstances(deploymentID: nil).flatMap { instance -> [GPUHolder] in
+        guard instance.state.isActive, let deployment = deployments[instance.deploymentID] else { return [] }
+        let revisions = [deployment.revision, deployment.previousRevision, deployment.canary?.revision].compactMap { $0 }
+        let version = revisions.first { $0.id == instance.revisionID }?.version ?? deployment.revision.version
+        return instance.gpuUUIDs.map {
+            GPUHolder(
+                service: deployment.name, version: version, instance: instance.id, node: instance.node, gpuUUID: $0)
+        }
     }
 }

@@ -69,9 +69,11 @@ public func buildGatewayApplication(
     let sharedLimits = SharedLimits(
         fallback: configuration.gateway.sharedLimitsFallback, registry: metrics,
         transport: SharedLimits.httpTransport(control: control, serviceSecret: serviceSecret, httpClient: controlClient))
+    // Only what the reports carry to the leader's history: two minutes are all a report spans.
+    let history = ServiceMetricsHistory(keep: 2, reporting: true)
     let inference = configuration.gateway.inferenceRoutes(
         routes: routeTable, clients: engineClients, limiter: RateLimiter(), usage: usage,
-        usageRepository: repositories.usage, metrics: metrics, shared: sharedLimits)
+        usageRepository: repositories.usage, metrics: metrics, history: history, shared: sharedLimits)
     inference.add(to: router)
     routeMethods.load(router)
     let directRelay = DirectRelay(
@@ -94,7 +96,7 @@ public func buildGatewayApplication(
             sharedLimits,
             GatewayReporter(
                 control: control, serviceSecret: serviceSecret, routes: routeTable, httpClient: controlClient,
-                logger: logger, failedAuthentication: failedAuthentication),
+                logger: logger, failedAuthentication: failedAuthentication, history: history),
         ],
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.http.port) },
         logger: logger)

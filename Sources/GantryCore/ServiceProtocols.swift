@@ -24,11 +24,31 @@ public struct RouteTarget: Codable, Sendable, Equatable {
     public var endpoint: String
     /// Whether it serves the deployment's canary revision rather than its main one.
     public var canary: Bool
+    /// The model version this instance runs (during a rolling update, old and new instances
+    /// serve side by side), and the node it runs on: the labels of its metrics.
+    public var version: String
+    public var node: String
 
-    public init(instanceID: String, endpoint: String, canary: Bool = false) {
+    public init(instanceID: String, endpoint: String, canary: Bool = false, version: String = "", node: String = "") {
         self.instanceID = instanceID
         self.endpoint = endpoint
         self.canary = canary
+        self.version = version
+        self.node = node
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case instanceID, endpoint, canary, version, node
+    }
+
+    /// A gateway of an earlier release sends targets without a version or node.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        instanceID = try container.decode(String.self, forKey: .instanceID)
+        endpoint = try container.decode(String.self, forKey: .endpoint)
+        canary = try container.decodeIfPresent(Bool.self, forKey: .canary) ?? false
+        version = try container.decodeIfPresent(String.self, forKey: .version) ?? ""
+        node = try container.decodeIfPresent(String.self, forKey: .node) ?? ""
     }
 }
 

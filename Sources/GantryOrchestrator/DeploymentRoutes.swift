@@ -9,11 +9,23 @@ public struct DeploymentRoutes: Sendable {
     let service: DeploymentService
     let repositories: Repositories
     let runtime: any EngineRuntime
+    /// The minute-by-minute history of each service, for `GET .../{name}/metrics`.
+    let history: ServiceMetricsHistory
 
-    public init(service: DeploymentService, repositories: Repositories, runtime: any EngineRuntime) {
+    public init(
+        service: DeploymentService, repositories: Repositories, runtime: any EngineRuntime,
+        history: ServiceMetricsHistory = ServiceMetricsHistory()
+    ) {
         self.service = service
         self.repositories = repositories
         self.runtime = runtime
+        self.history = history
+    }
+
+    /// The last hour of one service, minute by minute (see `ServiceMinute`).
+    struct MetricsHistoryResponse: Encodable, Sendable {
+        var service: String
+        var minutes: [ServiceMinute]
     }
 
     /// Whether a user may see (and so call) the service.
@@ -84,8 +96,17 @@ public struct DeploymentRoutes: Sendable {
         }
         group.delete("{name}") { _, context in
             _ = try context.requireAdmin()
-            try await service.delete(name: try context.parameters.require("name"))
+            let name = try context.parameters.require("name")
+            try await service.delete(name: name)
+            history.forget(name)
             return Response(status: .accepted)
+        }
+        group.get("{name}/metrics") { _, context in
+            // Every caller's traffic together, and GPU use: admins only.
+            _ = try context.requireAdmin()
+            let deployment = try await find(try context.parameters.require("name"))
+            return JSONResponse(
+                MetricsHistoryResponse(service: deployment.name, minutes: history.minutes(of: deployment.name)))
         }
         group.get("{name}/events") { request, context in
             // Events can quote a crashed engine's last log lines, which can hold a prompt: admins only.

@@ -9,7 +9,11 @@ extension Reconciler {
     func publish(_ deployment: Deployment, instances: [EngineInstance]) async {
         let canaryID = deployment.canary?.revision.id
         let targets = instances.filter(isServing)
-            .map { RouteTarget(instanceID: $0.id, endpoint: $0.endpoint, canary: $0.revisionID == canaryID) }
+            .map {
+                RouteTarget(
+                    instanceID: $0.id, endpoint: $0.endpoint, canary: $0.revisionID == canaryID,
+                    version: revision(of: $0, in: deployment).version, node: $0.node)
+            }
         await routes.publish(
             RouteEntry(
                 deployment: deployment.name, version: deployment.revision.version, contextLimit: deployment.contextLimit,

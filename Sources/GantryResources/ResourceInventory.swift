@@ -10,14 +10,25 @@ public actor ResourceInventory: Service {
     let interval: Duration
     let metrics: PrometheusCollectorRegistry
     let logger: Logger
+    /// Which engine instance holds which GPU, for the per-service GPU series; nil exports none.
+    let holders: (@Sendable () async throws -> [GPUHolder])?
+    let history: ServiceMetricsHistory?
     private var current: [NodeInventory] = []
     private var lastError: String?
+    /// The per-service GPU gauges of the last refresh, by their labels, so that a GPU's series
+    /// ends when its instance lets go of it.
+    private var attributed: [GPUHolder: [Gauge]] = [:]
 
-    public init(source: any NodeSource, interval: Duration, metrics: PrometheusCollectorRegistry, logger: Logger) {
+    public init(
+        source: any NodeSource, interval: Duration, metrics: PrometheusCollectorRegistry, logger: Logger,
+        holders: (@Sendable () async throws -> [GPUHolder])? = nil, history: ServiceMetricsHistory? = nil
+    ) {
         self.source = source
         self.interval = interval
         self.metrics = metrics
         self.logger = logger
+        self.holders = holders
+        self.history = history
     }
 
     public func nodes() async -> [NodeInventory] {
@@ -31,6 +42,7 @@ public actor ResourceInventory: Service {
             current = try await source.nodes()
             lastError = nil
             export(current)
+            await attribute(current)
         } catch {
             if lastError == nil { logger.warning("resource discovery failed", metadata: ["error": "\(error)"]) }
             lastError = "\(error)"
@@ -76,5 +88,81 @@ public actor ResourceInventory: Service {
                 }
             }
         }
+    }
+
+    /// The utilisation and memory of each GPU an instance holds, as series of the instance's
+    /// service (`service`, `version`, `instance`, `node`, `gpu`), and one sample per service for
+    /// the console's history: the mean utilisation of its GPUs and the memory used on them.
+    func attribute(_ nodes: [NodeInventory]) async {
+        guard let holders else { return }
+        let held: [GPUHolder]
+        do {
+            held = try await holders()
+        } catch {
+            // The store is away: the GPU series keep their last values until it answers again.
+            logger.debug("cannot read which instances hold GPUs", metadata: ["error": "\(error)"])
+            return
+        }
+        var gpus: [String: GPUInfo] = [:]
+        for node in nodes { for gpu in node.gpus { gpus[node.name + "/" + gpu.uuid] = gpu } }
+        var now: [GPUHolder: [Gauge]] = [:]
+        var perService: [String: (utilization: [Double], memory: Double?)] = [:]
+        for holder in held {
+            guard let gpu = gpus[holder.node + "/" + holder.gpuUUID] else { continue }
+            let labels = [
+                ("service", holder.service), ("version", holder.version), ("instance", holder.instance),
+                ("node", holder.node), ("gpu", String(gpu.index)),
+            ]
+            var gauges: [Gauge] = []
+            var sample = perService[holder.service] ?? ([], nil)
+            if let utilization = gpu.utilizationPercent {
+                let gauge = metrics.makeGauge(
+                    descriptor: .init(
+                        namespace: "gantry", metricName: "service_gpu_utilization", unitName: "ratio",
+                        helpText: "Busy fraction of a GPU held by an instance of the model service"),
+                    labels: labels)
+                gauge.set(Double(utilization) / 100)
+                gauges.append(gauge)
+                sample.utilization.append(Double(utilization) / 100)
+            }
+            if let used = gpu.memoryUsedMiB {
+                let gauge = metrics.makeGauge(
+                    descriptor: .init(
+                        namespace: "gantry", metricName: "service_gpu_memory_used", unitName: "bytes",
+                        helpText: "Memory in use on a GPU held by an instance of the model service"),
+                    labels: labels)
+                gauge.set(Double(used) * 1_048_576)
+                gauges.append(gauge)
+                sample.memory = (sample.memory ?? 0) + Double(used) * 1_048_576
+            }
+            now[holder] = gauges
+            perService[holder.service] = sample
+        }
+        for (holder, gauges) in attributed where now[holder] == nil {
+            for gauge in gauges { metrics.unregisterGauge(gauge) }
+        }
+        attributed = now
+        let at = Date()
+        for (service, sample) in perService {
+            let mean = sample.utilization.isEmpty ? nil : sample.utilization.reduce(0, +) / Double(sample.utilization.count)
+            history?.series(service).gpuSample(at: at, utilization: mean, memoryUsedBytes: sample.memory)
+        }
+    }
+}
+
+/// A GPU an engine instance holds: what ties the GPU's utilisation to a model service.
+public struct GPUHolder: Sendable, Hashable {
+    public var service: String
+    public var version: String
+    public var instance: String
+    public var node: String
+    public var gpuUUID: String
+
+    public init(service: String, version: String, instance: String, node: String, gpuUUID: String) {
+        self.service = service
+        self.version = version
+        self.instance = instance
+        self.node = node
+        self.gpuUUID = gpuUUID
     }
 }

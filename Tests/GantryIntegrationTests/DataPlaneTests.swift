@@ -472,7 +472,7 @@ struct DataPlaneTests {
         }
     }
 
-    @Test("metrics: requests, tokens, latency, limit rejections by model, never by key")
+    @Test("metrics: requests, tokens, latency, limit rejections by service and version, never by key")
     func metrics() async throws {
         let test = try await TestServer.make()
         try await FakeEngine.withEngine(.normal(chunks: 1, delay: .zero)) { endpoint in
@@ -482,13 +482,24 @@ struct DataPlaneTests {
                 #expect(try await Self.post(base, key: key, Self.chat).status == 200)
                 #expect(try await Self.post(base, key: key, Self.chat).status == 429)
                 let text = try await Self.get(base, key: test.adminKey, "/metrics").text
-                #expect(text.contains(#"gantry_inference_requests_total{model="fake",status="200"} 1"#))
-                #expect(text.contains(#"gantry_inference_requests_total{model="fake",status="429"} 1"#))
-                #expect(text.contains(#"gantry_inference_limit_rejections_total{model="fake",scope="model"} 1"#))
-                #expect(text.contains(#"gantry_inference_tokens_total{model="fake",direction="completion"} 20"#))
+                // The answered request is labelled with the version that answered it; the refused
+                // one reached no instance, so it has none.
+                #expect(text.contains(#"gantry_inference_requests_total{service="fake",version="1",status="200"} 1"#))
+                #expect(text.contains(#"gantry_inference_requests_total{service="fake",version="",status="429"} 1"#))
+                #expect(text.contains(#"gantry_inference_limit_rejections_total{service="fake",scope="model"} 1"#))
+                #expect(
+                    text.contains(#"gantry_inference_tokens_total{service="fake",version="1",direction="completion"} 20"#))
                 #expect(text.contains("gantry_inference_request_duration_seconds_bucket"))
                 #expect(text.contains("gantry_inference_time_to_first_token_seconds_bucket"))
-                #expect(text.contains(#"gantry_inference_in_flight{model="fake"} 0"#))
+                #expect(text.contains(#"gantry_inference_in_flight{service="fake",version="1"} 0"#))
+                #expect(
+                    text.contains(
+                        #"gantry_inference_instance_in_flight{service="fake",version="1",instance="ins_fake",node=""} 0"#))
+                #expect(!text.contains("model="), "one label vocabulary: service, not model")
+                // The console's history has both requests in this minute.
+                let minute = try #require(test.server.history.minutes(of: "fake").last)
+                #expect(minute.requests == 2 && minute.clientErrors == 1 && minute.serverErrors == 0)
+                #expect(minute.completionTokens == 20 && minute.latencySeconds > 0)
                 let keyID = try #require(APIKeyFormat.parse(key)?.id)
                 #expect(!text.contains(keyID), "no key id in any label")
             }

@@ -92,8 +92,8 @@ struct DirectRelayTests {
                 #expect(Self.relayCount(metrics, "router") == 0, "the 429, 404 and 400 were answered on the event loop")
                 #expect(
                     metrics.contains(#"gantry_http_requests_total{method="POST",route="/v1/chat/completions",status="200"} 3"#))
-                #expect(metrics.contains(#"gantry_inference_tokens_total{model="fake",direction="completion"}"#))
-                #expect(metrics.contains(#"gantry_inference_in_flight{model="fake"} 0"#))
+                #expect(metrics.contains(#"gantry_inference_tokens_total{service="fake",version="1",direction="completion"}"#))
+                #expect(metrics.contains(#"gantry_inference_in_flight{service="fake",version="1"} 0"#))
                 #expect(test.server.routeTable.inFlight(instanceID: "ins_fake") == 0)
 
                 // Every direct request has its usage record (written in batches off the path).

@@ -216,6 +216,23 @@ struct OrchestrationEndToEndTests {
             #expect(messages.contains { $0.hasPrefix("pending: instance 1 of 1") })
             #expect(messages.contains { $0.hasPrefix("starting llama-cpp (pid ") })
             #expect(messages.contains { $0.hasPrefix("ready after ") })
+
+            // The service's last hour, minute by minute, with the request just answered.
+            #expect(try await chat(api, base, "chat") == 200)
+            #expect(try await asUser.send("GET", "\(base)/api/v1/deployments/chat/metrics").status == 403)
+            #expect(try await api.send("GET", "\(base)/api/v1/deployments/nope/metrics").status == 404)
+            let history = json(try await api.send("GET", "\(base)/api/v1/deployments/chat/metrics").body)
+            let minutes = history["minutes"] as? [[String: Any]] ?? []
+            #expect(history["service"] as? String == "chat" && minutes.count == 60)
+            let recent = minutes.suffix(2)
+            #expect(recent.reduce(0) { $0 + ($1["requests"] as? Int ?? 0) } == 1)
+            #expect(recent.reduce(0) { $0 + ($1["completion_tokens"] as? Int ?? 0) } > 0)
+            // The instance's series carry the whole label vocabulary: the version and node it runs on.
+            let exported = String(decoding: try await api.send("GET", "\(base)/metrics").body, as: UTF8.self)
+            let node = try #require(instance["node"] as? String)
+            #expect(
+                exported.contains(
+                    #"gantry_inference_instance_in_flight{service="chat",version="2",instance="\#(id)",node="\#(node)"} 0"#))
         }
     }
 }

@@ -7,6 +7,7 @@ import Hummingbird
 import HummingbirdTesting
 import Logging
 import Prometheus
+import Synchronization
 import Testing
 
 @Suite("Resources: GPU discovery and inventory")
@@ -106,6 +107,58 @@ struct ResourceTests {
             let (_, key) = try await test.server.identity.issueKey(userID: user.id, name: "v", expiresAt: nil)
             #expect(try await client.execute(uri: "/api/v1/gpus", method: .get, headers: .bearer(key)).status == .forbidden)
         }
+    }
+
+    @Test("GPUs held by instances are series of their service; a released GPU's series ends; the history gets a sample")
+    func attributesGPUsToServices() async throws {
+        let held = Mutex([
+            GPUHolder(
+                service: "chat", version: "2", instance: "ins_a", node: "n1",
+                gpuUUID: "GPU-0e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a50"),
+            GPUHolder(
+                service: "chat", version: "2", instance: "ins_a", node: "n1",
+                gpuUUID: "GPU-0e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a51"),
+            // [Not Supported] utilisation: memory only.
+            GPUHolder(
+                service: "embed", version: "1", instance: "ins_b", node: "n1",
+                gpuUUID: "GPU-0e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a53"),
+            // A GPU on a node the inventory does not know is skipped.
+            GPUHolder(service: "embed", version: "1", instance: "ins_c", node: "gone", gpuUUID: "GPU-x"),
+        ])
+        let registry = PrometheusCollectorRegistry()
+        let history = ServiceMetricsHistory()
+        let inventory = ResourceInventory(
+            source: LocalNodeSource(discovery: FixtureDiscovery(path: Self.fixtures + "/4xA10G-2xL4.csv"), name: "n1"),
+            interval: .seconds(60), metrics: registry, logger: Logger(label: "test"),
+            holders: { held.withLock { $0 } }, history: history)
+        func text() -> String {
+            var bytes: [UInt8] = []
+            registry.emit(into: &bytes)
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        await inventory.refresh()
+        var metrics = text()
+        let chat0 = #"service="chat",version="2",instance="ins_a",node="n1",gpu="0""#
+        let chat1 = #"service="chat",version="2",instance="ins_a",node="n1",gpu="1""#
+        #expect(metrics.contains("gantry_service_gpu_utilization_ratio{\(chat0)} 0.81"))
+        #expect(metrics.contains("gantry_service_gpu_utilization_ratio{\(chat1)} 0.0"))
+        #expect(metrics.contains("gantry_service_gpu_memory_used_bytes{\(chat0)} \(18211.0 * 1_048_576)"))
+        let embed = #"service="embed",version="1",instance="ins_b",node="n1",gpu="3""#
+        #expect(metrics.contains("gantry_service_gpu_memory_used_bytes{\(embed)} 0.0"))
+        #expect(!metrics.contains("gantry_service_gpu_utilization_ratio{\(embed)}"))
+        #expect(!metrics.contains("ins_c"))
+        let chat = try #require(history.minutes(of: "chat").last)
+        #expect(chat.gpuSamples == 1 && abs((chat.meanGPUUtilization ?? 0) - 0.405) < 1e-9)
+        #expect(chat.gpuMemoryUsedBytes == Double(18211 * 1_048_576))
+        #expect(history.minutes(of: "embed").last?.gpuSamples == 0)
+
+        // The instance lets go of GPU 1: its series ends, GPU 0's goes on.
+        held.withLock { $0.remove(at: 1) }
+        await inventory.refresh()
+        metrics = text()
+        #expect(!metrics.contains(chat1))
+        #expect(metrics.contains("gantry_service_gpu_utilization_ratio{\(chat0)} 0.81"))
+        #expect(history.minutes(of: "chat").last?.gpuSamples == 2)
     }
 
     @Test("a failing source keeps the last good view")

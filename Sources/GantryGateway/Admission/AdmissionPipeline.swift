@@ -104,14 +104,14 @@ struct AdmissionPipeline: Sendable {
             meter.discard()
             return .waitForQuota(after: settlements)
         case .spent(let error), .heldInFlight(let error):
-            metering.metrics.limitRejected(model: entry.deployment, scope: "quota")
+            metering.metrics.limitRejected(service: entry.deployment, scope: "quota")
             return refuse(error, meter: meter)
         }
         // From here every end of the request settles the hold (the meter accounts exactly once).
         meter.reserved(estimate: parsed.usageEstimate(contextLimit: entry.contextLimit), quotaHold: quotaHold)
         let scopes = LimitScope.scopes(principal: principal, entry: entry)
         if let oversized = LimitScope.oversized(scopes, tokens: reservation) {
-            metering.metrics.limitRejected(model: entry.deployment, scope: oversized.scopeKind)
+            metering.metrics.limitRejected(service: entry.deployment, scope: oversized.scopeKind)
             return refuse(Self.limitError(oversized), meter: meter)
         }
         // Limits shared with every other gateway, from this gateway's grants: while a ledger
@@ -135,7 +135,7 @@ struct AdmissionPipeline: Sendable {
             case .success(let admitted):
                 admission = admitted
             case .failure(let rejection):
-                metering.metrics.limitRejected(model: entry.deployment, scope: rejection.scopeKind)
+                metering.metrics.limitRejected(service: entry.deployment, scope: rejection.scopeKind)
                 return refuse(Self.limitError(rejection), meter: meter)
             }
         }
@@ -223,7 +223,7 @@ struct AdmissionPipeline: Sendable {
             return .decided(.waitForLimits)
         case .refused(let need, let retryAfter):
             metering.metrics.limitRejected(
-                model: entry.deployment, scope: need.resource.kind == .quota ? "quota" : need.label)
+                service: entry.deployment, scope: need.resource.kind == .quota ? "quota" : need.label)
             return .decided(refuse(Self.sharedLimitError(need, retryAfter: retryAfter), meter: meter))
         case .unavailable:
             // `local`: this gateway's own windows decide, as if it were the only one, counting

@@ -130,6 +130,9 @@ public struct InferenceRoutes: Sendable {
                 throw GantryError.invalid("the body is not a gateway report")
             }
             await routes.receive(report)
+            if let history = metering.metrics.history {
+                for (service, minutes) in report.minutes ?? [:] { for minute in minutes { history.series(service).add(minute) } }
+            }
             for (address, count) in (report.failedAuthentications ?? [:]).prefix(FailedAuthenticationLimiter.capacity) {
                 failedAuthentication?.recordFailures(for: address, count: count)
             }

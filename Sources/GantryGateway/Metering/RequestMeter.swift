@@ -62,7 +62,8 @@ public struct Metering: Sendable {
                 latencyMs: Int((latency.inSeconds * 1000).rounded()), status: status, errorType: errorType,
                 engineSeconds: (state.sentAt.map { now - $0 } ?? .zero).inSeconds, estimated: estimated))
         metrics.requestFinished(
-            model: request.deployment, status: status, errorType: errorType, latency: latency, timeToFirstByte: firstByte,
+            service: request.deployment, version: state.version, status: status, errorType: errorType, latency: latency,
+            timeToFirstByte: firstByte,
             usage: charged)
     }
 }
@@ -207,8 +208,10 @@ final class InFlightLease: Sendable {
         self.instanceID = target.instanceID
         self.endpoint = target.endpoint
         self.deployment = entry.deployment
-        self.version = target.canary ? (entry.canaryVersion ?? entry.version) : entry.version
-        gauges = metrics.inFlightGauges(model: entry.deployment, instanceID: target.instanceID)
+        // Targets published by this release carry their version; an older control role's do not.
+        self.version =
+            !target.version.isEmpty ? target.version : target.canary ? (entry.canaryVersion ?? entry.version) : entry.version
+        gauges = metrics.inFlightGauges(service: entry.deployment, version: version, target: target)
         for gauge in gauges { gauge.increment(by: 1) }
     }
 

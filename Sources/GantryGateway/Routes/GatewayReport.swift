@@ -29,14 +29,19 @@ public struct GatewayReport: Codable, Sendable, Equatable {
     /// Invalid credentials presented since the last report, per client address: the leader counts
     /// them over every gateway (`FailedAuthenticationLimiter`).
     public var failedAuthentications: [String: Int]?
+    /// The requests this gateway finished since its last report, per service and minute: the
+    /// leader adds them to the history the console draws.
+    public var minutes: [String: [ServiceMinute]]?
 
     public init(
-        gateway: String, unreachable: [String], load: [String: ReportedLoad], failedAuthentications: [String: Int]? = nil
+        gateway: String, unreachable: [String], load: [String: ReportedLoad], failedAuthentications: [String: Int]? = nil,
+        minutes: [String: [ServiceMinute]]? = nil
     ) {
         self.gateway = gateway
         self.unreachable = unreachable
         self.load = load
         self.failedAuthentications = failedAuthentications
+        self.minutes = minutes
     }
 }
 
@@ -52,15 +57,19 @@ public actor GatewayReporter: Service {
     let interval: Duration
     /// This gateway's failed-authentication slowdown, whose failures the reports carry.
     let failedAuthentication: FailedAuthenticationLimiter?
+    /// This gateway's history of finished requests, whose new minutes the reports carry.
+    let history: ServiceMetricsHistory?
     let gatewayID = "gw_" + UUID().uuidString.lowercased().prefix(12)
     /// Wakes the loop before its interval: an instance became unreachable.
     private nonisolated let wakeups = WakeSignal()
 
     public init(
         control: ControlEndpoints, serviceSecret: String, routes: RouteTable, httpClient: HTTPClient, logger: Logger,
-        interval: Duration = .seconds(1), failedAuthentication: FailedAuthenticationLimiter? = nil
+        interval: Duration = .seconds(1), failedAuthentication: FailedAuthenticationLimiter? = nil,
+        history: ServiceMetricsHistory? = nil
     ) {
         self.failedAuthentication = failedAuthentication
+        self.history = history
         self.control = control
         self.serviceSecret = serviceSecret
         self.routes = routes
@@ -78,10 +87,12 @@ public actor GatewayReporter: Service {
             while !Task.isCancelled {
                 await self.wakeups.wait(atMost: self.interval)
                 let failures = self.failedAuthentication?.takeUnreported() ?? [:]
+                let minutes = self.history?.takeUnreported() ?? [:]
                 let report = GatewayReport(
                     gateway: self.gatewayID, unreachable: Array(await self.routes.takeUnreachableInstances()),
-                    load: await self.routes.takeActiveLoads(), failedAuthentications: failures.isEmpty ? nil : failures)
-                let empty = report.unreachable.isEmpty && report.load.isEmpty && failures.isEmpty
+                    load: await self.routes.takeActiveLoads(), failedAuthentications: failures.isEmpty ? nil : failures,
+                    minutes: minutes.isEmpty ? nil : minutes)
+                let empty = report.unreachable.isEmpty && report.load.isEmpty && failures.isEmpty && minutes.isEmpty
                 if empty, lastWasEmpty { continue }
                 lastWasEmpty = empty
                 await self.send(report)
