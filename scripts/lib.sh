@@ -286,7 +286,7 @@ ensure_kubernetes_control_plane() {
   key=$( (echo "$KUBE_ORIG_SHA256"; cat "${KUBE_PATCHES[@]}") | sha256sum | cut -c1-12) || return 1
   KUBE_BIN_DIR="$GANTRY_CACHE_DIR/kubernetes/1.20.2-$key"
   export KUBE_BIN_DIR
-  ensure_kube_packages etcd:etcd-server || return 1
+  ensure_debian_packages etcd:etcd-server || return 1
   [ -f "$KUBE_BIN_DIR/.complete" ] && return 0
   mkdir -p "$GANTRY_CACHE_DIR/kubernetes" || return 1
   # One build at a time per machine: a second run waits for the first one's binaries.
@@ -298,9 +298,9 @@ ensure_kubernetes_control_plane() {
   return "$status"
 }
 
-# Installs, as root with apt, the packages whose command is missing: ensure_kube_packages
+# Installs, as root with apt, the packages whose command is missing: ensure_debian_packages
 # COMMAND:PACKAGE... (COMMAND may be a path).
-ensure_kube_packages() {
+ensure_debian_packages() {
   local pair missing=()
   for pair in "$@"; do command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}"); done
   [ ${#missing[@]} = 0 ] && return 0
@@ -326,7 +326,7 @@ debian_mirror_uri() {
 # ensure_kubernetes_control_plane's work, under its lock. `|| return 1` on each step: a caller's
 # `||` turns off `set -e` inside the function.
 build_kubernetes_control_plane() {
-  ensure_kube_packages /usr/lib/go-1.19/bin/go:golang-1.19-go rsync:rsync jq:jq make:make patch:patch || return 1
+  ensure_debian_packages /usr/lib/go-1.19/bin/go:golang-1.19-go rsync:rsync jq:jq make:make patch:patch || return 1
   local work mirror apt_opts=() wall user sys
   work=$(mktemp -d "$GANTRY_CACHE_DIR/kubernetes/build.XXXXXX") || return 1
   on_exit "rm -rf '$work'"
@@ -377,7 +377,7 @@ build_kubernetes_control_plane() {
 # GANTRY_TEST_KUBE_BIN (the binaries' directory) and GANTRY_TEST_ETCD_URL (etcd's client URL).
 start_kubernetes_control_plane() {
   [ -n "${KUBE_BIN_DIR:-}" ] || ensure_kubernetes_control_plane || return 1
-  ensure_kube_packages openssl:openssl curl:curl kubectl:kubernetes-client || return 1
+  ensure_debian_packages openssl:openssl curl:curl kubectl:kubernetes-client || return 1
   local started etcd_port peer_port api_port scheduler_port admin limited gantry
   started=$(date +%s.%N)
   KUBE_DIR=$(mktemp -d /tmp/gantry-kube.XXXXXX) || return 1

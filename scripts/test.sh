@@ -15,7 +15,8 @@
 # Then `swift test`, then end-to-end tests of the real `gantry` binary: the all-in-one smoke test,
 # split roles (a control process behind two gateway processes), scale-out and failures (two
 # control replicas and three gateways, processes killed and the database stopped under load) and a
-# soak of the per-connection bounds.
+# soak of the per-connection bounds; Debian's Prometheus scraping a live Gantry under traffic with
+# the shipped rules (deploy/prometheus) and the Grafana dashboard's queries (deploy/grafana).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -60,4 +61,7 @@ bash scripts/scale-out-test.sh "$GANTRY" .build/debug/gantry-fake-engine
 
 step "soak: misbehaving client connections beside good ones, with the server's RSS bounded"
 bash scripts/soak-test.sh "$GANTRY" .build/debug/gantry-fake-engine
+
+step "prometheus: the shipped rules and dashboard against a live gantry under traffic"
+bash scripts/prometheus-test.sh "$GANTRY" .build/debug/gantry-fake-engine
 step "all tests passed"
