@@ -153,10 +153,15 @@ let package = Package(
             ],
             swiftSettings: sharedSwiftSettings),
         .target(
+            name: "GantryConsole",
+            dependencies: ["GantryCore", "GantryHTTP", hummingbird, httpTypes],
+            resources: [.embedInCode("Resources/console.css"), .embedInCode("Resources/console.js")],
+            swiftSettings: sharedSwiftSettings),
+        .target(
             name: "GantryCommands",
             dependencies: [
                 "GantryCore", "GantryStore", "GantryBlobs", "GantryHTTP", "GantryRegistry", "GantryServing",
-                "GantryResources", "GantryGateway", "GantryOrchestrator", "GantryAuth", "GantryKubernetes",
+                "GantryResources", "GantryGateway", "GantryOrchestrator", "GantryAuth", "GantryKubernetes", "GantryConsole",
                 hummingbird, httpClient, logging, serviceLifecycle, crypto,
                 .product(name: "_NIOFileSystem", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -208,7 +213,7 @@ let package = Package(
             dependencies: [
                 "GantryCommands", "GantryTestSupport", "GantryStore", "GantryCore", "GantryAuth", "GantryServing",
                 "GantryHTTP", "GantryGateway", "GantryOrchestrator", "GantryRegistry", "GantryBlobs", "GantryKubernetes",
-                "GantryResources", hummingbird, httpClient, crypto, serviceLifecycle,
+                "GantryResources", "GantryConsole", hummingbird, httpClient, crypto, serviceLifecycle,
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

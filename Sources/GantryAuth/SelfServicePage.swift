@@ -130,6 +130,7 @@ public struct SelfServicePage: Sendable {
             <label>Expires after (days, empty for never) <input name="expires_days" inputmode="numeric"></label>
             <button>Create key</button>
             </form>
+            <p><a href="/console">Open the console</a>: services, usage and the playground.</p>
             """
         return layout(title: "Gantry: your API keys", body: body)
     }
@@ -143,28 +144,5 @@ public struct SelfServicePage: Sendable {
         .new{background:#eef7ee;padding:.5rem 1rem;border:1px solid #9c9}label{display:block;margin:.4rem 0}</style>
         </head><body>\(body)</body></html>
         """
-    }
-}
-
-/// Escaping for text placed in HTML, so that names and ids from users can never become markup.
-enum HTML {
-    static func escape(_ text: String) -> String {
-        var escaped = ""
-        escaped.reserveCapacity(text.count)
-        for character in text {
-            switch character {
-            case "&": escaped += "&amp;"
-            case "<": escaped += "&lt;"
-            case ">": escaped += "&gt;"
-            case "\"": escaped += "&quot;"
-            case "'": escaped += "&#39;"
-            default: escaped.append(character)
-            }
-        }
-        return escaped
-    }
-
-    static func date(_ date: Date) -> String {
-        date.formatted(.iso8601.year().month().day())
     }
 }

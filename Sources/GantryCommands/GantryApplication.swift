@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 public import GantryAuth
 public import GantryBlobs
+import GantryConsole
 public import GantryCore
 public import GantryGateway
 public import GantryHTTP
@@ -257,7 +258,11 @@ public func buildApplication(
     SelfServicePage(identity: identity, repositories: repositories, loginAvailable: login != nil).add(to: router)
     ResourceRoutes(inventory: inventory, allocations: allocations).add(to: router)
     OpenAPIRoutes.add(to: router)
+    // The console calls the API in process through this same router, as the visitor.
+    let consoleAPI = ConsoleAPI()
+    ConsoleRoutes(api: consoleAPI, loginAvailable: login != nil).add(to: router)
     routeMethods.load(router)
+    consoleAPI.attach(router.buildResponder())
 
     // Shut down in reverse: the server first (in-flight requests finish), then the resource
     // poller, the reconcile loop, the engines, the usage records still waiting (written), the

@@ -24,12 +24,17 @@ public struct ReplicaResources: Codable, Sendable, Equatable {
     public var minFreeMemoryMib: Int?
     /// CPU threads reserved (and given to the engine); nil takes the server's default.
     public var cpuThreads: Int?
+    /// Only this node (by name); nil lets placement choose.
+    public var node: String?
 
-    public init(gpus: Int = 0, gpuName: String? = nil, minFreeMemoryMib: Int? = nil, cpuThreads: Int? = nil) {
+    public init(
+        gpus: Int = 0, gpuName: String? = nil, minFreeMemoryMib: Int? = nil, cpuThreads: Int? = nil, node: String? = nil
+    ) {
         self.gpus = gpus
         self.gpuName = gpuName
         self.minFreeMemoryMib = minFreeMemoryMib
         self.cpuThreads = cpuThreads
+        self.node = node
     }
 }
 

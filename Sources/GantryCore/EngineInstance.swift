@@ -59,6 +59,13 @@ public struct EngineInstance: Codable, Sendable, Equatable {
         self.createdAt = createdAt
         self.updatedAt = updatedAt
     }
+
+    /// `gpuUUIDs` is `gpu_uuids` on the API: the snake-case conversion alone made it `gpu_uui_ds`.
+    enum CodingKeys: String, CodingKey {
+        case id, deploymentID, revisionID, node, state, stateMessage, endpoint, pid
+        case gpuUUIDs = "gpu_uuids"
+        case restarts, createdAt, updatedAt
+    }
 }
 
 /// Something that happened to a deployment or one of its instances, kept for people debugging it.

@@ -156,6 +156,8 @@ public struct EngineLaunchSpec: Sendable, Equatable {
     /// GPU product asked for, if any.
     public var gpuCount: Int
     public var gpuName: String?
+    /// The node a runtime that places instances itself must use, when the service names one.
+    public var node: String?
     /// The deployment revision the instance runs.
     public var revisionID: String
     /// For runtimes that fetch the files themselves: the file the engine loads, relative to the

@@ -55,7 +55,9 @@ public struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         case let error as GantryError:
             return error
         case let error as DecodingError:
-            return .invalid("request body does not match the expected shape: \(DecodingErrorDescription(error))")
+            return .invalid(
+                "request body does not match the expected shape: \(DecodingErrorDescription(error))",
+                param: DecodingErrorField(error))
         case let error as any HTTPResponseError:
             switch error.status {
             case .notFound: return .notFound("no route for this path", code: "not_found")
@@ -72,16 +74,40 @@ public struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
+/// The wire name (snake_case, as `/api` spells its fields) of a JSON key the decoder saw.
+func wireName(_ key: any CodingKey) -> String {
+    if let index = key.intValue { return String(index) }
+    var name = ""
+    var previousWasLower = false
+    for character in key.stringValue {
+        if character.isUppercase, previousWasLower { name += "_" }
+        previousWasLower = character.isLowercase || character.isNumber
+        name += character.lowercased()
+    }
+    return name
+}
+
+/// The field a decoding failure is about, dotted (`resources.gpus`), for the error's `param`.
+func DecodingErrorField(_ error: DecodingError) -> String? {
+    let path: [any CodingKey]
+    switch error {
+    case .keyNotFound(let key, let context): path = context.codingPath + [key]
+    case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context): path = context.codingPath
+    @unknown default: path = []
+    }
+    return path.isEmpty ? nil : path.map(wireName).joined(separator: ".")
+}
+
 /// A short description of a decoding failure that names the field but echoes no value.
 func DecodingErrorDescription(_ error: DecodingError) -> String {
     func path(_ context: DecodingError.Context) -> String {
-        let p = context.codingPath.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
+        let p = context.codingPath.map(wireName).joined(separator: ".")
         return p.isEmpty ? "body" : p
     }
     switch error {
     case .keyNotFound(let key, let context):
         let parent = path(context)
-        return "missing field '\(parent == "body" ? key.stringValue : parent + "." + key.stringValue)'"
+        return "missing field '\(parent == "body" ? wireName(key) : parent + "." + wireName(key))'"
     case .typeMismatch(_, let context): return "field '\(path(context))' has the wrong type"
     case .valueNotFound(_, let context): return "field '\(path(context))' must not be null"
     case .dataCorrupted(let context): return "field '\(path(context))' is invalid or the body is not JSON"

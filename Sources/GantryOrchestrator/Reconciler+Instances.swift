@@ -287,6 +287,7 @@ extension Reconciler {
             cpuThreads: revision.resources.cpuThreads ?? defaultCPUThreads, modelVersion: version,
             gpuCount: revision.resources.gpus, gpuName: revision.resources.gpuName, revisionID: revision.id)
         spec.modelEntryFile = entryFile
+        spec.node = revision.resources.node
         do {
             let started = try await runtime.start(spec)
             instance.endpoint = started.endpoint

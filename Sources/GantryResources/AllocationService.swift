@@ -114,6 +114,8 @@ extension AllocationService: ResourceAllocator {
                 strategy: .binpack)
         } catch let error as GantryError where error.kind == .conflict {
             throw GantryError.invalid("no node could ever run this: \(error.message)", param: "resources")
+        } catch let error as GantryError where error.kind == .notFound {
+            throw GantryError.invalid(error.message, param: "resources.node")
         }
     }
 }
@@ -122,6 +124,6 @@ extension ResourceRequest {
     init(_ resources: ReplicaResources) {
         self.init(
             gpus: resources.gpus, gpuName: resources.gpuName, minFreeMemoryMiB: resources.minFreeMemoryMib,
-            cpuThreads: resources.cpuThreads ?? 0)
+            cpuThreads: resources.cpuThreads ?? 0, node: resources.node)
     }
 }

@@ -95,6 +95,10 @@ public enum PodManifest {
                 ])
             }
         }
+        if let node = spec.node, !node.isEmpty {
+            // A service pinned to a node: the well-known label every kubelet sets to its node's name.
+            podSpec.nodeSelector = ["kubernetes.io/hostname": node]
+        }
         let labels = [
             managedByLabel: "gantry",
             installationLabel: configuration.installation,
