@@ -78,6 +78,7 @@ public struct ConsoleRoutes: Sendable {
         post(router, "/console/services", .services, adminOnly: true) { try await pages.createService($0, $1) }
         get(router, "/console/services/{name}", .services) { try await pages.service($0, problem: nil) }
         post(router, "/console/services/{name}/action", .services, adminOnly: true) { try await pages.serviceAction($0, $1) }
+        get(router, "/console/services/{name}/instances/{id}/log", .services, adminOnly: true) { try await pages.logTail($0) }
         get(router, "/console/resources", .resources, adminOnly: true) { try await pages.resources($0) }
         get(router, "/console/users", .users, adminOnly: true) { try await pages.users($0, problem: nil, form: nil) }
         post(router, "/console/users", .users, adminOnly: true) { try await pages.createUser($0, $1) }

@@ -2,6 +2,7 @@ import Foundation
 import GantryCore
 import GantryHTTP
 import Hummingbird
+import NIOCore
 
 extension ConsolePages {
     /// The model services the visitor may see; for admins also the form to create one, beside
@@ -184,7 +185,7 @@ extension ConsolePages {
             let id = first["id"].text
             body += """
                 <h2>Engine log of <code>\(HTML.escape(id))</code></h2>
-                <pre class="log" id="engine-log" data-log="\(HTML.escape(path))/instances/\(HTML.escape(Self.segment(id)))/logs?max_bytes=16384">loading…</pre>
+                <pre class="log" id="engine-log" data-log="/console/services/\(HTML.escape(Self.segment(name)))/instances/\(HTML.escape(Self.segment(id)))/log">loading…</pre>
                 """
         }
         let events = try await visit.list(path + "/events?limit=50")
@@ -238,6 +239,24 @@ extension ConsolePages {
             "Delete service", action: action, csrf: csrf, confirm: "Delete \(name)? Its instances stop.",
             extra: "<input type=\"hidden\" name=\"op\" value=\"delete\">")
         return html
+    }
+
+    /// The tail of an instance's engine log for the page's script, read every two seconds. An
+    /// instance whose engine has not started has no log yet: that is said, not an error.
+    func logTail(_ visit: ConsoleRoutes.Visit) async throws -> Response {
+        let name = try visit.context.parameters.require("name")
+        let id = try visit.context.parameters.require("id")
+        let answer = try await visit.get(
+            "/api/v1/deployments/\(Self.segment(name))/instances/\(Self.segment(id))/logs?max_bytes=16384")
+        let text: String
+        switch answer.status {
+        case 200: text = String(buffer: answer.body)
+        case 404: text = "(no log yet: \(answer.problem.message))"
+        default: return Response(status: .init(code: answer.status), body: .init(byteBuffer: answer.body))
+        }
+        return Response(
+            status: .ok, headers: [.contentType: "text/plain; charset=utf-8", .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
     func serviceAction(_ visit: ConsoleRoutes.Visit, _ form: ConsoleForm) async throws -> Response {
