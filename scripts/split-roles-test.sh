@@ -137,6 +137,9 @@ done
 [ "$history" = "$recorded" ] && [ "$history" -gt 0 ] \
   || fail "the leader's history counts $history requests, the usage records $recorded"
 echo "the leader's history counts all $history requests of both gateways"
+# The console is the control role's, reached through a gateway like the rest of the API.
+page=$(curl -sS -f "$G2/console/services/chat" -H "Authorization: Bearer $ADMIN") || fail "the console through gateway 2"
+grep -q 'id="instances"' <<<"$page" || fail "the console's service page through gateway 2 has no instances"
 
 # Scale from zero through a gateway: the request waits in the gateway's queue, the gateway reports
 # it to the control role, which starts an instance; the route watch brings it back to the gateway.
