@@ -86,6 +86,7 @@ public struct ConsoleRoutes: Sendable {
         get(router, "/console/keys", .keys) { try await pages.keys($0, problem: nil, form: nil, created: nil) }
         post(router, "/console/keys", .keys) { try await pages.createKey($0, $1) }
         post(router, "/console/keys/{id}/revoke", .keys) { try await pages.revokeKey($0, $1) }
+        post(router, "/console/keys/{id}/limits", .keys, adminOnly: true) { try await pages.updateKeyLimits($0, $1) }
         get(router, "/console/usage", .usage) { try await pages.usage($0) }
         get(router, "/console/usage.csv", .usage) { try await pages.usageCSV($0) }
         get(router, "/console/playground", .playground) { try await pages.playground($0) }

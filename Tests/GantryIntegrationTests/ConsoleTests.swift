@@ -63,9 +63,10 @@ struct ConsoleTests {
         try await TestServer.running(port: port, flags: flags) { _, base in
             // No session: to the login, and back to the page asked for.
             #expect(try await logIn(admin, base: base, from: "/console/keys", user: NanoIDP.admin) == "/console/keys")
-            for path in ["/console", "/console/models", "/console/services", "/console/resources", "/console/users",
-                "/console/keys", "/console/usage", "/console/playground"]
-            {
+            for path in [
+                "/console", "/console/models", "/console/services", "/console/resources", "/console/users",
+                "/console/keys", "/console/usage", "/console/playground",
+            ] {
                 let page = try await admin.get(base + path)
                 #expect(page.status == 200, "\(path)")
                 #expect(page.body.contains("<script src=\"/console/assets/console.js\" defer></script>"))

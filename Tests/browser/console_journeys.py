@@ -215,6 +215,42 @@ def scenario_admin():
         wait_for("the whole answer", lambda: driver.find_element(By.ID, "stat-latency").text.endswith("ms"))
         check_console(driver, "playground unstreamed")
 
+        # Actions on the service: a limit, then a second replica, then back to one.
+        visit(driver, "/console/services/chat")
+        fill(driver, "limits", requests_per_minute="50")
+        submit(driver, "limits")
+        assert "requests a minute 50" in driver.page_source
+        check_console(driver, "limit set")
+        fill(driver, "scale", replicas="2")
+        submit(driver, "scale")
+
+        def two_ready():
+            driver.refresh()
+            return driver.find_element(By.ID, "instances").text.count("ready") == 2
+        wait_for("a second ready instance", two_ready, seconds=120, interval=1)
+        fill(driver, "scale", replicas="1")
+        submit(driver, "scale")
+        wait_for("the scale-down", lambda: "1 of 1" in driver.find_element(By.ID, "service-status").text
+                 or driver.refresh(), seconds=60, interval=1)
+        check_console(driver, "scaled")
+
+        # A key with limits, and its limits changed by the admin.
+        visit(driver, "/console/keys")
+        fill(driver, "create-key", name="ci", requests_per_minute="10")
+        submit(driver, "create-key")
+        assert driver.find_element(By.ID, "new-key").text.startswith("gk_")
+        assert "requests a minute 10" in driver.find_element(By.ID, "keys").text
+        row = driver.find_element(By.XPATH, "//table[@id='keys']//tr[td[normalize-space()='ci']]")
+        row.find_element(By.CSS_SELECTOR, "details.key-limits summary").click()
+        limits = row.find_element(By.CSS_SELECTOR, "details.key-limits form")
+        field = limits.find_element(By.NAME, "requests_per_minute")
+        field.clear()
+        field.send_keys("20")
+        limits.find_element(By.CSS_SELECTOR, "button").click()
+        WebDriverWait(driver, 60).until(expected_conditions.staleness_of(limits))
+        assert "requests a minute 20" in driver.find_element(By.ID, "keys").text
+        check_console(driver, "key limits")
+
         # Pages with what the service did: its charts, the overview, resources, users, usage.
         visit(driver, "/console/services/chat")
         wait_for("the engine log", lambda: driver.find_element(By.ID, "engine-log").text not in ("", "loading…"))

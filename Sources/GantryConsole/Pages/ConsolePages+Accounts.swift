@@ -44,7 +44,8 @@ extension ConsolePages {
             ["Node", "GPU source", "CPU threads", "Memory", "GPUs", "Observed"],
             nodes.map { node in
                 [
-                    HTML.escape(node["name"].text), HTML.escape(node["gpu_source"].text)
+                    HTML.escape(node["name"].text),
+                    HTML.escape(node["gpu_source"].text)
                         + (node["simulated"].bool == true ? " (simulated)" : ""),
                     node["cpu_count"].text, Markup.bytes(node["memory_bytes"].double ?? 0), "\(node["gpus"].array.count)",
                     HTML.escape(node["observed_at"].text),
@@ -166,26 +167,54 @@ extension ConsolePages {
                     key["last_used_at"].isNull ? "never" : HTML.escape(key["last_used_at"].text),
                     Markup.button(
                         "Revoke", action: "/console/keys/\(Self.segment(id))/revoke", csrf: visit.csrf,
-                        confirm: "Revoke the key \(key["name"].text)? Programs using it stop working."),
+                        confirm: "Revoke the key \(key["name"].text)? Programs using it stop working.")
+                        + (admin ? Self.keyLimitsForm(key, csrf: visit.csrf, form: form, problem: problem) : ""),
                 ]
             }, id: "keys", empty: "No API key yet.")
+        // A refusal of one key's limits is shown by that key's form, not this one.
+        let creating = form?["key_id"] == nil ? problem : nil
         let fields = Set(["name", "expires_at", "user"] + Self.usageLimitKeys.map(\.key))
         body += """
             <h2>Create a key</h2>
             <form method="post" action="/console/keys" id="create-key" class="stacked">\(Markup.csrf(visit.csrf))
-            \(Markup.formProblem(problem, fields: fields))
-            \(Markup.field("Name", name: "name", value: form?["name"] ?? "", problem: problem, attributes: "required maxlength=\"100\""))
-            \(Markup.field("Expires after (days, empty for never)", name: "expires_days", value: form?["expires_days"] ?? "", type: "number", problem: Self.renamed(problem, "expires_at", to: "expires_days")))
+            \(Markup.formProblem(creating, fields: fields))
+            \(Markup.field("Name", name: "name", value: form?["name"] ?? "", problem: creating, attributes: "required maxlength=\"100\""))
+            \(Markup.field("Expires after (days, empty for never)", name: "expires_days", value: form?["expires_days"] ?? "", type: "number", problem: Self.renamed(creating, "expires_at", to: "expires_days")))
             """
         if admin {
             body += Markup.select(
                 "For user", name: "user", options: [("", "me")] + users.map { ($0["name"].text, $0["name"].text) },
                 selected: form?["user"])
-            body += "<fieldset><legend>Limits of this key (empty: none)</legend>"
-                + Self.usageLimitFields(.null, form, problem) + "</fieldset>"
+            body +=
+                "<fieldset><legend>Limits of this key (empty: none)</legend>"
+                + Self.usageLimitFields(.null, form?["key_id"] == nil ? form : nil, creating) + "</fieldset>"
         }
         body += "<button>Create key</button></form>"
         return visit.page("API keys", body, status: problem == nil ? .ok : .badRequest)
+    }
+
+    /// An admin's form to change one key's limits and quota, folded away under the key's row.
+    static func keyLimitsForm(_ key: JSONValue, csrf: String, form: ConsoleForm?, problem: FormProblem?) -> String {
+        let id = key["id"].text
+        let mine = form?["key_id"] == id
+        return """
+            <details class="key-limits" id="key-limits-\(HTML.escape(id))"><summary>Limits</summary>
+            <form method="post" action="/console/keys/\(HTML.escape(segment(id)))/limits" class="stacked">\(Markup.csrf(csrf))
+            <input type="hidden" name="key_id" value="\(HTML.escape(id))">
+            \(mine ? Markup.formProblem(problem, fields: Set(usageLimitKeys.map(\.key))) : "")
+            \(usageLimitFields(key["limits"], mine ? form : nil, mine ? problem : nil))
+            <button>Save limits</button></form></details>
+            """
+    }
+
+    func updateKeyLimits(_ visit: ConsoleRoutes.Visit, _ form: ConsoleForm) async throws -> Response {
+        let id = try visit.context.parameters.require("id")
+        let limits = Self.usageLimits(form)
+        let empty = if case .object(let fields) = limits { fields.isEmpty } else { true }
+        let answer = try await visit.send(
+            .patch, "/api/v1/keys/\(Self.segment(id))", .object(["limits": empty ? .null : limits]))
+        guard answer.ok else { return try await keys(visit, problem: answer.problem, form: form, created: nil) }
+        return visit.redirect("/console/keys")
     }
 
     func createKey(_ visit: ConsoleRoutes.Visit, _ form: ConsoleForm) async throws -> Response {

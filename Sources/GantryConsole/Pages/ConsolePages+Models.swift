@@ -69,9 +69,11 @@ extension ConsolePages {
             let deprecated = version["deprecated"].bool == true
             let versionPath = "\(base)/versions/\(Self.segment(number))"
             let apiFiles = "/api/v1/models/\(Self.segment(name))/versions/\(Self.segment(number))/files/"
-            body += "<article class=\"version\" id=\"version-\(HTML.escape(number))\"><h3>\(HTML.escape(name))@\(HTML.escape(number)) "
+            body +=
+                "<article class=\"version\" id=\"version-\(HTML.escape(number))\"><h3>\(HTML.escape(name))@\(HTML.escape(number)) "
                 + Markup.status(status) + (deprecated ? " <span class=\"tag\">deprecated</span>" : "") + "</h3>"
-            body += "<p>\(HTML.escape(version["format"].text)), context \(version["context_limit"].text) tokens"
+            body +=
+                "<p>\(HTML.escape(version["format"].text)), context \(version["context_limit"].text) tokens"
                 + (version["default_engine"].isNull ? "" : ", engine \(HTML.escape(version["default_engine"].text))")
                 + ". \(HTML.escape(version["description"].text))</p>"
             let detail = try await visit.get("/api/v1/models/\(Self.segment(name))/versions/\(Self.segment(number))")

@@ -64,10 +64,12 @@ extension ConsolePages {
             let ready = instances.count { $0["state"].text == "ready" }
             let history = try await visit.get("/api/v1/deployments/\(Self.segment(name))/metrics")
             let minutes = history.ok ? history.json["minutes"].array : []
-            body += "<article class=\"service\" id=\"service-\(HTML.escape(name))\"><h3>"
+            body +=
+                "<article class=\"service\" id=\"service-\(HTML.escape(name))\"><h3>"
                 + Markup.link(name, "/console/services/\(Self.segment(name))") + " "
                 + Markup.status(deployment["status"].text) + "</h3>"
-            body += "<p>version \(HTML.escape(deployment["version"].text)) · \(ready) of \(deployment["replicas"].text) replicas ready"
+            body +=
+                "<p>version \(HTML.escape(deployment["version"].text)) · \(ready) of \(deployment["replicas"].text) replicas ready"
                 + " · \(HTML.escape(deployment["status_message"].text))</p>"
             body += "<div class=\"charts\">" + Self.sixCharts(minutes, service: name) + "</div></article>"
         }

@@ -20,7 +20,8 @@ extension ConsolePages {
                 ]
             }, id: "services", empty: visit.principal.isAdmin ? "No model service yet." : "No model service is open to you yet.")
         guard visit.principal.isAdmin else {
-            body += "<p>Call them with an <a href=\"/console/keys\">API key</a> and any OpenAI client, "
+            body +=
+                "<p>Call them with an <a href=\"/console/keys\">API key</a> and any OpenAI client, "
                 + "or try them in the <a href=\"/console/playground\">playground</a>.</p>"
             return visit.page("Model services", body)
         }
@@ -158,11 +159,14 @@ extension ConsolePages {
             return visit.page("Service not found", Self.problemParagraph(answer.problem), status: .notFound)
         }
         let deployment = answer.json
-        var body = "<p id=\"service-status\">" + Markup.status(deployment["status"].text) + " "
+        var body =
+            "<p id=\"service-status\">" + Markup.status(deployment["status"].text) + " "
             + HTML.escape(deployment["status_message"].text) + "</p>"
-        body += "<p>version \(HTML.escape(deployment["version"].text)), context \(deployment["context_limit"].text) tokens"
+        body +=
+            "<p>version \(HTML.escape(deployment["version"].text)), context \(deployment["context_limit"].text) tokens"
             + ", limits: \(HTML.escape(Self.limitsText(deployment["limits"])))</p>"
-        body += "<p>Call it as <code>\(HTML.escape(name))</code> with any OpenAI client, or in the "
+        body +=
+            "<p>Call it as <code>\(HTML.escape(name))</code> with any OpenAI client, or in the "
             + Markup.link("playground", "/console/playground?service=\(Self.segment(name))") + ".</p>"
         guard visit.principal.isAdmin else { return visit.page("Service \(name)", body) }
 
@@ -173,13 +177,15 @@ extension ConsolePages {
             instances.map { instance in
                 [
                     "<code>\(HTML.escape(instance["id"].text))</code>", HTML.escape(instance["node"].text),
-                    "\(instance["gpu_uuids"].array.count)", Markup.status(instance["state"].text)
+                    "\(instance["gpu_uuids"].array.count)",
+                    Markup.status(instance["state"].text)
                         + " " + HTML.escape(instance["state_message"].text),
                     instance["restarts"].text, HTML.escape(instance["updated_at"].text),
                 ]
             }, id: "instances", empty: "No instance.")
         let history = try await visit.get(path + "/metrics")
-        body += "<h2>The last hour</h2><div class=\"charts\">"
+        body +=
+            "<h2>The last hour</h2><div class=\"charts\">"
             + Self.sixCharts(history.ok ? history.json["minutes"].array : [], service: name) + "</div>"
         if let first = instances.first(where: { $0["state"].text != "stopped" }) ?? instances.first {
             let id = first["id"].text
@@ -189,7 +195,8 @@ extension ConsolePages {
                 """
         }
         let events = try await visit.list(path + "/events?limit=50")
-        body += "<h2>Events</h2><ol class=\"timeline\" id=\"events\">"
+        body +=
+            "<h2>Events</h2><ol class=\"timeline\" id=\"events\">"
             + events.map { event in
                 "<li><time>\(HTML.escape(event["created_at"].text))</time> <span class=\"tag\">\(HTML.escape(event["kind"].text))</span> "
                     + HTML.escape(event["message"].text) + "</li>"
@@ -269,7 +276,9 @@ extension ConsolePages {
         case "autoscale":
             answer = try await visit.send(
                 .patch, path,
-                .object(["min_replicas": form.number("min_replicas") ?? .null, "max_replicas": form.number("max_replicas") ?? .null]))
+                .object([
+                    "min_replicas": form.number("min_replicas") ?? .null, "max_replicas": form.number("max_replicas") ?? .null,
+                ]))
         case "update", "rollback":
             answer = try await visit.send(.patch, path, .object(["version": .string(form["version"] ?? "")]))
         case "canary":

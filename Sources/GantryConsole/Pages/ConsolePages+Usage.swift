@@ -48,7 +48,8 @@ extension ConsolePages {
             perDay[day, default: (0, 0)].tokens += tokens
         }
         let days = perDay.keys.sorted()
-        body += "<div class=\"charts\">"
+        body +=
+            "<div class=\"charts\">"
             + SVGChart.bars(
                 title: "Requests per day", values: days.map { ($0, perDay[$0]!.requests) }, format: Self.formatNumber,
                 id: "usage-requests")
@@ -73,9 +74,13 @@ extension ConsolePages {
             let requests = sums.reduce(0) { $0 + ($1["requests"].int ?? 0) }
             guard requests > 0 else { continue }
             let tokens = sums.reduce(0) { $0 + ($1["prompt_tokens"].int ?? 0) + ($1["completion_tokens"].int ?? 0) }
-            keyRows.append([HTML.escape(key["name"].text), "<code>\(HTML.escape(key["id"].text))</code>", "\(requests)", "\(tokens)"])
+            keyRows.append([
+                HTML.escape(key["name"].text), "<code>\(HTML.escape(key["id"].text))</code>", "\(requests)", "\(tokens)",
+            ])
         }
-        body += "<h2>Per key</h2>" + Markup.table(["Key", "Id", "Requests", "Tokens"], keyRows, id: "usage-keys", empty: "No key was used.")
+        body +=
+            "<h2>Per key</h2>"
+            + Markup.table(["Key", "Id", "Requests", "Tokens"], keyRows, id: "usage-keys", empty: "No key was used.")
         if visit.principal.isAdmin {
             var userRows: [[String]] = []
             for user in try await visit.list("/api/v1/users").prefix(200) {
@@ -87,7 +92,8 @@ extension ConsolePages {
                 let tokens = sums.reduce(0) { $0 + ($1["prompt_tokens"].int ?? 0) + ($1["completion_tokens"].int ?? 0) }
                 userRows.append([HTML.escape(user["name"].text), "\(requests)", "\(tokens)"])
             }
-            body += "<h2>Per user</h2>" + Markup.table(["User", "Requests", "Tokens"], userRows, id: "usage-users", empty: "Nobody.")
+            body +=
+                "<h2>Per user</h2>" + Markup.table(["User", "Requests", "Tokens"], userRows, id: "usage-users", empty: "Nobody.")
         }
         return visit.page("Usage", body)
     }
