@@ -25,11 +25,11 @@ fail() {
   exit 1
 }
 cleanup() {
-  if [ -n "${GANTRY_PID:-}" ]; then
-    kill -TERM "$GANTRY_PID" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$GANTRY_PID" 2>/dev/null || break; sleep 0.2; done
-    kill -9 "$GANTRY_PID" 2>/dev/null || true
-  fi
+  for pid in ${GANTRY_PID:-} ${PLAIN_PID:-}; do
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
   # The screenshots stay when they were asked for elsewhere.
   rm -rf "$DATA"
 }
@@ -45,9 +45,18 @@ GANTRY_AUTH_OIDC_CLIENT_SECRET="$GANTRY_TEST_OIDC_CLIENT_SECRET" \
   --log-level notice >"$DATA/gantry.stdout" 2>"$DATA/gantry.stderr" &
 GANTRY_PID=$!
 wait_healthy "$BASE"
+# A second server without an identity provider, for the console's login with an API key.
+PLAIN_PORT=$(free_port)
+PLAIN="http://127.0.0.1:$PLAIN_PORT"
+"$GANTRY" serve --port "$PLAIN_PORT" --data-dir "$DATA/plain" --log-level notice \
+  --gpu-source "fixture:$PWD/fixtures/nvidia-smi/4xA10G-2xL4.csv" >"$DATA/plain.stdout" 2>"$DATA/plain.stderr" &
+PLAIN_PID=$!
+wait_healthy "$PLAIN"
+PLAIN_ADMIN=$(grep -o 'gk_[A-Za-z0-9_-]*' "$DATA/plain.stdout" | head -n 1 || true)
+[ -n "$PLAIN_ADMIN" ] || fail "the second server printed no admin key"
 
 step "the admin's and the user's journeys in headless chromium"
-"$PEERS/bin/python" Tests/browser/console_journeys.py "$BASE" "$GANTRY_TEST_MODEL" "$SHOTS" \
+"$PEERS/bin/python" Tests/browser/console_journeys.py "$BASE" "$GANTRY_TEST_MODEL" "$SHOTS" "$PLAIN" "$PLAIN_ADMIN" \
   || fail "a console journey failed (screenshots so far: $SHOTS)"
 if [ -z "${CONSOLE_SCREENSHOTS:-}" ]; then
   # Kept for whoever reads CI's output: the folder outlives the run's data.

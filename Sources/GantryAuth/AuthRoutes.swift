@@ -11,11 +11,14 @@ public struct AuthRoutes: Sendable {
     public static let sessionCookie = "gantry_session"
 
     let login: LoginService?
+    /// Sessions for a caller who proves an API key (the console's login without a provider).
+    let keySessions: BrowserSessions?
     /// Cookies get `Secure` when Gantry is reached over https.
     let secureCookies: Bool
 
-    public init(login: LoginService?, secureCookies: Bool) {
+    public init(login: LoginService?, keySessions: BrowserSessions? = nil, secureCookies: Bool) {
         self.login = login
+        self.keySessions = keySessions
         self.secureCookies = secureCookies
     }
 
@@ -58,6 +61,29 @@ public struct AuthRoutes: Sendable {
                     name: Self.sessionCookie, value: token, maxAge: Int(login.sessionLifetime), path: "/", secure: secureCookies,
                     httpOnly: true, sameSite: .lax))
             response.setCookie(Cookie(name: Self.loginCookie, value: "", maxAge: 0, path: "/auth", secure: secureCookies))
+            return response
+        }
+        // A browser session for the holder of an API key, sent as `Authorization: Bearer` (so the
+        // gateway's authentication checks it and counts a wrong one against the address, and no
+        // other site's form can post it). Only a key that may do all its user may do opens one:
+        // a session has no service scope or limits of its own to carry a key's.
+        group.post("key-session") { _, context in
+            guard let keySessions else { throw GantryError.notFound("no route for this path", code: "not_found") }
+            let principal = try context.requirePrincipal()
+            guard case .apiKey = principal.credential else {
+                throw GantryError(.unauthorized, "send the API key as 'Authorization: Bearer <key>'", code: "missing_api_key")
+            }
+            guard principal.allowedDeployments == nil, principal.keyLimits == nil else {
+                throw GantryError(
+                    .forbidden,
+                    "this key is limited to some services or has limits of its own; log in with a key without either")
+            }
+            let token = try await keySessions.open(userID: principal.userID)
+            var response = Response(status: .noContent, headers: [.cacheControl: "no-store"])
+            response.setCookie(
+                Cookie(
+                    name: Self.sessionCookie, value: token, maxAge: Int(keySessions.lifetime), path: "/",
+                    secure: secureCookies, httpOnly: true, sameSite: .lax))
             return response
         }
         group.get("logout") { request, _ in try await logout(request) }

@@ -12,6 +12,7 @@ public struct LoginService: Sendable {
     /// Where the provider sends the browser back: `<public URL>/auth/callback`.
     public let redirectURI: String
     public let sessionLifetime: TimeInterval
+    let browserSessions: BrowserSessions
     let logger: Logger
 
     public init(
@@ -25,6 +26,7 @@ public struct LoginService: Sendable {
         self.pending = PendingLogins(repository: repositories.pendingLogins)
         self.redirectURI = (publicURL.hasSuffix("/") ? String(publicURL.dropLast()) : publicURL) + "/auth/callback"
         self.sessionLifetime = sessionLifetime
+        self.browserSessions = BrowserSessions(repositories: repositories, lifetime: sessionLifetime)
         self.logger = logger
     }
 
@@ -110,14 +112,7 @@ public struct LoginService: Sendable {
     // MARK: Sessions
 
     func openSession(userID: String) async throws -> String {
-        let token = RandomToken.make()
-        let now = Date()
-        try await sessions.createSession(
-            BrowserSession(
-                tokenHash: RandomToken.sha256Hex(token), userID: userID, csrfToken: RandomToken.make(), createdAt: now,
-                expiresAt: now.addingTimeInterval(sessionLifetime)))
-        try? await sessions.deleteExpiredSessions(before: now)
-        return token
+        try await browserSessions.open(userID: userID)
     }
 
     public func endSession(token: String) async throws {

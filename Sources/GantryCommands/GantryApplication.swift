@@ -253,7 +253,11 @@ public func buildApplication(
     ModelFileRoutes(models: repositories.models, registry: registry, tokens: fetchTokens).add(to: router)
     DeploymentRoutes(service: deployments, repositories: repositories, runtime: runtime, history: history).add(to: router)
     IdentityRoutes(identity: identity, repositories: repositories).add(to: router)
-    AuthRoutes(login: login, secureCookies: configuration.auth.publicURL.hasPrefix("https://")).add(to: router)
+    AuthRoutes(
+        login: login,
+        keySessions: BrowserSessions(repositories: repositories, lifetime: configuration.auth.sessionLifetime),
+        secureCookies: configuration.auth.publicURL.hasPrefix("https://")
+    ).add(to: router)
     IntrospectionRoutes(verifier: identity).add(to: router)
     SelfServicePage(identity: identity, repositories: repositories, loginAvailable: login != nil).add(to: router)
     ResourceRoutes(inventory: inventory, allocations: allocations).add(to: router)

@@ -107,12 +107,9 @@ public struct ConsoleRoutes: Sendable {
             // No session, or one that expired: log in, then come back here.
             let back = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
             guard loginAvailable else {
-                return .answer(
-                    ConsoleLayout.response(
-                        Self.bare(
-                            "Gantry console",
-                            "<p>Single sign-on is not configured on this server: the console needs a browser login.</p>"),
-                        status: .unauthorized))
+                // No identity provider: a browser session from an API key, sent by the page's
+                // script as a bearer credential (`POST /auth/key-session`), then back here.
+                return .answer(ConsoleLayout.response(Self.keyLoginPage(next: back), status: .unauthorized))
             }
             return .answer(
                 Response(
@@ -168,6 +165,20 @@ public struct ConsoleRoutes: Sendable {
                 return try await handler(visit, form)
             }
         }
+    }
+
+    /// The login of a server without an identity provider: an API key for a browser session.
+    static func keyLoginPage(next: String) -> String {
+        bare(
+            "Log in to Gantry",
+            """
+            <p>This server has no identity provider configured. Log in with one of your API keys \
+            (a key limited to some services or with limits of its own cannot open a session).</p>
+            <form id="key-login" class="stacked" data-key-login data-next="\(HTML.escape(next))">
+            <label>API key <input name="key" type="password" autocomplete="off" required></label>
+            <button>Log in</button><p class="form-error" role="alert" hidden></p></form>
+            <script src="/console/assets/console.js" defer></script>
+            """)
     }
 
     static func bare(_ title: String, _ body: String) -> String {

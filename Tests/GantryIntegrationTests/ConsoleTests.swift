@@ -162,3 +162,50 @@ struct ConsoleTests {
         #expect(chart.contains("<circle") && chart.contains("<polyline"), "a gap splits the line")
     }
 }
+
+/// The console on a server without an identity provider (the embedded default): a session from
+/// an API key the page's script sends as a bearer credential.
+@Suite("Console without a provider")
+struct ConsoleKeyLoginTests {
+    @Test("an API key opens a session; a missing, wrong, scoped or limited key does not")
+    func keyLogin() async throws {
+        let test = try await TestServer.make()
+        try await test.server.application.test(.live) { client in
+            let port = try #require(client.port)
+            let base = "http://127.0.0.1:\(port)"
+            let browser = BrowserAgent()
+            defer { Task { try? await browser.shutdown() } }
+            let page = try await browser.get(base + "/console/keys")
+            #expect(page.status == 401 && page.body.contains(#"data-key-login data-next="/console/keys""#))
+
+            func open(_ key: String?) async throws -> BrowserAgent.Page {
+                try await browser.postForm(
+                    base + "/auth/key-session", [], headers: key.map { [("authorization", "Bearer \($0)")] } ?? [])
+            }
+            #expect(try await open(nil).status == 401)
+            #expect(try await open("gk_notakey_000000000000000000000000000000000000000").status == 401)
+            for limits in [#""scope":["chat"]"#, #""limits":{"requests_per_minute":5}"#] {
+                var request = HTTPClientRequest(url: base + "/api/v1/keys")
+                request.method = .POST
+                request.headers.add(name: "authorization", value: "Bearer \(test.adminKey)")
+                request.headers.add(name: "content-type", value: "application/json")
+                request.body = .bytes(ByteBuffer(string: #"{"name":"narrow",\#(limits)}"#))
+                let made = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+                let body = try await made.body.collect(upTo: 1 << 16)
+                let json = try #require(try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any])
+                let narrow = try #require(json["key"] as? String)
+                #expect(try await open(narrow).status == 403, "\(limits)")
+            }
+            #expect(browser.cookie("gantry_session", origin: "127.0.0.1:\(port)") == nil)
+
+            let opened = try await open(test.adminKey)
+            #expect(opened.status == 204)
+            let cookie = try #require(opened.setCookies.first { $0.hasPrefix("gantry_session=") })
+            #expect(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"))
+            let keys = try await browser.get(base + "/console/keys")
+            #expect(keys.status == 200 && keys.body.contains(#"<meta name="csrf-token" content=""#))
+            #expect(!keys.body.contains(test.adminKey), "the key itself is never on a page")
+        }
+    }
+}
+

@@ -10,7 +10,10 @@ message by its field, and a session that is no longer valid goes to the login an
 Every page is loaded with no console error and no content-security-policy violation (Chromium
 logs both as SEVERE); a screenshot of each page goes to the folder given.
 
-Usage: python console_journeys.py BASE MODEL_FILE SCREENSHOT_DIR
+Scenario 0, with a second server that has no identity provider: the console's login with an
+API key.
+
+Usage: python console_journeys.py BASE MODEL_FILE SCREENSHOT_DIR [PLAIN_BASE PLAIN_ADMIN_KEY]
 """
 
 import os
@@ -327,6 +330,35 @@ def scenario_user():
         driver.quit()
 
 
+def scenario_key_login(base, key):
+    """A server without an identity provider: its console logs in with an API key."""
+    driver = browser()
+    try:
+        driver.get(base + "/console/resources")
+        form = wait_for("the key login", lambda: driver.find_element(By.ID, "key-login"))
+        check_console(driver, "key login page", status=401)
+        shot(driver, "00-key-login")
+        form.find_element(By.NAME, "key").send_keys("gk_wrong_0000000000000000000000000000000000000000")
+        form.find_element(By.CSS_SELECTOR, "button").click()
+        error = wait_for("the refusal", lambda: form.find_element(By.CSS_SELECTOR, ".form-error").text)
+        assert "key" in error.lower(), error
+        driver.get_log("browser")  # the refused fetch's 401, which the page shows as text
+        field = form.find_element(By.NAME, "key")
+        field.clear()
+        field.send_keys(key)
+        form.find_element(By.CSS_SELECTOR, "button").click()
+        # The login page was served at the page asked for; after the login it is that page.
+        wait_for("the page asked for", lambda: driver.find_elements(By.ID, "nodes"))
+        assert driver.current_url == base + "/console/resources", driver.current_url
+        assert "NVIDIA A10G" in driver.find_element(By.ID, "gpus").text
+        check_console(driver, "after the key login")
+        shot(driver, "00-resources-after-key-login")
+    finally:
+        driver.quit()
+
+
+if len(sys.argv) > 5:
+    scenario_key_login(sys.argv[4], sys.argv[5])
 scenario_admin()
 scenario_user()
 for name, url, path in PAGES:

@@ -14,6 +14,28 @@
     }
   };
 
+  // The login of a server without an identity provider: the key goes as a bearer credential,
+  // the answer sets the session cookie, then back to the page asked for (a path of this site).
+  const keyLogin = document.querySelector("form[data-key-login]");
+  if (keyLogin) {
+    keyLogin.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const failure = keyLogin.querySelector(".form-error");
+      const response = await fetch("/auth/key-session", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { authorization: `Bearer ${new FormData(keyLogin).get("key")}` },
+      });
+      if (response.ok) {
+        const next = keyLogin.dataset.next;
+        window.location.assign(next.startsWith("/") && !next.startsWith("//") ? next : "/console");
+      } else {
+        failure.textContent = problem(await response.text());
+        failure.hidden = false;
+      }
+    });
+  }
+
   // Buttons that delete or revoke ask first.
   for (const form of document.querySelectorAll("form[data-confirm]")) {
     form.addEventListener("submit", (event) => {
