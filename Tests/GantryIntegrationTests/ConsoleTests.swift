@@ -208,4 +208,3 @@ struct ConsoleKeyLoginTests {
         }
     }
 }
-
