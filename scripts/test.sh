@@ -17,7 +17,8 @@
 # control replicas and three gateways, processes killed and the database stopped under load) and a
 # soak of the per-connection bounds; Debian's Prometheus scraping a live Gantry under traffic with
 # the shipped rules (deploy/prometheus) and the Grafana dashboard's queries (deploy/grafana); the web
-# console's admin and user journeys in Debian's headless chromium driven by Selenium.
+# console's admin and user journeys in Debian's headless chromium driven by Selenium; schemathesis
+# checking every /api answer against the OpenAPI document.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -65,6 +66,9 @@ bash scripts/soak-test.sh "$GANTRY" .build/debug/gantry-fake-engine
 
 step "prometheus: the shipped rules and dashboard against a live gantry under traffic"
 bash scripts/prometheus-test.sh "$GANTRY" .build/debug/gantry-fake-engine
+
+step "schemathesis: every /api operation against the OpenAPI document, as a user and as an admin"
+bash scripts/schemathesis-test.sh "$GANTRY" .build/debug/gantry-fake-engine
 
 step "console: an admin's and a user's journeys in headless chromium"
 bash scripts/console-test.sh "$GANTRY"
