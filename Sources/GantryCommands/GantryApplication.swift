@@ -20,7 +20,7 @@ import ServiceLifecycle
 
 /// Everything `gantry serve` runs, built from one configuration. Tests build the same thing.
 public struct GantryServer: Sendable {
-    public var application: Application<RouterResponder<GantryRequestContext>>
+    public var application: Application<HeadResponder<GantryRequestContext>>
     public let store: SQLStore
     public let routeTable: RouteTable
     /// Where engines run: `localRuntime`, or Kubernetes pods with `--runtime kubernetes`.
@@ -273,7 +273,7 @@ public func buildApplication(
     // engines' HTTP clients, and last the store and the shared HTTP client.
     // Nothing after this point throws, so nothing opened above can leak.
     let application = Application(
-        router: router, server: .http1(directRelay: directRelay),
+        responder: HeadResponder(router.buildResponder()), server: .http1(directRelay: directRelay),
         configuration: .init(address: .hostname(configuration.http.host, port: configuration.http.port), serverName: "gantry"),
         services: [
             HTTPClientService(client: httpClient), StoreService(store: store), ShutdownService(action: closeObjects),

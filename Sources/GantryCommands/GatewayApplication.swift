@@ -16,7 +16,7 @@ import Prometheus
 /// enforces limits and quotas, writes usage records to the shared database, and proxies every
 /// other path to the control role.
 public struct GantryGatewayServer: Sendable {
-    public var application: Application<RouterResponder<GantryRequestContext>>
+    public var application: Application<HeadResponder<GantryRequestContext>>
     public let routeTable: RouteTable
     public let usage: UsageRecorder
 }
@@ -88,7 +88,7 @@ public func buildGatewayApplication(
     // Shut down in reverse: the server, the route watch, the usage records still waiting
     // (written), the engines' clients, the store, the control role's client.
     let application = Application(
-        router: router, server: .http1(directRelay: directRelay),
+        responder: HeadResponder(router.buildResponder()), server: .http1(directRelay: directRelay),
         configuration: .init(
             address: .hostname(configuration.http.host, port: configuration.http.port), serverName: "gantry-gateway"),
         services: [

@@ -87,6 +87,19 @@ struct OpenAPITests {
             #expect(try await DataPlaneTests.get(base, key: key, "/api/v1/nothing-here").status == 404)
             // A handler's 404 (no such model) stays a 404: the path is routed, the model is missing.
             #expect(try await DataPlaneTests.get(base, key: key, "/api/v1/models/missing").status == 404)
+
+            // HEAD answers wherever GET does: its status and headers, its length, no body.
+            for path in ["/api/v1/gpus", "/v1/models", "/console/assets/console.css", "/healthz"] {
+                let get = try await DataPlaneTests.send(.GET, base + path, key: key)
+                let head = try await DataPlaneTests.send(.HEAD, base + path, key: key)
+                #expect(head.status == get.status && get.status == 200, "HEAD \(path): \(head.status)")
+                #expect(head.text.isEmpty, "HEAD \(path) has no body")
+                #expect(head.headers.first(name: "content-length") == String(get.text.utf8.count), "HEAD \(path)")
+                #expect(head.headers.first(name: "content-type") == get.headers.first(name: "content-type"))
+            }
+            #expect(try await DataPlaneTests.send(.HEAD, base + "/api/v1/models/missing", key: key).status == 404)
+            let postOnly = try await DataPlaneTests.send(.HEAD, base + "/v1/chat/completions", key: key)
+            #expect(postOnly.status == 405 && postOnly.headers.first(name: "allow") == "POST")
         }
     }
 }
