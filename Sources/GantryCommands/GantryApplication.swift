@@ -345,7 +345,8 @@ func gpuHolders(_ repositories: Repositories) async throws -> [GPUHolder] {
         guard instance.state.isActive, let deployment = deployments[instance.deploymentID] else { return [] }
         let revisions = [deployment.revision, deployment.previousRevision, deployment.canary?.revision].compactMap { $0 }
         let version = revisions.first { $0.id == instance.revisionID }?.version ?? deployment.revision.version
-        return instance.gpuUUIDs.map {
+        // Instances placed by Kubernetes record no GPU: their nodes report what they use.
+        return (instance.gpuUUIDs.isEmpty ? [""] : instance.gpuUUIDs).map {
             GPUHolder(
                 service: deployment.name, version: version, instance: instance.id, node: instance.node, gpuUUID: $0)
         }

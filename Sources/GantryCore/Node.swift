@@ -11,6 +11,9 @@ public struct GPUInfo: Codable, Sendable, Equatable {
     public var utilizationPercent: Int?
     public var temperatureCelsius: Int?
     public var powerWatts: Double?
+    /// The Gantry engine instance using the GPU, where the node reports it (dcgm-exporter's pod
+    /// mapping on Kubernetes); on a node Gantry places on itself, its allocations say who holds what.
+    public var heldBy: String?
 
     enum CodingKeys: String, CodingKey {
         case index, uuid, name
@@ -19,11 +22,12 @@ public struct GPUInfo: Codable, Sendable, Equatable {
         case utilizationPercent = "utilization_percent"
         case temperatureCelsius = "temperature_celsius"
         case powerWatts = "power_watts"
+        case heldBy = "held_by"
     }
 
     public init(
         index: Int, uuid: String, name: String, memoryTotalMiB: Int, memoryUsedMiB: Int?, utilizationPercent: Int?,
-        temperatureCelsius: Int?, powerWatts: Double?
+        temperatureCelsius: Int?, powerWatts: Double?, heldBy: String? = nil
     ) {
         self.index = index
         self.uuid = uuid
@@ -33,6 +37,7 @@ public struct GPUInfo: Codable, Sendable, Equatable {
         self.utilizationPercent = utilizationPercent
         self.temperatureCelsius = temperatureCelsius
         self.powerWatts = powerWatts
+        self.heldBy = heldBy
     }
 }
 

@@ -104,11 +104,30 @@ public actor ResourceInventory: Service {
             return
         }
         var gpus: [String: GPUInfo] = [:]
-        for node in nodes { for gpu in node.gpus { gpus[node.name + "/" + gpu.uuid] = gpu } }
+        // GPUs a node says an instance uses (dcgm-exporter's pod mapping), with their node.
+        var usedBy: [String: [(node: String, gpu: GPUInfo)]] = [:]
+        for node in nodes {
+            for gpu in node.gpus {
+                gpus[node.name + "/" + gpu.uuid] = gpu
+                if let instance = gpu.heldBy { usedBy[instance, default: []].append((node.name, gpu)) }
+            }
+        }
+        // A holder without a GPU UUID is an instance placed by Kubernetes: it holds what its
+        // node reports it using.
+        let expanded = held.flatMap { holder -> [(GPUHolder, GPUInfo)] in
+            guard holder.gpuUUID.isEmpty else {
+                return gpus[holder.node + "/" + holder.gpuUUID].map { [(holder, $0)] } ?? []
+            }
+            return (usedBy[holder.instance] ?? []).map { used in
+                var exact = holder
+                exact.node = used.node
+                exact.gpuUUID = used.gpu.uuid
+                return (exact, used.gpu)
+            }
+        }
         var now: [GPUHolder: [Gauge]] = [:]
         var perService: [String: (utilization: [Double], memory: Double?)] = [:]
-        for holder in held {
-            guard let gpu = gpus[holder.node + "/" + holder.gpuUUID] else { continue }
+        for (holder, gpu) in expanded {
             let labels = [
                 ("service", holder.service), ("version", holder.version), ("instance", holder.instance),
                 ("node", holder.node), ("gpu", String(gpu.index)),
@@ -150,7 +169,9 @@ public actor ResourceInventory: Service {
     }
 }
 
-/// A GPU an engine instance holds: what ties the GPU's utilisation to a model service.
+/// A GPU an engine instance holds: what ties the GPU's utilisation to a model service. An empty
+/// `gpuUUID` stands for every GPU the instance's node reports it using (an instance that
+/// Kubernetes placed, whose GPUs Gantry did not choose).
 public struct GPUHolder: Sendable, Hashable {
     public var service: String
     public var version: String

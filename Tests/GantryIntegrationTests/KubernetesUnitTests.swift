@@ -238,7 +238,8 @@ struct KubernetesUnitTests {
             readings == [
                 DCGMReading(
                     uuid: "GPU-3f1c2a7e-9b41-4d0c-8e2f-5a6b7c8d9e01", hostname: "gpu-h100", index: 0,
-                    modelName: "NVIDIA H100 80GB HBM3", utilizationPercent: 87, memoryUsedMiB: 71362, memoryFreeMiB: 9641),
+                    modelName: "NVIDIA H100 80GB HBM3", utilizationPercent: 87, memoryUsedMiB: 71362, memoryFreeMiB: 9641,
+                    pod: "gantry/gantry-ins-4f2a9c-x1y2z"),
                 DCGMReading(
                     uuid: "GPU-8a2d4e6f-1c3b-4a5d-9e7f-0b1c2d3e4f52", hostname: "gpu-h100", index: 1,
                     modelName: "NVIDIA H100 80GB HBM3", utilizationPercent: 0, memoryUsedMiB: 0, memoryFreeMiB: 81004),
@@ -286,5 +287,36 @@ struct KubernetesUnitTests {
         #expect(merged.gpus[0] == gpus[0])
         #expect(merged.gpus[1].uuid == "GPU-x" && merged.gpus[1].utilizationPercent == 40)
         #expect(merged.gpus[1].memoryUsedMiB == 1000 && merged.gpus[1].memoryTotalMiB == 22000)
+        #expect(merged.gpus[1].heldBy == nil, "no pod mapping, no holder")
+    }
+
+    @Test("a GPU an engine pod uses, as dcgm-exporter maps it, is held by that pod's instance")
+    func gpuHeldByPod() {
+        let readings = DCGMExporterText.parse(
+            """
+            DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID="GPU-a",Hostname="n",namespace="ai",pod="gantry-ins-1-abcde",container="engine"} 70
+            DCGM_FI_DEV_GPU_UTIL{gpu="1",UUID="GPU-b",Hostname="n",pod_namespace="ai",pod_name="other-pod"} 5
+            DCGM_FI_DEV_GPU_UTIL{gpu="2",UUID="GPU-c",Hostname="n",namespace="",pod=""} 0
+            """)
+        #expect(readings.map(\.pod) == ["ai/gantry-ins-1-abcde", "ai/other-pod", nil])
+        let engine = Pod(
+            metadata: ObjectMeta(name: "gantry-ins-1-abcde", namespace: "ai", labels: [PodManifest.instanceLabel: "ins_1"]),
+            spec: PodSpec(containers: []))
+        let unrelated = Pod(
+            metadata: ObjectMeta(name: "other-pod", namespace: "ai", labels: ["app": "x"]), spec: PodSpec(containers: []))
+        let instances = KubernetesNodeSource.instancesByPod([engine, unrelated])
+        #expect(instances == ["ai/gantry-ins-1-abcde": "ins_1"])
+        // One label, two modules: the node source reads the label the pod manifest writes.
+        #expect(KubernetesNodeSource.instanceLabel == PodManifest.instanceLabel)
+        let gpus = (0..<3).map {
+            GPUInfo(
+                index: $0, uuid: "n/gpu\($0)", name: "NVIDIA-H100", memoryTotalMiB: 81920, memoryUsedMiB: nil,
+                utilizationPercent: nil, temperatureCelsius: nil, powerWatts: nil)
+        }
+        let node = NodeInventory(
+            name: "n", cpuCount: 8, memoryBytes: 1, labels: [:], gpus: gpus, gpuSource: "kubernetes", simulated: false,
+            observedAt: Date())
+        let merged = KubernetesNodeSource.withReadings(node, readings, instances: instances)
+        #expect(merged.gpus.map(\.heldBy) == ["ins_1", nil, nil])
     }
 }

@@ -161,6 +161,44 @@ struct ResourceTests {
         #expect(history.minutes(of: "chat").last?.gpuSamples == 2)
     }
 
+    @Test("an instance Kubernetes placed holds the GPUs its node reports it using")
+    func attributesGPUsReportedInUse() async throws {
+        struct Reported: NodeSource {
+            func nodes() async throws -> [NodeInventory] {
+                let gpus = (0..<3).map {
+                    GPUInfo(
+                        index: $0, uuid: "GPU-\($0)", name: "NVIDIA H100", memoryTotalMiB: 81920, memoryUsedMiB: 1000 * $0,
+                        utilizationPercent: 30 * $0, temperatureCelsius: nil, powerWatts: nil,
+                        heldBy: $0 == 0 ? nil : "ins_k")
+                }
+                return [
+                    NodeInventory(
+                        name: "gpu-node", cpuCount: 8, memoryBytes: 1, labels: [:], gpus: gpus, gpuSource: "kubernetes",
+                        simulated: false, observedAt: Date())
+                ]
+            }
+        }
+        let registry = PrometheusCollectorRegistry()
+        let history = ServiceMetricsHistory()
+        let inventory = ResourceInventory(
+            source: Reported(), interval: .seconds(60), metrics: registry, logger: Logger(label: "test"),
+            holders: { [GPUHolder(service: "k8s", version: "3", instance: "ins_k", node: "", gpuUUID: "")] },
+            history: history)
+        await inventory.refresh()
+        var bytes: [UInt8] = []
+        registry.emit(into: &bytes)
+        let text = String(decoding: bytes, as: UTF8.self)
+        for (gpu, value) in [(1, "0.3"), (2, "0.6")] {
+            #expect(
+                text.contains(
+                    #"gantry_service_gpu_utilization_ratio{service="k8s",version="3",instance="ins_k",node="gpu-node",gpu="\#(gpu)"} \#(value)"#
+                ))
+        }
+        #expect(!text.contains(#"gpu="0"} 0.0"#) || !text.contains(#"instance="ins_k",node="gpu-node",gpu="0""#))
+        let minute = try #require(history.minutes(of: "k8s").last)
+        #expect(abs((minute.meanGPUUtilization ?? 0) - 0.45) < 1e-9 && minute.gpuMemoryUsedBytes == 3000 * 1_048_576)
+    }
+
     @Test("a failing source keeps the last good view")
     func keepsLastView() async throws {
         struct Flaky: NodeSource {

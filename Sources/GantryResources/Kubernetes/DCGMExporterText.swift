@@ -9,6 +9,9 @@ public struct DCGMReading: Sendable, Equatable {
     public var utilizationPercent: Int?
     public var memoryUsedMiB: Int?
     public var memoryFreeMiB: Int?
+    /// `namespace/pod` of the pod using the GPU, where the exporter maps GPUs to pods (its
+    /// Kubernetes mode labels `namespace` and `pod`; older releases `pod_namespace`, `pod_name`).
+    public var pod: String? = nil
 }
 
 /// Reads the Prometheus text exposition dcgm-exporter serves, keeping the three families
@@ -33,6 +36,11 @@ public enum DCGMExporterText {
                 readings[uuid] = DCGMReading(
                     uuid: uuid, hostname: sample.labels["Hostname"] ?? "", index: sample.labels["gpu"].flatMap { Int($0) },
                     modelName: sample.labels["modelName"] ?? "")
+            }
+            if readings[uuid]?.pod == nil, let pod = sample.labels["pod"] ?? sample.labels["pod_name"], !pod.isEmpty,
+                let namespace = sample.labels["namespace"] ?? sample.labels["pod_namespace"], !namespace.isEmpty
+            {
+                readings[uuid]?.pod = namespace + "/" + pod
             }
             // NaN or infinite readings (a GPU that fell off the bus) stay unknown.
             let value = sample.value.isFinite ? Int(sample.value.rounded()) : nil

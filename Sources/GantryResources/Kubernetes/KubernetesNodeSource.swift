@@ -38,16 +38,34 @@ public struct KubernetesNodeSource: NodeSource {
             requested[node, default: 0] += Self.gpuRequest(of: pod)
         }
         let readings = await exporters?.readings(among: pods) ?? [:]
+        let instances = Self.instancesByPod(pods)
         return await nodeInformer.snapshot().values.map { node in
             let name = node.metadata.name ?? ""
             return Self.withReadings(
-                Self.inventory(of: node, gpusRequested: requested[name] ?? 0), readings[name] ?? [])
+                Self.inventory(of: node, gpusRequested: requested[name] ?? 0), readings[name] ?? [], instances: instances)
         }.sorted { $0.name < $1.name }
     }
 
+    /// The label Gantry's engine pods carry with their instance id (`PodManifest.instanceLabel` in
+    /// GantryServing, which this module may not import; a test keeps the two the same).
+    public static let instanceLabel = "gantry.dev/instance"
+
+    /// Gantry's engine pods by `namespace/name`, to their instance ids.
+    static func instancesByPod(_ pods: some Sequence<Pod>) -> [String: String] {
+        var instances: [String: String] = [:]
+        for pod in pods {
+            guard let instance = pod.metadata.labels?[instanceLabel], let name = pod.metadata.name else { continue }
+            instances[(pod.metadata.namespace ?? "default") + "/" + name] = instance
+        }
+        return instances
+    }
+
     /// The node's GPUs with an exporter's readings, matched by index: the real UUID, utilisation
-    /// and memory in use (and the memory size, where no label gave it).
-    static func withReadings(_ inventory: NodeInventory, _ readings: [DCGMReading]) -> NodeInventory {
+    /// and memory in use (and the memory size, where no label gave it), and the Gantry instance
+    /// whose pod uses the GPU, where the exporter maps GPUs to pods.
+    static func withReadings(_ inventory: NodeInventory, _ readings: [DCGMReading], instances: [String: String] = [:])
+        -> NodeInventory
+    {
         var inventory = inventory
         for reading in readings {
             guard let index = reading.index, inventory.gpus.indices.contains(index) else { continue }
@@ -55,6 +73,7 @@ public struct KubernetesNodeSource: NodeSource {
             gpu.uuid = reading.uuid
             gpu.utilizationPercent = reading.utilizationPercent
             gpu.memoryUsedMiB = reading.memoryUsedMiB
+            gpu.heldBy = reading.pod.flatMap { instances[$0] }
             if gpu.memoryTotalMiB == 0, let used = reading.memoryUsedMiB, let free = reading.memoryFreeMiB {
                 gpu.memoryTotalMiB = used + free
             }
