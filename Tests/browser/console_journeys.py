@@ -25,7 +25,6 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 BASE, MODEL_FILE, SHOTS = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -106,12 +105,25 @@ def log_in(driver, username, password, path="/console"):
     check_console(driver, "after login")
 
 
+def gone(element):
+    """A wait condition: `element` has left the page (the browser went on to the next one).
+    Chromium says so as a stale reference or, when the old page is mid-teardown, as a node that
+    "does not belong to the document": either means the same here."""
+    def check(_):
+        try:
+            element.is_enabled()
+            return False
+        except WebDriverException:
+            return True
+    return check
+
+
 def submit(driver, form_id, navigates=True):
     """Submits the form and, where it posts to the server, waits for the next page."""
     form = driver.find_element(By.ID, form_id)
     form.find_element(By.CSS_SELECTOR, "button").click()
     if navigates:
-        WebDriverWait(driver, 60).until(expected_conditions.staleness_of(form))
+        WebDriverWait(driver, 60).until(gone(form))
 
 
 def fill(driver, form_id, **fields):
@@ -250,7 +262,7 @@ def scenario_admin():
         field.clear()
         field.send_keys("20")
         limits.find_element(By.CSS_SELECTOR, "button").click()
-        WebDriverWait(driver, 60).until(expected_conditions.staleness_of(limits))
+        WebDriverWait(driver, 60).until(gone(limits))
         assert "requests a minute 20" in driver.find_element(By.ID, "keys").text
         check_console(driver, "key limits")
 

@@ -27,8 +27,10 @@
         headers: { authorization: `Bearer ${new FormData(keyLogin).get("key")}` },
       });
       if (response.ok) {
-        const next = keyLogin.dataset.next;
-        window.location.assign(next.startsWith("/") && !next.startsWith("//") ? next : "/console");
+        // Only back into the console: the page came from a console path, but a browser reads
+        // `/\host` as `//host`, so nothing else is trusted.
+        const next = keyLogin.dataset.next ?? "";
+        window.location.assign(/^\/console(\/[\w\-.~%/]*)?(\?[^\\]*)?$/.test(next) ? next : "/console");
       } else {
         failure.textContent = problem(await response.text());
         failure.hidden = false;
