@@ -343,8 +343,7 @@ func gpuHolders(_ repositories: Repositories) async throws -> [GPUHolder] {
         try await repositories.deployments.listDeployments().map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
     return try await repositories.instances.listInstances(deploymentID: nil).flatMap { instance -> [GPUHolder] in
         guard instance.state.isActive, let deployment = deployments[instance.deploymentID] else { return [] }
-        let revisions = [deployment.revision, deployment.previousRevision, deployment.canary?.revision].compactMap { $0 }
-        let version = revisions.first { $0.id == instance.revisionID }?.version ?? deployment.revision.version
+        let version = deployment.revision(runBy: instance).version
         // Instances placed by Kubernetes record no GPU: their nodes report what they use.
         return (instance.gpuUUIDs.isEmpty ? [""] : instance.gpuUUIDs).map {
             GPUHolder(

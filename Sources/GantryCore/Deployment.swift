@@ -293,3 +293,12 @@ extension ServiceTimeouts {
         return self
     }
 }
+
+extension Deployment {
+    /// The revision an instance runs: the current one, the canary, or the previous during a rollout.
+    public func revision(runBy instance: EngineInstance) -> DeploymentRevision {
+        if let previous = previousRevision, previous.id == instance.revisionID { return previous }
+        if let canary, canary.revision.id == instance.revisionID { return canary.revision }
+        return revision
+    }
+}

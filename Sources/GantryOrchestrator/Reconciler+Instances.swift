@@ -248,7 +248,7 @@ extension Reconciler {
         _ instance: inout EngineInstance, deployment: Deployment, memory remembered: inout InstanceMemory
     ) async throws {
         try await save(&instance, .fetching, message: "")
-        let revision = revision(of: instance, in: deployment)
+        let revision = deployment.revision(runBy: instance)
         let modelPath: String
         let version: ModelVersion
         var entryFile: String?
@@ -305,13 +305,6 @@ extension Reconciler {
                 reason: "cannot start the engine: \((error as? GantryError)?.message ?? "\(error)")",
                 memory: &remembered)
         }
-    }
-
-    /// The revision an instance runs: the current one, the canary, or the previous during a rollout.
-    func revision(of instance: EngineInstance, in deployment: Deployment) -> DeploymentRevision {
-        if let previous = deployment.previousRevision, previous.id == instance.revisionID { return previous }
-        if let canary = deployment.canary, canary.revision.id == instance.revisionID { return canary.revision }
-        return deployment.revision
     }
 
     /// Counts a failed placement or fetch and sets when to try again: 2, 4, 8 ... up to 60 seconds.

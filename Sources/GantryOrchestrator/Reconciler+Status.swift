@@ -12,7 +12,7 @@ extension Reconciler {
             .map {
                 RouteTarget(
                     instanceID: $0.id, endpoint: $0.endpoint, canary: $0.revisionID == canaryID,
-                    version: revision(of: $0, in: deployment).version, node: $0.node)
+                    version: deployment.revision(runBy: $0).version, node: $0.node)
             }
         await routes.publish(
             RouteEntry(

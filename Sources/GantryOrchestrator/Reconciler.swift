@@ -213,7 +213,7 @@ public actor Reconciler: Service {
         for var instance in recorded {
             guard let deployment = deployments[instance.deploymentID] else { continue }
             kept.insert(instance.id)
-            let engine = revision(of: instance, in: deployment).engine
+            let engine = deployment.revision(runBy: instance).engine
             let handedOver = runtime.placesInstances && (instance.state == .placing || instance.state == .fetching)
             if instance.state.hasProcess || handedOver,
                 await runtime.adopt(instanceID: instance.id, engine: engine, pid: instance.pid, endpoint: instance.endpoint)
