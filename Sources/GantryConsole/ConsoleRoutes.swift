@@ -114,7 +114,10 @@ public struct ConsoleRoutes: Sendable {
             return .answer(
                 Response(
                     status: .seeOther,
-                    headers: [.location: "/auth/login?next=" + Self.formEncode(back), .cacheControl: "no-store"]))
+                    headers: [
+                        .location: "/auth/login?next=" + ConsolePages.segment(back, keepingSlashes: true),
+                        .cacheControl: "no-store",
+                    ]))
         }
         let layout = ConsoleLayout(principal: principal, section: section)
         if adminOnly, !principal.isAdmin {
@@ -187,11 +190,5 @@ public struct ConsoleRoutes: Sendable {
         <meta name="viewport" content="width=device-width, initial-scale=1"><title>\(HTML.escape(title))</title>\
         <link rel="stylesheet" href="/console/assets/console.css"></head><body><main><h1>\(HTML.escape(title))</h1>\(body)</main></body></html>
         """
-    }
-
-    static func formEncode(_ text: String) -> String {
-        var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~/")
-        return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? ""
     }
 }

@@ -110,7 +110,7 @@ public final class ServiceMetricsHistory: Sendable {
     /// The last `keep` minutes of `service` up to `now`, oldest first, with empty minutes filled in.
     public func minutes(of service: String, now: Date = Date()) -> [ServiceMinute] {
         let series = services.withLock { $0[service] }
-        return series?.minutes(now: now) ?? ServiceSeries(keep: keep, reporting: false).minutes(now: now)
+        return series?.minutes(now: now) ?? ServiceSeries.window(keep: keep, now: now).map { ServiceMinute(start: $0.start) }
     }
 
     /// Forgets a deleted service.
@@ -152,10 +152,19 @@ public final class ServiceSeries: Sendable {
 
     static func minuteIndex(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 / 60).rounded(.down)) }
 
+    /// The last `keep` minutes up to `now`, oldest first: each one's index and start.
+    static func window(keep: Int, now: Date) -> [(index: Int64, start: Date)] {
+        let last = minuteIndex(now)
+        return ((last - Int64(keep) + 1)...last).map { ($0, Date(timeIntervalSince1970: Double($0) * 60)) }
+    }
+
+    /// The ring slot of a minute.
+    private func slot(_ minute: Int64) -> Int { Int(((minute % Int64(keep)) + Int64(keep)) % Int64(keep)) }
+
     /// Changes the minute `at` falls in, starting it afresh when its slot held an older minute.
     private func update(at date: Date, _ change: (inout ServiceMinute) -> Void) {
         let minute = Self.minuteIndex(date)
-        let slot = Int(((minute % Int64(keep)) + Int64(keep)) % Int64(keep))
+        let slot = slot(minute)
         let start = Date(timeIntervalSince1970: Double(minute) * 60)
         ring.withLock { ring in
             // A late report of a minute the ring has already moved past would overwrite a newer one.
@@ -204,13 +213,10 @@ public final class ServiceSeries: Sendable {
     }
 
     func minutes(now: Date) -> [ServiceMinute] {
-        let last = Self.minuteIndex(now)
         let slots = ring.withLock { $0.slots }
-        return ((last - Int64(keep) + 1)...last).map { minute in
-            let start = Date(timeIntervalSince1970: Double(minute) * 60)
-            let slot = Int(((minute % Int64(keep)) + Int64(keep)) % Int64(keep))
-            if let held = slots[slot], held.start == start { return held }
-            return ServiceMinute(start: start)
+        return Self.window(keep: keep, now: now).map { minute in
+            if let held = slots[slot(minute.index)], held.start == minute.start { return held }
+            return ServiceMinute(start: minute.start)
         }
     }
 }

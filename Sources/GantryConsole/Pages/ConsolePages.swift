@@ -7,10 +7,11 @@ import Hummingbird
 /// what it shows from the API as the visitor and renders it; each form handler makes one API call
 /// and, when the API refuses, renders the form again with the API's message by the field it names.
 struct ConsolePages: Sendable {
-    /// Percent-encodes one path segment (names are validated by the API, but never trusted here).
-    static func segment(_ text: String) -> String {
+    /// Percent-encodes one path segment (names are validated by the API, but never trusted here),
+    /// or with `keepingSlashes` a whole path as a query value.
+    static func segment(_ text: String, keepingSlashes: Bool = false) -> String {
         var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~")
+        allowed.insert(charactersIn: keepingSlashes ? "-._~/" : "-._~")
         return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? ""
     }
 

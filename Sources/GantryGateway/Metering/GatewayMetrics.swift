@@ -102,7 +102,7 @@ public final class GatewayMetrics: Sendable {
 
     func requestFinished(
         service: String, version: String, status: Int, errorType: String?, latency: Duration,
-        timeToFirstByte: Duration?, usage: TokenUsage?
+        timeToFirstByte: Duration?, usage: TokenUsage?, endedAt: Date
     ) {
         let key = ServiceVersion(service: service, version: version)
         let cached = metrics(for: key)
@@ -122,7 +122,7 @@ public final class GatewayMetrics: Sendable {
             if usage.completionTokens > 0 { cached.completionTokens.increment(by: Int64(usage.completionTokens)) }
         }
         cached.history?.request(
-            at: Date(), status: status, latencySeconds: latency.inSeconds, promptTokens: usage?.promptTokens ?? 0,
+            at: endedAt, status: status, latencySeconds: latency.inSeconds, promptTokens: usage?.promptTokens ?? 0,
             completionTokens: usage?.completionTokens ?? 0)
     }
 

@@ -64,7 +64,7 @@ public struct Metering: Sendable {
         metrics.requestFinished(
             service: request.deployment, version: state.version, status: status, errorType: errorType, latency: latency,
             timeToFirstByte: firstByte,
-            usage: charged)
+            usage: charged, endedAt: createdAt)
     }
 }
 
